@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command: every CTest test except those labelled `slow`, then the
+# torch-free parsers and their tests under AddressSanitizer + UBSan, then the
+# libFuzzer targets (FUZZ_SECONDS each for safetensors, half that for torch .bin).
+# Run scripts/setup.sh first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs="${M3D_JOBS:-$(nproc)}"
+fuzz_seconds="${FUZZ_SECONDS:-60}"
+
+ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
+
+echo "== parsers and I/O tests under ASan + UBSan"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$jobs" --target test_io_base
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+if [ "$fuzz_seconds" -gt 0 ]; then
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s torch .bin)"
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin
+  for target in safetensors torch_bin; do
+    corpus="build-fuzz/corpus_$target"
+    mkdir -p "$corpus"
+    seconds=$fuzz_seconds
+    if [ "$target" = torch_bin ]; then
+      cp tests/fixtures/io/*.bin "$corpus"/
+      seconds=$((fuzz_seconds / 2))
+    else
+      cp tests/fixtures/io/*.safetensors tests/fixtures/io/st_sharded/*.safetensors "$corpus"/
+    fi
+    "build-fuzz/tests/fuzz_$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
+      -artifact_prefix=build-fuzz/ "$corpus" 2>&1 | tail -n 12
+  done
+fi
+echo "test: all passed"

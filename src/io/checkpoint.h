@@ -1,0 +1,32 @@
+// A checkpoint as published: a directory with config.json and weights in
+// model.safetensors, sharded model-0000k-of-0000n.safetensors + index, or
+// pytorch_model.bin (also sharded); or one weights file given directly.
+// All tensors are validated and mapped; none is read until used.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/tensor_record.h"
+
+namespace m3d::io {
+
+enum class WeightFormat { Safetensors, TorchBin };
+
+struct Checkpoint {
+  std::string path;  // what was opened
+  std::string directory;  // where config.json and tokenizer files are looked up
+  WeightFormat format = WeightFormat::Safetensors;
+  std::vector<std::string> files;  // weight files, in load order
+  std::map<std::string, std::string> metadata;  // safetensors __metadata__ of the first file
+  std::map<std::string, TensorRecord> tensors;  // by name
+
+  const TensorRecord& tensor(const std::string& name) const;  // throws naming the checkpoint
+  uint64_t total_bytes() const;
+};
+
+// `path` is a checkpoint directory or a single weights file.
+Checkpoint checkpoint_open(const std::string& path);
+
+}  // namespace m3d::io

@@ -1,0 +1,94 @@
+#include "io/state_dict.h"
+
+#include <torch/nn/module.h>
+
+#include <map>
+#include <set>
+
+#include "io/tensor.h"
+#include "m3d/error.h"
+
+namespace m3d::io {
+namespace {
+
+bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool compatible(c10::ScalarType want, c10::ScalarType have) {
+  // Floating weights convert on load; integer buffers (e.g. num_batches_tracked) must match.
+  return want == have || (c10::isFloatingType(want) && c10::isFloatingType(have));
+}
+
+}  // namespace
+
+void module_cast_floating(torch::nn::Module& module, c10::ScalarType type) {
+  at::NoGradGuard no_grad;
+  for (auto& p : module.parameters(true)) {
+    if (p.is_floating_point()) p.set_data(p.to(type));
+  }
+  for (auto& b : module.buffers(true)) {
+    if (b.is_floating_point()) b.set_data(b.to(type));
+  }
+}
+
+LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoint, const LoadOptions& options) {
+  std::map<std::string, at::Tensor> targets;
+  for (const auto& item : module.named_parameters(true)) targets[item.key()] = item.value();
+  for (const auto& item : module.named_buffers(true)) targets[item.key()] = item.value();
+
+  LoadReport report;
+  std::vector<std::string> problems;
+  std::set<std::string> seen;
+  for (const auto& [key, record] : checkpoint.tensors) {
+    if (!starts_with(key, options.prefix)) {
+      if (options.whole_checkpoint) problems.push_back(fmt::format("unexpected key '{}'", key));
+      continue;
+    }
+    const std::string name = key.substr(options.prefix.size());
+    bool ignored = false;
+    for (const auto& pattern : options.ignore) ignored = ignored || starts_with(name, pattern);
+    if (ignored) {
+      report.ignored.push_back(key);
+      continue;
+    }
+    auto it = targets.find(name);
+    if (it == targets.end()) {
+      problems.push_back(fmt::format("unexpected key '{}' ({} {})", key, dtype_name(record.dtype), shape_string(record.shape)));
+      continue;
+    }
+    seen.insert(name);
+    at::Tensor& target = it->second;
+    const c10::ScalarType have = dtype_to_scalar(record.dtype);
+    if (target.sizes().vec() != record.shape) {
+      problems.push_back(fmt::format("key '{}': shape {} in the checkpoint, {} in the model", key,
+                                     shape_string(record.shape), shape_string(target.sizes().vec())));
+      continue;
+    }
+    if (!compatible(target.scalar_type(), have)) {
+      problems.push_back(fmt::format("key '{}': dtype {} in the checkpoint, {} in the model", key,
+                                     dtype_name(record.dtype), c10::toString(target.scalar_type())));
+      continue;
+    }
+    ++report.loaded;
+  }
+  for (const auto& [name, target] : targets) {
+    if (!seen.count(name)) {
+      problems.push_back(fmt::format("missing key '{}{}' ({} {})", options.prefix, name, c10::toString(target.scalar_type()),
+                                     shape_string(target.sizes().vec())));
+    }
+  }
+  if (!problems.empty()) {
+    std::string message = fmt::format("{}: {} problem(s) loading into the model:", checkpoint.path, problems.size());
+    for (const auto& problem : problems) message += "\n  " + problem;
+    throw Error(message);
+  }
+  // Only now copy, so a failed load leaves the module untouched.
+  at::NoGradGuard no_grad;
+  for (const auto& name : seen) {
+    targets[name].copy_(tensor_from_record(checkpoint.tensors.at(options.prefix + name)));
+  }
+  return report;
+}
+
+}  // namespace m3d::io

@@ -1,0 +1,95 @@
+// `m3d inspect` end to end on the official fixtures: parameter counts per
+// top-level module must equal sums of tensor sizes read from the safetensors
+// header independently (plain JSON parsing here, not m3d's reader).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "test_support.h"
+
+namespace m3d::test {
+namespace {
+
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+
+// module name -> summed element count, from the raw header ("" sums every tensor).
+std::map<std::string, int64_t> reference_counts(const std::string& file, const std::vector<std::string>& modules) {
+  const auto bytes = read_bytes(file);
+  uint64_t len = 0;
+  std::memcpy(&len, bytes.data(), 8);
+  const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(len));
+  std::map<std::string, int64_t> counts;
+  for (const auto& [key, entry] : header.items()) {
+    if (key == "__metadata__") continue;
+    int64_t numel = 1;
+    for (const auto& d : entry["shape"]) numel *= d.get<int64_t>();
+    for (const auto& m : modules) {
+      if (m.empty() || key.rfind(m + ".", 0) == 0) counts[m] += numel;
+    }
+  }
+  return counts;
+}
+
+TEST(CliInspect, Vit3dFixtureCountsMatchTheSafetensorsHeader) {
+  const std::string dir = shared_fixture("vit3d_spp_tiny");
+  const auto want = reference_counts(dir + "/model.safetensors", {"model.vision_tower", "model.mm_projector"});
+  ASSERT_EQ(want.size(), 2u);
+
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " inspect --json " + dir, &out, &err), 0) << err;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["architecture"], "LamedPhi3ForCausalLM");
+  std::map<std::string, int64_t> got;
+  int64_t total = 0;
+  for (const auto& m : j["modules"]) {
+    got[m["name"]] = m["parameters"];
+    total += m["parameters"].get<int64_t>();
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(j["parameters"], total);
+
+  ASSERT_EQ(run_command(kM3d + " inspect " + dir, &out, &err), 0) << err;
+  for (const auto& [name, count] : want) {
+    EXPECT_NE(out.find(name), std::string::npos) << out;
+    EXPECT_NE(out.find(std::to_string(count)), std::string::npos) << out;
+  }
+}
+
+TEST(CliInspect, AllOfficialFixturesOpen) {
+  for (const char* name : {"dcformer_mixer_tiny", "segvol_small"}) {
+    const std::string dir = shared_fixture(name);
+    std::string out, err;
+    ASSERT_EQ(run_command(kM3d + " inspect --json " + dir, &out, &err), 0) << err;
+    const auto j = nlohmann::json::parse(out);
+    int64_t total = 0;
+    for (const auto& [module, count] : reference_counts(dir + "/model.safetensors", {""})) total += count;
+    EXPECT_GT(j["parameters"].get<int64_t>(), 0);
+    EXPECT_EQ(j["parameters"].get<int64_t>(), total) << name;
+  }
+}
+
+TEST(CliInspect, CorruptFileGivesOneLineErrorAndNonZeroExit) {
+  const std::string dir = temp_dir();
+  auto bytes = read_bytes(shared_fixture("vit3d_spp_tiny/model.safetensors"));
+  bytes.resize(bytes.size() / 2);
+  const std::string path = dir + "/model.safetensors";
+  write_bytes(path, bytes);
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " inspect " + path, &out, &err), 1);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(err.rfind("m3d: error: " + path + ": tensor '", 0), 0u) << err;
+  EXPECT_NE(err.find("exceeds the data buffer"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+TEST(CliInspect, MissingPathAndNoArgumentsFail) {
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " inspect /nonexistent/ckpt", &out, &err), 1);
+  EXPECT_NE(err.find("/nonexistent/ckpt: no such file or directory"), std::string::npos) << err;
+  EXPECT_NE(run_command(kM3d + " inspect", &out, &err), 0);
+}
+
+}  // namespace
+}  // namespace m3d::test

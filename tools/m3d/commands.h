@@ -1,0 +1,10 @@
+// Each subcommand lives in its own file and registers itself on the CLI app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace m3d::cli {
+
+void add_inspect(CLI::App& app);
+
+}  // namespace m3d::cli

@@ -1,0 +1,31 @@
+// m3d: the one command-line program. Options are parsed here and in the
+// per-subcommand files; all work happens in the m3d library.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "m3d/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"m3d: native engine for 3D medical vision-language models (M3D-LaMed, M3D-CLIP, Med3DVLM)"};
+  app.set_version_flag("--version", M3D_VERSION);
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  m3d::cli::add_inspect(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const m3d::Error& e) {
+    std::fprintf(stderr, "m3d: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "m3d: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
