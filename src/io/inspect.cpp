@@ -66,7 +66,10 @@ CheckpointSummary checkpoint_summarize(const Checkpoint& checkpoint) {
   for (const auto& [name, record] : checkpoint.tensors) {
     const std::string module = module_of(name);
     auto [it, inserted] = index.emplace(module, s.modules.size());
-    if (inserted) s.modules.push_back({module});
+    if (inserted) {
+      s.modules.emplace_back();
+      s.modules.back().name = module;
+    }
     ModuleSummary& m = s.modules[it->second];
     const std::string dtype(dtype_name(record.dtype));
     m.parameters += record.numel();

@@ -1,0 +1,48 @@
+// Autoregressive generation over a CausalLm with a KV cache: greedy or sampled
+// (HF order: repetition penalty, then temperature, top-k, top-p), stop ids,
+// streaming callback, batches with left padding.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "models/causal_lm.h"
+
+namespace m3d::generate {
+
+// Field names follow HF generate() / generation_config.json.
+struct GenerationOptions {
+  int64_t max_new_tokens = 256;
+  bool do_sample = false;
+  double temperature = 1.0;
+  int64_t top_k = 0;  // 0: off (HF's generate defaults to 50 when sampling; the CLI sets that)
+  double top_p = 1.0;
+  double repetition_penalty = 1.0;
+  uint64_t seed = 0;
+  std::vector<int64_t> eos_token_id;  // stop when one is produced (it is kept in the output)
+};
+
+// Called with (batch row, token) as each token is chosen; return false to stop early.
+using TokenCallback = std::function<bool(int64_t row, int64_t token)>;
+
+struct GenerationResult {
+  std::vector<std::vector<int64_t>> tokens;  // new tokens per row, stop token included
+  torch::Tensor last_logits;  // (B, V) logits of the final step, in fp32
+};
+
+// embeds (B, L, D): the prompt embeddings (from CausalLm::embed). attention_mask
+// (B, L) of 1/0 marks left padding (undefined: no padding). prompt_ids (B, L) are
+// penalised by repetition_penalty as HF does when generating from ids (undefined:
+// only generated tokens are, as when generating from inputs_embeds).
+GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& options,
+                          const torch::Tensor& attention_mask = {}, const torch::Tensor& prompt_ids = {},
+                          const TokenCallback& on_token = {});
+
+// One step's choice from logits (B, V); `seen` (B, S) ids for the repetition penalty.
+torch::Tensor next_tokens(const torch::Tensor& logits, const GenerationOptions& options, const torch::Tensor& seen,
+                          torch::Generator& generator);
+
+}  // namespace m3d::generate

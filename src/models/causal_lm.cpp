@@ -1,0 +1,117 @@
+// Causal-LM assembly and the architecture registry. LaMed classes: BAAI-DCAI/M3D
+// LaMed/src/model/language_model/lamed_phi3.py, lamed_llama.py, lamed_arch.py.
+// Letters: B batch, L tokens, N image tokens, D hidden, V vocab.
+#include "models/causal_lm.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+#include "io/state_dict.h"
+#include "m3d/error.h"
+
+namespace m3d::models {
+
+LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit)
+    : DecoderModelImpl(decoder), lamed_(lamed) {
+  if (lamed.projector.hidden_size != decoder.hidden_size) {
+    fail("lamed: projector output {} differs from the LLM hidden size {}", lamed.projector.hidden_size, decoder.hidden_size);
+  }
+  vision_tower = register_module("vision_tower", Vit3dTower(vit, lamed.vision_select_layer, lamed.vision_select_feature));
+  mm_projector = register_module("mm_projector", Projector(lamed.projector));
+}
+
+torch::Tensor LamedModelImpl::encode_images(const torch::Tensor& images) {
+  return mm_projector->forward(vision_tower->forward(images));  // (B, N, D)
+}
+
+CausalLmImpl::CausalLmImpl(std::shared_ptr<DecoderModelImpl> decoder, bool tie_word_embeddings) {
+  model = register_module("model", std::move(decoder));
+  if (!tie_word_embeddings) {
+    const auto& c = model->config();
+    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  }
+}
+
+torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) const { return decoder_logits(*model, lm_head, hidden); }
+
+LamedModelImpl* CausalLmImpl::lamed() const { return dynamic_cast<LamedModelImpl*>(model.get()); }
+
+torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& images) const {
+  auto embeds = model->embed_tokens(input_ids.to(model->embed_tokens->weight.device()));  // (B, L, D)
+  if (!images.defined()) return embeds;
+  LamedModelImpl* lamed_model = lamed();
+  if (lamed_model == nullptr) fail("this model has no vision tower; it cannot take an image");
+  const int64_t L = input_ids.size(1);
+  if (L == 1) return embeds;  // the official code passes single tokens through
+  auto image_embeds = lamed_model->encode_images(images.to(embeds.device(), embeds.scalar_type()));  // (B, N, D)
+  const int64_t N = image_embeds.size(1);
+  if (image_embeds.size(0) != embeds.size(0)) {
+    fail("lamed: {} images for {} prompts", image_embeds.size(0), embeds.size(0));
+  }
+  if (L < N + 1) fail("lamed: the prompt has {} tokens, fewer than 1 + {} image tokens", L, N);
+  // cat(E[:, :1], image, E[:, N+1:]) (lamed_arch.py:120-132)
+  return torch::cat({embeds.slice(1, 0, 1), image_embeds, embeds.slice(1, N + 1)}, 1);  // (B, L, D)
+}
+
+namespace {
+
+struct Architecture {
+  std::string family;  // decoder family
+  bool lamed;
+};
+
+const std::map<std::string, Architecture>& architectures() {
+  static const std::map<std::string, Architecture> kArchitectures = {
+      {"LamedPhi3ForCausalLM", {"phi3", true}}, {"LamedLlamaForCausalLM", {"llama", true}},
+      {"Phi3ForCausalLM", {"phi3", false}},     {"LlamaForCausalLM", {"llama", false}},
+      {"Qwen2ForCausalLM", {"qwen2", false}},
+  };
+  return kArchitectures;
+}
+
+}  // namespace
+
+std::vector<std::string> model_architectures() {
+  std::vector<std::string> names;
+  for (const auto& [name, arch] : architectures()) names.push_back(name);
+  return names;
+}
+
+LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Device device) {
+  const std::string config_path = dir + "/config.json";
+  LoadedModel out;
+  out.config = io::hf_config_read(config_path);
+  out.architecture = out.config.architecture();
+  auto it = architectures().find(out.architecture);
+  if (it == architectures().end()) {
+    fail("{}: architecture '{}' is not supported (supported: {})", config_path,
+         out.architecture.empty() ? "(none given)" : out.architecture, fmt::join(model_architectures(), ", "));
+  }
+  const DecoderConfig decoder = DecoderConfig::from_hf(out.config, it->second.family, config_path);
+  const io::Checkpoint ckpt = io::checkpoint_open(dir);
+  std::shared_ptr<DecoderModelImpl> model;
+  io::LoadOptions options;
+  if (it->second.lamed) {
+    const LamedConfig lamed = LamedConfig::from_hf(out.config, config_path);
+    const Vit3dConfig vit = vit3d_config_from_checkpoint(ckpt, "model.vision_tower.vision_tower.", lamed);
+    model = std::make_shared<LamedModelImpl>(decoder, lamed, vit);
+    // The [SEG] path (seg_projector + SegVol) is not built yet: its weights are skipped on purpose.
+    options.ignore = {"model.seg_module.", "model.seg_projector."};
+  } else {
+    model = std::make_shared<DecoderModelImpl>(decoder);
+  }
+  out.lm = CausalLm(model, decoder.tie_word_embeddings);
+  out.lm->eval();
+  if (c10::isFloatingType(dtype) && dtype != torch::kFloat) io::module_cast_floating(*out.lm, dtype);
+  const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
+  out.ignored = report.ignored;
+  if (!report.ignored.empty()) {
+    spdlog::warn("{}: {} segmentation tensors not loaded (the [SEG] mask path is not supported yet)", dir,
+                 report.ignored.size());
+  }
+  out.lm->to(device);
+  return out;
+}
+
+}  // namespace m3d::models

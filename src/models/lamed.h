@@ -1,0 +1,70 @@
+// M3D-LaMed: the multimodal wrapper around a decoder LLM (lamed_arch.py).
+// This header: the LaMed config keys and the vision side (ViT3D tower with
+// feature selection + mm_projector), which `m3d encode` runs on its own.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <string>
+
+#include "io/checkpoint.h"
+#include "io/hf_config.h"
+#include "models/projector.h"
+#include "models/vit3d.h"
+
+namespace m3d::models {
+
+// LaMed keys of config.json (M3D LaMed/src/train/train.py ModelArguments); the
+// defaults are the released ones.
+struct LamedConfig {
+  int64_t image_channel = 1;
+  std::array<int64_t, 3> image_size = {32, 256, 256};
+  std::array<int64_t, 3> patch_size = {4, 16, 16};
+  std::string vision_tower = "vit3d";
+  int64_t vision_select_layer = -1;
+  std::string vision_select_feature = "patch";
+  SppConfig projector;  // mm_projector_type, proj_*, mm_hidden_size, hidden_size
+  int64_t proj_out_num = 256;
+  // The official ViT3DTower ignores config and always builds 768/3072/12/12;
+  // widths and depth are read from the checkpoint, heads from this test-only key.
+  int64_t vision_num_heads = 12;
+
+  static LamedConfig from_hf(const io::HfConfig& config, const std::string& where);
+};
+
+// The ViT's hyper-parameters from tensor shapes under `prefix` (e.g.
+// "model.vision_tower.vision_tower."), so any width and depth load.
+Vit3dConfig vit3d_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& prefix,
+                                         const LamedConfig& config);
+
+// ViT3DTower (multimodal_encoder/vit.py): the ViT plus select layer / feature.
+class Vit3dTowerImpl : public torch::nn::Module {
+ public:
+  Vit3dTowerImpl(const Vit3dConfig& vit, int64_t select_layer, std::string select_feature);
+  // (B, C, D, H, W) -> (B, N, E) with "patch", (B, N+1, E) with "cls_patch"
+  torch::Tensor forward(const torch::Tensor& image);
+
+  Vit3d vision_tower{nullptr};
+
+ private:
+  int64_t select_layer_;
+  std::string select_feature_;
+};
+TORCH_MODULE(Vit3dTower);
+
+// Vision side of a LaMed checkpoint as the CausalLM nests it: model.vision_tower, model.mm_projector.
+class LamedVisionImpl : public torch::nn::Module {
+ public:
+  LamedVisionImpl(const LamedConfig& config, const Vit3dConfig& vit);
+  // image (B, 1, D, H, W) -> image embeddings (B, proj_out_num, hidden_size)
+  torch::Tensor forward(const torch::Tensor& image);
+
+  Vit3dTower vision_tower{nullptr};
+  Projector mm_projector{nullptr};
+};
+TORCH_MODULE(LamedVision);
+
+// Builds the vision side from a checkpoint directory's config.json and weights.
+LamedVision lamed_vision_load(const io::Checkpoint& checkpoint);
+
+}  // namespace m3d::models

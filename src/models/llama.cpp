@@ -1,0 +1,232 @@
+// Decoder-only transformer family: Llama (Touvron et al. 2023), Phi-3 (Abdin et
+// al. 2024), Qwen2 (Yang et al. 2024), matching transformers' modeling_llama.py,
+// modeling_phi3.py and modeling_qwen2.py in eager mode: RMSNorm in fp32 then cast
+// before the weight, rotate-half RoPE on all head dims with cos/sin from fp32,
+// softmax in fp32. RoPE scaling (Phi-3 128k longrope, Llama-3.1) and sliding
+// windows are not implemented: configs that need them are refused.
+// Letters: B batch, L new tokens, T cached + new tokens, D hidden, h heads, k kv heads, d head dim.
+#include "models/llama.h"
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/options/embedding.h>
+
+#include "io/json_util.h"
+#include "m3d/error.h"
+
+namespace m3d::models {
+namespace {
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+// The most negative value of `type`, used as "masked" like torch.finfo(dtype).min in HF.
+double dtype_lowest(c10::ScalarType type) {
+  switch (type) {
+    case torch::kHalf: return -65504.0;
+    case torch::kBFloat16: return -3.3895313892515355e38;
+    case torch::kDouble: return std::numeric_limits<double>::lowest();
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
+}  // namespace
+
+DecoderConfig DecoderConfig::from_hf(const io::HfConfig& hf, const std::string& family, const std::string& where) {
+  if (family != "llama" && family != "phi3" && family != "qwen2") {
+    fail("{}: unknown decoder family '{}' (supported: llama, phi3, qwen2)", where, family);
+  }
+  auto require = [&](const std::optional<int64_t>& value, const char* key) {
+    if (!value || *value <= 0) fail("{}: '{}' is required and must be positive", where, key);
+    return *value;
+  };
+  DecoderConfig c;
+  c.model_type = family;
+  c.hidden_size = require(hf.hidden_size, "hidden_size");
+  c.intermediate_size = require(hf.intermediate_size, "intermediate_size");
+  c.num_hidden_layers = require(hf.num_hidden_layers, "num_hidden_layers");
+  c.num_attention_heads = require(hf.num_attention_heads, "num_attention_heads");
+  c.num_key_value_heads = hf.num_key_value_heads.value_or(c.num_attention_heads);
+  c.vocab_size = require(hf.vocab_size, "vocab_size");
+  c.max_position_embeddings = hf.max_position_embeddings.value_or(c.max_position_embeddings);
+  c.rms_norm_eps = hf.rms_norm_eps.value_or(family == "phi3" ? 1e-5 : 1e-6);
+  c.rope_theta = hf.rope_theta.value_or(family == "qwen2" ? 1e6 : 1e4);
+  c.tie_word_embeddings = hf.tie_word_embeddings.value_or(false);
+  c.hidden_act = io::json_string(hf.raw, "hidden_act", where).value_or("silu");
+  c.attention_bias = family == "llama" && io::json_bool(hf.raw, "attention_bias", where).value_or(false);
+  c.qkv_bias = family == "qwen2";
+  c.head_dim = io::json_int(hf.raw, "head_dim", where).value_or(c.hidden_size / c.num_attention_heads);
+  if (c.head_dim * c.num_attention_heads != c.hidden_size && family != "qwen2" && family != "llama") {
+    fail("{}: hidden_size {} is not num_attention_heads {} x head_dim {}", where, c.hidden_size, c.num_attention_heads, c.head_dim);
+  }
+  if (c.head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", where, c.head_dim);
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.num_attention_heads,
+         c.num_key_value_heads);
+  }
+  if (auto it = hf.raw.find("rope_scaling"); it != hf.raw.end() && !it->is_null()) {
+    fail("{}: rope_scaling {} is not supported yet (plain RoPE only; M3D's Phi-3-mini-4k and Llama-2 use none)", where,
+         it->dump());
+  }
+  if (io::json_bool(hf.raw, "use_sliding_window", where).value_or(false)) {
+    fail("{}: use_sliding_window is not supported", where);
+  }
+  return c;
+}
+
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({size}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  const auto x32 = x.to(torch::kFloat);
+  const auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + eps_);
+  return weight * normed.to(x.scalar_type());  // cast back before the weight, as HF does
+}
+
+AttentionImpl::AttentionImpl(const DecoderConfig& c) : config_(c) {
+  const int64_t q_out = c.num_attention_heads * c.head_dim, kv_out = c.num_key_value_heads * c.head_dim;
+  auto linear = [](int64_t in, int64_t out, bool bias) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+  };
+  if (c.fused()) {
+    qkv_proj = register_module("qkv_proj", linear(c.hidden_size, q_out + 2 * kv_out, false));
+  } else {
+    const bool bias = c.attention_bias || c.qkv_bias;
+    q_proj = register_module("q_proj", linear(c.hidden_size, q_out, bias));
+    k_proj = register_module("k_proj", linear(c.hidden_size, kv_out, bias));
+    v_proj = register_module("v_proj", linear(c.hidden_size, kv_out, bias));
+  }
+  o_proj = register_module("o_proj", linear(q_out, c.hidden_size, c.attention_bias));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const torch::Tensor& mask, KvCache* cache, size_t layer) {
+  const auto& c = config_;
+  const int64_t B = x.size(0), L = x.size(1), h = c.num_attention_heads, k_heads = c.num_key_value_heads, d = c.head_dim;
+  torch::Tensor q, k, v;
+  if (c.fused()) {
+    // Phi-3: q | k | v along the output features (modeling_phi3.py).
+    auto qkv = qkv_proj(x);  // (B, L, (h + 2k) d)
+    q = qkv.slice(-1, 0, h * d);
+    k = qkv.slice(-1, h * d, (h + k_heads) * d);
+    v = qkv.slice(-1, (h + k_heads) * d);
+  } else {
+    q = q_proj(x), k = k_proj(x), v = v_proj(x);
+  }
+  q = q.view({B, L, h, d}).transpose(1, 2);  // (B, h, L, d)
+  k = k.view({B, L, k_heads, d}).transpose(1, 2);  // (B, k, L, d)
+  v = v.view({B, L, k_heads, d}).transpose(1, 2);  // (B, k, L, d)
+  const auto cos_h = cos.unsqueeze(1).to(q.scalar_type()), sin_h = sin.unsqueeze(1).to(q.scalar_type());  // (B, 1, L, d)
+  q = q * cos_h + rotate_half(q) * sin_h;
+  k = k * cos_h + rotate_half(k) * sin_h;
+  if (cache != nullptr) {
+    cache->k[layer].narrow(2, cache->length, L).copy_(k);
+    cache->v[layer].narrow(2, cache->length, L).copy_(v);
+    k = cache->k[layer].narrow(2, 0, cache->length + L);  // (B, k, T, d)
+    v = cache->v[layer].narrow(2, 0, cache->length + L);
+  }
+  const int64_t T = k.size(2), groups = h / k_heads;
+  if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads (repeat_kv)
+    k = k.unsqueeze(2).expand({B, k_heads, groups, T, d}).reshape({B, h, T, d});
+    v = v.unsqueeze(2).expand({B, k_heads, groups, T, d}).reshape({B, h, T, d});
+  }
+  auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(d));  // (B, h, L, T)
+  if (mask.defined()) scores = scores + mask;
+  auto weights = scores.softmax(-1, torch::kFloat).to(q.scalar_type());
+  auto out = torch::matmul(weights, v);  // (B, h, L, d)
+  return o_proj(out.transpose(1, 2).reshape({B, L, h * d}));  // (B, L, D)
+}
+
+GatedMlpImpl::GatedMlpImpl(const DecoderConfig& c) : fused_(c.fused()) {
+  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  if (fused_) {
+    gate_up_proj = register_module("gate_up_proj", linear(c.hidden_size, 2 * c.intermediate_size));
+  } else {
+    gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
+    up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
+  }
+  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
+  if (fused_) {
+    auto gate_up = gate_up_proj(x);  // (B, L, 2I): gate first, then up (modeling_phi3.py)
+    auto parts = gate_up.chunk(2, -1);
+    return down_proj(parts[1] * torch::silu(parts[0]));
+  }
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) {
+  self_attn = register_module("self_attn", Attention(c));
+  mlp = register_module("mlp", GatedMlp(c));
+  input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const torch::Tensor& mask, KvCache* cache, size_t layer) {
+  auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+DecoderModelImpl::DecoderModelImpl(const DecoderConfig& c) : config_(c) {
+  if (c.hidden_act != "silu") fail("decoder: unsupported hidden_act '{}' (supported: silu)", c.hidden_act);
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
+  norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  // inv_freq[i] = theta^(-2i/d), computed as HF does: arange in int64, then fp32.
+  inv_freq_ = 1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kLong).to(torch::kFloat) / c.head_dim);
+}
+
+KvCache DecoderModelImpl::make_cache(int64_t batch, int64_t capacity, const torch::TensorOptions& options) const {
+  KvCache cache;
+  cache.capacity = capacity;
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    cache.k.push_back(torch::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, options));
+    cache.v.push_back(torch::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, options));
+  }
+  return cache;
+}
+
+torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* cache, const torch::Tensor& position_ids,
+                                        const torch::Tensor& attention_mask) {
+  const int64_t B = embeds.size(0), L = embeds.size(1);
+  const int64_t past = cache ? cache->length : 0, T = past + L;
+  if (cache && T > cache->capacity) fail("decoder: {} positions exceed the KV cache capacity {}", T, cache->capacity);
+  const auto device = embeds.device();
+  torch::Tensor positions = position_ids.defined()
+                                ? position_ids.to(device)
+                                : torch::arange(past, T, torch::TensorOptions().dtype(torch::kLong).device(device))
+                                      .unsqueeze(0)
+                                      .expand({B, L});  // (B, L)
+  // cos/sin from fp32 angles, cat(freqs, freqs) for rotate-half.
+  auto freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq_.to(device);  // (B, L, d/2)
+  auto angles = torch::cat({freqs, freqs}, -1);  // (B, L, d)
+  const auto cos = angles.cos(), sin = angles.sin();
+
+  // Additive mask: causal over absolute cache positions, plus padding.
+  torch::Tensor mask;
+  const bool padded = attention_mask.defined() && !attention_mask.all().item<bool>();
+  if (L > 1 || padded) {
+    const auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+    auto allowed = torch::arange(T, opts).unsqueeze(0) <= torch::arange(past, T, opts).unsqueeze(1);  // (L, T)
+    auto allowed4 = allowed.view({1, 1, L, T}).expand({B, 1, L, T});
+    if (attention_mask.defined()) allowed4 = allowed4.logical_and(attention_mask.to(device).view({B, 1, 1, T}).to(torch::kBool));
+    mask = torch::zeros({B, 1, L, T}, embeds.options()).masked_fill(allowed4.logical_not(), dtype_lowest(embeds.scalar_type()));
+  }
+  auto x = embeds;
+  for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<DecoderLayer>()->forward(x, cos, sin, mask, cache, i);
+  if (cache) cache->length = T;
+  return norm(x);
+}
+
+torch::Tensor decoder_logits(const DecoderModelImpl& model, const torch::nn::Linear& lm_head, const torch::Tensor& hidden) {
+  if (lm_head) return torch::linear(hidden, lm_head->weight);
+  return torch::matmul(hidden, model.embed_tokens->weight.t());  // tied embeddings
+}
+
+}  // namespace m3d::models

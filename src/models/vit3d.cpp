@@ -1,0 +1,122 @@
+// ViT3D: Dosovitskiy et al. 2021 in 3D, as BAAI-DCAI/M3D
+// LaMed/src/model/multimodal_encoder/vit.py builds it from MONAI 1.3.0 blocks
+// (patchembedding.py, transformerblock.py, selfattention.py, mlp.py); all
+// dropouts are p=0 there, so none is built. The classification head is commented
+// out in M3D's copy and is absent here too.
+// Letters: B batch, C channels, D H W volume, h w d patch grid, N tokens, E embed.
+#include "models/vit3d.h"
+
+#include <torch/nn/functional/activation.h>
+
+#include <fmt/ranges.h>
+
+#include "m3d/error.h"
+
+namespace m3d::models {
+
+int64_t Vit3dConfig::num_patches() const {
+  const auto g = grid();
+  return g[0] * g[1] * g[2];
+}
+
+std::array<int64_t, 3> Vit3dConfig::grid() const {
+  std::array<int64_t, 3> g{};
+  for (size_t i = 0; i < 3; ++i) {
+    if (patch_size[i] <= 0 || img_size[i] % patch_size[i] != 0) {
+      fail("vit3d: image size {} is not a multiple of patch size {} along axis {}", img_size[i], patch_size[i], i);
+    }
+    g[i] = img_size[i] / patch_size[i];
+  }
+  return g;
+}
+
+SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads) : num_heads_(num_heads) {
+  if (num_heads <= 0 || hidden_size % num_heads != 0) {
+    fail("vit3d: hidden size {} is not divisible by {} heads", hidden_size, num_heads);
+  }
+  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(hidden_size, 3 * hidden_size).bias(false)));
+  out_proj = register_module("out_proj", torch::nn::Linear(hidden_size, hidden_size));
+}
+
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
+  const int64_t B = x.size(0), N = x.size(1), E = x.size(2), head_dim = E / num_heads_;
+  // "b h (qkv l d) -> qkv b l h d": feature j is (j / E: q|k|v, head, dim), head-major.
+  auto qkv_out = qkv(x).view({B, N, 3, num_heads_, head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, heads, N, hd)
+  auto q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];  // (B, heads, N, hd)
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (B, heads, N, N)
+  auto out = torch::matmul(scores.softmax(-1), v);  // (B, heads, N, hd)
+  out = out.transpose(1, 2).reshape({B, N, E});  // "b h l d -> b l (h d)"
+  return out_proj(out);
+}
+
+MlpBlockImpl::MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim) {
+  linear1 = register_module("linear1", torch::nn::Linear(hidden_size, mlp_dim));
+  linear2 = register_module("linear2", torch::nn::Linear(mlp_dim, hidden_size));
+}
+
+torch::Tensor MlpBlockImpl::forward(const torch::Tensor& x) {
+  return linear2(torch::gelu(linear1(x)));  // nn.GELU(): exact erf form
+}
+
+TransformerBlockImpl::TransformerBlockImpl(const Vit3dConfig& c) {
+  const auto norm_options = torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps);
+  norm1 = register_module("norm1", torch::nn::LayerNorm(norm_options));
+  attn = register_module("attn", SelfAttention(c.hidden_size, c.num_heads));
+  norm2 = register_module("norm2", torch::nn::LayerNorm(norm_options));
+  mlp = register_module("mlp", MlpBlock(c.hidden_size, c.mlp_dim));
+}
+
+torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
+  auto h = x + attn(norm1(x));
+  return h + mlp(norm2(h));
+}
+
+PatchEmbeddingImpl::PatchEmbeddingImpl(const Vit3dConfig& c) : config_(c) {
+  const int64_t patch_dim = c.in_channels * c.patch_size[0] * c.patch_size[1] * c.patch_size[2];
+  // The official module is Sequential(Rearrange, Linear): the Linear's key is "patch_embeddings.1".
+  auto sequence = register_module("patch_embeddings", std::make_shared<torch::nn::Module>());
+  linear = sequence->register_module("1", torch::nn::Linear(patch_dim, c.hidden_size));
+  position_embeddings = register_parameter("position_embeddings", torch::zeros({1, c.num_patches(), c.hidden_size}));
+}
+
+torch::Tensor PatchEmbeddingImpl::forward(const torch::Tensor& image) {
+  const auto& c = config_;
+  const auto g = c.grid();
+  const int64_t B = image.size(0);
+  // "b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)"
+  auto x = image.view({B, c.in_channels, g[0], c.patch_size[0], g[1], c.patch_size[1], g[2], c.patch_size[2]});
+  x = x.permute({0, 2, 4, 6, 3, 5, 7, 1});  // (B, h, w, d, p1, p2, p3, C)
+  x = x.reshape({B, c.num_patches(), -1});  // (B, N, p1*p2*p3*C)
+  return linear(x) + position_embeddings;  // (B, N, E)
+}
+
+Vit3dImpl::Vit3dImpl(const Vit3dConfig& c) : config_(c) {
+  patch_embedding = register_module("patch_embedding", PatchEmbedding(c));
+  if (c.classification) cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) blocks->push_back(TransformerBlock(c));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+}
+
+Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
+  const auto& c = config_;
+  if (image.dim() != 5 || image.size(1) != c.in_channels || image.size(2) != c.img_size[0] ||
+      image.size(3) != c.img_size[1] || image.size(4) != c.img_size[2]) {
+    fail("vit3d: expected an image of shape [B, {}, {}, {}, {}], got {}", c.in_channels, c.img_size[0], c.img_size[1],
+         c.img_size[2], fmt::join(image.sizes(), "x"));
+  }
+  auto x = patch_embedding(image);  // (B, N, E)
+  if (c.classification) {
+    // cls goes in after the position embedding, so it has none (vit.py:116-118).
+    x = torch::cat({cls_token.expand({x.size(0), -1, -1}), x}, 1);  // (B, N+1, E)
+  }
+  Vit3dOutput out;
+  for (const auto& block : *blocks) {
+    x = block->as<TransformerBlock>()->forward(x);
+    out.hidden_states.push_back(x);
+  }
+  out.last = norm(x);
+  return out;
+}
+
+}  // namespace m3d::models

@@ -1,0 +1,102 @@
+// 3D Vision Transformer as M3D builds it (its copy of MONAI 1.3.0's ViT). Used as
+// the LaMed / M3D-CLIP vision tower (cls token) and as SegVol's image encoder (no cls).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <array>
+#include <vector>
+
+namespace m3d::models {
+
+struct Vit3dConfig {
+  int64_t in_channels = 1;
+  std::array<int64_t, 3> img_size = {32, 256, 256};  // D, H, W
+  std::array<int64_t, 3> patch_size = {4, 16, 16};
+  int64_t hidden_size = 768;
+  int64_t mlp_dim = 3072;
+  int64_t num_layers = 12;
+  int64_t num_heads = 12;
+  bool classification = true;  // a cls token at index 0 (no position embedding)
+  double layer_norm_eps = 1e-5;
+
+  int64_t num_patches() const;
+  std::array<int64_t, 3> grid() const;  // patches along D, H, W
+};
+
+// MONAI SABlock: fused qkv without bias, head-major split, unmasked softmax attention.
+class SelfAttentionImpl : public torch::nn::Module {
+ public:
+  SelfAttentionImpl(int64_t hidden_size, int64_t num_heads);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear qkv{nullptr}, out_proj{nullptr};
+
+ private:
+  int64_t num_heads_;
+};
+TORCH_MODULE(SelfAttention);
+
+// MONAI MLPBlock: linear1 -> exact (erf) GELU -> linear2.
+class MlpBlockImpl : public torch::nn::Module {
+ public:
+  MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear linear1{nullptr}, linear2{nullptr};
+};
+TORCH_MODULE(MlpBlock);
+
+// Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)).
+class TransformerBlockImpl : public torch::nn::Module {
+ public:
+  explicit TransformerBlockImpl(const Vit3dConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  SelfAttention attn{nullptr};
+  MlpBlock mlp{nullptr};
+};
+TORCH_MODULE(TransformerBlock);
+
+// "perceptron" patch embedding: einops rearrange of each patch into a vector
+// (patch_embeddings.0, no weights) -> Linear (patch_embeddings.1) -> + learned positions.
+class PatchEmbeddingImpl : public torch::nn::Module {
+ public:
+  explicit PatchEmbeddingImpl(const Vit3dConfig& config);
+  torch::Tensor forward(const torch::Tensor& image);
+
+  torch::Tensor position_embeddings;
+  torch::nn::Linear linear{nullptr};
+
+ private:
+  Vit3dConfig config_;
+};
+TORCH_MODULE(PatchEmbedding);
+
+struct Vit3dOutput {
+  torch::Tensor last;  // (B, N[+1], E) after the final norm
+  std::vector<torch::Tensor> hidden_states;  // each block's output, before the final norm
+};
+
+class Vit3dImpl : public torch::nn::Module {
+ public:
+  explicit Vit3dImpl(const Vit3dConfig& config);
+  // image (B, C, D, H, W) of exactly config.img_size.
+  Vit3dOutput forward(const torch::Tensor& image);
+  const Vit3dConfig& config() const { return config_; }
+
+  PatchEmbedding patch_embedding{nullptr};
+  torch::Tensor cls_token;
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+
+ private:
+  Vit3dConfig config_;
+};
+TORCH_MODULE(Vit3d);
+
+}  // namespace m3d::models
