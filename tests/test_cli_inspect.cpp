@@ -93,3 +93,53 @@ TEST(CliInspect, MissingPathAndNoArgumentsFail) {
 
 }  // namespace
 }  // namespace m3d::test
+
+namespace m3d::test {
+namespace {
+
+// `m3d encode` reproduces the official projector output (vit3d_spp_tiny README).
+TEST(CliEncode, MatchesOfficialProjectorOutput) {
+  const std::string dir = shared_fixture("vit3d_spp_tiny");
+  const std::string out_path = temp_dir() + "/feats.safetensors";
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors --image-key images -o " +
+                            out_path,
+                        &out, &err),
+            0)
+      << err;
+  // Compare raw f32 values with the fixture's, read with plain JSON + memcpy.
+  auto tensor_values = [](const std::string& file, const std::string& name) {
+    const auto bytes = read_bytes(file);
+    uint64_t len = 0;
+    std::memcpy(&len, bytes.data(), 8);
+    const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(len));
+    const auto& entry = header.at(name);
+    EXPECT_EQ(entry["dtype"], "F32");
+    const size_t begin = entry["data_offsets"][0], end = entry["data_offsets"][1];
+    std::vector<float> values((end - begin) / 4);
+    std::memcpy(values.data(), bytes.data() + 8 + len + begin, end - begin);
+    return values;
+  };
+  const auto got = tensor_values(out_path, "image_embeddings");
+  const auto want = tensor_values(dir + "/expected.safetensors", "projector_output");
+  ASSERT_EQ(got.size(), want.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, static_cast<double>(std::abs(got[i] - want[i])));
+  EXPECT_LE(max_diff, 1e-4);
+}
+
+TEST(CliEncode, BadInputsFailClearly) {
+  const std::string dir = shared_fixture("vit3d_spp_tiny");
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors -o /tmp/x.safetensors",
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("say which one is the image"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + fixture("io/npy_image_f32.npy") + " -o /tmp/x.safetensors",
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("expected an image of shape [B, 1, 32, 256, 256]"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -6,5 +6,6 @@
 namespace m3d::cli {
 
 void add_inspect(CLI::App& app);
+void add_encode(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -13,9 +13,9 @@ int main(int argc, char** argv) {
   CLI::App app{"m3d: native engine for 3D medical vision-language models (M3D-LaMed, M3D-CLIP, Med3DVLM)"};
   app.set_version_flag("--version", M3D_VERSION);
   app.require_subcommand(1);
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  app.add_flag_callback("-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); }, "Log debug messages");
   m3d::cli::add_inspect(app);
+  m3d::cli::add_encode(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -383,6 +383,34 @@ def print_report(out_dir: str) -> None:
 
 # ----------------------------------------------------------------------------
 
+def make_npy(out_dir: str) -> dict:
+    """.npy files written by numpy itself: the M3D-Data image layout (1, D, H, W)
+    float32, other dtypes, a format-2.0 file; plus arrays the reader must refuse
+    (Fortran order, big-endian), which get no expected entry."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    arrays = collections.OrderedDict()
+    arrays["npy_image_f32"] = rng.standard_normal((1, 4, 5, 6)).astype("<f4")
+    arrays["npy_i16"] = rng.integers(-2000, 3000, size=(3, 4)).astype("<i2")
+    arrays["npy_u8"] = rng.integers(0, 256, size=(7,)).astype("|u1")
+    arrays["npy_bool"] = rng.integers(0, 2, size=(2, 3)).astype("|b1")
+    arrays["npy_f64_scalar"] = np.array(2.5, dtype="<f8")
+    expected = collections.OrderedDict()
+    names = {"<f4": "F32", "<i2": "I16", "|u1": "U8", "|b1": "BOOL", "<f8": "F64"}
+    for name, a in arrays.items():
+        np.save(os.path.join(out_dir, name + ".npy"), a)
+        expected[name] = {"dtype": names[a.dtype.str], "shape": list(a.shape),
+                          "values": [float(v) for v in a.reshape(-1)]}
+    v2 = rng.standard_normal((2, 3)).astype("<f4")
+    with open(os.path.join(out_dir, "npy_v2_f32.npy"), "wb") as f:
+        np.lib.format.write_array(f, v2, version=(2, 0))
+    expected["npy_v2_f32"] = {"dtype": "F32", "shape": [2, 3], "values": [float(v) for v in v2.reshape(-1)]}
+    np.save(os.path.join(out_dir, "npy_bad_fortran.npy"), np.asfortranarray(rng.standard_normal((3, 4)).astype("<f4")))
+    np.save(os.path.join(out_dir, "npy_bad_bigendian.npy"), rng.standard_normal((3,)).astype(">f4"))
+    return expected
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=DEFAULT_OUT, help="output directory")
@@ -398,6 +426,7 @@ def main(argv=None) -> int:
     expected["torch_state"] = make_torch_state(out_dir, sd)
     expected["torch_bf16_views"] = make_torch_bf16_views(out_dir)
     make_torch_legacy(out_dir, sd)
+    expected["npy"] = make_npy(out_dir)
 
     with open(os.path.join(out_dir, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, indent=1)
