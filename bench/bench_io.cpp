@@ -7,6 +7,7 @@
 
 #include "io/checkpoint.h"
 #include "io/tensor.h"
+#include "m3d/runtime.h"
 
 namespace {
 
@@ -44,4 +45,9 @@ BENCHMARK_CAPTURE(BM_LoadTo, bf16, c10::kBFloat16)->Unit(benchmark::kMillisecond
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  m3d::runtime_set_threads();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  return 0;
+}

@@ -8,11 +8,15 @@
 
 #include "commands.h"
 #include "m3d/error.h"
+#include "m3d/runtime.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"m3d: native engine for 3D medical vision-language models (M3D-LaMed, M3D-CLIP, Med3DVLM)"};
   app.set_version_flag("--version", M3D_VERSION);
   app.require_subcommand(1);
+  m3d::runtime_set_threads();
+  app.add_option_function<int>("-t,--threads", [](int threads) { m3d::runtime_set_threads(threads); },
+                               "CPU threads (default: OMP_NUM_THREADS, else all CPUs)");
   app.add_flag_callback("-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); }, "Log debug messages");
   m3d::cli::add_inspect(app);
   m3d::cli::add_encode(app);
