@@ -78,31 +78,42 @@ std::vector<std::string> model_architectures() {
   return names;
 }
 
+const Architecture& architecture_of(const io::HfConfig& config, const std::string& where) {
+  auto it = architectures().find(config.architecture());
+  if (it == architectures().end()) {
+    fail("{}: architecture '{}' is not supported (supported: {})", where,
+         config.architecture().empty() ? "(none given)" : config.architecture(), fmt::join(model_architectures(), ", "));
+  }
+  return it->second;
+}
+
+CausalLm model_build(const io::HfConfig& config, const std::string& where, const io::Checkpoint* ckpt) {
+  const Architecture& arch = architecture_of(config, where);
+  const DecoderConfig decoder = DecoderConfig::from_hf(config, arch.family, where);
+  std::shared_ptr<DecoderModelImpl> model;
+  if (arch.lamed) {
+    const LamedConfig lamed = LamedConfig::from_hf(config, where);
+    const Vit3dConfig vit = ckpt ? vit3d_config_from_checkpoint(*ckpt, "model.vision_tower.vision_tower.", lamed) : lamed.vit3d();
+    model = std::make_shared<LamedModelImpl>(decoder, lamed, vit);
+  } else {
+    model = std::make_shared<DecoderModelImpl>(decoder);
+  }
+  CausalLm lm(model, decoder.tie_word_embeddings);
+  lm->eval();
+  return lm;
+}
+
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Device device) {
   const std::string config_path = dir + "/config.json";
   LoadedModel out;
   out.config = io::hf_config_read(config_path);
   out.architecture = out.config.architecture();
-  auto it = architectures().find(out.architecture);
-  if (it == architectures().end()) {
-    fail("{}: architecture '{}' is not supported (supported: {})", config_path,
-         out.architecture.empty() ? "(none given)" : out.architecture, fmt::join(model_architectures(), ", "));
-  }
-  const DecoderConfig decoder = DecoderConfig::from_hf(out.config, it->second.family, config_path);
+  const Architecture& arch = architecture_of(out.config, config_path);
   const io::Checkpoint ckpt = io::checkpoint_open(dir);
-  std::shared_ptr<DecoderModelImpl> model;
+  out.lm = model_build(out.config, config_path, &ckpt);
   io::LoadOptions options;
-  if (it->second.lamed) {
-    const LamedConfig lamed = LamedConfig::from_hf(out.config, config_path);
-    const Vit3dConfig vit = vit3d_config_from_checkpoint(ckpt, "model.vision_tower.vision_tower.", lamed);
-    model = std::make_shared<LamedModelImpl>(decoder, lamed, vit);
-    // The [SEG] path (seg_projector + SegVol) is not built yet: its weights are skipped on purpose.
-    options.ignore = {"model.seg_module.", "model.seg_projector."};
-  } else {
-    model = std::make_shared<DecoderModelImpl>(decoder);
-  }
-  out.lm = CausalLm(model, decoder.tie_word_embeddings);
-  out.lm->eval();
+  // The [SEG] path (seg_projector + SegVol) is not built yet: its weights are skipped on purpose.
+  if (arch.lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
   if (c10::isFloatingType(dtype) && dtype != torch::kFloat) io::module_cast_floating(*out.lm, dtype);
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
   out.ignored = report.ignored;

@@ -53,6 +53,11 @@ struct LoadedModel {
   std::vector<std::string> ignored;  // checkpoint keys not loaded (e.g. the seg module, until supported)
 };
 
+// Builds the architecture of `config` with default-initialized weights. With a
+// checkpoint, dims the official code does not take from config (the ViT's) come
+// from its tensor shapes; without one, from config.
+CausalLm model_build(const io::HfConfig& config, const std::string& where, const io::Checkpoint* checkpoint = nullptr);
+
 // Builds the architecture named in `dir`/config.json and loads its weights
 // strictly, converting floating weights to `dtype` and moving to `device`.
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype = torch::kFloat, c10::Device device = torch::kCPU);

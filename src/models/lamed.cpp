@@ -37,6 +37,9 @@ LamedConfig LamedConfig::from_hf(const io::HfConfig& hf, const std::string& wher
   c.vision_tower = io::json_string(j, "vision_tower", where).value_or(c.vision_tower);
   c.vision_select_layer = io::json_int(j, "vision_select_layer", where).value_or(c.vision_select_layer);
   c.vision_select_feature = io::json_string(j, "vision_select_feature", where).value_or(c.vision_select_feature);
+  c.vision_hidden_size = io::json_int(j, "vision_hidden_size", where).value_or(c.vision_hidden_size);
+  c.vision_mlp_dim = io::json_int(j, "vision_mlp_dim", where).value_or(c.vision_mlp_dim);
+  c.vision_num_layers = io::json_int(j, "vision_num_layers", where).value_or(c.vision_num_layers);
   c.vision_num_heads = io::json_int(j, "vision_num_heads", where).value_or(c.vision_num_heads);
   auto& p = c.projector;
   p.mm_projector_type = io::json_string(j, "mm_projector_type", where).value_or(p.mm_projector_type);
@@ -64,12 +67,20 @@ LamedConfig LamedConfig::from_hf(const io::HfConfig& hf, const std::string& wher
   return c;
 }
 
-Vit3dConfig vit3d_config_from_checkpoint(const io::Checkpoint& ckpt, const std::string& prefix, const LamedConfig& c) {
+Vit3dConfig LamedConfig::vit3d() const {
   Vit3dConfig vit;
-  vit.in_channels = c.image_channel;
-  vit.img_size = c.image_size;
-  vit.patch_size = c.patch_size;
-  vit.num_heads = c.vision_num_heads;
+  vit.in_channels = image_channel;
+  vit.img_size = image_size;
+  vit.patch_size = patch_size;
+  vit.hidden_size = vision_hidden_size;
+  vit.mlp_dim = vision_mlp_dim;
+  vit.num_layers = vision_num_layers;
+  vit.num_heads = vision_num_heads;
+  return vit;
+}
+
+Vit3dConfig vit3d_config_from_checkpoint(const io::Checkpoint& ckpt, const std::string& prefix, const LamedConfig& c) {
+  Vit3dConfig vit = c.vit3d();
   const auto& embed = ckpt.tensor(prefix + "patch_embedding.patch_embeddings.1.weight");
   if (embed.shape.size() != 2) fail("{}: {} is not a matrix", ckpt.path, embed.name);
   vit.hidden_size = embed.shape[0];

@@ -26,8 +26,15 @@ struct LamedConfig {
   SppConfig projector;  // mm_projector_type, proj_*, mm_hidden_size, hidden_size
   int64_t proj_out_num = 256;
   // The official ViT3DTower ignores config and always builds 768/3072/12/12;
-  // widths and depth are read from the checkpoint, heads from this test-only key.
+  // checkpoints give widths and depth by their shapes. These test-only keys (see
+  // ../shared/fixtures/README.md) give them without one, and the heads always.
+  int64_t vision_hidden_size = 768;
+  int64_t vision_mlp_dim = 3072;
+  int64_t vision_num_layers = 12;
   int64_t vision_num_heads = 12;
+
+  // The ViT as the config describes it (no checkpoint to read shapes from).
+  Vit3dConfig vit3d() const;
 
   static LamedConfig from_hf(const io::HfConfig& config, const std::string& where);
 };

@@ -1,0 +1,113 @@
+// Parity of the whole LaMed forward pass and greedy generation with transformers'
+// Phi3ForCausalLM / LlamaForCausalLM + MONAI ViT, on tiny random checkpoints in
+// the released layout (tools/reference/make_lamed_fixtures.py; the image is the
+// official fixture's real MRI in ../shared).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "generate/generate.h"
+#include "io/checkpoint.h"
+#include "io/tensor.h"
+#include "m3d/error.h"
+#include "models/causal_lm.h"
+#include "test_support.h"
+
+namespace m3d::models {
+namespace {
+
+struct Case {
+  const char* dir;
+  const char* architecture;
+};
+
+class LamedParity : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    dir_ = test::fixture(GetParam().dir);
+    expected_ = std::make_unique<io::Checkpoint>(io::checkpoint_open(dir_ + "/expected.safetensors"));
+    shared_ = std::make_unique<io::Checkpoint>(
+        io::checkpoint_open(test::shared_fixture("vit3d_spp_tiny/expected.safetensors")));
+  }
+  at::Tensor expected(const std::string& name) const { return io::tensor_from_record(expected_->tensor(name)); }
+  at::Tensor image() const { return io::tensor_from_record(shared_->tensor("images")); }
+  static double max_diff(const at::Tensor& a, const at::Tensor& b) {
+    EXPECT_EQ(a.sizes(), b.sizes());
+    return (a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max().item<double>();
+  }
+  std::string dir_;
+  std::unique_ptr<io::Checkpoint> expected_, shared_;
+};
+
+TEST_P(LamedParity, LogitsMatchInFp32) {
+  torch::NoGradGuard no_grad;
+  LoadedModel loaded = model_load(dir_);
+  EXPECT_EQ(loaded.architecture, GetParam().architecture);
+  ASSERT_NE(loaded.lm->lamed(), nullptr);
+  const at::Tensor ids = expected("input_ids");
+  const at::Tensor images = image();
+  EXPECT_LE(max_diff(loaded.lm->lamed()->encode_images(images), expected("projector_output")), 1e-4);
+  const at::Tensor embeds = loaded.lm->embed(ids, images);
+  EXPECT_LE(max_diff(embeds, expected("inputs_embeds")), 1e-4);
+  const at::Tensor logits = loaded.lm->logits(loaded.lm->model->forward(embeds));
+  const double diff = max_diff(logits, expected("logits"));
+  std::printf("%s fp32 logits max abs diff %.3g\n", GetParam().dir, diff);
+  EXPECT_LE(diff, 1e-4);
+}
+
+TEST_P(LamedParity, GreedyTokensMatchWithKvCache) {
+  LoadedModel loaded = model_load(dir_);
+  const at::Tensor embeds = loaded.lm->embed(expected("input_ids"), image());
+  generate::GenerationOptions options;
+  options.max_new_tokens = 20;
+  const auto result = generate::generate(*loaded.lm, embeds, options);
+  const at::Tensor want = expected("greedy_ids").flatten();
+  ASSERT_EQ(result.tokens.size(), 1u);
+  EXPECT_EQ(result.tokens[0], std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.numel()));
+  EXPECT_LE(max_diff(result.last_logits, expected("logits_last_step")), 1e-4);
+}
+
+TEST_P(LamedParity, Bf16KeepsTheFirstGreedyTokens) {
+  LoadedModel loaded = model_load(dir_, torch::kBFloat16);
+  const at::Tensor embeds = loaded.lm->embed(expected("input_ids"), image());
+  EXPECT_EQ(embeds.scalar_type(), torch::kBFloat16);
+  generate::GenerationOptions options;
+  options.max_new_tokens = 10;
+  const auto result = generate::generate(*loaded.lm, embeds, options);
+  const at::Tensor want = expected("greedy_ids").flatten().slice(0, 0, 10);
+  EXPECT_EQ(result.tokens[0], std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, LamedParity,
+                         ::testing::Values(Case{"lamed_phi3_tiny", "LamedPhi3ForCausalLM"},
+                                           Case{"lamed_llama_tiny", "LamedLlamaForCausalLM"}),
+                         [](const auto& info) { return std::string(info.param.architecture); });
+
+TEST(LamedErrors, UnknownArchitectureListsSupportedOnes) {
+  const std::string dir = test::temp_dir();
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["GPT2LMHeadModel"], "hidden_size": 8})";
+  try {
+    model_load(dir);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("architecture 'GPT2LMHeadModel' is not supported (supported: "), std::string::npos) << m;
+    EXPECT_NE(m.find("LamedPhi3ForCausalLM"), std::string::npos) << m;
+  }
+}
+
+TEST(LamedErrors, PromptLongerThanContextIsRefused) {
+  LoadedModel loaded = model_load(test::fixture("lamed_llama_tiny"));
+  const int64_t context = loaded.lm->model->config().max_position_embeddings;
+  const at::Tensor embeds = torch::zeros({1, context, loaded.lm->model->config().hidden_size});
+  generate::GenerationOptions options;
+  options.max_new_tokens = 1;
+  try {
+    generate::generate(*loaded.lm, embeds, options);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace m3d::models
