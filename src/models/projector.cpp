@@ -50,9 +50,12 @@ torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), E = x.size(2);
   torch::Tensor pooled;
   if (c.proj_pooling_type == "spatial") {
+    // avg_pool3d(kernel = stride = s), written as a reshape + mean because libtorch
+    // 1.13 has no bf16 avg_pool3d on CPU; a remainder that does not fill a window is dropped, as there.
+    const int64_t s = c.proj_pooling_size, a = c.grid[0] / s, b = c.grid[1] / s, d = c.grid[2] / s;
     auto grid = x.transpose(1, 2).reshape({B, E, c.grid[0], c.grid[1], c.grid[2]});  // (B, E, p1, p2, p3)
-    grid = torch::nn::functional::avg_pool3d(
-        grid, torch::nn::functional::AvgPool3dFuncOptions(c.proj_pooling_size).stride(c.proj_pooling_size));
+    grid = grid.slice(2, 0, a * s).slice(3, 0, b * s).slice(4, 0, d * s);
+    grid = grid.reshape({B, E, a, s, b, s, d, s}).mean({3, 5, 7});  // (B, E, p1/s, p2/s, p3/s)
     pooled = grid.flatten(2).transpose(1, 2);  // (B, N', E)
   } else {
     const int64_t window = c.proj_pooling_size * c.proj_pooling_size * c.proj_pooling_size;
