@@ -29,7 +29,7 @@ CausalLmImpl::CausalLmImpl(std::shared_ptr<DecoderModelImpl> decoder, bool tie_w
   model = register_module("model", std::move(decoder));
   if (!tie_word_embeddings) {
     const auto& c = model->config();
-    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+    lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
   }
 }
 
@@ -110,11 +110,13 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
   out.architecture = out.config.architecture();
   const Architecture& arch = architecture_of(out.config, config_path);
   const io::Checkpoint ckpt = io::checkpoint_open(dir);
-  out.lm = model_build(out.config, config_path, &ckpt);
+  {
+    const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);  // parameters born in `dtype`
+    out.lm = model_build(out.config, config_path, &ckpt);
+  }
   io::LoadOptions options;
   // The [SEG] path (seg_projector + SegVol) is not built yet: its weights are skipped on purpose.
   if (arch.lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
-  if (c10::isFloatingType(dtype) && dtype != torch::kFloat) io::module_cast_floating(*out.lm, dtype);
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
   out.ignored = report.ignored;
   if (!report.ignored.empty()) {

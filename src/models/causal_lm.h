@@ -42,7 +42,7 @@ class CausalLmImpl : public torch::nn::Module {
   LamedModelImpl* lamed() const;  // null when the model has no vision side
 
   std::shared_ptr<DecoderModelImpl> model;
-  torch::nn::Linear lm_head{nullptr};
+  Linear lm_head{nullptr};
 };
 TORCH_MODULE(CausalLm);
 

@@ -8,7 +8,6 @@
 #include "models/llama.h"
 
 #include <torch/nn/functional/activation.h>
-#include <torch/nn/options/embedding.h>
 
 #include "io/json_util.h"
 #include "m3d/error.h"
@@ -75,30 +74,17 @@ DecoderConfig DecoderConfig::from_hf(const io::HfConfig& hf, const std::string& 
   return c;
 }
 
-RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
-  weight = register_parameter("weight", torch::ones({size}));
-}
-
-torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
-  const auto x32 = x.to(torch::kFloat);
-  const auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + eps_);
-  return weight * normed.to(x.scalar_type());  // cast back before the weight, as HF does
-}
-
 AttentionImpl::AttentionImpl(const DecoderConfig& c) : config_(c) {
   const int64_t q_out = c.num_attention_heads * c.head_dim, kv_out = c.num_key_value_heads * c.head_dim;
-  auto linear = [](int64_t in, int64_t out, bool bias) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-  };
   if (c.fused()) {
-    qkv_proj = register_module("qkv_proj", linear(c.hidden_size, q_out + 2 * kv_out, false));
+    qkv_proj = register_module("qkv_proj", Linear(c.hidden_size, q_out + 2 * kv_out, false));
   } else {
     const bool bias = c.attention_bias || c.qkv_bias;
-    q_proj = register_module("q_proj", linear(c.hidden_size, q_out, bias));
-    k_proj = register_module("k_proj", linear(c.hidden_size, kv_out, bias));
-    v_proj = register_module("v_proj", linear(c.hidden_size, kv_out, bias));
+    q_proj = register_module("q_proj", Linear(c.hidden_size, q_out, bias));
+    k_proj = register_module("k_proj", Linear(c.hidden_size, kv_out, bias));
+    v_proj = register_module("v_proj", Linear(c.hidden_size, kv_out, bias));
   }
-  o_proj = register_module("o_proj", linear(q_out, c.hidden_size, c.attention_bias));
+  o_proj = register_module("o_proj", Linear(q_out, c.hidden_size, c.attention_bias));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -140,14 +126,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 }
 
 GatedMlpImpl::GatedMlpImpl(const DecoderConfig& c) : fused_(c.fused()) {
-  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
   if (fused_) {
-    gate_up_proj = register_module("gate_up_proj", linear(c.hidden_size, 2 * c.intermediate_size));
+    gate_up_proj = register_module("gate_up_proj", Linear(c.hidden_size, 2 * c.intermediate_size, false));
   } else {
-    gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
-    up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
+    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, false));
+    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, false));
   }
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, false));
 }
 
 torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
@@ -174,7 +159,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
 
 DecoderModelImpl::DecoderModelImpl(const DecoderConfig& c) : config_(c) {
   if (c.hidden_act != "silu") fail("decoder: unsupported hidden_act '{}' (supported: silu)", c.hidden_act);
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
   norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
@@ -224,8 +209,8 @@ torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* ca
   return norm(x);
 }
 
-torch::Tensor decoder_logits(const DecoderModelImpl& model, const torch::nn::Linear& lm_head, const torch::Tensor& hidden) {
-  if (lm_head) return torch::linear(hidden, lm_head->weight);
+torch::Tensor decoder_logits(const DecoderModelImpl& model, const Linear& lm_head, const torch::Tensor& hidden) {
+  if (lm_head) return lm_head->forward(hidden);
   return torch::matmul(hidden, model.embed_tokens->weight.t());  // tied embeddings
 }
 

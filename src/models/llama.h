@@ -5,14 +5,13 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "io/hf_config.h"
+#include "models/layers.h"
 
 namespace m3d::models {
 
@@ -47,17 +46,6 @@ struct KvCache {
   int64_t capacity = 0;
 };
 
-class RmsNormImpl : public torch::nn::Module {
- public:
-  RmsNormImpl(int64_t size, double eps);
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor weight;
-
- private:
-  double eps_;
-};
-TORCH_MODULE(RmsNorm);
-
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const DecoderConfig& config);
@@ -65,7 +53,7 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, KvCache* cache, size_t layer);
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, qkv_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, qkv_proj{nullptr}, o_proj{nullptr};
 
  private:
   DecoderConfig config_;
@@ -77,7 +65,7 @@ class GatedMlpImpl : public torch::nn::Module {
   explicit GatedMlpImpl(const DecoderConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, gate_up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, gate_up_proj{nullptr}, down_proj{nullptr};
 
  private:
   bool fused_;
@@ -109,7 +97,7 @@ class DecoderModelImpl : public torch::nn::Module {
   const DecoderConfig& config() const { return config_; }
   KvCache make_cache(int64_t batch, int64_t capacity, const torch::TensorOptions& options) const;
 
-  torch::nn::Embedding embed_tokens{nullptr};
+  Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RmsNorm norm{nullptr};
 
@@ -120,6 +108,6 @@ class DecoderModelImpl : public torch::nn::Module {
 TORCH_MODULE(DecoderModel);
 
 // Logits from final hidden states, with lm_head or, when tied, the embedding matrix.
-torch::Tensor decoder_logits(const DecoderModelImpl& model, const torch::nn::Linear& lm_head, const torch::Tensor& hidden);
+torch::Tensor decoder_logits(const DecoderModelImpl& model, const Linear& lm_head, const torch::Tensor& hidden);
 
 }  // namespace m3d::models

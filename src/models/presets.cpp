@@ -94,17 +94,12 @@ void init_random_checkpoint(const json& config, const std::string& dir, const st
   }
   torch::manual_seed(seed);
   const c10::ScalarType type = dtype == "bf16" ? torch::kBFloat16 : dtype == "f16" ? torch::kHalf : torch::kFloat;
-  // Build directly in the target dtype so a 7B model needs its weight bytes once, not f32 + copy.
-  const caffe2::TypeMeta previous = torch::get_default_dtype();
-  torch::set_default_dtype(caffe2::TypeMeta::fromScalarType(type));
   CausalLm lm{nullptr};
-  try {
+  {
+    // Parameters are born uninitialised in the target dtype: a 7B model costs its weight bytes once.
+    const DefaultDtypeGuard guard(type);
     lm = model_build(io::hf_config_read(dir + "/config.json"), dir + "/config.json");
-  } catch (...) {
-    torch::set_default_dtype(previous);
-    throw;
   }
-  torch::set_default_dtype(previous);
   torch::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : lm->named_parameters(true)) {
@@ -116,8 +111,7 @@ void init_random_checkpoint(const json& config, const std::string& dir, const st
     };
     if (ends_with(".bias")) {
       t.zero_();
-    } else if (ends_with("norm.weight") || ends_with("layernorm.weight") || ends_with("norm1.weight") ||
-               ends_with("norm2.weight")) {
+    } else if (ends_with("norm.weight") || ends_with("norm1.weight") || ends_with("norm2.weight")) {
       t.normal_(1.0, 0.1);  // norms near identity, but not exactly, so they are exercised
     } else {
       t.normal_(0.0, 0.02);

@@ -5,8 +5,7 @@
 // Letters: B batch, N tokens, E vision width, H LLM width, p1 p2 p3 patch grid.
 #include "models/projector.h"
 
-#include <torch/nn/functional/pooling.h>
-#include <torch/nn/modules/activation.h>
+#include <ATen/ATen.h>
 
 #include "m3d/error.h"
 
@@ -26,18 +25,17 @@ ProjectorImpl::ProjectorImpl(const SppConfig& c) : config_(c) {
     }
     if (c.proj_layer_num < 1) fail("projector: proj_layer_num must be at least 1, got {}", c.proj_layer_num);
     if (c.proj_pooling_size < 1) fail("projector: proj_pooling_size must be at least 1, got {}", c.proj_pooling_size);
-    projector = register_module("projector", torch::nn::Sequential());
-    projector->push_back(torch::nn::Linear(c.mm_hidden_size, c.hidden_size));
-    for (int64_t i = 1; i < c.proj_layer_num; ++i) {
-      if (c.proj_layer_type == "mlp") {
-        projector->push_back(torch::nn::GELU());
-      } else if (c.proj_layer_type != "linear") {
-        fail("projector: unknown proj_layer_type '{}' (supported: mlp, linear)", c.proj_layer_type);
-      }
-      projector->push_back(torch::nn::Linear(c.hidden_size, c.hidden_size));
+    if (c.proj_layer_type != "mlp" && c.proj_layer_type != "linear") {
+      fail("projector: unknown proj_layer_type '{}' (supported: mlp, linear)", c.proj_layer_type);
+    }
+    projector = register_module("projector", std::make_shared<torch::nn::Module>());
+    const int64_t step = c.proj_layer_type == "mlp" ? 2 : 1;  // a GELU sits between the mlp's Linears
+    for (int64_t i = 0; i < c.proj_layer_num; ++i) {
+      const int64_t in = i == 0 ? c.mm_hidden_size : c.hidden_size;
+      layers_.push_back(projector->register_module(std::to_string(i * step), Linear(in, c.hidden_size)));
     }
   } else if (c.mm_projector_type == "linear") {
-    linear = register_module("linear", torch::nn::Linear(c.mm_hidden_size, c.hidden_size));
+    linear = register_module("linear", Linear(c.mm_hidden_size, c.hidden_size));
   } else if (c.mm_projector_type != "identity") {
     fail("projector: unknown mm_projector_type '{}' (supported: spp, linear, identity)", c.mm_projector_type);
   }
@@ -59,11 +57,13 @@ torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
     pooled = grid.flatten(2).transpose(1, 2);  // (B, N', E)
   } else {
     const int64_t window = c.proj_pooling_size * c.proj_pooling_size * c.proj_pooling_size;
-    pooled = torch::nn::functional::avg_pool1d(x.transpose(1, 2),
-                                               torch::nn::functional::AvgPool1dFuncOptions(window).stride(window))
-                 .transpose(1, 2);  // (B, N / window, E)
+    pooled = at::avg_pool1d(x.transpose(1, 2), {window}, {window}).transpose(1, 2);  // (B, N / window, E)
   }
-  return projector->forward(pooled);  // (B, N', H)
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (i > 0 && c.proj_layer_type == "mlp") pooled = at::gelu(pooled);  // nn.GELU(): exact erf
+    pooled = layers_[i]->forward(pooled);
+  }
+  return pooled;  // (B, N', H)
 }
 
 }  // namespace m3d::models

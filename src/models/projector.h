@@ -3,11 +3,13 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/container/modulelist.h>
 
 #include <array>
+#include <vector>
 #include <string>
+
+#include "models/layers.h"
 
 namespace m3d::models {
 
@@ -33,8 +35,11 @@ class ProjectorImpl : public torch::nn::Module {
 
  private:
   SppConfig config_;
-  torch::nn::Sequential projector{nullptr};  // "spp"
-  torch::nn::Linear linear{nullptr};  // "linear"
+  // "spp": nn.Sequential(Linear, [GELU,] Linear, ...): Linears at their Sequential
+  // indices, so keys are projector.0, projector.2 ... ("mlp") or projector.0, .1 ("linear").
+  std::shared_ptr<torch::nn::Module> projector;
+  std::vector<Linear> layers_;
+  Linear linear{nullptr};  // "linear"
 };
 TORCH_MODULE(Projector);
 

@@ -34,8 +34,8 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads) : n
   if (num_heads <= 0 || hidden_size % num_heads != 0) {
     fail("vit3d: hidden size {} is not divisible by {} heads", hidden_size, num_heads);
   }
-  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(hidden_size, 3 * hidden_size).bias(false)));
-  out_proj = register_module("out_proj", torch::nn::Linear(hidden_size, hidden_size));
+  qkv = register_module("qkv", Linear(hidden_size, 3 * hidden_size, false));
+  out_proj = register_module("out_proj", Linear(hidden_size, hidden_size));
 }
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
@@ -50,8 +50,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
 }
 
 MlpBlockImpl::MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim) {
-  linear1 = register_module("linear1", torch::nn::Linear(hidden_size, mlp_dim));
-  linear2 = register_module("linear2", torch::nn::Linear(mlp_dim, hidden_size));
+  linear1 = register_module("linear1", Linear(hidden_size, mlp_dim));
+  linear2 = register_module("linear2", Linear(mlp_dim, hidden_size));
 }
 
 torch::Tensor MlpBlockImpl::forward(const torch::Tensor& x) {
@@ -59,10 +59,9 @@ torch::Tensor MlpBlockImpl::forward(const torch::Tensor& x) {
 }
 
 TransformerBlockImpl::TransformerBlockImpl(const Vit3dConfig& c) {
-  const auto norm_options = torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps);
-  norm1 = register_module("norm1", torch::nn::LayerNorm(norm_options));
+  norm1 = register_module("norm1", LayerNorm(c.hidden_size, c.layer_norm_eps));
   attn = register_module("attn", SelfAttention(c.hidden_size, c.num_heads));
-  norm2 = register_module("norm2", torch::nn::LayerNorm(norm_options));
+  norm2 = register_module("norm2", LayerNorm(c.hidden_size, c.layer_norm_eps));
   mlp = register_module("mlp", MlpBlock(c.hidden_size, c.mlp_dim));
 }
 
@@ -75,8 +74,8 @@ PatchEmbeddingImpl::PatchEmbeddingImpl(const Vit3dConfig& c) : config_(c) {
   const int64_t patch_dim = c.in_channels * c.patch_size[0] * c.patch_size[1] * c.patch_size[2];
   // The official module is Sequential(Rearrange, Linear): the Linear's key is "patch_embeddings.1".
   auto sequence = register_module("patch_embeddings", std::make_shared<torch::nn::Module>());
-  linear = sequence->register_module("1", torch::nn::Linear(patch_dim, c.hidden_size));
-  position_embeddings = register_parameter("position_embeddings", torch::zeros({1, c.num_patches(), c.hidden_size}));
+  linear = sequence->register_module("1", Linear(patch_dim, c.hidden_size));
+  position_embeddings = register_parameter("position_embeddings", torch::empty({1, c.num_patches(), c.hidden_size}));
 }
 
 torch::Tensor PatchEmbeddingImpl::forward(const torch::Tensor& image) {
@@ -92,10 +91,10 @@ torch::Tensor PatchEmbeddingImpl::forward(const torch::Tensor& image) {
 
 Vit3dImpl::Vit3dImpl(const Vit3dConfig& c) : config_(c) {
   patch_embedding = register_module("patch_embedding", PatchEmbedding(c));
-  if (c.classification) cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
+  if (c.classification) cls_token = register_parameter("cls_token", torch::empty({1, 1, c.hidden_size}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) blocks->push_back(TransformerBlock(c));
-  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  norm = register_module("norm", LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
 Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {

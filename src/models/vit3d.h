@@ -4,11 +4,11 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 
 #include <array>
 #include <vector>
+
+#include "models/layers.h"
 
 namespace m3d::models {
 
@@ -33,7 +33,7 @@ class SelfAttentionImpl : public torch::nn::Module {
   SelfAttentionImpl(int64_t hidden_size, int64_t num_heads);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Linear qkv{nullptr}, out_proj{nullptr};
+  Linear qkv{nullptr}, out_proj{nullptr};
 
  private:
   int64_t num_heads_;
@@ -46,7 +46,7 @@ class MlpBlockImpl : public torch::nn::Module {
   MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Linear linear1{nullptr}, linear2{nullptr};
+  Linear linear1{nullptr}, linear2{nullptr};
 };
 TORCH_MODULE(MlpBlock);
 
@@ -56,7 +56,7 @@ class TransformerBlockImpl : public torch::nn::Module {
   explicit TransformerBlockImpl(const Vit3dConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  LayerNorm norm1{nullptr}, norm2{nullptr};
   SelfAttention attn{nullptr};
   MlpBlock mlp{nullptr};
 };
@@ -70,7 +70,7 @@ class PatchEmbeddingImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& image);
 
   torch::Tensor position_embeddings;
-  torch::nn::Linear linear{nullptr};
+  Linear linear{nullptr};
 
  private:
   Vit3dConfig config_;
@@ -92,7 +92,7 @@ class Vit3dImpl : public torch::nn::Module {
   PatchEmbedding patch_embedding{nullptr};
   torch::Tensor cls_token;
   torch::nn::ModuleList blocks{nullptr};
-  torch::nn::LayerNorm norm{nullptr};
+  LayerNorm norm{nullptr};
 
  private:
   Vit3dConfig config_;

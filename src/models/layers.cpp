@@ -1,0 +1,48 @@
+// Shared blocks: Linear, Embedding, LayerNorm, RMSNorm with the PyTorch / HF
+// parameter names and math (transformers' LlamaRMSNorm for RmsNorm).
+#include "models/layers.h"
+
+#include <ATen/ATen.h>
+#include <torch/types.h>
+
+namespace m3d::models {
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const { return at::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim) {
+  weight = register_parameter("weight", torch::empty({num_embeddings, embedding_dim}));
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) const { return at::embedding(weight, ids); }
+
+LayerNormImpl::LayerNormImpl(int64_t size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::empty({size}));
+  bias = register_parameter("bias", torch::empty({size}));
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) const {
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
+}
+
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::empty({size}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) const {
+  const auto x32 = x.to(torch::kFloat);
+  const auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + eps_);
+  return weight * normed.to(x.scalar_type());  // cast back before the weight, as HF does
+}
+
+DefaultDtypeGuard::DefaultDtypeGuard(c10::ScalarType type) : previous_(torch::get_default_dtype()) {
+  torch::set_default_dtype(caffe2::TypeMeta::fromScalarType(type));
+}
+
+DefaultDtypeGuard::~DefaultDtypeGuard() { torch::set_default_dtype(previous_); }
+
+}  // namespace m3d::models
