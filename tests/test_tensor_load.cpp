@@ -78,12 +78,31 @@ TEST(StateDict, LoadsTorchSaveFileStrictly) {
   const Checkpoint ckpt = checkpoint_open(test::fixture("io/torch_state.bin"));
   const LoadReport report = state_dict_load(*net, ckpt);
   EXPECT_EQ(report.loaded, 8u);
+  EXPECT_EQ(report.zero_copy, 8u) << "same dtype on CPU: every tensor used in place";
   const auto expected = test::read_json(test::fixture("io/expected.json"))["torch_state"];
   EXPECT_EQ(values(net->lin->weight), expected["lin.weight"]["values"].get<std::vector<double>>());
   EXPECT_EQ(values(net->bn->running_var), expected["bn.running_var"]["values"].get<std::vector<double>>());
   EXPECT_EQ(values(net->scale), expected["scale"]["values"].get<std::vector<double>>());
   EXPECT_EQ(net->bn->num_batches_tracked.item<int64_t>(),
             static_cast<int64_t>(expected["bn.num_batches_tracked"]["values"][0].get<double>()));
+}
+
+TEST(StateDict, ZeroCopyParametersAreCopyOnWrite) {
+  const std::string path = test::temp_dir() + "/w.safetensors";
+  SmallNet source;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : source->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : source->named_buffers()) tensors.emplace_back(b.key(), b.value());
+  safetensors_save(path, tensors);
+  SmallNet net;
+  const LoadReport report = state_dict_load(*net, checkpoint_open(path));
+  EXPECT_GT(report.zero_copy, 0u);
+  torch::NoGradGuard no_grad;
+  net->lin->weight.add_(1);  // writes a private copy of the page, never the file
+  SmallNet again;
+  state_dict_load(*again, checkpoint_open(path));
+  EXPECT_TRUE(again->lin->weight.equal(source->lin->weight));
+  EXPECT_TRUE(net->lin->weight.equal(source->lin->weight + 1));
 }
 
 TEST(StateDict, ConvertsF32CheckpointIntoBf16Module) {

@@ -56,6 +56,14 @@ std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name
   return file;
 }
 
+void MappedFile::release(const uint8_t* ptr, size_t size) const {
+  if (!mapped_ || ptr < data_ || ptr + size > data_ + size_) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(ptr) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(ptr) + size) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -22,6 +22,11 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
+  // Drops the pages lying wholly inside [ptr, ptr + size) from memory; a later
+  // read faults them back in from the file. Used after a tensor has been copied
+  // out, so loading a converted model does not also keep the file resident.
+  void release(const uint8_t* ptr, size_t size) const;
+
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }

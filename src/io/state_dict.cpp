@@ -83,10 +83,23 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
     for (const auto& problem : problems) message += "\n  " + problem;
     throw Error(message);
   }
-  // Only now copy, so a failed load leaves the module untouched.
+  // Only now load, so a failed load leaves the module untouched. A CPU tensor of
+  // the checkpoint's dtype is used in place (zero-copy over the private mapping);
+  // others are converted by a copy, after which the file pages are let go.
   at::NoGradGuard no_grad;
   for (const auto& name : seen) {
-    targets[name].copy_(tensor_from_record(checkpoint.tensors.at(options.prefix + name)));
+    const TensorRecord& record = checkpoint.tensors.at(options.prefix + name);
+    at::Tensor& target = targets[name];
+    at::Tensor source = tensor_from_record(record);
+    const bool in_place = target.device().is_cpu() && target.scalar_type() == source.scalar_type() &&
+                          source.is_contiguous() && source.data_ptr() == static_cast<const void*>(record.data);
+    if (in_place) {
+      target.set_data(source);
+      ++report.zero_copy;
+    } else {
+      target.copy_(source);
+      record.file->release(record.data, record.nbytes());
+    }
   }
   return report;
 }

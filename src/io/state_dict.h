@@ -32,6 +32,7 @@ struct LoadOptions {
 
 struct LoadReport {
   size_t loaded = 0;
+  size_t zero_copy = 0;  // of those, used in place from the mapped file
   std::vector<std::string> ignored;  // checkpoint keys skipped by `ignore`
 };
 
