@@ -22,7 +22,9 @@ LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& 
 }
 
 torch::Tensor LamedModelImpl::encode_images(const torch::Tensor& images) {
-  return mm_projector->forward(vision_tower->forward(images));  // (B, N, D)
+  const auto& weight = embed_tokens->weight;
+  const auto x = images.to(weight.device(), compute_dtype(weight.scalar_type(), weight.device()));
+  return mm_projector->forward(vision_tower->forward(x));  // (B, N, D)
 }
 
 CausalLmImpl::CausalLmImpl(std::shared_ptr<DecoderModelImpl> decoder, bool tie_word_embeddings) {
@@ -38,13 +40,15 @@ torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) const { return d
 LamedModelImpl* CausalLmImpl::lamed() const { return dynamic_cast<LamedModelImpl*>(model.get()); }
 
 torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& images) const {
-  auto embeds = model->embed_tokens(input_ids.to(model->embed_tokens->weight.device()));  // (B, L, D)
+  const auto& table = model->embed_tokens->weight;
+  auto embeds = model->embed_tokens(input_ids.to(table.device()))
+                    .to(compute_dtype(table.scalar_type(), table.device()));  // (B, L, D)
   if (!images.defined()) return embeds;
   LamedModelImpl* lamed_model = lamed();
   if (lamed_model == nullptr) fail("this model has no vision tower; it cannot take an image");
   const int64_t L = input_ids.size(1);
   if (L == 1) return embeds;  // the official code passes single tokens through
-  auto image_embeds = lamed_model->encode_images(images.to(embeds.device(), embeds.scalar_type()));  // (B, N, D)
+  auto image_embeds = lamed_model->encode_images(images);  // (B, N, D)
   const int64_t N = image_embeds.size(1);
   if (image_embeds.size(0) != embeds.size(0)) {
     fail("lamed: {} images for {} prompts", image_embeds.size(0), embeds.size(0));

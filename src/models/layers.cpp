@@ -5,14 +5,39 @@
 #include <ATen/ATen.h>
 #include <torch/types.h>
 
+#include <algorithm>
+
 namespace m3d::models {
+namespace {
+
+bool cpu_has_bf16_arithmetic() {
+  static const bool has = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+  return has;
+}
+
+}  // namespace
+
+c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& device) {
+  const bool half = weight_type == torch::kBFloat16 || weight_type == torch::kHalf;
+  if (half && device.is_cpu() && !cpu_has_bf16_arithmetic()) return torch::kFloat;
+  return weight_type;
+}
+
+torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (x.scalar_type() == weight.scalar_type()) return at::linear(x, weight, bias);
+  const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  if (rows >= 8) {
+    return at::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
+  }
+  return at::linear(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());
+}
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) const { return at::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const { return dense_linear(x, weight, bias); }
 
 EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim) {
   weight = register_parameter("weight", torch::empty({num_embeddings, embedding_dim}));
@@ -26,7 +51,7 @@ LayerNormImpl::LayerNormImpl(int64_t size, double eps) : eps_(eps) {
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) const {
-  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
+  return at::layer_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), bias.to(x.scalar_type()), eps_);
 }
 
 RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
@@ -36,7 +61,7 @@ RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) const {
   const auto x32 = x.to(torch::kFloat);
   const auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + eps_);
-  return weight * normed.to(x.scalar_type());  // cast back before the weight, as HF does
+  return weight.to(x.scalar_type()) * normed.to(x.scalar_type());  // cast back before the weight, as HF does
 }
 
 DefaultDtypeGuard::DefaultDtypeGuard(c10::ScalarType type) : previous_(torch::get_default_dtype()) {

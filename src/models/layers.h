@@ -10,6 +10,19 @@
 
 namespace m3d::models {
 
+// Activations are computed in f32 for 16-bit weights on a CPU without bf16/f16
+// arithmetic (no AVX512-BF16 / AMX): there libtorch's bf16 GEMM runs at ~50
+// GFLOP/s against ~200 in f32 (measured on the project machine), and bf16
+// element-wise ops are slow too. The weights stay 16-bit in memory. Elsewhere
+// (GPU, CPUs with bf16 units) activations take the weights' dtype, as in PyTorch.
+c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& device);
+
+// x W^T + b for activations x of compute_dtype and weights of any float dtype.
+// Mixed f32 x 16-bit: many rows (prefill) multiply in f32 with the weight
+// upcast; few rows (decode) multiply in the weight's dtype, which libtorch does
+// at memory speed (GEMV), and return f32.
+torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
+
 // y = x W^T + b; keys weight (out, in), bias (out).
 class LinearImpl : public torch::nn::Module {
  public:

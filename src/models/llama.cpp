@@ -211,7 +211,7 @@ torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* ca
 
 torch::Tensor decoder_logits(const DecoderModelImpl& model, const Linear& lm_head, const torch::Tensor& hidden) {
   if (lm_head) return lm_head->forward(hidden);
-  return torch::matmul(hidden, model.embed_tokens->weight.t());  // tied embeddings
+  return dense_linear(hidden, model.embed_tokens->weight);  // tied embeddings
 }
 
 }  // namespace m3d::models

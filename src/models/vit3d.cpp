@@ -86,7 +86,7 @@ torch::Tensor PatchEmbeddingImpl::forward(const torch::Tensor& image) {
   auto x = image.view({B, c.in_channels, g[0], c.patch_size[0], g[1], c.patch_size[1], g[2], c.patch_size[2]});
   x = x.permute({0, 2, 4, 6, 3, 5, 7, 1});  // (B, h, w, d, p1, p2, p3, C)
   x = x.reshape({B, c.num_patches(), -1});  // (B, N, p1*p2*p3*C)
-  return linear(x) + position_embeddings;  // (B, N, E)
+  return linear(x) + position_embeddings.to(x.scalar_type());  // (B, N, E)
 }
 
 Vit3dImpl::Vit3dImpl(const Vit3dConfig& c) : config_(c) {
@@ -107,7 +107,7 @@ Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
   auto x = patch_embedding(image);  // (B, N, E)
   if (c.classification) {
     // cls goes in after the position embedding, so it has none (vit.py:116-118).
-    x = torch::cat({cls_token.expand({x.size(0), -1, -1}), x}, 1);  // (B, N+1, E)
+    x = torch::cat({cls_token.to(x.scalar_type()).expand({x.size(0), -1, -1}), x}, 1);  // (B, N+1, E)
   }
   Vit3dOutput out;
   for (const auto& block : *blocks) {

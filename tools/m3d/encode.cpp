@@ -29,7 +29,7 @@ void add_encode(CLI::App& app) {
     const io::Checkpoint ckpt = io::checkpoint_open(o->model);
     models::LamedVision vision = models::lamed_vision_load(ckpt);
     io::module_cast_floating(*vision, dtype);
-    const at::Tensor image = imaging::model_input_load(o->image, o->image_key).to(dtype);
+    const at::Tensor image = imaging::model_input_load(o->image, o->image_key).to(models::compute_dtype(dtype, at::kCPU));
     const at::Tensor features = vision->vision_tower->forward(image);  // (1, N, E)
     const at::Tensor embeddings = vision->mm_projector->forward(features);  // (1, N', H)
     io::safetensors_save(o->output, {{"image_embeddings", embeddings.to(at::kFloat)}, {"vision_features", features.to(at::kFloat)}},
