@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fstream>
+
 #include "generate/generate.h"
 #include "io/checkpoint.h"
 #include "io/tensor.h"
 #include "m3d/error.h"
 #include "models/causal_lm.h"
+#include "models/layers.h"
 #include "test_support.h"
 
 namespace m3d::models {
@@ -66,10 +69,19 @@ TEST_P(LamedParity, GreedyTokensMatchWithKvCache) {
   EXPECT_LE(max_diff(result.last_logits, expected("logits_last_step")), 1e-4);
 }
 
-TEST_P(LamedParity, Bf16KeepsTheFirstGreedyTokens) {
+// bf16 weights: every logit within 10% of the reference's logit standard deviation
+// (measured: see docs/models.md), and the first 10 greedy tokens unchanged (the
+// fixture's seeds are chosen so each step's top-2 gap is >= 0.05 std).
+TEST_P(LamedParity, Bf16StaysCloseAndKeepsTheFirstGreedyTokens) {
+  torch::NoGradGuard no_grad;
   LoadedModel loaded = model_load(dir_, torch::kBFloat16);
   const at::Tensor embeds = loaded.lm->embed(expected("input_ids"), image());
-  EXPECT_EQ(embeds.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(embeds.scalar_type(), compute_dtype(torch::kBFloat16, torch::kCPU));  // f32 on CPUs without bf16 units
+  const at::Tensor reference = expected("logits");
+  const at::Tensor logits = loaded.lm->logits(loaded.lm->model->forward(embeds)).to(torch::kFloat);
+  const double relative = max_diff(logits, reference) / reference.std().item<double>();
+  std::printf("%s bf16 logits max abs diff / std = %.4f\n", GetParam().dir, relative);
+  EXPECT_LE(relative, 0.10);
   generate::GenerationOptions options;
   options.max_new_tokens = 10;
   const auto result = generate::generate(*loaded.lm, embeds, options);
