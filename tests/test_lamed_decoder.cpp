@@ -89,6 +89,43 @@ TEST_P(LamedParity, Bf16StaysCloseAndKeepsTheFirstGreedyTokens) {
   EXPECT_EQ(result.tokens[0], std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
 }
 
+// A left-padded batch gives each row what it gives alone (positions count real
+// tokens only, padding is masked), as HF generate does with left padding.
+TEST_P(LamedParity, LeftPaddedBatchEqualsSeparateRuns) {
+  LoadedModel loaded = model_load(dir_);
+  const at::Tensor ids = expected("input_ids");
+  const at::Tensor images = torch::cat({image(), image().flip(-1)}, 0);
+  const at::Tensor long_embeds = loaded.lm->embed(ids, images.slice(0, 0, 1));
+  const at::Tensor short_ids = ids.slice(1, 0, ids.size(1) - 5);
+  const at::Tensor short_embeds = loaded.lm->embed(short_ids, images.slice(0, 1, 2));
+  generate::GenerationOptions options;
+  options.max_new_tokens = 8;
+  const auto alone_long = generate::generate(*loaded.lm, long_embeds, options).tokens[0];
+  const auto alone_short = generate::generate(*loaded.lm, short_embeds, options).tokens[0];
+  const int64_t pad = 5;
+  const at::Tensor padded_short = torch::cat({torch::zeros({1, pad, short_embeds.size(2)}), short_embeds}, 1);
+  const at::Tensor batch = torch::cat({long_embeds, padded_short}, 0);
+  at::Tensor mask = torch::ones({2, ids.size(1)}, torch::kLong);
+  mask.index_put_({1, torch::indexing::Slice(0, pad)}, 0);
+  const auto together = generate::generate(*loaded.lm, batch, options, mask).tokens;
+  EXPECT_EQ(together[0], alone_long);
+  EXPECT_EQ(together[1], alone_short);
+}
+
+TEST_P(LamedParity, StopTokenEndsGeneration) {
+  LoadedModel loaded = model_load(dir_);
+  const at::Tensor embeds = loaded.lm->embed(expected("input_ids"), image());
+  const at::Tensor want = expected("greedy_ids").flatten();
+  generate::GenerationOptions options;
+  options.max_new_tokens = 20;
+  options.eos_token_id = {want[3].item<int64_t>()};
+  const auto tokens = generate::generate(*loaded.lm, embeds, options).tokens[0];
+  std::vector<int64_t> prefix(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.numel());
+  const auto stop = std::find(prefix.begin(), prefix.end(), want[3].item<int64_t>());
+  prefix.erase(stop + 1, prefix.end());
+  EXPECT_EQ(tokens, prefix);  // up to and including the first stop token
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiny, LamedParity,
                          ::testing::Values(Case{"lamed_phi3_tiny", "LamedPhi3ForCausalLM"},
                                            Case{"lamed_llama_tiny", "LamedLlamaForCausalLM"}),
