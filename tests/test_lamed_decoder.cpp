@@ -160,3 +160,33 @@ TEST(LamedErrors, PromptLongerThanContextIsRefused) {
 
 }  // namespace
 }  // namespace m3d::models
+
+namespace m3d::models {
+namespace {
+
+// A plain Qwen2ForCausalLM (q/k/v bias, tied embeddings, GQA) from transformers
+// (tools/reference/make_lamed_fixtures.py): text-only logits and greedy tokens.
+TEST(Qwen2Parity, LogitsAndGreedyTokensMatch) {
+  torch::NoGradGuard no_grad;
+  const std::string dir = test::fixture("qwen2_tiny");
+  const io::Checkpoint expected = io::checkpoint_open(dir + "/expected.safetensors");
+  LoadedModel loaded = model_load(dir);
+  EXPECT_EQ(loaded.architecture, "Qwen2ForCausalLM");
+  EXPECT_EQ(loaded.lm->lamed(), nullptr);
+  EXPECT_FALSE(loaded.lm->lm_head) << "tied embeddings: no lm_head module";
+  const at::Tensor ids = io::tensor_from_record(expected.tensor("input_ids"));
+  const at::Tensor embeds = loaded.lm->embed(ids);
+  const at::Tensor logits = loaded.lm->logits(loaded.lm->model->forward(embeds));
+  const double diff = (logits - io::tensor_from_record(expected.tensor("logits"))).abs().max().item<double>();
+  std::printf("qwen2_tiny fp32 logits max abs diff %.3g\n", diff);
+  EXPECT_LE(diff, 1e-4);
+  generate::GenerationOptions options;
+  options.max_new_tokens = 20;
+  const auto tokens = generate::generate(*loaded.lm, embeds, options).tokens[0];
+  const at::Tensor want = io::tensor_from_record(expected.tensor("greedy_ids")).flatten();
+  EXPECT_EQ(tokens, std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.numel()));
+  EXPECT_THROW(loaded.lm->embed(ids, torch::zeros({1, 1, 32, 256, 256})), Error) << "no vision tower";
+}
+
+}  // namespace
+}  // namespace m3d::models

@@ -17,6 +17,9 @@ plus `pip install safetensors transformers==4.41.2 monai==1.3.0 einops`:
 
     ../refenv/bin/python tools/reference/make_lamed_fixtures.py
 
+Also tests/fixtures/qwen2_tiny: a plain Qwen2ForCausalLM (q/k/v bias, tied embeddings,
+GQA) with `input_ids`, `logits` and `greedy_ids` of a text prompt.
+
 Outputs, for NAME in lamed_phi3_tiny, lamed_llama_tiny (tests/fixtures/NAME/):
   config.json         released-style LaMed config (+ test-only vision dims keys)
   model.safetensors   every weight random, keys as in the released checkpoints
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 import transformers
 from monai.networks.nets import ViT
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_IMAGE = os.path.join(ROOT, "..", "shared", "fixtures", "vit3d_spp_tiny", "expected.safetensors")
@@ -164,6 +167,37 @@ def save(name, llm_class, llm_config, architecture, model_type, seed, vit, proje
           f"steps {min(margins[:10]):.3f} std")
 
 
+def make_text_only(name, llm_class, llm_config, seed):
+    """A plain decoder checkpoint (no vision): logits of a text prompt and 20 greedy tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    llm_config._attn_implementation = "eager"
+    llm = llm_class(llm_config).eval()
+    randomize(llm, gen, scale=0.15)
+    ids = torch.randint(3, VOCAB, (1, 24), generator=gen)
+    with torch.no_grad():
+        logits = llm(input_ids=ids).logits
+        current, greedy = ids, []
+        for _ in range(20):
+            last = llm(input_ids=current).logits[:, -1]
+            greedy.append(int(last.argmax(-1)))
+            current = torch.cat([current, last.argmax(-1, keepdim=True)], dim=1)
+    out_dir = os.path.join(ROOT, "tests", "fixtures", name)
+    os.makedirs(out_dir, exist_ok=True)
+    weights = {k: v.contiguous() for k, v in llm.state_dict().items()}
+    if llm_config.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)  # tied: HF checkpoints store the embedding only
+    save_file(weights, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    config = llm_config.to_dict()
+    config.pop("_name_or_path", None)
+    config["architectures"] = [llm_class.__name__]  # as save_pretrained writes it
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    save_file({"input_ids": ids, "logits": logits.contiguous(), "greedy_ids": torch.tensor([greedy])},
+              os.path.join(out_dir, "expected.safetensors"))
+    print(f"{name}: {len(weights)} tensors, greedy {greedy}")
+
+
 def main() -> int:
     torch.manual_seed(0)
     image = load_file(SHARED_IMAGE)["images"].float()
@@ -174,6 +208,9 @@ def main() -> int:
          "LamedPhi3ForCausalLM", "lamed_phi3", 1, image)
     make("lamed_llama_tiny", LlamaForCausalLM, LlamaConfig(num_key_value_heads=2, **common),
          "LamedLlamaForCausalLM", "lamed_llama", 5000, image)
+    qwen = dict(common, num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                use_sliding_window=False)
+    make_text_only("qwen2_tiny", Qwen2ForCausalLM, Qwen2Config(**qwen), 7)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     return 0
 
