@@ -43,12 +43,7 @@ std::string copy_sharded() {
 }
 
 void expect_open_error(const std::string& path, const std::string& fragment) {
-  try {
-    checkpoint_open(path);
-    ADD_FAILURE() << "no error, expected: " << fragment;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
+  test::expect_one_line_error([&] { checkpoint_open(path); }, "", fragment);
 }
 
 TEST(Checkpoint, BrokenIndexesAreErrors) {

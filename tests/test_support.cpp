@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include "m3d/error.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -45,6 +47,18 @@ nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << "cannot read " << path;
   return nlohmann::json::parse(in);
+}
+
+void expect_one_line_error(const std::function<void()>& action, const std::string& path, const std::string& fragment) {
+  try {
+    action();
+    ADD_FAILURE() << "no error; expected one containing: " << fragment;
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (!path.empty()) EXPECT_NE(message.find(path), std::string::npos) << message;
+    EXPECT_NE(message.find(fragment), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
 }
 
 int run_command(const std::string& command, std::string* out, std::string* err) {
