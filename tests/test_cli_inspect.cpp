@@ -143,3 +143,33 @@ TEST(CliEncode, BadInputsFailClearly) {
 
 }  // namespace
 }  // namespace m3d::test
+
+namespace m3d::test {
+namespace {
+
+// `m3d generate` end to end: tokenizer.json + image + greedy decoding give the text
+// transformers gives for the same prompt (tools/reference/make_lamed_fixtures.py).
+TEST(CliGenerate, AnswerMatchesTransformers) {
+  for (const char* name : {"lamed_phi3_tiny", "lamed_llama_tiny"}) {
+    SCOPED_TRACE(name);
+    const auto want = read_json(fixture(std::string(name) + "/generate_expected.json"));
+    const std::string image = shared_fixture("vit3d_spp_tiny/expected.safetensors");
+    std::string out, err;
+    const std::string command = kM3d + " generate --model " + fixture(name) + " --image " + image +
+                                " --image-key images --max-new-tokens " + std::to_string(want["max_new_tokens"].get<int>()) +
+                                " --prompt '" + want["prompt"].get<std::string>() + "'";
+    ASSERT_EQ(run_command(command, &out, &err), 0) << err;
+    EXPECT_EQ(out, want["text"].get<std::string>() + "\n");
+    ASSERT_EQ(run_command(command + " --stream", &out, &err), 0) << err;
+    EXPECT_EQ(out, want["text"].get<std::string>() + "\n");
+  }
+}
+
+TEST(CliGenerate, MissingTokenizerIsAClearError) {
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " generate --model " + fixture("qwen2_tiny") + " --prompt hi", &out, &err), 1);
+  EXPECT_NE(err.find("no tokenizer.json"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   app.add_flag_callback("-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); }, "Log debug messages");
   m3d::cli::add_inspect(app);
   m3d::cli::add_encode(app);
+  m3d::cli::add_generate(app);
   m3d::cli::add_init_random(app);
   try {
     app.parse(argc, argv);

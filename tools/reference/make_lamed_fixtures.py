@@ -157,6 +157,23 @@ def save(name, llm_class, llm_config, architecture, model_type, seed, vit, proje
         "logits_last_step": last.contiguous(),
     }, os.path.join(out_dir, "expected.safetensors"))
 
+    # `m3d generate` reference: the prompt through the tokenizer, greedy decoding with HF.
+    tok = tiny_tokenizer(out_dir)
+    question = "Where is the lesion? Describe the heart."
+    prompt_ids = torch.tensor([tok.encode("<im_patch>" * 256 + question).ids])
+    with torch.no_grad():
+        e = llm.model.embed_tokens(prompt_ids)
+        current = torch.cat([e[:, :1], image_embeds, e[:, 257:]], dim=1)
+        answer = []
+        for _ in range(12):
+            token = llm(inputs_embeds=current).logits[:, -1].argmax(-1)
+            answer.append(int(token))
+            current = torch.cat([current, llm.model.embed_tokens(token)[:, None]], dim=1)
+    with open(os.path.join(out_dir, "generate_expected.json"), "w") as f:
+        json.dump({"prompt": question, "prompt_ids": prompt_ids[0].tolist(), "max_new_tokens": 12, "ids": answer,
+                   "text": tok.decode(answer, skip_special_tokens=True)}, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
     # Read back into fresh modules: the saved weights reproduce the logits exactly.
     fresh = llm_class(llm_config).eval()
     loaded = load_file(os.path.join(out_dir, "model.safetensors"))
@@ -165,6 +182,41 @@ def save(name, llm_class, llm_config, architecture, model_type, seed, vit, proje
         assert torch.equal(fresh(inputs_embeds=spliced).logits, logits)
     print(f"{name}: seed {seed}, {len(weights)} tensors, greedy {greedy}, smallest top-2 margin of the first 10 "
           f"steps {min(margins[:10]):.3f} std")
+
+
+def tiny_tokenizer(out_dir):
+    """A Llama-style tokenizer.json over the tiny vocabulary: <unk> <s> </s>, the 256
+    byte tokens, '▁' and a few merges (ids up to 298), and <im_patch> = 299 added as
+    M3D adds it. Written with HF `tokenizers`; returns it."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    merges = []
+    for word in ["▁", "e", "t", "a", "i", "n", "o", "r", "s", "l", "h", "d", "c", "u", "m", "p", "g", "y", "w", "f", "b",
+                 "v", "k", "x", "q", "z", "?", ".", ","]:
+        vocab[word] = len(vocab)
+    for a, b in [("▁", "t"), ("h", "e"), ("i", "n"), ("e", "r"), ("▁", "a"), ("o", "n"), ("r", "e"), ("▁", "s"),
+                 ("▁t", "he"), ("e", "s")]:
+        if len(vocab) >= IM_PATCH:
+            break
+        merges.append((a, b))
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    from tokenizers.processors import TemplateProcessing
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    assert len(vocab) <= IM_PATCH, len(vocab)
+    for filler in range(len(vocab), IM_PATCH):  # pad the vocabulary so <im_patch> lands on 299
+        tok.add_tokens([AddedToken(f"<unused{filler}>", special=True, normalized=False)])
+    tok.add_special_tokens([AddedToken("<im_patch>", special=True, normalized=False)])
+    assert tok.token_to_id("<im_patch>") == IM_PATCH
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    return tok
 
 
 def make_text_only(name, llm_class, llm_config, seed):

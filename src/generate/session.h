@@ -1,0 +1,30 @@
+// A loaded model with its tokenizer and generation defaults, answering a prompt
+// (optionally about a volume) the way the official demo does: LaMed prompts are
+// "<im_patch>" x proj_out_num + question, no chat template (m3d_lamed_spec.md §5.2).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "generate/generate.h"
+#include "models/causal_lm.h"
+#include "text/tokenizer.h"
+
+namespace m3d::generate {
+
+struct Session {
+  models::LoadedModel model;
+  text::Tokenizer tokenizer;
+  GenerationOptions defaults;  // from generation_config.json / config.json
+};
+
+// Loads DIR's weights (in `dtype`), tokenizer.json (plus added_tokens.json entries
+// it lacks) and stop ids. Throws naming the missing file.
+Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat);
+
+// The answer text (special tokens skipped). `image` is (1, 1, D, H, W) or undefined;
+// `on_text` receives the answer as it grows, one piece per token.
+std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
+                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+
+}  // namespace m3d::generate
