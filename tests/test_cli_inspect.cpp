@@ -173,3 +173,32 @@ TEST(CliGenerate, MissingTokenizerIsAClearError) {
 
 }  // namespace
 }  // namespace m3d::test
+
+namespace m3d::test {
+namespace {
+
+// `m3d chat`: each question, answered after the cached image prefix, gets exactly
+// what `m3d generate` (parity-tested above) gives for it alone, in any order.
+TEST(CliChat, AnswersEqualSeparateGenerateRuns) {
+  const std::string model = fixture("lamed_llama_tiny");
+  const std::string image = shared_fixture("vit3d_spp_tiny/expected.safetensors");
+  const std::string common = " --model " + model + " --image " + image + " --image-key images --max-new-tokens 6";
+  const std::vector<std::string> questions = {"Where is the lesion?", "Describe the heart.", "Where is the lesion?"};
+  std::string expected_out;
+  for (const auto& q : questions) {
+    std::string out, err;
+    ASSERT_EQ(run_command(kM3d + " generate" + common + " --prompt '" + q + "'", &out, &err), 0) << err;
+    expected_out += out;
+  }
+  const std::string input = temp_dir() + "/questions.txt";
+  {
+    std::ofstream in(input);
+    for (const auto& q : questions) in << q << "\n";
+  }
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " chat" + common + " < " + input, &out, &err), 0) << err;
+  EXPECT_EQ(out, expected_out);
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "m3d/error.h"
@@ -45,22 +46,37 @@ torch::Tensor next_tokens(const torch::Tensor& logits_in, const GenerationOption
 GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& o,
                           const torch::Tensor& attention_mask, const torch::Tensor& prompt_ids,
                           const TokenCallback& on_token) {
-  torch::NoGradGuard no_grad;
   if (embeds.dim() != 3) fail("generate: prompt embeddings must be (batch, tokens, hidden)");
+  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(o.max_new_tokens, 0),
+                                    lm.model->config().max_position_embeddings);
+  auto cache = lm.model->make_cache(embeds.size(0), capacity, embeds.options());
+  return generate_continue(lm, cache, embeds, o, attention_mask, prompt_ids, on_token);
+}
+
+GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds,
+                                   const GenerationOptions& o, const torch::Tensor& attention_mask,
+                                   const torch::Tensor& prompt_ids, const TokenCallback& on_token) {
+  torch::NoGradGuard no_grad;
+  if (embeds.dim() != 3 || embeds.size(1) == 0) fail("generate: prompt embeddings must be (batch, tokens >= 1, hidden)");
   if (o.max_new_tokens < 0) fail("generate: max_new_tokens must be >= 0");
-  const int64_t B = embeds.size(0), L = embeds.size(1);
-  const auto& config = lm.model->config();
-  if (L + o.max_new_tokens > config.max_position_embeddings) {
-    fail("generate: prompt of {} tokens + {} new tokens exceeds the model's context of {} positions", L,
-         o.max_new_tokens, config.max_position_embeddings);
+  const int64_t B = embeds.size(0), L = embeds.size(1), past = cache.length;
+  const int64_t context = lm.model->config().max_position_embeddings;
+  if (past + L + o.max_new_tokens > context) {
+    fail("generate: {} cached + {} prompt + {} new tokens exceeds the model's context of {} positions", past, L,
+         o.max_new_tokens, context);
+  }
+  if (past + L + o.max_new_tokens > cache.capacity) {
+    fail("generate: {} cached + {} prompt + {} new tokens exceed the KV cache capacity {}", past, L, o.max_new_tokens,
+         cache.capacity);
   }
   const auto device = embeds.device();
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device);
-  auto cache = lm.model->make_cache(B, L + o.max_new_tokens, embeds.options());
 
   // Left padding: positions count only real tokens (HF: cumsum(mask) - 1, pads at 1).
-  torch::Tensor mask = attention_mask.defined() ? attention_mask.to(long_opts) : torch::ones({B, L}, long_opts);
-  torch::Tensor positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1);  // (B, L)
+  torch::Tensor mask = torch::cat({torch::ones({B, past}, long_opts),
+                                   attention_mask.defined() ? attention_mask.to(long_opts) : torch::ones({B, L}, long_opts)},
+                                  1);  // (B, past + L)
+  torch::Tensor positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1).slice(1, past);  // (B, L)
 
   torch::Generator generator = at::detail::createCPUGenerator(o.seed);
   GenerationResult result;

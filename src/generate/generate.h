@@ -41,6 +41,12 @@ GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds,
                           const torch::Tensor& attention_mask = {}, const torch::Tensor& prompt_ids = {},
                           const TokenCallback& on_token = {});
 
+// The same, continuing after the cache->length positions already in `cache`
+// (e.g. a prompt prefix shared by several questions); new positions follow them.
+GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds,
+                                   const GenerationOptions& options, const torch::Tensor& attention_mask = {},
+                                   const torch::Tensor& prompt_ids = {}, const TokenCallback& on_token = {});
+
 // One step's choice from logits (B, V); `seen` (B, S) ids for the repetition penalty.
 torch::Tensor next_tokens(const torch::Tensor& logits, const GenerationOptions& options, const torch::Tensor& seen,
                           torch::Generator& generator);

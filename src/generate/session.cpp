@@ -1,5 +1,6 @@
 #include "generate/session.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "io/hf_config.h"
@@ -49,27 +50,24 @@ Session session_open(const std::string& dir, c10::ScalarType dtype) {
   return session;
 }
 
-std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
-                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
-  torch::NoGradGuard no_grad;
-  auto& lm = *session.model.lm;
-  std::string prompt = question;
-  if (image.defined()) {
-    if (lm.lamed() == nullptr) fail("{}: this model takes no image", session.model.architecture);
-    std::string placeholders;
-    for (int64_t i = 0; i < lm.lamed()->lamed_config().proj_out_num; ++i) placeholders += "<im_patch>";
-    prompt = placeholders + question;
-  }
-  const std::vector<int64_t> ids = session.tokenizer.encode(prompt);
-  const auto input_ids = torch::tensor(ids, torch::kLong).unsqueeze(0);  // (1, L)
-  const auto embeds = lm.embed(input_ids, image);
+namespace {
+
+std::string image_placeholders(const Session& session) {
+  std::string placeholders;
+  for (int64_t i = 0; i < session.model.lm->lamed()->lamed_config().proj_out_num; ++i) placeholders += "<im_patch>";
+  return placeholders;
+}
+
+// Generates from `embeds` after what `cache` holds; returns the decoded answer.
+std::string answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options,
+                        const std::function<void(const std::string&)>& on_text) {
   std::vector<int64_t> answer;
   std::string shown;
   auto stream = [&](int64_t, int64_t token) {
     answer.push_back(token);
     if (on_text) {
       const std::string text = session.tokenizer.decode(answer, true);
-      // Emit only complete growth; a partial UTF-8 sequence decodes to U+FFFD until finished.
+      // Emit only growth of the text; a partial UTF-8 sequence shows as U+FFFD until complete.
       if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
         on_text(text.substr(shown.size()));
         shown = text;
@@ -77,8 +75,50 @@ std::string session_answer(Session& session, const at::Tensor& image, const std:
     }
     return true;
   };
-  generate(lm, embeds, options, {}, {}, stream);
+  generate_continue(*session.model.lm, cache, embeds, options, {}, {}, stream);
   return session.tokenizer.decode(answer, true);
+}
+
+at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0); }
+
+}  // namespace
+
+std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
+                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+  torch::NoGradGuard no_grad;
+  auto& lm = *session.model.lm;
+  if (image.defined() && lm.lamed() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
+  const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
+  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0),
+                                    lm.model->config().max_position_embeddings);
+  auto cache = lm.model->make_cache(1, capacity, embeds.options());
+  return answer_from(session, cache, embeds, options, on_text);
+}
+
+ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity) {
+  torch::NoGradGuard no_grad;
+  auto& lm = *session.model.lm;
+  if (lm.lamed() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  ChatState chat;
+  chat.prefix_ids = session.tokenizer.encode(image_placeholders(session));  // BOS + image tokens
+  const auto embeds = lm.embed(ids_tensor(chat.prefix_ids), image);
+  chat.cache = lm.model->make_cache(1, std::min(capacity, lm.model->config().max_position_embeddings), embeds.options());
+  lm.model->forward(embeds, &chat.cache);
+  return chat;
+}
+
+std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
+                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+  torch::NoGradGuard no_grad;
+  const std::vector<int64_t> ids = session.tokenizer.encode(image_placeholders(session) + question);
+  const size_t n = chat.prefix_ids.size();
+  if (ids.size() <= n || !std::equal(chat.prefix_ids.begin(), chat.prefix_ids.end(), ids.begin())) {
+    fail("chat: the question must add tokens after the image prompt");
+  }
+  chat.cache.length = static_cast<int64_t>(n);  // forget the previous question and answer
+  const auto embeds = session.model.lm->embed(ids_tensor({ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end()}));
+  return answer_from(session, chat.cache, embeds, options, on_text);
 }
 
 }  // namespace m3d::generate

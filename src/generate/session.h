@@ -27,4 +27,16 @@ Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat
 std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
                            const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
 
+// `m3d chat`: the volume is encoded once; its prompt prefix (BOS + image tokens)
+// stays in the KV cache and each question continues from it, independently of
+// earlier questions, exactly as if asked alone.
+struct ChatState {
+  models::KvCache cache;
+  std::vector<int64_t> prefix_ids;
+};
+
+ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity);
+std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
+                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+
 }  // namespace m3d::generate

@@ -8,6 +8,7 @@ namespace m3d::cli {
 void add_inspect(CLI::App& app);
 void add_encode(CLI::App& app);
 void add_generate(CLI::App& app);
+void add_chat(CLI::App& app);
 void add_init_random(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   m3d::cli::add_inspect(app);
   m3d::cli::add_encode(app);
   m3d::cli::add_generate(app);
+  m3d::cli::add_chat(app);
   m3d::cli::add_init_random(app);
   try {
     app.parse(argc, argv);

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "generate/generate.h"
 #include "m3d/error.h"
 
 namespace m3d::cli {
@@ -21,6 +22,35 @@ inline c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "bf16") return c10::kBFloat16;
   if (name == "f16") return c10::kHalf;
   fail("unknown dtype '{}' (supported: f32, bf16, f16)", name);
+}
+
+// Decoding flags of generate and chat; unset ones keep the model's defaults.
+struct GenerationFlags {
+  int64_t max_new_tokens = -1, top_k = 0;
+  bool do_sample = false;
+  double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
+  uint64_t seed = 0;
+};
+
+inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
+  cmd->add_option("--max-new-tokens", f.max_new_tokens, "Default: generation_config.json, else 256");
+  cmd->add_flag("--do-sample", f.do_sample, "Sample instead of greedy decoding (the official Bench uses greedy)");
+  cmd->add_option("--temperature", f.temperature, "Sampling temperature")->capture_default_str();
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling (the official demo: 0.9)")->capture_default_str();
+  cmd->add_option("--top-k", f.top_k, "Top-k sampling, 0 = off")->capture_default_str();
+  cmd->add_option("--repetition-penalty", f.repetition_penalty, "HF repetition penalty")->capture_default_str();
+  cmd->add_option("--seed", f.seed, "Sampling seed")->capture_default_str();
+}
+
+inline generate::GenerationOptions generation_options(const GenerationFlags& f, generate::GenerationOptions options) {
+  if (f.max_new_tokens >= 0) options.max_new_tokens = f.max_new_tokens;
+  options.do_sample = f.do_sample;
+  options.temperature = f.temperature;
+  options.top_p = f.top_p;
+  options.top_k = f.top_k;
+  options.repetition_penalty = f.repetition_penalty;
+  options.seed = f.seed;
+  return options;
 }
 
 }  // namespace m3d::cli

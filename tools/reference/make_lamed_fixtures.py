@@ -13,7 +13,9 @@ Input image: the real MRI of the official fixture
 C++ tests from ../shared (not copied into the repository).
 
 Environment: a venv with --system-site-packages over Debian's python3-torch (1.13),
-plus `pip install safetensors transformers==4.41.2 monai==1.3.0 einops`:
+plus `pip install safetensors==0.8.0 transformers==4.41.2 monai==1.3.0 einops==0.8.2`
+(tokenizers 0.19.1 comes with transformers; numpy 1.24.2 from Debian). Output is
+deterministic: a rerun reproduces every file byte for byte.
 
     ../refenv/bin/python tools/reference/make_lamed_fixtures.py
 
