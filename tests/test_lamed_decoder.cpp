@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <fstream>
+#include <set>
 
 #include "generate/generate.h"
 #include "io/checkpoint.h"
@@ -190,3 +193,56 @@ TEST(Qwen2Parity, LogitsAndGreedyTokensMatch) {
 
 }  // namespace
 }  // namespace m3d::models
+
+namespace m3d::generate {
+namespace {
+
+// The sampler's processors on hand-checkable logits (HF semantics).
+TEST(Sampler, ProcessorsFollowHuggingFace) {
+  auto generator = at::detail::createCPUGenerator(0);
+  const auto logits = torch::tensor({{1.0f, 3.0f, 2.0f, -1.0f}});
+  GenerationOptions greedy;
+  EXPECT_EQ(next_tokens(logits, greedy, {}, generator).item<int64_t>(), 1);
+  // Repetition penalty 4 on token 1: 3 / 4 = 0.75 < 2, so token 2 wins.
+  GenerationOptions penalty;
+  penalty.repetition_penalty = 4.0;
+  EXPECT_EQ(next_tokens(logits, penalty, torch::tensor({{1}}, torch::kLong), generator).item<int64_t>(), 2);
+  // Negative scores are multiplied: -1 * 4 = -4 falls below -2.
+  EXPECT_EQ(next_tokens(torch::tensor({{-1.0f, -2.0f}}), penalty, torch::tensor({{0}}, torch::kLong), generator).item<int64_t>(), 1);
+  // top_k = 1 and a tiny top_p leave only the best token, whatever the seed.
+  GenerationOptions top_k;
+  top_k.do_sample = true;
+  top_k.top_k = 1;
+  GenerationOptions top_p;
+  top_p.do_sample = true;
+  top_p.top_p = 0.01;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    auto g = at::detail::createCPUGenerator(seed);
+    EXPECT_EQ(next_tokens(logits, top_k, {}, g).item<int64_t>(), 1);
+    EXPECT_EQ(next_tokens(logits, top_p, {}, g).item<int64_t>(), 1);
+  }
+  // Probabilities 0.089, 0.657, 0.242, 0.012; ascending cumulative 0.012 (3), 0.101 (0),
+  // 0.343 (2): top_p = 0.8 removes what stays <= 0.2, tokens 3 and 0.
+  GenerationOptions nucleus;
+  nucleus.do_sample = true;
+  nucleus.top_p = 0.8;
+  std::set<int64_t> drawn;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    auto g = at::detail::createCPUGenerator(seed);
+    drawn.insert(next_tokens(logits, nucleus, {}, g).item<int64_t>());
+  }
+  EXPECT_EQ(drawn, (std::set<int64_t>{1, 2}));
+  // The same seed draws the same tokens.
+  GenerationOptions sample;
+  sample.do_sample = true;
+  auto g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
+  const auto wide = torch::randn({1, 50});
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(next_tokens(wide, sample, {}, g1).item<int64_t>(), next_tokens(wide, sample, {}, g2).item<int64_t>());
+  GenerationOptions bad;
+  bad.do_sample = true;
+  bad.temperature = 0;
+  EXPECT_THROW(next_tokens(logits, bad, {}, generator), Error);
+}
+
+}  // namespace
+}  // namespace m3d::generate
