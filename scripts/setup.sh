@@ -10,7 +10,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp          # tensors; OpenBLAS: ~180 vs ~6 GFLOP/s fp32 GEMM with reference BLAS
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
-  libsentencepiece-dev zlib1g-dev
+  libpcre2-dev libutf8proc-dev zlib1g-dev  # tokenizers: regex pre-tokenizers, NFC
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev                  # libFuzzer targets
 )

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -169,6 +170,29 @@ TEST(CliGenerate, MissingTokenizerIsAClearError) {
   std::string out, err;
   EXPECT_EQ(run_command(kM3d + " generate --model " + fixture("qwen2_tiny") + " --prompt hi", &out, &err), 1);
   EXPECT_NE(err.find("no tokenizer.json"), std::string::npos) << err;
+}
+
+// The tiny LaMed checkpoint with the slow-tokenizer files instead of tokenizer.json
+// (tools/reference/make_tokenizer_fixtures.py: transformers' slow LlamaTokenizer
+// gives the same prompt ids there, and its own decoding of the generated ids).
+TEST(CliGenerate, SlowTokenizerCheckpointMatchesTransformers) {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir();
+  for (const char* file : {"config.json", "model.safetensors"}) fs::copy_file(fixture(std::string("lamed_llama_tiny/") + file), dir + "/" + file);
+  for (const char* file : {"tokenizer.model", "tokenizer_config.json"}) {
+    fs::copy_file(fixture(std::string("tokenizers/tiny_lamed_slow/") + file), dir + "/" + file);
+  }
+  const auto want = read_json(fixture("tokenizers/tiny_lamed_slow/expected.json"));
+  const std::string command = kM3d + " generate --model " + dir + " --image " + shared_fixture("vit3d_spp_tiny/expected.safetensors") +
+                              " --image-key images --max-new-tokens " + std::to_string(want["max_new_tokens"].get<int>()) +
+                              " --prompt '" + want["prompt"].get<std::string>() + "'";
+  std::string out, err;
+  ASSERT_EQ(run_command(command, &out, &err), 0) << err;
+  EXPECT_EQ(out, want["text"].get<std::string>() + "\n");
+  ASSERT_EQ(run_command(command + " --stream", &out, &err), 0) << err;  // byte pieces complete a character late
+  EXPECT_EQ(out, want["text"].get<std::string>() + "\n");
+  ASSERT_EQ(run_command(command + " --tokenizer fast", &out, &err), 1);
+  EXPECT_NE(err.find("no tokenizer.json for the fast tokenizer"), std::string::npos) << err;
 }
 
 }  // namespace

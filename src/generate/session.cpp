@@ -9,15 +9,12 @@
 namespace m3d::generate {
 namespace fs = std::filesystem;
 
-Session session_open(const std::string& dir, c10::ScalarType dtype) {
-  const std::string tokenizer_path = dir + "/tokenizer.json";
-  if (!fs::exists(tokenizer_path)) {
-    fail("{}: no tokenizer.json (m3d reads HF tokenizer.json; the slow tokenizer.model path is not supported yet)", dir);
-  }
-  Session session{models::model_load(dir, dtype), text::Tokenizer::from_file(tokenizer_path), {}};
-  // Tokens that only the slow tokenizer files list (added_tokens.json), with the
-  // specials of special_tokens_map.json; their ids must come out as recorded.
-  if (fs::exists(dir + "/added_tokens.json")) {
+Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokenizer::Kind tokenizer) {
+  Session session{models::model_load(dir, dtype), text::Tokenizer::load(dir, tokenizer), {}};
+  // A fast tokenizer.json may lack tokens that only the slow tokenizer files list
+  // (added_tokens.json), with the specials of special_tokens_map.json; their ids
+  // must come out as recorded. The slow tokenizer reads those files itself.
+  if (!session.tokenizer.is_slow() && fs::exists(dir + "/added_tokens.json")) {
     std::vector<std::string> specials;
     if (fs::exists(dir + "/special_tokens_map.json")) {
       specials = io::special_tokens_map_read(dir + "/special_tokens_map.json").additional_special_tokens;
@@ -63,20 +60,30 @@ std::string answer_from(Session& session, models::KvCache& cache, const at::Tens
                         const std::function<void(const std::string&)>& on_text) {
   std::vector<int64_t> answer;
   std::string shown;
+  auto emit_growth = [&](const std::string& text) {
+    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
+      on_text(text.substr(shown.size()));
+      shown = text;
+    }
+  };
   auto stream = [&](int64_t, int64_t token) {
     answer.push_back(token);
     if (on_text) {
-      const std::string text = session.tokenizer.decode(answer, true);
-      // Emit only growth of the text; a partial UTF-8 sequence shows as U+FFFD until complete.
-      if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-        on_text(text.substr(shown.size()));
-        shown = text;
-      }
+      // Emit only growth of the text. A run of byte-fallback tokens decodes as a
+      // whole (valid UTF-8, else U+FFFD per byte), so it waits until the run ends;
+      // a trailing U+FFFD may be an incomplete sequence (byte-level BPE) and waits too.
+      const std::string piece = session.tokenizer.id_to_token(token);
+      if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>') return true;
+      std::string text = session.tokenizer.decode(answer, true);
+      while (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) text.resize(text.size() - 3);
+      emit_growth(text);
     }
     return true;
   };
   generate_continue(*session.model.lm, cache, embeds, options, {}, {}, stream);
-  return session.tokenizer.decode(answer, true);
+  const std::string text = session.tokenizer.decode(answer, true);
+  if (on_text) emit_growth(text);
+  return text;
 }
 
 at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0); }

@@ -18,9 +18,11 @@ struct Session {
   GenerationOptions defaults;  // from generation_config.json / config.json
 };
 
-// Loads DIR's weights (in `dtype`), tokenizer.json (plus added_tokens.json entries
-// it lacks) and stop ids. Throws naming the missing file.
-Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat);
+// Loads DIR's weights (in `dtype`), its tokenizer (Tokenizer::load; a fast one also
+// gets the added_tokens.json entries tokenizer.json lacks) and stop ids. Throws
+// naming the missing file.
+Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat,
+                     text::Tokenizer::Kind tokenizer = text::Tokenizer::Kind::Auto);
 
 // The answer text (special tokens skipped). `image` is (1, 1, D, H, W) or undefined;
 // `on_text` receives the answer as it grows, one piece per token.

@@ -1,16 +1,24 @@
-// tokenizer.json as huggingface/tokenizers runs it (tokenizer/added_vocabulary.rs,
-// models/bpe/model.rs, normalizers, decoders/byte_fallback.rs, processors/template.rs),
-// for the SentencePiece-BPE layout of Llama-2 / Phi-3 / Mistral. Byte-level BPE
-// (GPT-2, Qwen) and other components are refused by name until implemented.
+// tokenizer.json as huggingface/tokenizers 0.19 runs it (tokenizer/added_vocabulary.rs,
+// models/bpe/model.rs, normalizers, pre_tokenizers/{split,byte_level}.rs,
+// decoders/{byte_fallback,byte_level}.rs, processors/template.rs): the
+// SentencePiece-BPE layout of Llama-2 / Phi-3 / Mistral and the byte-level BPE of
+// Llama-3 / Qwen2.5. Other components are refused by name.
 #include "text/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <utf8proc.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "text/backend.h"
+#include "text/utf8.h"
 
 namespace m3d::text {
 namespace {
@@ -19,6 +27,90 @@ using json = nlohmann::json;
 
 struct Replace {
   std::string pattern, content;
+  bool nfc = false;  // an NFC normalizer step instead of a replacement
+};
+
+std::string nfc(const std::string& text) {
+  if (!utf8::valid(text)) fail("tokenizer: the text is not valid UTF-8");
+  utf8proc_uint8_t* out = nullptr;
+  const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+                              &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) fail("tokenizer: NFC normalization failed: {}", utf8proc_errmsg(n));
+  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
+}
+
+// A PCRE2 pattern compiled for UTF-8 with Unicode properties (\p{L}, \s), as the
+// Oniguruma regexes of tokenizers' Split and ByteLevel pre-tokenizers.
+class Regex {
+ public:
+  Regex(const std::string& pattern, const std::string& where) {
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+    if (code_ == nullptr) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error, message, sizeof message);
+      fail("{}: cannot compile the regex '{}' at offset {}: {}", where, pattern, offset, reinterpret_cast<const char*>(message));
+    }
+  }
+  ~Regex() { pcre2_code_free(code_); }
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  // Splits `text` into matches and the gaps between them (Split behaviour "Isolated").
+  std::vector<std::string> isolate(const std::string& text) const {
+    std::vector<std::string> out;
+    pcre2_match_data* match = pcre2_match_data_create_from_pattern(code_, nullptr);
+    size_t start = 0, gap = 0;
+    while (start <= text.size()) {
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, PCRE2_NO_UTF_CHECK, match, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* range = pcre2_get_ovector_pointer(match);
+      if (range[0] == range[1]) {  // empty match: move on one character
+        if (range[0] >= text.size()) break;
+        start = range[0] + utf8::sequence_length(static_cast<unsigned char>(text[range[0]]));
+        continue;
+      }
+      if (range[0] > gap) out.push_back(text.substr(gap, range[0] - gap));
+      out.push_back(text.substr(range[0], range[1] - range[0]));
+      gap = start = range[1];
+    }
+    pcre2_match_data_free(match);
+    if (gap < text.size()) out.push_back(text.substr(gap));
+    return out;
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+// GPT-2's byte <-> printable character table (pre_tokenizers/byte_level.rs bytes_char).
+struct ByteTable {
+  std::string byte_to_char[256];
+  std::unordered_map<uint32_t, unsigned char> char_to_byte;
+  ByteTable() {
+    uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
+      byte_to_char[b] = utf8::encode(cp);
+      char_to_byte[cp] = static_cast<unsigned char>(b);
+    }
+  }
+};
+const ByteTable& byte_table() {
+  static const ByteTable table;
+  return table;
+}
+
+constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+struct PreTokenizer {
+  enum class Kind { Split, ByteLevel } kind;
+  std::shared_ptr<Regex> regex;  // Split, or ByteLevel with use_regex
+  bool add_prefix_space = false;
 };
 
 std::string replace_all(std::string text, const std::string& pattern, const std::string& content) {
@@ -31,37 +123,30 @@ std::string replace_all(std::string text, const std::string& pattern, const std:
   return text;
 }
 
-// Length in bytes of the UTF-8 sequence starting with `lead` (1 for invalid bytes).
-size_t utf8_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  if ((lead >> 3) == 0x1E) return 4;
-  return 1;
-}
-
-bool utf8_valid(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto lead = static_cast<unsigned char>(s[i]);
-    const size_t n = utf8_length(lead);
-    if (n == 1 && lead >= 0x80) return false;
-    if (i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
-}
+size_t utf8_length(unsigned char lead) { return utf8::sequence_length(lead); }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 struct Decoder {
-  enum class Kind { Replace, ByteFallback, Fuse, Strip } kind;
+  enum class Kind { Replace, ByteFallback, Fuse, Strip, ByteLevel } kind;
   Replace replace;
   std::string strip_content;
   int64_t strip_start = 0, strip_stop = 0;
 };
+
+// A component of tokenizer.json (normalizer, pre_tokenizer, ...) as a list: the
+// parts of a "Sequence", or the component itself; empty when absent.
+std::vector<json> components(const json& root, const char* key, const char* list_key) {
+  std::vector<json> out;
+  if (!root.contains(key) || root[key].is_null()) return out;
+  const json& component = root[key];
+  if (component.at("type") == "Sequence") {
+    for (const auto& part : component.at(list_key)) out.push_back(part);
+  } else {
+    out.push_back(component);
+  }
+  return out;
+}
 
 std::string pattern_string(const json& step, const std::string& where) {
   const auto& pattern = step.at("pattern");
@@ -69,17 +154,18 @@ std::string pattern_string(const json& step, const std::string& where) {
   return pattern.at("String").get<std::string>();
 }
 
-}  // namespace
-
-struct Tokenizer::Impl {
+class FastTokenizer final : public TokenizerBackend {
+ public:
   std::string path;
   std::unordered_map<std::string, int64_t> vocab;
-  std::vector<std::string> id_to_token;  // model vocabulary and added tokens
+  std::vector<std::string> id_to_token_;  // model vocabulary and added tokens
   std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> merges;  // pair -> (rank, merged id)
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
   int64_t unk_id = -1;
   int64_t byte_ids[256];
   std::vector<Replace> normalizer;  // applied in order; a Prepend is a Replace with an empty pattern
+  std::vector<PreTokenizer> pre_tokenizers;
+  bool byte_level = false;  // a ByteLevel pre-tokenizer maps bytes to printable characters
   std::vector<Decoder> decoders;
   std::vector<int64_t> prefix_ids, suffix_ids;  // TemplateProcessing "single"
   std::vector<AddedTokenSpec> added;  // in the order they were added
@@ -88,7 +174,9 @@ struct Tokenizer::Impl {
   std::string normalize(const std::string& piece) const {
     std::string out = piece;
     for (const auto& step : normalizer) {
-      if (step.pattern.empty()) {
+      if (step.nfc) {
+        out = nfc(out);
+      } else if (step.pattern.empty()) {
         if (!out.empty()) out = step.content + out;  // Prepend
       } else {
         out = replace_all(out, step.pattern, step.content);
@@ -180,7 +268,41 @@ struct Tokenizer::Impl {
     return out;
   }
 
-  void add(const std::string& content, bool is_special) {
+  // The pre-tokenizers in order; a ByteLevel step maps each byte to its printable character.
+  std::vector<std::string> pre_tokenize(const std::string& text) const {
+    std::vector<std::string> words{text};
+    for (const auto& step : pre_tokenizers) {
+      std::vector<std::string> next;
+      for (auto& word : words) {
+        if (step.kind == PreTokenizer::Kind::ByteLevel && step.add_prefix_space && word.rfind(' ', 0) != 0) word.insert(0, " ");
+        std::vector<std::string> pieces = step.regex ? step.regex->isolate(word) : std::vector<std::string>{word};
+        for (auto& piece : pieces) {
+          if (step.kind == PreTokenizer::Kind::ByteLevel) {
+            std::string mapped;
+            for (unsigned char b : piece) mapped += byte_table().byte_to_char[b];
+            piece = std::move(mapped);
+          }
+          next.push_back(std::move(piece));
+        }
+      }
+      words = std::move(next);
+    }
+    return words;
+  }
+
+  std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const override;
+  int64_t token_to_id(const std::string& token) const override {
+    auto it = vocab.find(token);
+    return it == vocab.end() ? -1 : it->second;
+  }
+  std::string id_to_token(int64_t id) const override {
+    if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size())) return "";
+    return id_to_token_[id];
+  }
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+
+  void add(const std::string& content, bool is_special) override {
     if (content.empty()) fail("tokenizer: cannot add an empty token");
     for (auto& token : added) {
       if (token.content == content) {
@@ -199,8 +321,8 @@ struct Tokenizer::Impl {
     if (auto it = vocab.find(content); it != vocab.end()) {
       token.id = it->second;
     } else {
-      token.id = static_cast<int64_t>(id_to_token.size());
-      id_to_token.push_back(content);
+      token.id = static_cast<int64_t>(id_to_token_.size());
+      id_to_token_.push_back(content);
       vocab[content] = token.id;
     }
     if (is_special) special[token.id] = true;
@@ -208,15 +330,29 @@ struct Tokenizer::Impl {
   }
 };
 
-Tokenizer::Tokenizer() : impl_(std::make_unique<Impl>()) {}
+}  // namespace
+
+Tokenizer::Tokenizer(std::unique_ptr<TokenizerBackend> backend, bool slow) : impl_(std::move(backend)), slow_(slow) {}
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
+Tokenizer Tokenizer::load(const std::string& dir, Kind kind) {
+  namespace fs = std::filesystem;
+  const bool has_model = fs::exists(dir + "/tokenizer.model"), has_json = fs::exists(dir + "/tokenizer.json");
+  if (kind == Kind::Auto) kind = has_model ? Kind::Slow : Kind::Fast;
+  if (kind == Kind::Slow) {
+    if (!has_model) fail("{}: no tokenizer.model for the slow SentencePiece tokenizer{}", dir, has_json ? " (tokenizer.json is there: use the fast one)" : "");
+    return Tokenizer(load_slow_llama(dir), true);
+  }
+  if (!has_json) fail("{}: no tokenizer.json for the fast tokenizer{}", dir, has_model ? " (tokenizer.model is there: use the slow one)" : "");
+  return from_file(dir + "/tokenizer.json");
+}
+
 Tokenizer Tokenizer::from_file(const std::string& path) {
   const json root = io::json_read_file(path);
-  Tokenizer tokenizer;
-  Impl& t = *tokenizer.impl_;
+  auto backend = std::make_unique<FastTokenizer>();
+  FastTokenizer& t = *backend;
   t.path = path;
   std::fill(std::begin(t.byte_ids), std::end(t.byte_ids), -1);
   try {
@@ -224,15 +360,16 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     const std::string type = model.value("type", "BPE");
     if (type != "BPE") fail("{}: model type '{}' is not supported (supported: BPE)", path, type);
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"}) {
-      if (model.contains(key) && !model[key].is_null()) fail("{}: BPE option '{}' is not supported", path, key);
+      const bool unset = !model.contains(key) || model[key].is_null() || (model[key].is_string() && model[key].get<std::string>().empty());
+      if (!unset) fail("{}: BPE option '{}' is not supported", path, key);
     }
     const json& vocab = model.at("vocab");
-    t.id_to_token.resize(vocab.size());
+    t.id_to_token_.resize(vocab.size());
     for (const auto& [token, id] : vocab.items()) {
       const int64_t i = id.get<int64_t>();
       if (i < 0 || i >= static_cast<int64_t>(vocab.size())) fail("{}: vocab id {} of '{}' out of range", path, i, token);
       t.vocab[token] = i;
-      t.id_to_token[i] = token;
+      t.id_to_token_[i] = token;
     }
     int64_t rank = 0;
     for (const auto& merge : model.at("merges")) {
@@ -263,41 +400,47 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
       if (it != t.vocab.end()) t.byte_ids[b] = it->second;
     }
 
-    // Normalizer: Sequence of Prepend / Replace.
-    std::vector<json> steps;
-    if (root.contains("normalizer") && !root["normalizer"].is_null()) {
-      const json& n = root["normalizer"];
-      if (n.at("type") == "Sequence") {
-        for (const auto& s : n.at("normalizers")) steps.push_back(s);
-      } else {
-        steps.push_back(n);
-      }
-    }
+    // Normalizer: Sequence of Prepend / Replace / NFC.
+    const std::vector<json> steps = components(root, "normalizer", "normalizers");
     for (const auto& s : steps) {
       const std::string kind = s.at("type");
       if (kind == "Prepend") {
         t.normalizer.push_back({"", s.at("prepend").get<std::string>()});
       } else if (kind == "Replace") {
         t.normalizer.push_back({pattern_string(s, path), s.at("content").get<std::string>()});
+      } else if (kind == "NFC") {
+        t.normalizer.push_back({"", "", true});
       } else {
-        fail("{}: normalizer '{}' is not supported (supported: Prepend, Replace)", path, kind);
+        fail("{}: normalizer '{}' is not supported (supported: Prepend, Replace, NFC)", path, kind);
       }
-    }
-    if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
-      fail("{}: pre_tokenizer '{}' is not supported yet (byte-level BPE such as Qwen's needs it)", path,
-           root["pre_tokenizer"].value("type", "?"));
     }
 
-    // Decoder: Sequence of Replace / ByteFallback / Fuse / Strip.
-    std::vector<json> decoders;
-    if (root.contains("decoder") && !root["decoder"].is_null()) {
-      const json& d = root["decoder"];
-      if (d.at("type") == "Sequence") {
-        for (const auto& s : d.at("decoders")) decoders.push_back(s);
+    // Pre-tokenizer: Sequence of Split (regex, Isolated) / ByteLevel.
+    for (const auto& s : components(root, "pre_tokenizer", "pretokenizers")) {
+      const std::string kind = s.at("type");
+      PreTokenizer step{};
+      if (kind == "Split") {
+        step.kind = PreTokenizer::Kind::Split;
+        const auto& pattern = s.at("pattern");
+        const std::string regex = pattern.contains("Regex") ? pattern.at("Regex").get<std::string>() : std::string();
+        if (!pattern.contains("Regex")) fail("{}: Split pre-tokenizer: only Regex patterns are supported, got {}", path, pattern.dump());
+        if (s.value("behavior", "") != "Isolated" || s.value("invert", false)) {
+          fail("{}: Split pre-tokenizer: only behavior Isolated without invert is supported, got {}", path, s.dump());
+        }
+        step.regex = std::make_shared<Regex>(regex, path);
+      } else if (kind == "ByteLevel") {
+        step.kind = PreTokenizer::Kind::ByteLevel;
+        step.add_prefix_space = s.value("add_prefix_space", true);
+        if (s.value("use_regex", true)) step.regex = std::make_shared<Regex>(kGpt2Pattern, path);
+        t.byte_level = true;
       } else {
-        decoders.push_back(d);
+        fail("{}: pre_tokenizer '{}' is not supported (supported: Split, ByteLevel)", path, kind);
       }
+      t.pre_tokenizers.push_back(step);
     }
+
+    // Decoder: Sequence of Replace / ByteFallback / Fuse / Strip / ByteLevel.
+    const std::vector<json> decoders = components(root, "decoder", "decoders");
     for (const auto& s : decoders) {
       const std::string kind = s.at("type");
       Decoder decoder{};
@@ -313,8 +456,10 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
         decoder.strip_content = s.at("content").get<std::string>();
         decoder.strip_start = s.value("start", 0);
         decoder.strip_stop = s.value("stop", 0);
+      } else if (kind == "ByteLevel") {
+        decoder.kind = Decoder::Kind::ByteLevel;
       } else {
-        fail("{}: decoder '{}' is not supported (supported: Replace, ByteFallback, Fuse, Strip)", path, kind);
+        fail("{}: decoder '{}' is not supported (supported: Replace, ByteFallback, Fuse, Strip, ByteLevel)", path, kind);
       }
       t.decoders.push_back(decoder);
     }
@@ -331,22 +476,22 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
         token.rstrip = a.value("rstrip", false);
         token.single_word = a.value("single_word", false);
         token.pattern = token.normalized ? t.normalize(token.content) : token.content;
-        if (token.id < 0 || token.id > static_cast<int64_t>(t.id_to_token.size()) + 100000) {
+        if (token.id < 0 || token.id > static_cast<int64_t>(t.id_to_token_.size()) + 100000) {
           fail("{}: added token '{}' has an implausible id {}", path, token.content, token.id);
         }
-        if (token.id >= static_cast<int64_t>(t.id_to_token.size())) t.id_to_token.resize(token.id + 1);
-        t.id_to_token[token.id] = token.content;
+        if (token.id >= static_cast<int64_t>(t.id_to_token_.size())) t.id_to_token_.resize(token.id + 1);
+        t.id_to_token_[token.id] = token.content;
         t.vocab[token.content] = token.id;
         if (token.special) t.special[token.id] = true;
         t.added.push_back(token);
       }
     }
 
-    // Post-processor: TemplateProcessing's "single" template.
-    if (root.contains("post_processor") && !root["post_processor"].is_null()) {
-      const json& p = root["post_processor"];
+    // Post-processor: TemplateProcessing's "single" template; ByteLevel only moves offsets.
+    for (const auto& p : components(root, "post_processor", "processors")) {
+      if (p.at("type") == "ByteLevel") continue;
       if (p.at("type") != "TemplateProcessing") {
-        fail("{}: post_processor '{}' is not supported (supported: TemplateProcessing)", path, p.at("type").get<std::string>());
+        fail("{}: post_processor '{}' is not supported (supported: TemplateProcessing, ByteLevel)", path, p.at("type").get<std::string>());
       }
       bool seen_sequence = false;
       for (const auto& item : p.at("single")) {
@@ -363,7 +508,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   } catch (const json::exception& e) {
     fail("{}: malformed tokenizer.json: {}", path, e.what());
   }
-  return tokenizer;
+  return Tokenizer(std::move(backend));
 }
 
 void Tokenizer::add_special_tokens(const std::vector<std::string>& tokens) {
@@ -375,7 +520,21 @@ void Tokenizer::add_tokens(const std::vector<std::string>& tokens) {
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
-  const Impl& t = *impl_;
+  return impl_->encode(text, add_special_tokens);
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  return impl_->decode(ids, skip_special_tokens);
+}
+
+int64_t Tokenizer::token_to_id(const std::string& token) const { return impl_->token_to_id(token); }
+std::string Tokenizer::id_to_token(int64_t id) const { return impl_->id_to_token(id); }
+int64_t Tokenizer::vocab_size() const { return impl_->vocab_size(); }
+
+namespace {
+
+std::vector<int64_t> FastTokenizer::encode(const std::string& text, bool add_special_tokens) const {
+  const FastTokenizer& t = *this;
   std::vector<int64_t> ids;
   if (add_special_tokens) ids = t.prefix_ids;
   for (const auto& raw : t.split_added(text, false)) {
@@ -387,7 +546,7 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
       if (piece.id >= 0) {
         ids.push_back(piece.id);
       } else {
-        t.bpe(piece.text, ids);
+        for (const auto& word : t.pre_tokenize(piece.text)) t.bpe(word, ids);
       }
     }
   }
@@ -395,13 +554,13 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
   return ids;
 }
 
-std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
-  const Impl& t = *impl_;
+std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  const FastTokenizer& t = *this;
   std::vector<std::string> tokens;
   for (int64_t id : ids) {
-    if (id < 0 || id >= static_cast<int64_t>(t.id_to_token.size())) fail("{}: token id {} is out of range", t.path, id);
+    if (id < 0 || id >= static_cast<int64_t>(t.id_to_token_.size())) fail("{}: token id {} is out of range", t.path, id);
     if (skip_special_tokens && t.special.count(id)) continue;
-    tokens.push_back(t.id_to_token[id]);
+    tokens.push_back(t.id_to_token_[id]);
   }
   for (const auto& d : t.decoders) {
     switch (d.kind) {
@@ -414,7 +573,7 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
         size_t pending = 0;  // byte tokens in `bytes`
         auto flush = [&] {
           if (pending == 0) return;
-          if (utf8_valid(bytes)) {
+          if (utf8::valid(bytes)) {
             out.push_back(bytes);
           } else {
             for (size_t i = 0; i < pending; ++i) out.push_back("\xEF\xBF\xBD");  // U+FFFD per byte
@@ -435,6 +594,25 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
         }
         flush();
         tokens = std::move(out);
+        break;
+      }
+      case Decoder::Kind::ByteLevel: {
+        // Characters map back to bytes; a token with a character outside the table keeps its UTF-8.
+        std::string bytes;
+        const auto& table = byte_table().char_to_byte;
+        for (const auto& token : tokens) {
+          std::string mapped;
+          bool ok = true;
+          for (size_t i = 0; i < token.size() && ok;) {
+            const size_t n = std::min(utf8_length(static_cast<unsigned char>(token[i])), token.size() - i);
+            auto it = table.find(utf8::code_point(std::string_view(token).substr(i, n)));
+            if (it == table.end()) ok = false;
+            else mapped += static_cast<char>(it->second);
+            i += n;
+          }
+          bytes += ok ? mapped : token;
+        }
+        tokens = {utf8::lossy(bytes)};
         break;
       }
       case Decoder::Kind::Fuse: {
@@ -462,16 +640,6 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
   return text;
 }
 
-int64_t Tokenizer::token_to_id(const std::string& token) const {
-  auto it = impl_->vocab.find(token);
-  return it == impl_->vocab.end() ? -1 : it->second;
-}
-
-std::string Tokenizer::id_to_token(int64_t id) const {
-  if (id < 0 || id >= static_cast<int64_t>(impl_->id_to_token.size())) return "";
-  return impl_->id_to_token[id];
-}
-
-int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(impl_->id_to_token.size()); }
+}  // namespace
 
 }  // namespace m3d::text

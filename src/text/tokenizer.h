@@ -1,8 +1,12 @@
-// Hugging Face `tokenizer.json` tokenizers (the format transformers' fast
-// tokenizers load), for the SentencePiece-BPE family of Llama-2, Phi-3 and
-// Mistral: BPE with merges and byte fallback, Prepend/Replace normalizers,
-// Metaspace, the matching decoders, TemplateProcessing, and added tokens split
-// out before the model runs. Components outside this set are refused by name.
+// Tokenizers as transformers runs them, behind one interface:
+//  - Hugging Face `tokenizer.json` (fast): BPE with merges, byte fallback or
+//    byte-level; Prepend/Replace/NFC normalizers; regex Split and ByteLevel
+//    pre-tokenizers; the matching decoders; TemplateProcessing; added tokens.
+//    Covers Llama-2, Phi-3, Mistral, Llama-3 and Qwen2.5.
+//  - SentencePiece `tokenizer.model` (slow LlamaTokenizer, `use_fast=False`,
+//    which M3D-LaMed uses), with the `legacy` flag and added tokens from
+//    tokenizer_config.json / added_tokens.json / special_tokens_map.json.
+// Components outside this set are refused by name.
 #pragma once
 
 #include <cstdint>
@@ -23,10 +27,19 @@ struct AddedTokenSpec {
   bool lstrip = false, rstrip = false, single_word = false;
 };
 
+class TokenizerBackend;
+
 class Tokenizer {
  public:
   // Parses tokenizer.json; throws m3d::Error naming the file and the unsupported part.
   static Tokenizer from_file(const std::string& path);
+
+  enum class Kind { Auto, Fast, Slow };
+  // A checkpoint directory. Slow: tokenizer.model (+ tokenizer_config.json etc.).
+  // Fast: tokenizer.json. Auto: slow when tokenizer.model exists (M3D loads its
+  // tokenizer with use_fast=False), else fast.
+  static Tokenizer load(const std::string& dir, Kind kind = Kind::Auto);
+  bool is_slow() const { return slow_; }
 
   // As transformers' add_special_tokens / add_tokens: new ids follow the vocabulary;
   // tokens already known keep their id. Special tokens match in raw text.
@@ -41,14 +54,14 @@ class Tokenizer {
   std::string id_to_token(int64_t id) const;  // "" when out of range
   int64_t vocab_size() const;  // including added tokens
 
-  Tokenizer();
+  explicit Tokenizer(std::unique_ptr<TokenizerBackend> backend, bool slow = false);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<TokenizerBackend> impl_;
+  bool slow_ = false;
 };
 
 }  // namespace m3d::text

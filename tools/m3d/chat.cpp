@@ -25,7 +25,7 @@ void add_chat(CLI::App& app) {
   add_generation_options(cmd, o->flags);
   add_dtype_option(cmd, o->dtype);
   cmd->callback([o] {
-    generate::Session session = generate::session_open(o->model, parse_dtype(o->dtype));
+    generate::Session session = generate::session_open(o->model, parse_dtype(o->dtype), parse_tokenizer_kind(o->flags.tokenizer));
     const generate::GenerationOptions options = generation_options(o->flags, session.defaults);
     const int64_t context = session.model.lm->model->config().max_position_embeddings;
     generate::ChatState chat =

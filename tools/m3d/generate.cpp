@@ -16,7 +16,7 @@ void add_generate(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Answer a prompt about a volume (report, VQA, positioning) with a LaMed model");
-  cmd->add_option("--model", o->model, "Checkpoint directory (config.json, weights, tokenizer.json)")->required();
+  cmd->add_option("--model", o->model, "Checkpoint directory (config.json, weights, tokenizer.model or tokenizer.json)")->required();
   cmd->add_option("--image", o->image, "Model-space volume: M3D .npy (1xDxHxW) or a .safetensors tensor");
   cmd->add_option("--image-key", o->image_key, "Tensor name when --image is a safetensors file with several");
   cmd->add_option("--prompt", o->prompt, "The question, e.g. \"Please describe this CT scan.\"")->required();
@@ -24,7 +24,7 @@ void add_generate(CLI::App& app) {
   cmd->add_flag("--stream", o->stream, "Print the answer as it is generated");
   add_dtype_option(cmd, o->dtype);
   cmd->callback([o] {
-    generate::Session session = generate::session_open(o->model, parse_dtype(o->dtype));
+    generate::Session session = generate::session_open(o->model, parse_dtype(o->dtype), parse_tokenizer_kind(o->flags.tokenizer));
     const generate::GenerationOptions options = generation_options(o->flags, session.defaults);
     const at::Tensor image = o->image.empty() ? at::Tensor() : imaging::model_input_load(o->image, o->image_key);
     std::function<void(const std::string&)> on_text;

@@ -8,6 +8,7 @@
 
 #include "generate/generate.h"
 #include "m3d/error.h"
+#include "text/tokenizer.h"
 
 namespace m3d::cli {
 
@@ -15,6 +16,12 @@ inline void add_dtype_option(CLI::App* cmd, std::string& dtype) {
   cmd->add_option("--dtype", dtype, "Compute precision: f32 (reference), bf16, f16 (GPU)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();
+}
+
+inline text::Tokenizer::Kind parse_tokenizer_kind(const std::string& name) {
+  if (name == "slow") return text::Tokenizer::Kind::Slow;
+  if (name == "fast") return text::Tokenizer::Kind::Fast;
+  return text::Tokenizer::Kind::Auto;
 }
 
 inline c10::ScalarType parse_dtype(const std::string& name) {
@@ -30,6 +37,7 @@ struct GenerationFlags {
   bool do_sample = false;
   double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
   uint64_t seed = 0;
+  std::string tokenizer = "auto";
 };
 
 inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
@@ -40,6 +48,11 @@ inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
   cmd->add_option("--top-k", f.top_k, "Top-k sampling, 0 = off")->capture_default_str();
   cmd->add_option("--repetition-penalty", f.repetition_penalty, "HF repetition penalty")->capture_default_str();
   cmd->add_option("--seed", f.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--tokenizer", f.tokenizer,
+                  "slow: tokenizer.model as transformers' use_fast=False (what M3D uses); fast: tokenizer.json; "
+                  "auto: slow when tokenizer.model exists")
+      ->check(CLI::IsMember({"auto", "slow", "fast"}))
+      ->capture_default_str();
 }
 
 inline generate::GenerationOptions generation_options(const GenerationFlags& f, generate::GenerationOptions options) {

@@ -1,0 +1,29 @@
+// The interface behind m3d::text::Tokenizer: one implementation per tokenizer
+// family (tokenizer.json in tokenizer.cpp, the slow SentencePiece LlamaTokenizer
+// in slow_llama.cpp). Internal to src/text.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace m3d::text {
+
+class TokenizerBackend {
+ public:
+  virtual ~TokenizerBackend() = default;
+  virtual std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const = 0;
+  virtual int64_t token_to_id(const std::string& token) const = 0;  // -1 when unknown
+  virtual std::string id_to_token(int64_t id) const = 0;  // "" when out of range
+  virtual int64_t vocab_size() const = 0;
+  // transformers' add_special_tokens / add_tokens for one token.
+  virtual void add(const std::string& content, bool special) = 0;
+};
+
+// slow_llama.cpp: transformers' LlamaTokenizer (use_fast=False) from a directory
+// with tokenizer.model, tokenizer_config.json, special_tokens_map.json, added_tokens.json.
+std::unique_ptr<TokenizerBackend> load_slow_llama(const std::string& dir);
+
+}  // namespace m3d::text
