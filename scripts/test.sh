@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every CTest test except those labelled `slow`, then the
 # torch-free parsers and tokenizer with their tests under AddressSanitizer + UBSan, then the
-# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy and tokenizer.model).
+# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI).
 # Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,18 +10,18 @@ fuzz_seconds="${FUZZ_SECONDS:-60}"
 
 ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
 
-echo "== parsers and I/O tests under ASan + UBSan"
+echo "== parsers, tokenizers and volume I/O tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target test_io_base test_text
+cmake --build build-asan -j "$jobs" --target test_io_base test_text test_volume_io
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy and tokenizer.model)"
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece
-  for target in safetensors torch_bin npy sentencepiece; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti
+  for target in safetensors torch_bin npy sentencepiece nifti; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -30,6 +30,8 @@ if [ "$fuzz_seconds" -gt 0 ]; then
       torch_bin) cp tests/fixtures/io/*.bin "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       npy) cp tests/fixtures/io/*.npy "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       sentencepiece) cp tests/fixtures/tokenizers/tiny_bpe.model "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
+      nifti) cp /usr/lib/python3/dist-packages/nibabel/tests/data/{anatomical,functional,reoriented_anat_moved}.nii "$corpus"/
+             seconds=$((fuzz_seconds / 2)) ;;
     esac
     "build-fuzz/tests/fuzz_$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
       -artifact_prefix=build-fuzz/ "$corpus" 2>&1 | tail -n 12

@@ -1,0 +1,274 @@
+// See nifti.h. Header layouts: nifti1.h and nifti2.h (NIfTI-1: sizeof_hdr 348, dim
+// int16[8] at 40, datatype at 70, pixdim float[8] at 76, vox_offset at 108,
+// scl_slope/inter at 112/116, qform/sform codes at 252/254, quatern b-d at 256,
+// qoffset at 268, srow_x/y/z at 280/296/312, magic "n+1" at 344. NIfTI-2:
+// sizeof_hdr 540, magic "n+2" at 4, datatype at 12, dim int64[8] at 16, pixdim
+// double[8] at 104, vox_offset int64 at 168, scl_slope/inter at 176/184,
+// qform/sform codes int32 at 344/348, quatern at 352, qoffset at 376, srow at 400).
+#include "imaging/nifti.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "m3d/error.h"
+
+namespace m3d::imaging {
+namespace {
+
+template <typename T>
+T load(const uint8_t* p, bool swap) {
+  uint8_t b[sizeof(T)];
+  std::memcpy(b, p, sizeof(T));
+  if (swap) std::reverse(b, b + sizeof(T));
+  T value;
+  std::memcpy(&value, b, sizeof(T));
+  return value;
+}
+
+struct TypeInfo {
+  DType stored;  // as read (unsigned 16/32 widen)
+  size_t bytes;  // in the file
+  bool is_unsigned;
+};
+
+TypeInfo type_info(int datatype, const std::string& name) {
+  switch (datatype) {
+    case 2: return {DType::U8, 1, true};
+    case 4: return {DType::I16, 2, false};
+    case 8: return {DType::I32, 4, false};
+    case 16: return {DType::F32, 4, false};
+    case 64: return {DType::F64, 8, false};
+    case 256: return {DType::I8, 1, false};
+    case 512: return {DType::I32, 2, true};
+    case 768: return {DType::I64, 4, true};
+    case 1024: return {DType::I64, 8, false};
+    default: fail("{}: NIfTI datatype {} is not supported (integer and real scalar types are)", name, datatype);
+  }
+}
+
+// Reads every voxel as double (for scaling) or copies it into its stored type.
+double read_value(const uint8_t* p, int datatype, bool swap) {
+  switch (datatype) {
+    case 2: return *p;
+    case 4: return load<int16_t>(p, swap);
+    case 8: return load<int32_t>(p, swap);
+    case 16: return load<float>(p, swap);
+    case 64: return load<double>(p, swap);
+    case 256: return static_cast<int8_t>(*p);
+    case 512: return load<uint16_t>(p, swap);
+    case 768: return load<uint32_t>(p, swap);
+    case 1024: return static_cast<double>(load<int64_t>(p, swap));
+    default: return 0;
+  }
+}
+
+template <typename T>
+void store(uint8_t* out, T value) {
+  std::memcpy(out, &value, sizeof(T));
+}
+
+}  // namespace
+
+NiftiHeader nifti_parse_header(const uint8_t* b, size_t size, const std::string& name) {
+  if (size < 348) fail("{}: too short for a NIfTI header ({} bytes)", name, size);
+  NiftiHeader h;
+  const int32_t sizeof_hdr = load<int32_t>(b, false);
+  if (sizeof_hdr == 348 || sizeof_hdr == 540) {
+    h.swap = false;
+  } else if (load<int32_t>(b, true) == 348 || load<int32_t>(b, true) == 540) {
+    h.swap = true;
+  } else {
+    fail("{}: not a NIfTI file (sizeof_hdr is {}, expected 348 or 540)", name, sizeof_hdr);
+  }
+  h.version = load<int32_t>(b, h.swap) == 348 ? 1 : 2;
+  const bool s = h.swap;
+  if (h.version == 1) {
+    if (std::memcmp(b + 344, "n+1\0", 4) != 0) {
+      fail("{}: NIfTI-1 magic is not \"n+1\" (header/image pairs and Analyze files are not supported)", name);
+    }
+    for (int i = 0; i < 8; ++i) h.dims[i] = load<int16_t>(b + 40 + 2 * i, s);
+    h.datatype = load<int16_t>(b + 70, s);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = load<float>(b + 76 + 4 * i, s);
+    const float offset = load<float>(b + 108, s);
+    if (!std::isfinite(offset) || offset < 0 || offset > 1e9) fail("{}: vox_offset {} is invalid", name, offset);
+    h.vox_offset = static_cast<int64_t>(offset);
+    h.scl_slope = load<float>(b + 112, s);
+    h.scl_inter = load<float>(b + 116, s);
+    h.qform_code = load<int16_t>(b + 252, s);
+    h.sform_code = load<int16_t>(b + 254, s);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = load<float>(b + 256 + 4 * i, s);
+    for (int i = 0; i < 3; ++i) h.qoffset[i] = load<float>(b + 268 + 4 * i, s);
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) h.srow[r][c] = load<float>(b + 280 + 16 * r + 4 * c, s);
+    }
+  } else {
+    if (size < 540) fail("{}: too short for a NIfTI-2 header ({} bytes)", name, size);
+    if (std::memcmp(b + 4, "n+2\0", 4) != 0) fail("{}: NIfTI-2 magic is not \"n+2\" (header/image pairs are not supported)", name);
+    h.datatype = load<int16_t>(b + 12, s);
+    for (int i = 0; i < 8; ++i) h.dims[i] = load<int64_t>(b + 16 + 8 * i, s);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = load<double>(b + 104 + 8 * i, s);
+    h.vox_offset = load<int64_t>(b + 168, s);
+    h.scl_slope = load<double>(b + 176, s);
+    h.scl_inter = load<double>(b + 184, s);
+    h.qform_code = load<int32_t>(b + 344, s);
+    h.sform_code = load<int32_t>(b + 348, s);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = load<double>(b + 352 + 8 * i, s);
+    for (int i = 0; i < 3; ++i) h.qoffset[i] = load<double>(b + 376 + 8 * i, s);
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) h.srow[r][c] = load<double>(b + 400 + 32 * r + 8 * c, s);
+    }
+  }
+  const int64_t rank = h.dims[0];
+  if (rank < 1 || rank > 7) fail("{}: dim[0] = {} is not a valid number of dimensions (1 to 7)", name, rank);
+  for (int i = 1; i <= rank; ++i) {
+    if (h.dims[i] <= 0) fail("{}: dimension {} has size {}", name, i, h.dims[i]);
+  }
+  for (int i = static_cast<int>(rank) + 1; i < 8; ++i) h.dims[i] = 1;
+  for (int i = 1; i <= std::min<int64_t>(rank, 3); ++i) {
+    if (!std::isfinite(h.pixdim[i])) fail("{}: pixdim[{}] = {} is not a number", name, i, h.pixdim[i]);
+  }
+  if (h.vox_offset < (h.version == 1 ? 348 : 540)) h.vox_offset = h.version == 1 ? 352 : 544;
+  type_info(h.datatype, name);
+  return h;
+}
+
+std::array<double, 16> nifti_affine(const NiftiHeader& h) {
+  std::array<double, 16> a{};
+  a[15] = 1;
+  if (h.sform_code > 0) {
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) a[r * 4 + c] = h.srow[r][c];
+    }
+    return a;
+  }
+  double zooms[3];
+  for (int i = 0; i < 3; ++i) zooms[i] = std::abs(h.pixdim[i + 1]) > 0 ? std::abs(h.pixdim[i + 1]) : 1.0;
+  if (h.qform_code > 0) {
+    const double b = h.quatern[0], c = h.quatern[1], d = h.quatern[2];
+    const double a2 = 1.0 - (b * b + c * c + d * d);
+    const double q = a2 < 1e-7 ? 0.0 : std::sqrt(a2);  // nibabel fillpositive
+    const double R[3][3] = {{q * q + b * b - c * c - d * d, 2 * (b * c - q * d), 2 * (b * d + q * c)},
+                            {2 * (b * c + q * d), q * q + c * c - b * b - d * d, 2 * (c * d - q * b)},
+                            {2 * (b * d - q * c), 2 * (c * d + q * b), q * q + d * d - c * c - b * b}};
+    const double qfac = h.pixdim[0] < 0 ? -1.0 : 1.0;
+    const double scale[3] = {zooms[0], zooms[1], zooms[2] * qfac};
+    for (int r = 0; r < 3; ++r) {
+      for (int c2 = 0; c2 < 3; ++c2) a[r * 4 + c2] = R[r][c2] * scale[c2];
+      a[r * 4 + 3] = h.qoffset[r];
+    }
+    return a;
+  }
+  // Analyze base affine: x flipped, origin at the volume centre.
+  const double signs[3] = {-1, 1, 1};
+  for (int i = 0; i < 3; ++i) {
+    a[i * 4 + i] = signs[i] * zooms[i];
+    a[i * 4 + 3] = -signs[i] * zooms[i] * (static_cast<double>(h.dims[i + 1]) - 1) / 2.0;
+  }
+  return a;
+}
+
+RawVolume nifti_decode(const NiftiHeader& h, const uint8_t* data, size_t size, const std::string& name, const ReadOptions& options) {
+  const TypeInfo type = type_info(h.datatype, name);
+  RawVolume out;
+  out.info.path = name;
+  out.info.format = "nifti";
+  out.size = {h.dims[1], h.dims[2], h.dims[3]};
+  double frames = 1;
+  for (int i = 4; i < 8; ++i) frames *= static_cast<double>(h.dims[i]);
+  out.info.frames = static_cast<int64_t>(frames);
+  const double voxels = static_cast<double>(h.dims[1]) * static_cast<double>(h.dims[2]) * static_cast<double>(h.dims[3]);
+  if (voxels > static_cast<double>(options.max_voxels)) {
+    fail("{}: {:.0f} voxels exceed the limit of {} (raise it with --max-voxels)", name, voxels, options.max_voxels);
+  }
+  const size_t n = static_cast<size_t>(out.voxels());
+  if (size / type.bytes < n) fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", name, n * type.bytes, size);
+
+  // Geometry: the RAS affine as LPS origin + direction * spacing.
+  const auto affine = nifti_affine(h);
+  for (int c = 0; c < 3; ++c) {
+    double norm = 0;
+    for (int r = 0; r < 3; ++r) norm += affine[r * 4 + c] * affine[r * 4 + c];
+    norm = std::sqrt(norm);
+    if (!(norm > 0) || !std::isfinite(norm)) fail("{}: the affine has a zero or invalid column {}", name, c);
+    out.geometry.spacing[c] = norm;
+    for (int r = 0; r < 3; ++r) out.geometry.direction[r * 3 + c] = (r < 2 ? -1 : 1) * affine[r * 4 + c] / norm;
+  }
+  for (int r = 0; r < 3; ++r) out.geometry.origin[r] = (r < 2 ? -1 : 1) * affine[r * 4 + 3];
+
+  const bool scaled = std::isfinite(h.scl_slope) && h.scl_slope != 0 && (h.scl_slope != 1 || (std::isfinite(h.scl_inter) && h.scl_inter != 0));
+  if (scaled) {
+    out.info.rescale_slope = h.scl_slope;
+    out.info.rescale_intercept = std::isfinite(h.scl_inter) ? h.scl_inter : 0;
+    out.dtype = type.stored == DType::F64 ? DType::F64 : DType::F32;
+  } else {
+    out.dtype = type.stored;
+  }
+  out.data.resize(n * dtype_size(out.dtype));
+  uint8_t* dst = out.data.data();
+  const size_t step = dtype_size(out.dtype);
+  for (size_t i = 0; i < n; ++i, dst += step) {
+    const uint8_t* src = data + i * type.bytes;
+    if (scaled) {
+      const double v = read_value(src, h.datatype, h.swap) * out.info.rescale_slope + out.info.rescale_intercept;
+      if (out.dtype == DType::F64) store<double>(dst, v);
+      else store<float>(dst, static_cast<float>(v));
+      continue;
+    }
+    switch (h.datatype) {
+      case 512: store<int32_t>(dst, load<uint16_t>(src, h.swap)); break;
+      case 768: store<int64_t>(dst, load<uint32_t>(src, h.swap)); break;
+      default:
+        std::memcpy(dst, src, type.bytes);
+        if (h.swap) std::reverse(dst, dst + type.bytes);
+    }
+  }
+  return out;
+}
+
+RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
+  std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), gzclose);
+  if (!file) fail("{}: cannot open", path);
+  auto read = [&](uint8_t* into, size_t count) {
+    size_t done = 0;
+    while (done < count) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(count - done, 1u << 30));
+      const int got = gzread(file.get(), into + done, chunk);
+      if (got < 0) {
+        int code = 0;
+        fail("{}: cannot read: {}", path, gzerror(file.get(), &code));
+      }
+      if (got == 0) break;
+      done += static_cast<size_t>(got);
+    }
+    return done;
+  };
+  std::vector<uint8_t> header(540);
+  const size_t got = read(header.data(), 348);
+  NiftiHeader probe;
+  if (got >= 4 && (header[0] == 0x1c || header[3] == 0x1c)) {  // 540 = 0x21c: NIfTI-2, read the rest
+    read(header.data() + 348, 540 - 348);
+    probe = nifti_parse_header(header.data(), 540, path);
+  } else {
+    probe = nifti_parse_header(header.data(), got, path);
+  }
+  const TypeInfo type = type_info(probe.datatype, path);
+  const double voxels = static_cast<double>(probe.dims[1]) * static_cast<double>(probe.dims[2]) * static_cast<double>(probe.dims[3]);
+  if (voxels > static_cast<double>(options.max_voxels)) {
+    fail("{}: {:.0f} voxels exceed the limit of {} (raise it with --max-voxels)", path, voxels, options.max_voxels);
+  }
+  const size_t header_bytes = probe.version == 1 ? 348 : 540;
+  std::vector<uint8_t> skip(static_cast<size_t>(probe.vox_offset) - header_bytes);
+  if (read(skip.data(), skip.size()) != skip.size()) fail("{}: truncated before the voxel data", path);
+  std::vector<uint8_t> data(static_cast<size_t>(voxels) * type.bytes);
+  const size_t have = read(data.data(), data.size());
+  if (have != data.size()) fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", path, data.size(), have);
+  return nifti_decode(probe, data.data(), data.size(), path, options);
+}
+
+}  // namespace m3d::imaging
