@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "imaging/preprocess.h"
 #include "io/checkpoint.h"
 #include "io/npy.h"
 #include "io/tensor.h"
@@ -36,6 +37,19 @@ at::Tensor model_input_load(const std::string& path, const std::string& key) {
   }
   if (!at::isfinite(volume).all().item<bool>()) fail("{}: the volume contains NaN or infinite voxels", path);
   return volume.view({1, 1, volume.size(0), volume.size(1), volume.size(2)}).contiguous();
+}
+
+at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe,
+                                 const std::string& checkpoint_dir) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext == ".npy" || ext == ".safetensors") return model_input_load(path, key);
+  std::string name = recipe;
+  if (name.empty() || name == "auto") {
+    name = std::filesystem::exists(checkpoint_dir + "/m3d_recipe.json") ? checkpoint_dir + "/m3d_recipe.json" : "m3d-lamed";
+  }
+  const Prepared p = prepare(volume_from_raw(volume_read(path)), recipe_load(name).ops);
+  const at::Tensor& v = p.volume.voxels;
+  return v.view({1, 1, v.size(0), v.size(1), v.size(2)}).contiguous();
 }
 
 }  // namespace m3d::imaging

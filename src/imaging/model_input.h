@@ -1,6 +1,6 @@
 // Reading a volume that is already in model space: an M3D-Data .npy (1 x D x H x W
 // float, as the official datasets store them) or one tensor of a safetensors file.
-// Raw scans (DICOM, NIfTI) go through the preprocessing recipes instead.
+// Raw scans (DICOM, NIfTI) go through the preprocessing recipes (model_input_from_path).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,5 +13,12 @@ namespace m3d::imaging {
 // 1 x 1 x D x H x W arrays of any real dtype; `key` picks the safetensors tensor
 // (default: the only one). NaN or infinite voxels are an error.
 at::Tensor model_input_load(const std::string& path, const std::string& key = "");
+
+// Any image the CLI accepts: a model-space .npy / .safetensors as above; a scan
+// (NIfTI, DICOM file or directory, NRRD, MHA, slice folder) prepared by `recipe`
+// ("auto": the checkpoint's m3d_recipe.json when it has one, else m3d-lamed).
+// Returns (1, 1, D, H, W) float32.
+at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe,
+                                 const std::string& checkpoint_dir);
 
 }  // namespace m3d::imaging

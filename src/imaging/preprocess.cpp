@@ -1,6 +1,8 @@
 // See preprocess.h. Each op follows MONAI 1.3.0's transform of the same name
 // (tools/reference/make_preprocess_fixtures.py runs MONAI on the same volumes):
 //   orient           Orientation(axcodes)                      (nibabel orientation algebra)
+//   spacing          Spacing(pixdim, mode)                     (zoom_affine, compute_shape_offset,
+//                                                               grid_sample with border padding, float64)
 //   window           ScaleIntensityRange(L-W/2, L+W/2, 0, 1, clip=True)
 //   scale_range      ScaleIntensityRange(a_min, a_max, b_min, b_max, clip)
 //   percentile_range ScaleIntensityRangePercentiles(lower, upper, b_min, b_max, clip)
@@ -160,6 +162,137 @@ Volume orient(const Volume& v, const std::string& target, IndexMap* map) {
   return out;
 }
 
+using Mat4 = std::array<double, 16>;
+
+Mat4 mat_mul(const Mat4& a, const Mat4& b) {
+  Mat4 c{};
+  for (int r = 0; r < 4; ++r) {
+    for (int k = 0; k < 4; ++k) {
+      for (int col = 0; col < 4; ++col) c[r * 4 + col] += a[r * 4 + k] * b[k * 4 + col];
+    }
+  }
+  return c;
+}
+
+Mat4 mat_inverse(const Mat4& m) {  // Gauss-Jordan with partial pivoting
+  Mat4 a = m, inv{};
+  for (int i = 0; i < 4; ++i) inv[i * 4 + i] = 1;
+  for (int col = 0; col < 4; ++col) {
+    int pivot = col;
+    for (int r = col + 1; r < 4; ++r) {
+      if (std::abs(a[r * 4 + col]) > std::abs(a[pivot * 4 + col])) pivot = r;
+    }
+    if (std::abs(a[pivot * 4 + col]) < 1e-12) fail("spacing: the volume's affine is singular");
+    for (int k = 0; k < 4; ++k) std::swap(a[col * 4 + k], a[pivot * 4 + k]), std::swap(inv[col * 4 + k], inv[pivot * 4 + k]);
+    const double d = a[col * 4 + col];
+    for (int k = 0; k < 4; ++k) a[col * 4 + k] /= d, inv[col * 4 + k] /= d;
+    for (int r = 0; r < 4; ++r) {
+      if (r == col) continue;
+      const double f = a[r * 4 + col];
+      for (int k = 0; k < 4; ++k) a[r * 4 + k] -= f * a[col * 4 + k], inv[r * 4 + k] -= f * inv[col * 4 + k];
+    }
+  }
+  return inv;
+}
+
+// MONAI Spacing: zoom_affine (keeps the rotation, new voxel sizes), compute_shape_offset,
+// then SpatialResample through AffineTransform (grid_sample, align_corners=False, border).
+Volume resample_spacing(const Volume& v, const std::array<double, 3>& pixdim_ijk, const std::string& mode, IndexMap* map) {
+  const Mat4 src = v.geometry.affine_ras();
+  // zoom_affine: rzs = rotation @ zs with zs upper triangular (Cholesky of rzs^T rzs).
+  double g[3][3] = {};
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      for (int k = 0; k < 3; ++k) g[r][c] += src[k * 4 + r] * src[k * 4 + c];
+    }
+  }
+  double l[3][3] = {};  // g = l l^T, zs = l^T
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      double sum = g[i][j];
+      for (int k = 0; k < j; ++k) sum -= l[i][k] * l[j][k];
+      if (i == j) {
+        if (!(sum > 0)) fail("spacing: the volume's affine is degenerate");
+        l[i][i] = std::sqrt(sum);
+      } else {
+        l[i][j] = sum / l[j][j];
+      }
+    }
+  }
+  Mat4 zs{}, rzs{};
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) zs[r * 4 + c] = l[c][r], rzs[r * 4 + c] = src[r * 4 + c];
+  }
+  zs[15] = rzs[15] = 1;
+  const Mat4 rotation = mat_mul(rzs, mat_inverse(zs));
+  Mat4 dst{};
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) dst[r * 4 + c] = rotation[r * 4 + c] * std::abs(pixdim_ijk[c]);  // sign(diag(zs)) = +1
+  }
+  dst[15] = 1;
+  // compute_shape_offset (scale_extent=False): the input corners in the new grid.
+  const auto size = v.size_ijk();
+  const Mat4 to_dst = mat_mul(mat_inverse(dst), src);
+  double corners_out[3][8], corners_world[3][8];
+  for (int n = 0; n < 8; ++n) {  // np.meshgrid(..., indexing="ij") order: axis 0 slowest
+    const double in[4] = {(n & 4) ? static_cast<double>(size[0] - 1) : 0.0, (n & 2) ? static_cast<double>(size[1] - 1) : 0.0,
+                          (n & 1) ? static_cast<double>(size[2] - 1) : 0.0, 1.0};
+    for (int r = 0; r < 3; ++r) {
+      corners_out[r][n] = corners_world[r][n] = 0;
+      for (int k = 0; k < 4; ++k) corners_out[r][n] += to_dst[r * 4 + k] * in[k], corners_world[r][n] += src[r * 4 + k] * in[k];
+    }
+  }
+  std::array<int64_t, 3> out_size{};
+  for (int r = 0; r < 3; ++r) {
+    const double lo = *std::min_element(corners_out[r], corners_out[r] + 8), hi = *std::max_element(corners_out[r], corners_out[r] + 8);
+    out_size[r] = static_cast<int64_t>(std::nearbyint(hi - lo + 1.0));
+    if (out_size[r] <= 0 || out_size[r] > 100000) fail("spacing: the resampled size {} is out of range", out_size[r]);
+  }
+  bool found = false;
+  for (int n = 0; n < 8 && !found; ++n) {
+    bool smallest = true;
+    for (int r = 0; r < 3; ++r) {
+      for (int m = 0; m < 8; ++m) smallest &= corners_out[r][m] - corners_out[r][n] >= -1e-8;
+    }
+    if (smallest) {
+      for (int r = 0; r < 3; ++r) dst[r * 4 + 3] = corners_world[r][n];
+      found = true;
+    }
+  }
+  if (!found) {  // centre-aligned
+    for (int r = 0; r < 3; ++r) {
+      double o = src[r * 4 + 3];
+      for (int c = 0; c < 3; ++c) o += src[r * 4 + c] * static_cast<double>(size[c]) / 2.0 - dst[r * 4 + c] * static_cast<double>(out_size[c]) / 2.0;
+      dst[r * 4 + 3] = o;
+    }
+  }
+  const Mat4 xform = mat_mul(mat_inverse(src), dst);  // new index -> old index
+  // theta in grid_sample's normalized coordinates; grid (x, y, z) = (i, j, k) for a (D, H, W) tensor.
+  auto normalize = [](const std::array<int64_t, 3>& n) {
+    Mat4 m{};
+    for (int a = 0; a < 3; ++a) m[a * 4 + a] = 2.0 / static_cast<double>(n[a]), m[a * 4 + 3] = 1.0 / static_cast<double>(n[a]) - 1.0;
+    m[15] = 1;
+    return m;
+  };
+  const Mat4 theta = mat_mul(mat_mul(normalize(size), xform), mat_inverse(normalize(out_size)));
+  at::Tensor t = at::empty({1, 3, 4}, at::kDouble);
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 4; ++c) t[0][r][c] = theta[r * 4 + c];
+  }
+  const at::Tensor grid = at::affine_grid_generator(t, {1, 1, out_size[2], out_size[1], out_size[0]}, /*align_corners=*/false);
+  int64_t interpolation = 0;
+  if (mode == "nearest") interpolation = 1;
+  else if (mode != "bilinear" && mode != "trilinear") fail("recipe op 'spacing': mode '{}' is not bilinear or nearest", mode);
+  const at::Tensor input = v.voxels.to(at::kDouble).unsqueeze(0).unsqueeze(0);
+  Volume out = v;
+  out.voxels = at::grid_sampler(input, grid, interpolation, /*padding_mode=*/1, /*align_corners=*/false).squeeze(0).squeeze(0).to(at::kFloat).contiguous();
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) map->matrix[r * 3 + c] = xform[r * 4 + c];
+    map->offset[r] = xform[r * 4 + 3];
+  }
+  return out;
+}
+
 }  // namespace
 
 std::array<double, 3> IndexMap::apply(const std::array<double, 3>& out_index) const {
@@ -231,7 +364,7 @@ RawVolume volume_to_raw(const Volume& volume) {
 }
 
 std::vector<std::string> op_names() {
-  return {"orient", "window", "scale_range", "percentile_range", "zscore", "minmax", "crop_foreground", "resize", "pad", "center_crop"};
+  return {"orient", "spacing", "window", "scale_range", "percentile_range", "zscore", "minmax", "crop_foreground", "resize", "pad", "center_crop"};
 }
 
 std::pair<double, double> window_preset(const std::string& name) {
@@ -250,6 +383,15 @@ Volume apply_op(const Volume& volume, const Op& op, IndexMap* map) {
   const std::string& name = op.name;
   if (name == "orient") {
     out = orient(volume, op.params.value("axcodes", "RAS"), map);
+  } else if (name == "spacing") {
+    const json& pixdim = op.params.at("pixdim");
+    if (!pixdim.is_array() || pixdim.size() != 3) fail("recipe op 'spacing': \"pixdim\" must be [D, H, W] millimetres, got {}", pixdim.dump());
+    std::array<double, 3> ijk{};
+    for (int d = 0; d < 3; ++d) {
+      ijk[2 - d] = pixdim[d].get<double>();
+      if (!(ijk[2 - d] > 0) || !std::isfinite(ijk[2 - d])) fail("recipe op 'spacing': pixdim {} is not a positive length", ijk[2 - d]);
+    }
+    out = resample_spacing(volume, ijk, op.params.value("mode", "bilinear"), map);
   } else if (name == "window") {
     double level, width;
     if (op.params.contains("preset")) {
@@ -361,6 +503,38 @@ Prepared prepare(const Volume& volume, const std::vector<Op>& ops) {
     p.to_original = p.to_original.then(map);
   }
   if (!at::isfinite(p.volume.voxels).all().item<bool>()) fail("{}: the prepared volume contains NaN or infinite values", volume.info.path);
+  p.model_size = p.volume.size_ijk();
+  return p;
+}
+
+json prepared_map_to_json(const Prepared& p) {
+  const Geometry& g = p.original_geometry;
+  return {{"original", {{"size_ijk", p.original_size}, {"spacing", g.spacing}, {"origin_lps", g.origin}, {"direction", g.direction},
+                        {"path", p.volume.info.path}}},
+          {"model_size_ijk", p.model_size},
+          {"to_original", {{"matrix", p.to_original.matrix}, {"offset", p.to_original.offset}}}};
+}
+
+Prepared prepared_map_from_json(const json& j, const std::string& where) {
+  Prepared p;
+  try {
+    const json& o = j.at("original");
+    p.original_size = o.at("size_ijk").get<std::array<int64_t, 3>>();
+    p.original_geometry.spacing = o.at("spacing").get<std::array<double, 3>>();
+    p.original_geometry.origin = o.at("origin_lps").get<std::array<double, 3>>();
+    p.original_geometry.direction = o.at("direction").get<std::array<double, 9>>();
+    p.volume.info.path = o.value("path", "");
+    p.model_size = j.at("model_size_ijk").get<std::array<int64_t, 3>>();
+    p.to_original.matrix = j.at("to_original").at("matrix").get<std::array<double, 9>>();
+    p.to_original.offset = j.at("to_original").at("offset").get<std::array<double, 3>>();
+  } catch (const json::exception& e) {
+    fail("{}: not an m3d preprocessing map: {}", where, e.what());
+  }
+  for (int a = 0; a < 3; ++a) {
+    if (p.original_size[a] <= 0 || p.model_size[a] <= 0 || p.original_size[a] > 1000000 || p.model_size[a] > 1000000) {
+      fail("{}: sizes out of range", where);
+    }
+  }
   return p;
 }
 
@@ -431,7 +605,7 @@ std::string recipe_to_json(const Recipe& recipe) {
 
 at::Tensor to_original_grid(const Prepared& prepared, const at::Tensor& model, bool nearest) {
   if (model.dim() != 3) fail("to_original_grid: expected a (D, H, W) tensor, got {} dimensions", model.dim());
-  const auto model_size = prepared.volume.size_ijk();
+  const auto model_size = prepared.model_size;
   for (int a = 0; a < 3; ++a) {
     if (model.size(2 - a) != model_size[a]) {
       fail("to_original_grid: the tensor is [{}] but the model grid is [{}, {}, {}]", fmt::join(model.sizes(), ", "), model_size[2],
@@ -481,7 +655,7 @@ at::Tensor to_original_grid(const Prepared& prepared, const at::Tensor& model, b
 }
 
 OriginalBox box_to_original(const Prepared& prepared, const std::array<double, 6>& b) {
-  const auto size = prepared.volume.size_ijk();  // (W, H, D)
+  const auto size = prepared.model_size;  // (W, H, D)
   for (double v : b) {
     if (!(v >= 0 && v <= 1)) fail("box: values must be in [0, 1], got [{}]", fmt::join(b, ", "));
   }

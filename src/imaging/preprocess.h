@@ -53,7 +53,13 @@ struct Prepared {
   IndexMap to_original;  // model index -> original index
   std::array<int64_t, 3> original_size{0, 0, 0};  // (i, j, k)
   Geometry original_geometry;
+  std::array<int64_t, 3> model_size{0, 0, 0};  // (i, j, k) of the model grid
 };
+
+// The way back without the voxels: JSON {"original": {size, spacing, origin,
+// direction, path}, "model_size", "to_original": {matrix, offset}} (`m3d volume prep --map`).
+nlohmann::json prepared_map_to_json(const Prepared& prepared);
+Prepared prepared_map_from_json(const nlohmann::json& json, const std::string& where);
 
 // Op names: orient, spacing, window, scale_range, percentile_range, zscore, minmax,
 // crop_foreground, resize, pad, center_crop.

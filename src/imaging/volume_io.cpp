@@ -384,6 +384,7 @@ void write_as(const std::string& path, const RawVolume& volume) {
 }  // namespace
 
 RawVolume volume_read(const std::string& path, const ReadOptions& options) {
+  itk::Object::GlobalWarningDisplayOff();  // findings such as uneven slice spacing come back in info.warnings
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
   try {
@@ -433,6 +434,25 @@ void volume_write(const std::string& path, const RawVolume& volume) {
     std::string what = e.GetDescription();
     std::replace(what.begin(), what.end(), '\n', ' ');
     fail("{}: cannot write the image: {}", path, what);
+  }
+}
+
+void png_write(const std::string& path, int64_t width, int64_t height, const std::vector<uint8_t>& grey) {
+  if (width <= 0 || height <= 0 || grey.size() != static_cast<size_t>(width * height)) fail("{}: bad PNG size {} x {}", path, width, height);
+  using Image = itk::Image<uint8_t, 2>;
+  auto image = Image::New();
+  Image::RegionType region;
+  region.SetSize({{static_cast<itk::SizeValueType>(width), static_cast<itk::SizeValueType>(height)}});
+  image->SetRegions(region);
+  image->Allocate();
+  std::memcpy(image->GetBufferPointer(), grey.data(), grey.size());
+  try {
+    auto writer = itk::ImageFileWriter<Image>::New();
+    writer->SetFileName(path);
+    writer->SetInput(image);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    fail("{}: cannot write the PNG: {}", path, e.GetDescription());
   }
 }
 

@@ -67,5 +67,7 @@ RawVolume volume_read(const std::string& path, const ReadOptions& options = {});
 std::vector<SeriesInfo> dicom_series_list(const std::string& dir);
 // NIfTI (.nii / .nii.gz) or NRRD (.nrrd) with the full geometry; dtype U8, I16, I32, F32 or F64.
 void volume_write(const std::string& path, const RawVolume& volume);
+// An 8-bit grey PNG, rows of `width` bytes.
+void png_write(const std::string& path, int64_t width, int64_t height, const std::vector<uint8_t>& grey);
 
 }  // namespace m3d::imaging

@@ -14,14 +14,18 @@ namespace m3d::cli {
 
 void add_chat(CLI::App& app) {
   struct Options {
-    std::string model, image, image_key, dtype = "f32";
+    std::string model, image, image_key, recipe = "auto", dtype = "f32";
     GenerationFlags flags;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("chat", "Ask several questions about one volume (one per line on stdin)");
   cmd->add_option("--model", o->model, "LaMed checkpoint directory")->required();
-  cmd->add_option("--image", o->image, "Model-space volume: M3D .npy (1xDxHxW) or a .safetensors tensor")->required();
+  cmd->add_option("--image", o->image, "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)")->required();
   cmd->add_option("--image-key", o->image_key, "Tensor name when --image is a safetensors file with several");
+  cmd->add_option("--recipe", o->recipe,
+                  "How a scan (NIfTI, DICOM, NRRD, ...) becomes model input: auto (the checkpoint's m3d_recipe.json, else m3d-lamed), "
+                  "a built-in name or a recipe .json; .npy / .safetensors inputs are used as they are")
+      ->capture_default_str();
   add_generation_options(cmd, o->flags);
   add_dtype_option(cmd, o->dtype);
   cmd->callback([o] {
@@ -29,7 +33,7 @@ void add_chat(CLI::App& app) {
     const generate::GenerationOptions options = generation_options(o->flags, session.defaults);
     const int64_t context = session.model.lm->model->config().max_position_embeddings;
     generate::ChatState chat =
-        generate::session_chat_start(session, imaging::model_input_load(o->image, o->image_key), context);
+        generate::session_chat_start(session, imaging::model_input_from_path(o->image, o->image_key, o->recipe, o->model), context);
     const bool interactive = ::isatty(STDIN_FILENO);
     std::string question;
     while (true) {

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (CenterSpatialCrop, CropForeground, NormalizeIntensity, Orientation, Resize,
-                              ScaleIntensityRange, ScaleIntensityRangePercentiles, SpatialPad)
+                              ScaleIntensityRange, ScaleIntensityRangePercentiles, Spacing, SpatialPad)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "volumes", "preprocess.json")
 NIBABEL = "/usr/lib/python3/dist-packages/nibabel/tests/data"
-VOLUMES = ["anatomical.nii", "functional.nii", "reoriented_anat_moved.nii"]
+VOLUMES = ["anatomical.nii", "functional.nii", "reoriented_anat_moved.nii", "example4d.nii.gz"]  # the last is oblique
 
 
 def summary(array, seed):
@@ -65,6 +65,12 @@ def cases_for(name):
         oriented = Orientation(axcodes=axcodes)(MetaTensor(torch.from_numpy(data)[None], affine=torch.tensor(image.affine)))
         result = summary(oriented[0].numpy().transpose(2, 1, 0), f"{name}{axcodes}")
         ops.append({"op": {"op": "orient", "axcodes": axcodes}, "affine_ras": oriented.affine.numpy().reshape(-1).tolist(), **result})
+    # Spacing on the (i, j, k) array with its affine; pixdim given to m3d in (D, H, W) = (k, j, i) order.
+    for pixdim, mode in (((3.0, 1.5, 2.5), "bilinear"), ((1.0, 1.0, 1.0), "bilinear"), ((2.7, 3.3, 1.9), "nearest")):  # nearest: no exact .5 ties, whose rounding is last-bit fragile
+        resampled = Spacing(pixdim=pixdim, mode=mode)(MetaTensor(torch.from_numpy(data)[None], affine=torch.tensor(image.affine)))
+        result = summary(resampled[0].numpy().transpose(2, 1, 0), f"{name}{pixdim}")
+        ops.append({"op": {"op": "spacing", "pixdim": list(pixdim[::-1]), "mode": mode},
+                    "affine_ras": resampled.affine.numpy().reshape(-1).tolist(), **result})
     add({"op": "scale_range", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
         ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(x))
     add({"op": "scale_range", "a_min": lo, "a_max": hi, "b_min": -1.0, "b_max": 1.0, "clip": False},
