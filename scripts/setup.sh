@@ -10,7 +10,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp          # tensors; OpenBLAS: ~180 vs ~6 GFLOP/s fp32 GEMM with reference BLAS
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
-  libpcre2-dev libutf8proc-dev zlib1g-dev  # tokenizers: regex pre-tokenizers, NFC
+  libpcre2-dev libutf8proc-dev zlib1g-dev libdeflate-dev  # tokenizers: regex pre-tokenizers, NFC; .nii.gz
   libinsighttoolkit5-dev libgdcm-tools      # medical image I/O (ITK 5.2 + GDCM); gdcm-tools: files its CMake config names
   python3-nibabel python3-pydicom           # only their test data: real NIfTI and DICOM files for the reader parity tests
   libgtest-dev libgmock-dev libbenchmark-dev

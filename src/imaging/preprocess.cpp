@@ -69,6 +69,21 @@ double required(const Op& op, const char* key) {
   return number(op, key, 0);
 }
 
+// CropForeground's box (allow_smaller=True): [start, stop) per tensor dim of the voxels > threshold, widened by margin.
+void foreground_box(const at::Tensor& x, double threshold, int64_t margin, int64_t start[3], int64_t stop[3]) {
+  if (margin < 0) fail("recipe op 'crop_foreground': margin must not be negative");
+  // Integer voxels compare with an integer (x > t is x > floor(t)), which keeps the comparison in their type.
+  const at::Tensor fg = at::isFloatingType(x.scalar_type()) ? x > threshold : x > static_cast<int64_t>(std::floor(threshold));
+  const at::Tensor plane = fg.amax(0);  // (H, W): any slice; two passes over the volume in all
+  const at::Tensor along[3] = {fg.flatten(1).amax(1), plane.amax(1), plane.amax(0)};
+  if (!along[0].any().item<bool>()) fail("crop_foreground: no voxel is above {} (is the intensity already scaled?)", threshold);
+  for (int d = 0; d < 3; ++d) {
+    const at::Tensor where = along[d].nonzero().flatten();
+    start[d] = std::max<int64_t>(where.min().item<int64_t>() - margin, 0);
+    stop[d] = std::min<int64_t>(where.max().item<int64_t>() + margin + 1, x.size(d));
+  }
+}
+
 // A map that changes index axis a by in = scale * out + shift (tensor dim 2 - a).
 IndexMap axis_map(const std::array<double, 3>& scale, const std::array<double, 3>& shift) {
   IndexMap m;
@@ -343,6 +358,16 @@ Volume volume_from_raw(const RawVolume& raw) {
   return v;
 }
 
+Volume volume_from_raw(RawVolume&& raw) {
+  Volume v;
+  const auto type = scalar_type(raw.dtype);
+  auto* owner = new std::vector<uint8_t>(std::move(raw.data));
+  v.voxels = at::from_blob(owner->data(), {raw.size[2], raw.size[1], raw.size[0]}, [owner](void*) { delete owner; }, at::TensorOptions(type));
+  v.geometry = raw.geometry;
+  v.info = std::move(raw.info);
+  return v;
+}
+
 RawVolume volume_to_raw(const Volume& volume) {
   RawVolume raw;
   const at::Tensor t = volume.voxels.contiguous();
@@ -421,22 +446,8 @@ Volume apply_op(const Volume& volume, const Op& op, IndexMap* map) {
     f = f - f.min();
     out.voxels = f / std::max(f.max().item<double>(), 1e-8);
   } else if (name == "crop_foreground") {
-    const double threshold = number(op, "threshold", 0);
-    const auto margin = static_cast<int64_t>(number(op, "margin", 0));
-    if (margin < 0) fail("recipe op 'crop_foreground': margin must not be negative");
-    const at::Tensor fg = x > threshold;
-    if (!fg.any().item<bool>()) fail("crop_foreground: no voxel is above {} (is the intensity already scaled?)", threshold);
     int64_t start[3], stop[3];
-    for (int d = 0; d < 3; ++d) {
-      std::vector<int64_t> others;
-      for (int e = 0; e < 3; ++e) {
-        if (e != d) others.push_back(e);
-      }
-      const at::Tensor any = fg.amax(others);  // (size_d,) bool
-      const at::Tensor where = any.nonzero().flatten();
-      start[d] = std::max<int64_t>(where.min().item<int64_t>() - margin, 0);
-      stop[d] = std::min<int64_t>(where.max().item<int64_t>() + margin + 1, x.size(d));
-    }
+    foreground_box(x, number(op, "threshold", 0), static_cast<int64_t>(number(op, "margin", 0)), start, stop);
     out.voxels = x.slice(0, start[0], stop[0]).slice(1, start[1], stop[1]).slice(2, start[2], stop[2]).contiguous();
     *map = axis_map({1, 1, 1}, {static_cast<double>(start[2]), static_cast<double>(start[1]), static_cast<double>(start[0])});
   } else if (name == "resize") {
@@ -491,17 +502,47 @@ Volume apply_op(const Volume& volume, const Op& op, IndexMap* map) {
   return out;
 }
 
+namespace {
+
+// minmax then crop_foreground(threshold 0): the foreground of the scaled volume is
+// x > min of the raw one, and the scaled maximum lies inside it, so crop the raw
+// voxels first and scale only what is kept (the same float operations on the same
+// values as the two ops one after the other, on a fraction of the voxels).
+bool fused_minmax_crop(const Volume& in, const Op& minmax, const Op& crop, Volume* out, IndexMap* map) {
+  if (minmax.name != "minmax" || crop.name != "crop_foreground" || number(crop, "threshold", 0) != 0) return false;
+  const at::Tensor& x = in.voxels;
+  const double lowest = x.min().item<double>();
+  int64_t start[3], stop[3];
+  foreground_box(x, lowest, static_cast<int64_t>(number(crop, "margin", 0)), start, stop);
+  at::Tensor f = x.slice(0, start[0], stop[0]).slice(1, start[1], stop[1]).slice(2, start[2], stop[2]).to(at::kFloat);
+  f.sub_(static_cast<float>(lowest));
+  f.div_(std::max(f.max().item<double>(), 1e-8));
+  *map = axis_map({1, 1, 1}, {static_cast<double>(start[2]), static_cast<double>(start[1]), static_cast<double>(start[0])});
+  *out = in;
+  out->voxels = f;
+  out->geometry = moved(in.geometry, *map);
+  return true;
+}
+
+}  // namespace
+
 Prepared prepare(const Volume& volume, const std::vector<Op>& ops) {
   Prepared p;
   p.original_size = volume.size_ijk();
   p.original_geometry = volume.geometry;
   p.volume = volume;
-  p.volume.voxels = volume.voxels.to(at::kFloat);
-  for (const auto& op : ops) {
+  for (size_t i = 0; i < ops.size(); ++i) {
     IndexMap map;
-    p.volume = apply_op(p.volume, op, &map);
+    const bool integral = !at::isFloatingType(p.volume.voxels.scalar_type());
+    if (i + 1 < ops.size() && integral && fused_minmax_crop(p.volume, ops[i], ops[i + 1], &p.volume, &map)) {
+      ++i;
+    } else {
+      if (integral) p.volume.voxels = p.volume.voxels.to(at::kFloat);
+      p.volume = apply_op(p.volume, ops[i], &map);
+    }
     p.to_original = p.to_original.then(map);
   }
+  p.volume.voxels = p.volume.voxels.to(at::kFloat);
   if (!at::isfinite(p.volume.voxels).all().item<bool>()) fail("{}: the prepared volume contains NaN or infinite values", volume.info.path);
   p.model_size = p.volume.size_ijk();
   return p;

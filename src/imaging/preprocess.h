@@ -39,6 +39,7 @@ struct Volume {
 };
 
 Volume volume_from_raw(const RawVolume& raw);  // voxels keep their type (unsigned 16/32 widened)
+Volume volume_from_raw(RawVolume&& raw);  // the same without copying the voxels
 RawVolume volume_to_raw(const Volume& volume);  // F32/F64/U8/I16/I32/I64 as the tensor is
 
 // One preprocessing step: {"op": name, parameters...} as in a recipe file (see

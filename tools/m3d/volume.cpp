@@ -164,9 +164,9 @@ void add_volume(CLI::App& app) {
   prep_cmd->add_option("--map", prep->map, "JSON of the way back to the scan (for m3d volume back)");
   prep_cmd->callback([prep] {
     const imaging::Recipe recipe = imaging::recipe_load(prep->recipe);
-    const imaging::RawVolume raw = imaging::volume_read(prep->path, read_options(prep->series, prep->max_voxels));
+    imaging::RawVolume raw = imaging::volume_read(prep->path, read_options(prep->series, prep->max_voxels));
     for (const auto& w : raw.info.warnings) std::fprintf(stderr, "warning: %s: %s\n", prep->path.c_str(), w.c_str());
-    Prepared p = imaging::prepare(imaging::volume_from_raw(raw), recipe.ops);
+    Prepared p = imaging::prepare(imaging::volume_from_raw(std::move(raw)), recipe.ops);
     const at::Tensor& v = p.volume.voxels;
     if (ends_with(prep->output, ".npy")) {
       const at::Tensor c = v.contiguous();

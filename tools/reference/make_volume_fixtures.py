@@ -109,14 +109,61 @@ def mixed_size_series():
         ds.save_as(os.path.join(out_dir, f"slice{n}.dcm"))
 
 
+def m3d_cap_slices():
+    """A raw M3D-Cap case: numbered slice images (grey, RGB, palette; one of another size, which the
+    official script drops), and what M3D's Data/process/m3d_cap_data_prepare.py makes of it: PIL
+    convert("L") / 255, slices sorted by integer file name, the most common shape kept, stacked,
+    min-max, CropForeground, Resize([32, 256, 256], bilinear)."""
+    from collections import Counter
+
+    import torch
+    from monai.transforms import CropForeground, Resize
+    from PIL import Image
+
+    out_dir = os.path.join(ROOT, "tests", "fixtures", "volumes", "m3d_cap_slices")
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:48, 0:40]
+    for n in range(1, 13):
+        body = ((yy - 24) ** 2 / 400 + (xx - 20) ** 2 / 250 < 1) * (90 + 8 * n)
+        spot = ((yy - 20 - n) ** 2 + (xx - 15) ** 2 < 16) * 120
+        grey = np.clip(body + spot + rng.integers(0, 20, body.shape), 0, 255).astype(np.uint8)
+        if n == 7:  # a stray slice of another size
+            Image.fromarray(grey[:30, :30]).save(os.path.join(out_dir, f"{n}.png"))
+        elif n % 3 == 0:
+            rgb = np.stack([grey, np.clip(grey.astype(int) + 10, 0, 255), grey // 2], -1).astype(np.uint8)
+            Image.fromarray(rgb, "RGB").save(os.path.join(out_dir, f"{n}.png"))
+        elif n % 4 == 1:
+            Image.fromarray(grey).convert("P").save(os.path.join(out_dir, f"{n}.png"))
+        else:
+            Image.fromarray(grey).save(os.path.join(out_dir, f"{n}.png"))
+    names = sorted(os.listdir(out_dir), key=lambda f: int(os.path.splitext(f)[0]))
+    slices = [np.array(Image.open(os.path.join(out_dir, f)).convert("L")) / 255.0 for f in names]
+    shape = Counter(s.shape for s in slices).most_common(1)[0][0]
+    volume = np.stack([s for s in slices if s.shape == shape])[None].astype(np.float32)  # (1, D, H, W)
+    volume = volume - volume.min()
+    volume = volume / max(float(volume.max()), 1e-8)
+    prepared = Resize(spatial_size=(32, 256, 256), mode="bilinear")(CropForeground()(torch.from_numpy(volume)))
+    return {"file": "m3d_cap_slices", "stacked_shape": list(volume.shape[1:]), **summary_dhw(np.asarray(prepared[0]), "cap")}
+
+
+def summary_dhw(a, seed):
+    a = np.asarray(a, dtype=np.float64)
+    rng = random.Random(seed)
+    picks = [[rng.randrange(n) for n in a.shape] for _ in range(256)]
+    return {"shape": list(a.shape), "sum": float(a.sum()), "min": float(a.min()), "max": float(a.max()),
+            "samples": [{"index": p, "value": float(a[tuple(p)])} for p in picks]}
+
+
 def main() -> int:
     mixed_size_series()
+    cap = m3d_cap_slices()
     cases = [nifti_case(n) for n in NIFTI_FILES] + [dicom_file_case(n) for n in DICOM_FILES] + \
             [dicom_series_case(d) for d in DICOM_SERIES]
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         json.dump({"nibabel": nibabel.__version__, "pydicom": pydicom.__version__, "nibabel_data": NIBABEL,
-                   "pydicom_data": PYDICOM, "cases": cases}, f, indent=1)
+                   "pydicom_data": PYDICOM, "cases": cases, "m3d_cap_slices": cap}, f, indent=1)
         f.write("\n")
     for c in cases:
         print(c["file"], c["shape"], c.get("frames", ""))
