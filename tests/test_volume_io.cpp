@@ -163,7 +163,7 @@ TEST(VolumeRead, SeriesAreListedAndChosen) {
 TEST(VolumeWrite, NiftiAndNrrdRoundTripWithGeometry) {
   const RawVolume original = volume_read(data_file("nibabel/anatomical.nii"));
   const std::string dir = test::temp_dir();
-  for (const char* name : {"a.nii.gz", "a.nii", "a.nrrd"}) {
+  for (const char* name : {"a.nii.gz", "a.nii", "a.nrrd", "a.mha"}) {
     volume_write(dir + "/" + name, original);
     const RawVolume back = volume_read(dir + "/" + name);
     EXPECT_EQ(back.size, original.size) << name;
@@ -175,7 +175,7 @@ TEST(VolumeWrite, NiftiAndNrrdRoundTripWithGeometry) {
     }
     for (int n = 0; n < 9; ++n) EXPECT_NEAR(back.geometry.direction[n], original.geometry.direction[n], 1e-5) << name;
   }
-  test::expect_one_line_error([&] { volume_write(dir + "/a.png", original); }, dir + "/a.png", "write .nii, .nii.gz or .nrrd");
+  test::expect_one_line_error([&] { volume_write(dir + "/a.png", original); }, dir + "/a.png", "write .nii, .nii.gz, .nrrd or .mha");
 }
 
 TEST(Geometry, IndexToPhysicalMatchesTheAffine) {
@@ -208,7 +208,9 @@ TEST(VolumeRead, BadInputIsAClearError) {
   const std::string dir = test::temp_dir();
   test::expect_one_line_error([&] { volume_read(dir + "/absent.nii"); }, dir + "/absent.nii", "no such file or directory");
   std::ofstream(dir + "/text.nii") << "this is not an image at all";
-  test::expect_one_line_error([&] { volume_read(dir + "/text.nii"); }, dir + "/text.nii", "");
+  test::expect_one_line_error([&] { volume_read(dir + "/text.nii"); }, dir + "/text.nii", "too short for a NIfTI header");
+  std::ofstream(dir + "/long.nii") << std::string(400, 'x');
+  test::expect_one_line_error([&] { volume_read(dir + "/long.nii"); }, dir + "/long.nii", "not a NIfTI file (sizeof_hdr is");
   std::ofstream(dir + "/notes.json") << "{}";
   test::expect_one_line_error([&] { volume_read(dir + "/notes.json"); }, dir + "/notes.json", "not a medical image m3d can read");
   // Truncated gzip.
@@ -228,6 +230,16 @@ TEST(VolumeRead, BadInputIsAClearError) {
   const std::string negative = patched_nifti("neg.nii", set_pixdim(-1.0f));
   const RawVolume flipped = volume_read(negative);  // NIfTI readers take |pixdim| (nibabel too)
   EXPECT_GT(flipped.geometry.spacing[0], 0);
+  auto without_sform = [&](float value) {  // the voxel sizes then come from pixdim
+    return [set = set_pixdim(value)](std::vector<uint8_t>& b) {
+      set(b);
+      b[254] = b[255] = 0;  // sform_code = 0
+    };
+  };
+  for (const float bad : {-1.0f, 0.0f}) {
+    const std::string path = patched_nifti(bad < 0 ? "qneg.nii" : "qzero.nii", without_sform(bad));
+    test::expect_one_line_error([&] { volume_read(path); }, path, "pixdim[1] = " + std::to_string(static_cast<int>(bad)) + " is not a positive voxel size");
+  }
   const std::string nan = patched_nifti("nan.nii", set_pixdim(NAN));
   test::expect_one_line_error([&] { volume_read(nan); }, nan, "pixdim[1] = nan is not a number");
   ReadOptions small;

@@ -150,7 +150,7 @@ std::array<double, 16> nifti_affine(const NiftiHeader& h) {
     return a;
   }
   double zooms[3];
-  for (int i = 0; i < 3; ++i) zooms[i] = std::abs(h.pixdim[i + 1]) > 0 ? std::abs(h.pixdim[i + 1]) : 1.0;
+  for (int i = 0; i < 3; ++i) zooms[i] = h.pixdim[i + 1];
   if (h.qform_code > 0) {
     const double b = h.quatern[0], c = h.quatern[1], d = h.quatern[2];
     const double a2 = 1.0 - (b * b + c * c + d * d);
@@ -191,7 +191,13 @@ RawVolume nifti_decode(const NiftiHeader& h, const uint8_t* data, size_t size, c
   const size_t n = static_cast<size_t>(out.voxels());
   if (size / type.bytes < n) fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", name, n * type.bytes, size);
 
-  // Geometry: the RAS affine as LPS origin + direction * spacing.
+  // Geometry: the RAS affine as LPS origin + direction * spacing. Without an sform the
+  // voxel sizes come from pixdim, which must then be positive (nibabel refuses the same).
+  if (h.sform_code <= 0) {
+    for (int i = 1; i <= 3; ++i) {
+      if (!(h.pixdim[i] > 0)) fail("{}: pixdim[{}] = {} is not a positive voxel size", name, i, h.pixdim[i]);
+    }
+  }
   const auto affine = nifti_affine(h);
   for (int c = 0; c < 3; ++c) {
     double norm = 0;

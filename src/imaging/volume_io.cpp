@@ -417,7 +417,7 @@ std::vector<SeriesInfo> dicom_series_list(const std::string& dir) {
 
 void volume_write(const std::string& path, const RawVolume& volume) {
   const std::string format = format_of(path);
-  if (format != "nifti" && format != "nrrd") fail("{}: write .nii, .nii.gz or .nrrd", path);
+  if (format != "nifti" && format != "nrrd" && format != "metaimage") fail("{}: write .nii, .nii.gz, .nrrd or .mha", path);
   if (volume.data.size() != static_cast<size_t>(volume.voxels()) * dtype_size(volume.dtype)) {
     fail("{}: volume data holds {} bytes, expected {}", path, volume.data.size(), volume.voxels() * dtype_size(volume.dtype));
   }

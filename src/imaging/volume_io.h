@@ -65,7 +65,7 @@ struct SeriesInfo {
 RawVolume volume_read(const std::string& path, const ReadOptions& options = {});
 // The image series of a DICOM directory, most files first.
 std::vector<SeriesInfo> dicom_series_list(const std::string& dir);
-// NIfTI (.nii / .nii.gz) or NRRD (.nrrd) with the full geometry; dtype U8, I16, I32, F32 or F64.
+// NIfTI (.nii / .nii.gz), NRRD (.nrrd) or MetaImage (.mha) with the full geometry; dtype U8, I16, I32, F32 or F64.
 void volume_write(const std::string& path, const RawVolume& volume);
 // An 8-bit grey PNG, rows of `width` bytes.
 void png_write(const std::string& path, int64_t width, int64_t height, const std::vector<uint8_t>& grey);
