@@ -69,7 +69,9 @@ TEST(Preprocess, OpsMatchMonaiOnRealVolumes) {
         const auto affine = out.geometry.affine_ras();
         const auto want = item["affine_ras"].get<std::vector<double>>();
         for (int n = 0; n < 16; ++n) EXPECT_NEAR(affine[n], want[n], 1e-4) << what << " affine[" << n << "]";
-        if (op.name == "orient") EXPECT_EQ(out.geometry.axcodes(), item["op"]["axcodes"].get<std::string>()) << what;
+        if (op.name == "orient") {
+          EXPECT_EQ(out.geometry.axcodes(), item["op"]["axcodes"].get<std::string>()) << what;
+        }
       }
       ++checked;
     }

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Reference values of M3D-Bench's text metrics on a corpus of (prediction, references) pairs,
+for tests/test_metrics.cpp (tests/fixtures/metrics/text_metrics.json).
+
+References (pip):
+- BLEU: sacrebleu's BLEU with the 13a tokenizer (the tokenizer file HF `evaluate`'s "bleu" copies),
+  no smoothing, no effective order, max order 1 (what M3D records) and 4: the same formula as the
+  tensorflow/nmt compute_bleu that `evaluate` runs, for one reference (with several, sacrebleu's
+  brevity penalty uses the closest reference length, compute_bleu the shortest; those pairs carry
+  no BLEU value). Sentence level per pair, and corpus level.
+- ROUGE: rouge_score 0.1.2 RougeScorer(rouge1, rouge2, rougeL, rougeLsum; no stemmer).score_multi,
+  which HF `evaluate`'s "rouge" wraps;
+- the `rouge` 1.0.1 package's Rouge().get_scores (Bench/eval/metrics.py), None where it raises.
+
+The corpus: radiology-style reference sentences and reports with predictions made from them by
+word swaps, deletions, reordering, case changes, other findings; plus empty strings, punctuation,
+numbers with units, unicode, multi-line and very long reports, and pairs with two references.
+
+    ../refenv/bin/python tools/reference/make_metric_fixtures.py
+"""
+import json
+import os
+import random
+import sys
+
+import rouge as rouge_package
+import rouge_score
+import sacrebleu
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(ROOT, "tests", "fixtures", "metrics", "text_metrics.json")
+
+ORGANS = ["liver", "spleen", "left kidney", "right kidney", "pancreas", "gallbladder", "urinary bladder", "right lung",
+          "left lower lobe", "aorta", "heart", "thyroid", "prostate", "adrenal gland", "L1-L2 disc"]
+FINDINGS = ["a hypodense lesion", "a well-circumscribed cyst", "multiple calcified nodules", "a ground-glass opacity",
+            "mild fatty infiltration", "an enhancing mass", "a 4 mm non-obstructing stone", "diffuse wall thickening",
+            "no focal abnormality", "a small pleural effusion", "heterogeneous enhancement", "post-surgical changes"]
+SIZES = ["3.5 x 2.1 cm", "12 mm", "0.8 cm", "4.2 x 3.9 x 3.1 cm", "25mm", "1,200 mL", "7 mm (approx.)"]
+TEMPLATES = ["There is {f} in the {o}, measuring {s}.", "The {o} demonstrates {f}.", "{F} is noted in the {o} (image 45/120).",
+             "No evidence of {f} in the {o}.", "Compared with 2021-03-14, {f} in the {o} has increased to {s}.",
+             "IMPRESSION: {F} of the {o}; follow-up CT in 6-12 months is recommended.", "Findings: {f}, {s}, in the {o}."]
+SWAPS = {"hypodense": "hyperdense", "small": "large", "mild": "moderate", "multiple": "several", "lesion": "lesions",
+         "no": "a", "increased": "decreased", "left": "right", "right": "left", "liver": "hepatic parenchyma"}
+
+
+def sentence(rng):
+    f = rng.choice(FINDINGS)
+    return rng.choice(TEMPLATES).format(o=rng.choice(ORGANS), f=f, F=f[0].upper() + f[1:], s=rng.choice(SIZES))
+
+
+def perturb(text, rng):
+    words = text.split(" ")
+    kind = rng.randrange(7)
+    if kind == 0:
+        words = [SWAPS.get(w, w) for w in words]
+    elif kind == 1 and len(words) > 3:
+        del words[rng.randrange(len(words))]
+    elif kind == 2:
+        rng.shuffle(words)
+    elif kind == 3:
+        words = [w.upper() if rng.random() < 0.3 else w for w in words]
+    elif kind == 4:
+        return sentence(rng)
+    elif kind == 5:
+        words = words + sentence(rng).split(" ")
+    return " ".join(words)
+
+
+def corpus():
+    rng = random.Random(11)
+    pairs = []
+    for _ in range(380):
+        ref = " ".join(sentence(rng) for _ in range(rng.randint(1, 4)))
+        pairs.append({"prediction": perturb(ref, rng), "references": [ref]})
+    for _ in range(40):  # multi-line reports (rougeLsum splits on newlines)
+        ref = "\n".join(sentence(rng) for _ in range(rng.randint(2, 5)))
+        pred = "\n".join(perturb(s, rng) for s in ref.split("\n"))
+        pairs.append({"prediction": pred, "references": [ref]})
+    for _ in range(30):  # two references
+        ref = sentence(rng)
+        pairs.append({"prediction": perturb(ref, rng), "references": [ref, perturb(ref, rng)]})
+    for _ in range(10):  # very long reports
+        ref = " ".join(sentence(rng) for _ in range(40))
+        pairs.append({"prediction": " ".join(perturb(s, rng) for s in ref.split(". ")), "references": [ref]})
+    special = [("", "The liver is normal."), ("The liver is normal.", ""), ("", ""), ("   ", "a"), (".", "."),
+               ("...", "Normal."), ("Normal", "Normal"), ("normal.", "Normal."), ("3.5 cm", "3.5cm"), ("2,1", "2, 1"),
+               ("isn't", "is n't"), ("(approx.)", "approx"), ("L1-L2", "L1 - L2"), ("e.g. the cyst", "eg the cyst"),
+               ("<bx_start>[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]<bx_end>", "[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]"),
+               ("Sure, it is [SEG].", "It is [SEG]."), ("B. liver", "B. liver"), ("A.", "B. spleen"),
+               ("Ünïcödé café naïve Zürich", "Unicode cafe naive Zurich"), ("肝脏未见明显异常。", "肝脏未见明显异常。"),
+               ("emoji 🫁 lung", "lung 🫁"), ("-1000 HU (air), +40 HU", "-1000 HU air +40 HU"), ("&amp; &lt;b&gt;", "& <b>"),
+               ("word-\nbreak", "wordbreak"), ("tabs\tand\nnewlines", "tabs and newlines"), ("100% 50/50 x*y=z", "100 % 50 / 50"),
+               ("The the the the the", "the cat sat on the mat"), ("a b c d e f g", "g f e d c b a"),
+               ("Kelvin \u212a sign", "kelvin k sign"), ("mm²  µm  ±  ≥ 5 cm", "mm2 um +/- >= 5 cm"),
+               ("It is a guide to action which ensures that the military always obeys the commands of the party",
+                "It is a guide to action that ensures that the military will forever heed Party commands"),
+               ("Enlarged liver with several hypodense lesions in right hepatic lobe.",
+                "The liver is enlarged with multiple hypodense lesions in the right lobe.")]
+    for pred, ref in special:
+        pairs.append({"prediction": pred, "references": [ref]})
+    while len(pairs) < 500:
+        ref = sentence(rng)
+        pairs.append({"prediction": perturb(ref, rng), "references": [ref]})
+    return pairs
+
+
+def main() -> int:
+    pairs = corpus()
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
+    bleu1 = BLEU(max_ngram_order=1, smooth_method="none", tokenize="13a", effective_order=False)
+    bleu4 = BLEU(max_ngram_order=4, smooth_method="none", tokenize="13a", effective_order=False)
+    package = rouge_package.Rouge()
+    for p in pairs:
+        pred, refs = p["prediction"], p["references"]
+        # sacrebleu takes the reference length closest to the prediction's, compute_bleu the shortest:
+        # equal for one reference, so BLEU is referenced on single-reference pairs only.
+        p["bleu1"] = bleu1.sentence_score(pred, refs).score / 100 if len(refs) == 1 else None
+        p["bleu4"] = bleu4.sentence_score(pred, refs).score / 100 if len(refs) == 1 else None
+        if len(pred) < 120:  # tokenizations of the short texts, for debugging the tokenizers
+            p["tokens_13a"] = bleu1.tokenizer(pred).split()
+            p["rouge_tokens"] = rouge_score.tokenize.tokenize(pred, None)
+        scores = scorer.score_multi(refs, pred)
+        p["rouge"] = {k: [v.precision, v.recall, v.fmeasure] for k, v in scores.items()}
+        try:
+            s = package.get_scores(pred, refs[0])[0]
+            p["rouge_package"] = {k: [v["p"], v["r"], v["f"]] for k, v in s.items()}
+        except Exception:  # the package raises on empty input; metrics.py turns that into 0.0
+            p["rouge_package"] = None
+    corpus_preds = [p["prediction"] for p in pairs]
+    corpus_refs = [[p["references"][0] for p in pairs]]
+    out = {"sacrebleu": sacrebleu.__version__, "rouge_score": "0.1.2", "rouge": "1.0.1", "pairs": pairs,
+           "corpus_bleu1": bleu1.corpus_score(corpus_preds, corpus_refs).score / 100,
+           "corpus_bleu4": bleu4.corpus_score(corpus_preds, corpus_refs).score / 100}
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False)
+        f.write("\n")
+    print(f"{len(pairs)} pairs; corpus BLEU-1 {out['corpus_bleu1']:.6f}, BLEU-4 {out['corpus_bleu4']:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
