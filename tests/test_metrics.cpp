@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "eval/task_metrics.h"
 #include "eval/text_metrics.h"
 #include "test_support.h"
 
@@ -101,6 +102,94 @@ TEST(TextMetrics, RougePackageMatchesOnEveryPair) {
     expect_prf(s.rougeL, p["rouge_package"]["rouge-l"], "rouge-l: " + pred);
   }
   EXPECT_GT(invalid, 0u);  // the corpus has the empty cases the package refuses
+}
+
+}  // namespace
+}  // namespace m3d::eval
+
+namespace m3d::eval {
+namespace {
+
+const nlohmann::json& task_reference() {
+  static const nlohmann::json json = test::read_json(test::fixture("metrics/task_metrics.json"));
+  return json;
+}
+
+TEST(TaskMetrics, ClosedVqaRuleIsTheOfficialSubstringTest) {
+  for (const auto& c : task_reference()["closed_vqa"]) {
+    EXPECT_EQ(closed_vqa_correct(c["prediction"], c["choice"]), c["correct"].get<int>() == 1) << c.dump();
+  }
+}
+
+TEST(TaskMetrics, BoxParsingMatchesTheOfficialRegex) {
+  for (const auto& c : task_reference()["boxes"]) {
+    const auto box = parse_box(c["text"]);
+    if (c["box"].is_null()) {
+      EXPECT_FALSE(box.has_value()) << c["text"];
+    } else {
+      ASSERT_TRUE(box.has_value()) << c["text"];
+      const auto want = c["box"].get<std::vector<double>>();
+      for (size_t i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ((*box)[i], want[i]) << c["text"];
+    }
+  }
+}
+
+TEST(TaskMetrics, IouOfficialAndTrue) {
+  for (const auto& c : task_reference()["iou"]) {
+    const auto a = c["a"].get<std::vector<double>>(), b = c["b"].get<std::vector<double>>();
+    Box x{}, y{};
+    std::copy(a.begin(), a.end(), x.begin());
+    std::copy(b.begin(), b.end(), y.begin());
+    EXPECT_NEAR(iou_official(x, y), c["official"].get<double>(), 1e-12) << c.dump();
+    EXPECT_NEAR(iou_true(x, y), c["true"].get<double>(), 1e-12) << c.dump();
+    EXPECT_LE(iou_official(x, y), iou_true(x, y) + 1e-12);  // the enclosing box is never smaller than the union
+  }
+  // Hand-checked: two unit cubes offset by half along one axis.
+  const Box a{0, 0, 0, 1, 1, 1}, b{0.5, 0, 0, 1.5, 1, 1};
+  EXPECT_NEAR(iou_true(a, b), 0.5 / 1.5, 1e-12);
+  EXPECT_NEAR(iou_official(a, b), 0.5 / (1.5 + 1e-6), 1e-12);
+}
+
+TEST(TaskMetrics, MaskToBoxIsM3dsMask2box) {
+  for (const auto& c : task_reference()["mask2box"]) {
+    const auto shape = c["shape"].get<std::vector<int64_t>>();
+    const auto mask = c["mask"].get<std::vector<uint8_t>>();
+    const auto box = mask_to_box(mask, shape[0], shape[1], shape[2]);
+    if (c["box"].is_null()) {
+      EXPECT_FALSE(box.has_value());
+      continue;
+    }
+    ASSERT_TRUE(box.has_value());
+    const auto want = c["box"].get<std::vector<double>>();
+    for (size_t i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ((*box)[i], want[i]) << c["text"];
+    EXPECT_EQ(box_text(*box), c["text"].get<std::string>());
+  }
+  EXPECT_EQ(box_text({0.0625 > 0 ? 0.062 : 0, 0.5, 0.0, 0.969, 1.0, 0.25}), "[0.062, 0.5, 0.0, 0.969, 1.0, 0.25]");
+}
+
+TEST(TaskMetrics, DiceSoftAndHard) {
+  for (const auto& c : task_reference()["dice"]) {
+    const auto p = c["p"].get<std::vector<float>>(), g = c["g"].get<std::vector<float>>();
+    EXPECT_NEAR(dice_soft(p, g), c["soft"].get<double>(), 1e-6);
+    EXPECT_NEAR(dice_hard(p, g), c["hard"].get<double>(), 1e-6);  // the reference divides in float32
+  }
+  EXPECT_NEAR(dice_soft({1, 1, 0}, {1, 1, 0}), 4.0 / 5.0, 1e-12);  // the smoothing term keeps a perfect soft Dice below 1
+  EXPECT_EQ(dice_hard({0.9f, 0.2f}, {1, 0}), 1.0);
+  EXPECT_EQ(dice_hard({0.1f}, {0}), 1.0);
+}
+
+TEST(TaskMetrics, RecallAtKBothDirections) {
+  for (const auto& c : task_reference()["recall"]) {
+    const int64_t n = c["n"];
+    const auto s = c["similarity"].get<std::vector<float>>();
+    for (const auto& [k, v] : c["i2t"].items()) EXPECT_NEAR(recall_at_k(s, n, std::stoll(k)), v.get<double>(), 1e-12) << n << " R@" << k;
+    for (const auto& [k, v] : c["t2i"].items()) {
+      EXPECT_NEAR(recall_at_k_transposed(s, n, std::stoll(k)), v.get<double>(), 1e-12) << n << " R@" << k;
+    }
+  }
+  // Hand-checked: the identity ranks every row's own column first.
+  EXPECT_EQ(recall_at_k({1, 0, 0, 1}, 2, 1), 1.0);
+  EXPECT_EQ(recall_at_k({0, 1, 1, 0}, 2, 1), 0.0);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Reference values of M3D-Bench's text metrics on a corpus of (prediction, references) pairs,
-for tests/test_metrics.cpp (tests/fixtures/metrics/text_metrics.json).
+"""Reference values of M3D-Bench's metrics, for tests/test_metrics.cpp: the text metrics on a corpus
+of (prediction, references) pairs (tests/fixtures/metrics/text_metrics.json), and the closed-VQA rule,
+box parsing, IoU, mask2box, Dice and recall@k with the official formulas (Bench/utils.py, metrics.py,
+eval_itr.py) on hand-made and random inputs (task_metrics.json).
 
 References (pip):
 - BLEU: sacrebleu's BLEU with the 13a tokenizer (the tokenizer file HF `evaluate`'s "bleu" copies),
@@ -106,6 +108,92 @@ def corpus():
     return pairs
 
 
+BOX_NUMBER = r"([-+]?\d*\.\d+|[-+]?\d+)"
+BOX_PATTERN = r"\[" + ", ".join([BOX_NUMBER] * 6) + r"\]"  # Bench/utils.py
+
+
+def official_iou(a, b):  # Bench/utils.py calculate_iou
+    inter, union = 1.0, 1.0
+    for i in range(3):
+        inter *= max(0, min(a[i + 3], b[i + 3]) - max(a[i], b[i]))
+        union *= max(a[i + 3], b[i + 3]) - min(a[i], b[i])
+    return inter / (union + 1e-6)
+
+
+def true_iou(a, b):
+    inter = va = vb = 1.0
+    for i in range(3):
+        inter *= max(0.0, min(a[i + 3], b[i + 3]) - max(a[i], b[i]))
+        va *= max(0.0, a[i + 3] - a[i])
+        vb *= max(0.0, b[i + 3] - b[i])
+    u = va + vb - inter
+    return inter / u if u > 0 else 0.0
+
+
+def task_metrics():
+    """Closed-VQA rule, box parsing, IoU, mask2box, Dice and recall@k with the official formulas."""
+    import re
+
+    import numpy as np
+    import torch
+
+    rng = random.Random(5)
+    vqa = [("B. liver", "B"), ("The answer is B.", "B"), ("b. liver", "B"), ("B liver", "B"), ("N/A.", "A"),
+           ("C. spleen. A. no", "A"), ("", "D"), ("D.", "D"), ("Choice: C.", "C")]
+    out = {"closed_vqa": [{"prediction": p, "choice": c, "correct": int((c + ".") in p)} for p, c in vqa]}
+    texts = ["<bx_start>[0.125, 0.297, 0.336, 0.844, 0.703, 0.664]<bx_end>", "Coordinates are [0.1, 0.2, 0.3, 0.4, 0.5, 0.6].",
+             "[1, 0, .5, -0.25, +0.75, 2]", "[0.1,0.2,0.3,0.4,0.5,0.6]", "no box here", "[0.1, 0.2, 0.3, 0.4, 0.5]",
+             "first [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] then [0.7, 0.7, 0.7, 0.8, 0.8, 0.8]", "[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]",
+             "[1e-3, 0.2, 0.3, 0.4, 0.5, 0.6]", "[ 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]"]
+    out["boxes"] = []
+    for t in texts:
+        m = re.search(BOX_PATTERN, t)
+        out["boxes"].append({"text": t, "box": [float(x) for x in m.groups()] if m else None})
+    out["iou"] = []
+    for _ in range(200):
+        boxes = []
+        for _ in range(2):
+            lo = [rng.random() for _ in range(3)]
+            boxes.append([round(v, 3) for v in lo] + [round(min(1.0, v + rng.random() * 0.5), 3) for v in lo])
+        if rng.random() < 0.1:
+            boxes[1] = list(boxes[0])
+        out["iou"].append({"a": boxes[0], "b": boxes[1], "official": official_iou(*boxes), "true": true_iou(*boxes)})
+    out["mask2box"] = []
+    nrng = np.random.default_rng(3)
+    for n in range(20):
+        shape = (int(nrng.integers(2, 14)), int(nrng.integers(2, 20)), int(nrng.integers(2, 20)))
+        mask = np.zeros(shape, np.uint8)
+        if n % 7:
+            lo = [int(nrng.integers(0, s)) for s in shape]
+            hi = [int(nrng.integers(l, s)) for l, s in zip(lo, shape)]
+            mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = (nrng.random((hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1)) < 0.6)
+        nz = np.nonzero(mask)
+        box = None
+        if len(nz[0]):
+            box = [round(float(nz[i].min()) / shape[i], 3) for i in range(3)] + [round(float(nz[i].max()) / shape[i], 3) for i in range(3)]
+        out["mask2box"].append({"shape": list(shape), "mask": mask.reshape(-1).tolist(), "box": box, "text": str(box) if box else None})
+    out["dice"] = []
+    for n in range(10):
+        size = int(nrng.integers(50, 400))
+        p = torch.sigmoid(torch.randn(size, generator=torch.Generator().manual_seed(n)) * 3)
+        g = torch.from_numpy(nrng.choice([-1.0, 0.0, 1.0], size=size, p=[0.1, 0.5, 0.4]).astype(np.float32))
+        gt = torch.where(g < 0, torch.zeros_like(g), g)
+        soft = float(2 * torch.sum(p * gt) / (torch.sum(p) + torch.sum(gt) + 1))  # BinaryDice, smooth 1
+        hp, hg = p > 0.5, gt > 0
+        hard = 1.0 if int(hp.sum() + hg.sum()) == 0 else float(2 * (hp & hg).sum() / (hp.sum() + hg.sum()))
+        out["dice"].append({"p": p.tolist(), "g": g.tolist(), "soft": soft, "hard": hard})
+    out["recall"] = []
+    for n in (5, 17, 50):
+        sim = torch.randn(n, n, generator=torch.Generator().manual_seed(n)) + 2.0 * torch.eye(n) * torch.rand(n, generator=torch.Generator().manual_seed(n + 1))
+        def calc(s, k):  # eval_itr.py calculate_recall
+            topk = torch.topk(s, k, dim=1).indices
+            return float(torch.mean(torch.tensor([float(i in topk[i]) for i in range(s.shape[0])])))
+        out["recall"].append({"n": n, "similarity": sim.reshape(-1).tolist(),
+                              "i2t": {str(k): calc(sim, k) for k in (1, 5, 10) if k <= n},
+                              "t2i": {str(k): calc(sim.T, k) for k in (1, 5, 10) if k <= n}})
+    return out
+
+
 def main() -> int:
     pairs = corpus()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
@@ -136,6 +224,9 @@ def main() -> int:
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False)
+        f.write("\n")
+    with open(os.path.join(os.path.dirname(OUT), "task_metrics.json"), "w") as f:
+        json.dump(task_metrics(), f)
         f.write("\n")
     print(f"{len(pairs)} pairs; corpus BLEU-1 {out['corpus_bleu1']:.6f}, BLEU-4 {out['corpus_bleu4']:.6f}")
     return 0
