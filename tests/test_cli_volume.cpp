@@ -114,3 +114,24 @@ TEST(CliVolume, GenerateOnAScanEqualsGenerateOnItsPreparedVolume) {
 
 }  // namespace
 }  // namespace m3d::test
+
+namespace m3d::test {
+namespace {
+
+TEST(CliScore, WritesScoredCsvSummaryAndTable) {
+  const std::string dir = temp_dir();
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir, &out, &err), 0) << err;
+  EXPECT_NE(out.find("| m3d_bleu |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| meteor, bert_f1 | not implemented yet |"), std::string::npos) << out;
+  const auto summary = read_json(dir + "/summary.json");
+  EXPECT_EQ(summary["task"], "report");
+  EXPECT_EQ(summary["samples"], 92);
+  EXPECT_TRUE(fs::exists(dir + "/scored.csv"));
+  EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/vqa_closed_predictions.csv") + " -o " + dir, &out, &err), 0);
+  EXPECT_EQ(run_command(kM3d + " score --task rec --pred /nonexistent.csv", &out, &err), 1);
+  EXPECT_NE(err.find("/nonexistent.csv: cannot open"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -194,3 +194,66 @@ TEST(TaskMetrics, RecallAtKBothDirections) {
 
 }  // namespace
 }  // namespace m3d::eval
+
+#include "eval/score.h"
+#include "io/csv.h"
+
+namespace m3d::eval {
+namespace {
+
+// Predictions files written by csv.writer with the official columns, their metric
+// columns filled by the reference packages: m3d score recomputes the same values.
+TEST(Score, ReportRowsMatchTheOfficialColumns) {
+  const auto table = io::csv_read(test::fixture("metrics/report_predictions.csv"));
+  const ScoreResult r = score_predictions("report", table, "report.csv");
+  const int bleu = table.column("bleu"), rouge1 = table.column("rouge1");
+  const int m3d_bleu = r.scored.column("m3d_bleu"), m3d_rouge1 = r.scored.column("m3d_rouge1");
+  ASSERT_GE(m3d_bleu, 0);
+  double sum = 0;
+  for (size_t i = 0; i < table.rows.size(); ++i) {
+    EXPECT_NEAR(std::stod(r.scored.rows[i][m3d_bleu]), std::stod(table.rows[i][bleu]), 1e-6) << i;
+    EXPECT_NEAR(std::stod(r.scored.rows[i][m3d_rouge1]), std::stod(table.rows[i][rouge1]), 1e-6) << i;
+    sum += std::stod(table.rows[i][bleu]);
+  }
+  EXPECT_NEAR(r.summary["metrics"]["m3d_bleu"].get<double>(), sum / static_cast<double>(table.rows.size()), 1e-6);
+  EXPECT_EQ(r.summary["not_implemented"], nlohmann::json({"meteor", "bert_f1"}));
+}
+
+TEST(Score, ClosedVqaAndRecMatchTheOfficialColumns) {
+  const auto vqa = io::csv_read(test::fixture("metrics/vqa_closed_predictions.csv"));
+  const ScoreResult v = score_predictions("vqa-closed", vqa, "vqa.csv");
+  double correct = 0;
+  for (size_t i = 0; i < vqa.rows.size(); ++i) {
+    EXPECT_EQ(v.scored.rows[i][v.scored.column("m3d_correct")], vqa.rows[i][vqa.column("Correct")]) << i;
+    correct += std::stod(vqa.rows[i][vqa.column("Correct")]);
+  }
+  EXPECT_NEAR(v.summary["metrics"]["m3d_correct"].get<double>(), correct / static_cast<double>(vqa.rows.size()), 1e-12);
+  EXPECT_EQ(v.summary["groups"].size(), 5u);
+  const auto rec = io::csv_read(test::fixture("metrics/rec_predictions.csv"));
+  const ScoreResult r = score_predictions("rec", rec, "rec.csv");
+  for (size_t i = 0; i < rec.rows.size(); ++i) {
+    EXPECT_NEAR(std::stod(r.scored.rows[i][r.scored.column("m3d_iou")]), std::stod(rec.rows[i][rec.column("IOU")]), 1e-6) << i;
+  }
+  EXPECT_GT(r.summary["rows_without_a_box"].get<int64_t>(), 0);
+}
+
+TEST(Score, BadInputIsAClearError) {
+  const auto table = io::csv_read(test::fixture("metrics/vqa_closed_predictions.csv"));
+  const auto no_pred = io::csv_parse("Question,Ground Truth\nq,a\n", "n.csv");
+  test::expect_one_line_error([&] { score_predictions("report", no_pred, "n.csv"); }, "n.csv",
+                              "task 'report' needs a column 'pred'; the file has: Question, Ground Truth");
+  test::expect_one_line_error([&] { score_predictions("segmentation", table, "v.csv"); }, "", "unknown task 'segmentation'");
+  test::expect_one_line_error([&] { score_predictions("vqa-closed", io::csv_parse("Pred,Answer Choice\n", "e.csv"), "e.csv"); }, "e.csv",
+                              "no predictions");
+  test::expect_one_line_error([&] { io::csv_parse("a,b\n1,2,3\n", "x.csv"); }, "x.csv", "row 1 has 3 fields, the header has 2");
+  test::expect_one_line_error([&] { io::csv_parse("a,b\n\"open,2\n", "q.csv"); }, "q.csv", "line 2: a quoted field is not closed");
+  test::expect_one_line_error([&] { io::csv_parse("", "z.csv"); }, "z.csv", "empty CSV");
+  test::expect_one_line_error([&] { io::csv_read("/nonexistent.csv"); }, "/nonexistent.csv", "cannot open");
+  const auto quoted = io::csv_parse("a,b\r\n\"x, \"\"y\"\"\",\"line\nbreak\"\r\n", "ok.csv");
+  EXPECT_EQ(quoted.rows[0][0], "x, \"y\"");
+  EXPECT_EQ(quoted.rows[0][1], "line\nbreak");
+  EXPECT_EQ(io::csv_line(quoted.rows[0]), "\"x, \"\"y\"\"\",\"line\nbreak\"\n");
+}
+
+}  // namespace
+}  // namespace m3d::eval

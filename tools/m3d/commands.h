@@ -11,5 +11,6 @@ void add_generate(CLI::App& app);
 void add_chat(CLI::App& app);
 void add_init_random(CLI::App& app);
 void add_volume(CLI::App& app);
+void add_score(CLI::App& app);
 
 }  // namespace m3d::cli

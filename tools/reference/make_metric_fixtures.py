@@ -23,6 +23,7 @@ numbers with units, unicode, multi-line and very long reports, and pairs with tw
 import json
 import os
 import random
+import re
 import sys
 
 import rouge as rouge_package
@@ -132,8 +133,6 @@ def true_iou(a, b):
 
 def task_metrics():
     """Closed-VQA rule, box parsing, IoU, mask2box, Dice and recall@k with the official formulas."""
-    import re
-
     import numpy as np
     import torch
 
@@ -194,6 +193,44 @@ def task_metrics():
     return out
 
 
+def prediction_csvs(pairs):
+    """Predictions files with the official columns, written with csv.writer as the official eval
+    scripts write them, metric columns filled by the reference packages (what m3d score must reproduce)."""
+    import csv
+
+    rng = random.Random(9)
+    folder = os.path.dirname(OUT)
+    bleu1 = BLEU(max_ngram_order=1, smooth_method="none", tokenize="13a", effective_order=False)
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+    with open(os.path.join(folder, "report_predictions.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Question", "Ground Truth", "pred", "bleu", "rouge1", "meteor", "bert_f1"])
+        for p in pairs[:60] + pairs[-32:]:
+            ref, pred = p["references"][0].strip(), p["prediction"].strip()
+            w.writerow(["Describe the findings of the medical image you see.", p["references"][0], p["prediction"],
+                        bleu1.sentence_score(pred, [ref]).score / 100, scorer.score_multi([ref], pred)["rouge1"].fmeasure, "", ""])
+    with open(os.path.join(folder, "vqa_closed_predictions.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"])
+        for n in range(80):
+            choice = "ABCD"[rng.randrange(4)]
+            said = choice if rng.random() < 0.6 else "ABCD"[rng.randrange(4)]
+            pred = rng.choice([f"{said}. liver", f"The answer is {said}.", f"{said} liver", f"{said.lower()}. liver"])
+            w.writerow([1 + n % 5, "Which organ, \"quoted\", is abnormal?", "liver", choice, pred, int((choice + ".") in pred)])
+    with open(os.path.join(folder, "rec_predictions.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["idx", "Question Type", "Question", "Answer", "pred", "IOU"])
+        for n in range(60):
+            lo = [round(rng.random() * 0.5, 3) for _ in range(3)]
+            ref = lo + [round(v + 0.1 + rng.random() * 0.4, 3) for v in lo]
+            pred = [round(min(1.0, max(0.0, v + rng.uniform(-0.1, 0.1))), 3) for v in ref]
+            answer = f"Coordinates are {ref}."
+            text = rng.choice([f"Coordinates are {pred}.", f"<bx_start>{pred}<bx_end>", "Sorry, there is no liver.", f"{pred}"])
+            m = re.search(BOX_PATTERN, text)
+            iou = official_iou([float(x) for x in m.groups()], ref) if m else -1
+            w.writerow([n, "cls" if n % 2 else "des", "Can you find the liver in this image?\nGive coordinates.", answer, text, iou])
+
+
 def main() -> int:
     pairs = corpus()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
@@ -225,6 +262,7 @@ def main() -> int:
     with open(OUT, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False)
         f.write("\n")
+    prediction_csvs(pairs)
     with open(os.path.join(os.path.dirname(OUT), "task_metrics.json"), "w") as f:
         json.dump(task_metrics(), f)
         f.write("\n")

@@ -1,0 +1,149 @@
+// See score.h. Columns and rules: m3d_bench_spec.md §2.2-2.6 (eval_caption.py,
+// eval_vqa.py, eval_pos.py): predictions and labels are strip()ped before the text
+// metrics; BLEU is sentence BLEU-1; ROUGE is rouge_score's F; closed VQA is the
+// "<letter>." substring rule; REC uses the official enclosing-box IoU (-1 when a box
+// is missing) and reports the true IoU beside it.
+#include "eval/score.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "eval/task_metrics.h"
+#include "eval/text_metrics.h"
+#include "m3d/error.h"
+#include "text/utf8.h"
+
+namespace m3d::eval {
+namespace {
+
+using json = nlohmann::json;
+
+int require(const io::CsvTable& t, const std::vector<std::string>& names, const std::string& source, const std::string& task) {
+  for (const auto& n : names) {
+    const int c = t.column(n);
+    if (c >= 0) return c;
+  }
+  std::string have;
+  for (const auto& h : t.header) have += (have.empty() ? "" : ", ") + h;
+  fail("{}: task '{}' needs a column '{}'; the file has: {}", source, task, names.front(), have);
+}
+
+std::string strip(const std::string& s) { return text::utf8::python_rstrip(text::utf8::python_lstrip(s)); }
+
+std::string number(double v) { return fmt::format("{:.6f}", v); }
+
+struct Mean {
+  double sum = 0;
+  int64_t count = 0;
+  void add(double v) { sum += v, ++count; }
+  double value() const { return count ? sum / static_cast<double>(count) : 0.0; }
+};
+
+}  // namespace
+
+std::vector<std::string> score_task_names() { return {"report", "vqa-open", "reg", "vqa-closed", "rec"}; }
+
+ScoreResult score_predictions(const std::string& task, const io::CsvTable& table, const std::string& source) {
+  ScoreResult out;
+  out.scored = table;
+  if (table.rows.empty()) fail("{}: no predictions (the CSV has a header and no rows)", source);
+  std::map<std::string, std::map<std::string, Mean>> groups;  // group -> metric -> mean
+  std::map<std::string, Mean> overall;
+  std::vector<std::string> added;
+  const bool text_task = task == "report" || task == "vqa-open" || task == "reg";
+  int group_column = -1;
+  if (text_task) {
+    const int pred = require(table, {"pred", "Pred"}, source, task);
+    const int ref = require(table, task == "report" ? std::vector<std::string>{"Ground Truth", "Answer"} : std::vector<std::string>{"Answer"}, source, task);
+    if (task == "vqa-open") group_column = table.column("Question Type");
+    added = {"m3d_bleu", "m3d_rouge1", "m3d_rouge2", "m3d_rougeL", "m3d_rougeLsum"};
+    for (size_t r = 0; r < table.rows.size(); ++r) {
+      const std::string p = strip(table.rows[r][pred]), g = strip(table.rows[r][ref]);
+      const double b = bleu(p, {g}, 1);
+      const RougeScores rs = rouge(p, {g});
+      const double values[] = {b, rs.rouge1.fmeasure, rs.rouge2.fmeasure, rs.rougeL.fmeasure, rs.rougeLsum.fmeasure};
+      for (size_t m = 0; m < added.size(); ++m) {
+        out.scored.rows[r].push_back(number(values[m]));
+        overall[added[m]].add(values[m]);
+        if (group_column >= 0) groups[table.rows[r][group_column]][added[m]].add(values[m]);
+      }
+    }
+    out.summary["not_implemented"] = {"meteor", "bert_f1"};
+  } else if (task == "vqa-closed") {
+    const int pred = require(table, {"Pred", "pred"}, source, task);
+    const int choice = require(table, {"Answer Choice"}, source, task);
+    group_column = table.column("Question Type");
+    added = {"m3d_correct"};
+    for (size_t r = 0; r < table.rows.size(); ++r) {
+      const double correct = closed_vqa_correct(table.rows[r][pred], table.rows[r][choice]) ? 1.0 : 0.0;
+      out.scored.rows[r].push_back(correct ? "1" : "0");
+      overall["m3d_correct"].add(correct);
+      if (group_column >= 0) groups[table.rows[r][group_column]]["m3d_correct"].add(correct);
+    }
+  } else if (task == "rec") {
+    const int pred = require(table, {"pred", "Pred"}, source, task);
+    const int ref = require(table, {"Answer"}, source, task);
+    added = {"m3d_iou", "m3d_iou_true"};
+    Mean acc_official, acc_true, valid_official, valid_true;
+    int64_t missing = 0;
+    for (size_t r = 0; r < table.rows.size(); ++r) {
+      const auto a = parse_box(table.rows[r][pred]), b = parse_box(table.rows[r][ref]);
+      double official = -1, exact = -1;
+      if (a && b) {
+        official = iou_official(*a, *b);
+        exact = iou_true(*a, *b);
+        valid_official.add(official);
+        valid_true.add(exact);
+      } else {
+        ++missing;
+      }
+      acc_official.add(official >= 0.5 ? 1.0 : 0.0);
+      acc_true.add(exact >= 0.5 ? 1.0 : 0.0);
+      out.scored.rows[r].push_back(number(official));
+      out.scored.rows[r].push_back(number(exact));
+    }
+    overall["m3d_iou"] = valid_official;
+    overall["m3d_iou_true"] = valid_true;
+    overall["m3d_acc_iou0.5"] = acc_official;
+    overall["m3d_acc_true_iou0.5"] = acc_true;
+    out.summary["rows_without_a_box"] = missing;
+  } else {
+    std::string names;
+    for (const auto& n : score_task_names()) names += (names.empty() ? "" : ", ") + n;
+    fail("unknown task '{}' (m3d score supports: {})", task, names);
+  }
+  for (const auto& a : added) out.scored.header.push_back(a);
+  out.summary["task"] = task;
+  out.summary["source"] = source;
+  out.summary["samples"] = table.rows.size();
+  json metrics = json::object();
+  for (const auto& [name, mean] : overall) metrics[name] = mean.value();
+  out.summary["metrics"] = metrics;
+  if (!groups.empty()) {
+    json g = json::object();
+    Mean macro;
+    for (const auto& [group, ms] : groups) {
+      json item = json::object();
+      for (const auto& [name, mean] : ms) item[name] = mean.value();
+      item["samples"] = ms.begin()->second.count;
+      g[group] = item;
+      if (task == "vqa-closed") macro.add(ms.at("m3d_correct").value());
+    }
+    out.summary["groups"] = g;
+    if (task == "vqa-closed") out.summary["metrics"]["m3d_accuracy_mean_of_types"] = macro.value();
+  }
+  out.markdown = fmt::format("| {} ({} samples) | value |\n|---|---|\n", task, table.rows.size());
+  for (const auto& [name, value] : out.summary["metrics"].items()) out.markdown += fmt::format("| {} | {:.4f} |\n", name, value.get<double>());
+  if (out.summary.contains("groups")) {
+    for (const auto& [group, item] : out.summary["groups"].items()) {
+      for (const auto& [name, value] : item.items()) {
+        if (name != "samples") out.markdown += fmt::format("| {} (type {}) | {:.4f} |\n", name, group, value.get<double>());
+      }
+    }
+  }
+  if (out.summary.contains("not_implemented")) out.markdown += "| meteor, bert_f1 | not implemented yet |\n";
+  return out;
+}
+
+}  // namespace m3d::eval
