@@ -135,3 +135,71 @@ TEST(CliScore, WritesScoredCsvSummaryAndTable) {
 
 }  // namespace
 }  // namespace m3d::test
+
+namespace m3d::test {
+namespace {
+
+// A small M3D-Data folder: three model-space images, an M3D-Cap json with reports,
+// and an M3D-VQA csv (one question with "NA" choices, as the generator writes them).
+std::string tiny_m3d_data(const std::string& root) {
+  const std::string dir = root + "/data";
+  fs::create_directories(dir + "/M3D_Cap_npy/ct_case/000001");
+  fs::create_directories(dir + "/M3D-VQA");
+  nlohmann::json cap = {{"train", nlohmann::json::array()}, {"test", nlohmann::json::array()}};
+  for (int n = 0; n < 3; ++n) {
+    const at::Tensor image = at::rand({1, 32, 256, 256}, at::TensorOptions(at::kFloat)).mul_(0.2 * (n + 1));
+    const std::string rel = "M3D_Cap_npy/ct_case/000001/series" + std::to_string(n);
+    io::npy_write(dir + "/" + rel + ".npy", DType::F32, {1, 32, 256, 256}, image.contiguous().data_ptr<float>());
+    std::ofstream(dir + "/" + rel + ".txt") << "The liver is normal. No pleural effusion, case " << n << ".";
+    cap["test"].push_back({{"image", rel + ".npy"}, {"text", rel + ".txt"}});
+  }
+  std::ofstream(dir + "/M3D_Cap_npy/M3D_Cap.json") << cap.dump();
+  std::ofstream(dir + "/M3D-VQA/M3D_VQA_test.csv")
+      << "Image Path,Text,Question Type,Question,Choice A,Choice B,Choice C,Choice D,Answer,Answer Choice\n"
+      << "M3D_Cap_npy/ct_case/000001/series0.npy,report,1,In which plane is this image taken?,Axial,Coronal,Sagittal,Oblique,Axial,A\n"
+      << "M3D_Cap_npy/ct_case/000001/series1.npy,report,3,\"Which organ is shown, mostly?\",Liver,Spleen,Kidney,Heart,Liver,A\n"
+      << "M3D_Cap_npy/ct_case/000001/series2.npy,report,4,Is there an effusion?,Yes,No,NA,NA,No,B\n"
+      << "M3D_Cap_npy/ct_case/000001/series0.npy,report,5,Where is the lesion?,Left,Right,Both,None,Left,A\n";
+  return dir;
+}
+
+TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
+  const std::string root = temp_dir();
+  const std::string data = tiny_m3d_data(root);
+  const std::string out1 = root + "/run1", out2 = root + "/run2";
+  const std::string base = kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + data + " --max-new-tokens 4";
+  std::string out, err;
+  ASSERT_EQ(run_command(base + " --task vqa-closed -o " + out1, &out, &err), 0) << err;
+  const auto csv = read_bytes(out1 + "/predictions.csv");
+  const auto summary = read_json(out1 + "/summary.json");
+  EXPECT_EQ(summary["samples"], 4);
+  EXPECT_EQ(summary["groups"].size(), 4u);
+  EXPECT_NE(out.find("| m3d_correct |"), std::string::npos) << out;
+  // Interrupted after one sample, with a second record cut short: the rerun redoes the rest.
+  fs::create_directories(out2);
+  std::ifstream journal(out1 + "/predictions.jsonl");
+  std::string first, second;
+  std::getline(journal, first);
+  std::getline(journal, second);
+  std::ofstream(out2 + "/predictions.jsonl") << first << "\n" << second.substr(0, second.size() / 2);
+  ASSERT_EQ(run_command(base + " --task vqa-closed -o " + out2, &out, &err), 0) << err;
+  EXPECT_EQ(read_bytes(out2 + "/predictions.csv"), csv);
+  EXPECT_EQ(read_json(out2 + "/summary.json")["metrics"], summary["metrics"]);
+  // A finished run is not recomputed: the model is not even loaded.
+  ASSERT_EQ(run_command(kM3d + " bench --model /nonexistent --data " + data + " --task vqa-closed -o " + out2, &out, &err), 0) << err;
+
+  ASSERT_EQ(run_command(base + " --task report --limit 2 -o " + out1 + "_report", &out, &err), 0) << err;
+  EXPECT_EQ(read_json(out1 + "_report/summary.json")["samples"], 2);
+  ASSERT_EQ(run_command(base + " --task vqa-open -o " + out1 + "_open", &out, &err), 0) << err;
+  EXPECT_EQ(run_command(base + " --task seg -o " + out1 + "_seg", &out, &err), 1);
+  EXPECT_NE(err.find("seg: needs the SegVol mask decoder"), std::string::npos) << err;
+  EXPECT_EQ(run_command(base + " --task vqa-closed --vqa-csv /nonexistent.csv -o " + out1 + "_x", &out, &err), 1);
+  EXPECT_NE(err.find("/nonexistent.csv: no such file (the M3D-VQA test csv)"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + root + "/empty --task vqa-closed -o " + out1 + "_y",
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("no M3D-VQA test csv found"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test

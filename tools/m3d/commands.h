@@ -12,5 +12,6 @@ void add_chat(CLI::App& app);
 void add_init_random(CLI::App& app);
 void add_volume(CLI::App& app);
 void add_score(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -1,0 +1,238 @@
+// See bench.h. Protocol: m3d_bench_spec.md §1-2 (eval_caption.py, eval_vqa.py):
+// report prompt = 256 image tokens + a caption template (no space); VQA prompt = 256
+// image tokens + " " + question [+ " Choices: A. .. B. .. C. .. D. .."]; pandas'
+// NA strings in the CSV read as "nan"; greedy decoding, special tokens skipped.
+#include "eval/bench.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "eval/score.h"
+#include "generate/session.h"
+#include "imaging/model_input.h"
+#include "io/csv.h"
+#include "io/json_util.h"
+#include "m3d/error.h"
+
+namespace m3d::eval {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Sample {
+  std::string image;  // absolute path
+  std::string question;  // what follows the image tokens
+  std::vector<std::string> fields;  // the official CSV columns, prediction-independent part
+  std::string reference;  // report text / answer / answer choice
+};
+
+// The explicit file when given (it must exist), else the first existing of the usual places.
+std::string first_existing(const std::vector<std::string>& candidates, const std::string& what) {
+  if (!candidates.front().empty()) {
+    if (!fs::exists(candidates.front())) fail("{}: no such file (the {})", candidates.front(), what);
+    return candidates.front();
+  }
+  for (const auto& c : candidates) {
+    if (!c.empty() && fs::exists(c)) return c;
+  }
+  std::string list;
+  for (const auto& c : candidates) list += (list.empty() ? "" : ", ") + c;
+  fail("no {} found (looked for {})", what, list);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// pandas read_csv's default NA strings become NaN, printed "nan".
+std::string pandas(const std::string& value) {
+  static const std::set<std::string> na = {"",     "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                                           "<NA>", "N/A",  "NA",       "NULL", "NaN",    "None",     "n/a",  "nan",  "null"};
+  return na.count(value) ? "nan" : value;
+}
+
+std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
+  std::vector<Sample> samples;
+  if (o.task == "report") {
+    const std::string path = first_existing({o.cap_json, o.data_dir + "/M3D_Cap_npy/M3D_Cap.json", o.data_dir + "/M3D_Cap.json"}, "M3D-Cap json");
+    const json root = io::json_read_file(path);
+    if (!root.contains(o.split) || !root[o.split].is_array()) fail("{}: no \"{}\" list", path, o.split);
+    for (const auto& item : root[o.split]) {
+      if (!item.contains("image") || !item.contains("text")) fail("{}: every item needs \"image\" and \"text\"", path);
+      Sample s;
+      s.image = o.data_dir + "/" + item["image"].get<std::string>();
+      s.reference = read_text(o.data_dir + "/" + item["text"].get<std::string>());
+      s.question = o.report_prompt;
+      s.fields = {o.report_prompt, s.reference};
+      samples.push_back(s);
+    }
+    *header = {"idx", "Question", "Ground Truth", "pred", "bleu", "rouge1", "meteor", "bert_f1"};
+  } else if (o.task == "vqa-closed" || o.task == "vqa-open") {
+    const std::string path =
+        first_existing({o.vqa_csv, o.data_dir + "/M3D-VQA/M3D_VQA_test.csv", o.data_dir + "/M3D_VQA_test.csv"}, "M3D-VQA test csv");
+    const io::CsvTable table = io::csv_read(path);
+    const bool closed = o.task == "vqa-closed";
+    std::vector<std::string> needed = {"Image Path", "Question Type", "Question", "Answer"};
+    if (closed) needed.insert(needed.end(), {"Choice A", "Choice B", "Choice C", "Choice D", "Answer Choice"});
+    std::map<std::string, int> col;
+    for (const auto& n : needed) {
+      col[n] = table.column(n);
+      if (col[n] < 0) fail("{}: missing column '{}'", path, n);
+    }
+    for (const auto& row : table.rows) {
+      Sample s;
+      s.image = o.data_dir + "/" + row[col["Image Path"]];
+      const std::string question = pandas(row[col["Question"]]);
+      s.question = " " + question;
+      if (closed) {
+        s.question += fmt::format(" Choices: A. {} B. {} C. {} D. {}", pandas(row[col["Choice A"]]), pandas(row[col["Choice B"]]),
+                                  pandas(row[col["Choice C"]]), pandas(row[col["Choice D"]]));
+        s.reference = row[col["Answer Choice"]];
+        s.fields = {row[col["Question Type"]], question, pandas(row[col["Answer"]]), s.reference};
+      } else {
+        s.reference = pandas(row[col["Answer"]]);
+        s.fields = {row[col["Question Type"]], question, s.reference};
+      }
+      samples.push_back(s);
+    }
+    *header = closed ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"}
+                     : std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
+  } else {
+    for (const auto& u : bench_unsupported_tasks()) {
+      if (u.rfind(o.task + ":", 0) == 0) fail("m3d bench: task {}", u);
+    }
+    std::string names;
+    for (const auto& n : bench_task_names()) names += (names.empty() ? "" : ", ") + n;
+    fail("m3d bench: unknown task '{}' (supported: {})", o.task, names);
+  }
+  if (o.limit >= 0 && static_cast<int64_t>(samples.size()) > o.limit) samples.resize(static_cast<size_t>(o.limit));
+  if (samples.empty()) fail("m3d bench: no samples for task {}", o.task);
+  return samples;
+}
+
+// Finished samples: idx -> prediction. A last line without its newline (a kill mid-write) is dropped.
+std::map<int64_t, std::string> read_journal(const std::string& path, const std::string& task) {
+  std::map<int64_t, std::string> done;
+  if (!fs::exists(path)) return done;
+  const std::string text = read_text(path);
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find('\n', start);
+    if (end == std::string::npos) break;  // incomplete last record
+    try {
+      const json j = json::parse(text.substr(start, end - start));
+      if (j.at("task") != task) fail("{}: holds task {}, not {}; use another --output", path, j.at("task").get<std::string>(), task);
+      done[j.at("idx").get<int64_t>()] = j.at("pred").get<std::string>();
+    } catch (const json::exception&) {
+      break;  // a damaged record: redo from here
+    }
+    start = end + 1;
+  }
+  return done;
+}
+
+std::string clock_text(double seconds) {
+  const auto s = static_cast<int64_t>(seconds);
+  return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
+}
+
+}  // namespace
+
+std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open"}; }
+
+std::vector<std::string> bench_unsupported_tasks() {
+  return {"itr: needs M3D-CLIP (not built yet)", "rec: needs the M3D-Seg masks reader (not built yet)",
+          "reg: needs the M3D-Seg masks reader (not built yet)", "seg: needs the SegVol mask decoder (not built yet)",
+          "refseg: needs the SegVol mask decoder (not built yet)"};
+}
+
+std::string bench_run(const BenchOptions& o) {
+  std::vector<std::string> header;
+  const std::vector<Sample> samples = load_samples(o, &header);
+  fs::create_directories(o.output_dir);
+  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  std::map<int64_t, std::string> done = read_journal(journal_path, o.task);
+  // Rewrite the journal without a damaged tail, then append.
+  {
+    std::ofstream clean(journal_path + ".tmp", std::ios::binary);
+    for (const auto& [idx, pred] : done) clean << json{{"task", o.task}, {"idx", idx}, {"pred", pred}}.dump() << "\n";
+  }
+  fs::rename(journal_path + ".tmp", journal_path);
+  size_t todo = 0;
+  for (size_t i = 0; i < samples.size(); ++i) todo += !done.count(static_cast<int64_t>(i));
+  if (todo > 0) {
+    generate::Session session = generate::session_open(o.model_dir, o.dtype);
+    generate::GenerationOptions g = session.defaults;
+    g.max_new_tokens = o.max_new_tokens;
+    g.do_sample = false;
+    std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
+    if (journal == nullptr) fail("{}: cannot append", journal_path);
+    const auto start = std::chrono::steady_clock::now();
+    size_t finished = 0;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      if (done.count(static_cast<int64_t>(i))) continue;
+      const at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
+      const std::string pred = generate::session_answer(session, image, samples[i].question, g);
+      const std::string line = json{{"task", o.task}, {"idx", i}, {"pred", pred}}.dump() + "\n";
+      std::fwrite(line.data(), 1, line.size(), journal);
+      std::fflush(journal);
+      fsync(fileno(journal));
+      done[static_cast<int64_t>(i)] = pred;
+      ++finished;
+      if (o.progress) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double per = elapsed / static_cast<double>(finished);
+        std::fprintf(stderr, "\r[m3d bench %s] %zu/%zu  %.1f s/sample  ETA %s   ", o.task.c_str(), done.size(), samples.size(), per,
+                     clock_text(per * static_cast<double>(todo - finished)).c_str());
+      }
+    }
+    std::fclose(journal);
+    if (o.progress) std::fprintf(stderr, "\n");
+  }
+  // The predictions CSV with the official columns, then the scores.
+  io::CsvTable table;
+  table.header = header;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::vector<std::string> row = {std::to_string(i)};
+    row.insert(row.end(), samples[i].fields.begin(), samples[i].fields.end());
+    row.push_back(done.at(static_cast<int64_t>(i)));
+    while (row.size() < header.size()) row.push_back("");  // metric columns: filled by m3d score's m3d_* columns
+    table.rows.push_back(row);
+  }
+  if (o.task == "vqa-closed") {
+    for (auto& row : table.rows) row.back() = row[5].find(row[4] + ".") != std::string::npos ? "1" : "0";
+  }
+  ScoreResult result = score_predictions(o.task, table, o.output_dir + "/predictions.csv");
+  const int bleu = result.scored.column("bleu"), rouge1 = result.scored.column("rouge1");
+  if (bleu >= 0 && rouge1 >= 0) {  // the official columns hold the same metrics (BLEU-1, ROUGE-1 F)
+    for (auto& row : result.scored.rows) {
+      row[bleu] = row[result.scored.column("m3d_bleu")];
+      row[rouge1] = row[result.scored.column("m3d_rouge1")];
+    }
+  }
+  std::ofstream csv(o.output_dir + "/predictions.csv", std::ios::binary);
+  csv << io::csv_line(result.scored.header);
+  for (const auto& row : result.scored.rows) csv << io::csv_line(row);
+  json summary = result.summary;
+  summary["model"] = o.model_dir;
+  summary["data"] = o.data_dir;
+  summary["max_new_tokens"] = o.max_new_tokens;
+  if (o.task == "report") summary["prompt"] = o.report_prompt;
+  std::ofstream(o.output_dir + "/summary.json") << summary.dump(2) << "\n";
+  std::ofstream(o.output_dir + "/summary.md") << result.markdown;
+  return summary.dump(2);
+}
+
+}  // namespace m3d::eval

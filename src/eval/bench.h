@@ -1,0 +1,34 @@
+// `m3d bench`: run a LaMed model on an M3D-Bench task over M3D-Data files, the
+// way the official Bench/eval scripts do (prompts, greedy decoding, 256 new tokens),
+// and score it with eval/score.h. Resumable: every finished sample is appended to
+// a journal (predictions.jsonl); a rerun skips what is there, and a last line cut
+// short by a kill is dropped and redone.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace m3d::eval {
+
+struct BenchOptions {
+  std::string model_dir, data_dir, task, output_dir;
+  std::string split = "test";  // the M3D-Cap json split (report)
+  std::string cap_json, vqa_csv;  // explicit data files (default: the M3D-Data layout under data_dir)
+  std::string report_prompt = "Describe the findings of the medical image you see.";  // one of M3D's Caption_templates
+  int64_t limit = -1, max_new_tokens = 256;
+  c10::ScalarType dtype = c10::kFloat;
+  bool progress = true;
+};
+
+// report, vqa-closed, vqa-open run here; the others need parts m3d does not have yet.
+std::vector<std::string> bench_task_names();
+std::vector<std::string> bench_unsupported_tasks();  // itr, rec, reg, seg, refseg with the reason
+
+// Runs (or resumes) one task; writes predictions.csv (official columns plus idx),
+// summary.json and summary.md into output_dir, returns the summary as JSON text.
+std::string bench_run(const BenchOptions& options);
+
+}  // namespace m3d::eval
