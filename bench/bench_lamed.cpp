@@ -13,20 +13,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "generate/generate.h"
 #include "m3d/runtime.h"
 #include "models/causal_lm.h"
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using m3d::bench::median;
+using m3d::bench::seconds_since;
 
 }  // namespace
 

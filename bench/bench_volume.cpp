@@ -13,19 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "imaging/preprocess.h"
 #include "m3d/runtime.h"
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using m3d::bench::median;
+using m3d::bench::seconds_since;
 
 // Air around an elliptic body of soft tissue with a brighter spine and noise, in HU.
 void make_phantom(const std::string& path) {

@@ -137,15 +137,23 @@ Prf summary_level_lcs(const std::vector<std::vector<std::string>>& ref_sents, co
   return s;
 }
 
-std::vector<std::string> split_lines(const std::string& text) {
+// Python's text.split(separator) (every piece, empty ones included).
+std::vector<std::string> split_on(const std::string& text, char separator) {
   std::vector<std::string> out;
   size_t start = 0;
   while (true) {
-    const size_t end = text.find('\n', start);
-    const std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (!line.empty()) out.push_back(line);
-    if (end == std::string::npos) break;
+    const size_t end = text.find(separator, start);
+    out.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
     start = end + 1;
+  }
+}
+
+// rouge_score's rougeLsum sentences: lines, empty ones dropped.
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  for (auto& line : split_on(text, '\n')) {
+    if (!line.empty()) out.push_back(std::move(line));
   }
   return out;
 }
@@ -155,33 +163,16 @@ std::vector<std::string> split_lines(const std::string& text) {
 // Sentences: text.split("."), non-empty pieces, whitespace runs collapsed.
 std::vector<std::string> package_sentences(const std::string& text) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    const size_t end = text.find('.', start);
-    const std::string piece = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (!piece.empty()) {
-      std::string joined;
-      for (const auto& w : split_whitespace(piece)) joined += (joined.empty() ? "" : " ") + w;
-      out.push_back(joined);
-    }
-    if (end == std::string::npos) break;
-    start = end + 1;
+  for (const auto& piece : split_on(text, '.')) {
+    if (piece.empty()) continue;
+    std::string joined;
+    for (const auto& w : split_whitespace(piece)) joined += (joined.empty() ? "" : " ") + w;
+    out.push_back(joined);
   }
   return out;
 }
 
-std::vector<std::string> split_space(const std::string& sentence) {  // Python str.split(" ")
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    const size_t end = sentence.find(' ', start);
-    out.push_back(sentence.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
-
+std::vector<std::string> split_space(const std::string& sentence) { return split_on(sentence, ' '); }  // str.split(" ")
 Prf package_prf(double overlap, double evaluated, double reference) {
   Prf s;
   s.precision = evaluated == 0 ? 0.0 : overlap / evaluated;
