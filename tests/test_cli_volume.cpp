@@ -7,6 +7,7 @@
 
 #include "imaging/model_input.h"
 #include "imaging/volume_io.h"
+#include "io/csv.h"
 #include "io/npy.h"
 #include "test_support.h"
 
@@ -154,6 +155,25 @@ std::string tiny_m3d_data(const std::string& root) {
     cap["test"].push_back({{"image", rel + ".npy"}, {"text", rel + ".txt"}});
   }
   std::ofstream(dir + "/M3D_Cap_npy/M3D_Cap.json") << cap.dump();
+  // M3D-Seg 0003: two images x classes 0 (liver, present) and 2 (spleen, absent: the (1,1,1,1) zero array).
+  const std::string seg = dir + "/M3D_Seg_npy/0003";
+  nlohmann::json seg_json = {{"train", nlohmann::json::array()}, {"test", nlohmann::json::array()}};
+  for (int n = 0; n < 2; ++n) {
+    const std::string case_dir = seg + "/case" + std::to_string(n);
+    fs::create_directories(case_dir + "/masks");
+    const at::Tensor image = at::rand({1, 32, 256, 256}, at::TensorOptions(at::kFloat));
+    io::npy_write(case_dir + "/image.npy", DType::F32, {1, 32, 256, 256}, image.contiguous().data_ptr<float>());
+    at::Tensor mask = at::zeros({1, 32, 256, 256}, at::TensorOptions(at::kByte));
+    mask.slice(1, 4, 10).slice(2, 64, 128).slice(3, 32 + n, 96).fill_(1);
+    io::npy_write(case_dir + "/masks/mask_0.npy", DType::U8, {1, 32, 256, 256}, mask.contiguous().data_ptr<uint8_t>());
+    const int64_t empty[1] = {0};
+    io::npy_write(case_dir + "/masks/mask_2.npy", DType::I64, {1, 1, 1, 1}, empty);
+    for (const char* m : {"mask_0.npy", "mask_2.npy"}) {
+      seg_json["test"].push_back({{"image", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/image.npy"},
+                                  {"label", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/masks/" + m}});
+    }
+  }
+  std::ofstream(seg + "/0003.json") << seg_json.dump();
   std::ofstream(dir + "/M3D-VQA/M3D_VQA_test.csv")
       << "Image Path,Text,Question Type,Question,Choice A,Choice B,Choice C,Choice D,Answer,Answer Choice\n"
       << "M3D_Cap_npy/ct_case/000001/series0.npy,report,1,In which plane is this image taken?,Axial,Coronal,Sagittal,Oblique,Axial,A\n"
@@ -191,6 +211,18 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   ASSERT_EQ(run_command(base + " --task report --limit 2 -o " + out1 + "_report", &out, &err), 0) << err;
   EXPECT_EQ(read_json(out1 + "_report/summary.json")["samples"], 2);
   ASSERT_EQ(run_command(base + " --task vqa-open -o " + out1 + "_open", &out, &err), 0) << err;
+  // Positioning over M3D-Seg: the reference box is M3D's mask2box of the mask.
+  ASSERT_EQ(run_command(base + " --task rec -o " + out1 + "_rec", &out, &err), 0) << err;
+  const auto rec = io::csv_read(out1 + "_rec/predictions.csv");
+  ASSERT_EQ(rec.rows.size(), 4u);
+  EXPECT_EQ(rec.rows[0][rec.column("Answer")], "Coordinates are <bx_start>[0.125, 0.25, 0.125, 0.281, 0.496, 0.371]<bx_end>.");
+  EXPECT_EQ(rec.rows[1][rec.column("Answer")], "Sorry, there is no spleen.");
+  EXPECT_EQ(rec.rows[1][rec.column("IOU")], "-1.000000");
+  EXPECT_GE(read_json(out1 + "_rec/summary.json")["rows_without_a_box"].get<int64_t>(), 2);
+  ASSERT_EQ(run_command(base + " --task reg -o " + out1 + "_reg", &out, &err), 0) << err;
+  const auto reg = io::csv_read(out1 + "_reg/predictions.csv");
+  ASSERT_EQ(reg.rows.size(), 2u);  // the classes present
+  EXPECT_EQ(reg.rows[0][reg.column("Answer")], "The target is liver.");
   EXPECT_EQ(run_command(base + " --task seg -o " + out1 + "_seg", &out, &err), 1);
   EXPECT_NE(err.find("seg: needs the SegVol mask decoder"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task vqa-closed --vqa-csv /nonexistent.csv -o " + out1 + "_x", &out, &err), 1);

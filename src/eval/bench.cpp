@@ -14,9 +14,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "eval/score.h"
+#include "eval/task_metrics.h"
+#include "io/npy.h"
 #include "generate/session.h"
 #include "imaging/model_input.h"
 #include "io/csv.h"
@@ -61,6 +64,77 @@ std::string pandas(const std::string& value) {
   static const std::set<std::string> na = {"",     "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                                            "<NA>", "N/A",  "NA",       "NULL", "NaN",    "None",     "n/a",  "nan",  "null"};
   return na.count(value) ? "nan" : value;
+}
+
+// A path in an M3D-Seg json: absolute, or relative to the data root, the json's folder or the working directory.
+std::string resolve(const std::string& path, const BenchOptions& o, const std::string& json_path) {
+  if (!path.empty() && path[0] == '/') return path;
+  for (const std::string& base : {o.data_dir, fs::path(json_path).parent_path().string(), std::string(".")}) {
+    if (fs::exists(base + "/" + path)) return base + "/" + path;
+  }
+  return o.data_dir + "/" + path;
+}
+
+// REC / REG over M3D-Seg (m3d_bench_spec.md §2.5-2.6, §4.4): one sample per image x class mask; the box is
+// mask2box of the model-space mask. One template each, from M3D's prompt_templates.py (the official
+// scripts draw one of many at random): REC "Can you find the {} in this image? Give coordinates." /
+// "Coordinates are {}." / "Sorry, there is no {}."; REG "What target is present within the coordinates {} ?" /
+// "The target is {}." (REG keeps the classes present in the image).
+void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::vector<std::string>* header) {
+  const std::string code = o.seg_dataset;
+  const std::string path =
+      first_existing({o.seg_json, o.data_dir + "/M3D_Seg_npy/" + code + "/" + code + ".json", o.data_dir + "/" + code + ".json"}, "M3D-Seg json");
+  std::vector<std::string> labels = o.labels;
+  if (labels.empty()) {
+    static const std::map<std::string, std::vector<std::string>> known = {{"0003", {"liver", "kidney", "spleen", "pancreas"}},
+                                                                         {"0012", {"liver", "bladder", "lungs", "kidneys", "bone", "brain"}}};
+    auto it = known.find(code);
+    if (it == known.end()) fail("M3D-Seg dataset {}: give the class names with --labels (m3d knows 0003 and 0012)", code);
+    labels = it->second;
+  }
+  const json root = io::json_read_file(path);
+  if (!root.contains("test") || !root["test"].is_array()) fail("{}: no \"test\" list", path);
+  for (const auto& item : root["test"]) {
+    if (!item.contains("image") || !item.contains("label")) fail("{}: every item needs \"image\" and \"label\"", path);
+    const std::string mask_path = resolve(item["label"].get<std::string>(), o, path);
+    const std::string stem = fs::path(mask_path).stem().string();  // mask_<c>
+    const size_t underscore = stem.rfind('_');
+    int64_t c = -1;
+    try {
+      c = underscore == std::string::npos ? -1 : std::stoll(stem.substr(underscore + 1));
+    } catch (const std::exception&) {
+    }
+    if (c < 0 || c >= static_cast<int64_t>(labels.size())) fail("{}: mask file {} does not name a known class (mask_<index>.npy)", path, mask_path);
+    const std::string& name = labels[static_cast<size_t>(c)];
+    const io::NpyFile mask = io::npy_read(mask_path);
+    std::vector<uint8_t> bits(static_cast<size_t>(mask.array.numel()));
+    const size_t bytes = dtype_size(mask.array.dtype);
+    for (size_t i = 0; i < bits.size(); ++i) {
+      bool any = false;
+      for (size_t b = 0; b < bytes; ++b) any |= mask.array.data[i * bytes + b] != 0;
+      bits[i] = any;
+    }
+    const auto& shape = mask.array.shape;
+    std::optional<Box> box;
+    if (shape.size() >= 3 && bits.size() > 1) box = mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
+    Sample s;
+    s.image = resolve(item["image"].get<std::string>(), o, path);
+    if (o.task == "rec") {
+      const std::string question = fmt::format("Can you find the {} in this image? Give coordinates.", name);
+      s.question = " " + question;
+      s.reference = box ? fmt::format("Coordinates are <bx_start>{}<bx_end>.", box_text(*box)) : fmt::format("Sorry, there is no {}.", name);
+      s.fields = {"cls", question, s.reference};
+    } else {
+      if (!box) continue;
+      const std::string question = fmt::format("What target is present within the coordinates <bx_start>{}<bx_end> ?", box_text(*box));
+      s.question = " " + question;
+      s.reference = fmt::format("The target is {}.", name);
+      s.fields = {question, s.reference};
+    }
+    samples.push_back(s);
+  }
+  *header = o.task == "rec" ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "pred", "IOU"}
+                            : std::vector<std::string>{"idx", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
 }
 
 std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
@@ -109,6 +183,8 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
     }
     *header = closed ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"}
                      : std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
+  } else if (o.task == "rec" || o.task == "reg") {
+    load_positioning(o, samples, header);
   } else {
     for (const auto& u : bench_unsupported_tasks()) {
       if (u.rfind(o.task + ":", 0) == 0) fail("m3d bench: task {}", u);
@@ -150,11 +226,10 @@ std::string clock_text(double seconds) {
 
 }  // namespace
 
-std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open"}; }
+std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open", "rec", "reg"}; }
 
 std::vector<std::string> bench_unsupported_tasks() {
-  return {"itr: needs M3D-CLIP (not built yet)", "rec: needs the M3D-Seg masks reader (not built yet)",
-          "reg: needs the M3D-Seg masks reader (not built yet)", "seg: needs the SegVol mask decoder (not built yet)",
+  return {"itr: needs M3D-CLIP (not built yet)", "seg: needs the SegVol mask decoder (not built yet)",
           "refseg: needs the SegVol mask decoder (not built yet)"};
 }
 
@@ -215,6 +290,9 @@ std::string bench_run(const BenchOptions& o) {
     for (auto& row : table.rows) row.back() = row[5].find(row[4] + ".") != std::string::npos ? "1" : "0";
   }
   ScoreResult result = score_predictions(o.task, table, o.output_dir + "/predictions.csv");
+  if (o.task == "rec") {  // the official IOU column: the enclosing-box IoU, -1 without two boxes
+    for (auto& row : result.scored.rows) row[result.scored.column("IOU")] = row[result.scored.column("m3d_iou")];
+  }
   const int bleu = result.scored.column("bleu"), rouge1 = result.scored.column("rouge1");
   if (bleu >= 0 && rouge1 >= 0) {  // the official columns hold the same metrics (BLEU-1, ROUGE-1 F)
     for (auto& row : result.scored.rows) {

@@ -16,14 +16,16 @@ namespace m3d::eval {
 struct BenchOptions {
   std::string model_dir, data_dir, task, output_dir;
   std::string split = "test";  // the M3D-Cap json split (report)
-  std::string cap_json, vqa_csv;  // explicit data files (default: the M3D-Data layout under data_dir)
+  std::string cap_json, vqa_csv, seg_json;  // explicit data files (default: the M3D-Data layout under data_dir)
+  std::string seg_dataset = "0003";  // M3D-Seg dataset code for rec / reg (0003 = AbdomenCT-1k)
+  std::vector<std::string> labels;  // class names by mask index (built in for 0003 and 0012)
   std::string report_prompt = "Describe the findings of the medical image you see.";  // one of M3D's Caption_templates
   int64_t limit = -1, max_new_tokens = 256;
   c10::ScalarType dtype = c10::kFloat;
   bool progress = true;
 };
 
-// report, vqa-closed, vqa-open run here; the others need parts m3d does not have yet.
+// report, vqa-closed, vqa-open, rec, reg run here; the others need parts m3d does not have yet.
 std::vector<std::string> bench_task_names();
 std::vector<std::string> bench_unsupported_tasks();  // itr, rec, reg, seg, refseg with the reason
 

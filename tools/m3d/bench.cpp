@@ -12,14 +12,17 @@ namespace m3d::cli {
 void add_bench(CLI::App& app) {
   auto o = std::make_shared<eval::BenchOptions>();
   auto dtype = std::make_shared<std::string>("f32");
-  CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (report, vqa-closed, vqa-open) and score it; resumable");
+  CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (report, vqa-closed, vqa-open, rec, reg) and score it; resumable");
   cmd->add_option("--model", o->model_dir, "Checkpoint directory")->required();
   cmd->add_option("--data", o->data_dir, "M3D-Data root (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_test.csv, images)")->required();
-  cmd->add_option("--task", o->task, "report, vqa-closed or vqa-open (itr, rec, reg, seg, refseg: not yet)")->required();
+  cmd->add_option("--task", o->task, "report, vqa-closed, vqa-open, rec or reg (itr, seg, refseg: not yet)")->required();
   cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>); rerun with the same folder to resume");
   cmd->add_option("--split", o->split, "M3D-Cap json split for report")->capture_default_str();
   cmd->add_option("--cap-json", o->cap_json, "The M3D-Cap json, when not in the usual place");
   cmd->add_option("--vqa-csv", o->vqa_csv, "The M3D-VQA csv, when not in the usual place");
+  cmd->add_option("--seg-dataset", o->seg_dataset, "M3D-Seg dataset code for rec / reg")->capture_default_str();
+  cmd->add_option("--seg-json", o->seg_json, "The M3D-Seg <code>.json, when not in the usual place");
+  cmd->add_option("--labels", o->labels, "Class names by mask index (rec / reg; built in for 0003 and 0012)")->delimiter(',');
   cmd->add_option("--prompt", o->report_prompt, "Report prompt (one of M3D's caption templates)")->capture_default_str();
   cmd->add_option("--limit", o->limit, "Only the first N samples");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
