@@ -224,3 +224,34 @@ TEST(Tokenizer, BadFilesAreClearErrors) {
 
 }  // namespace
 }  // namespace m3d::text
+
+namespace m3d::text {
+namespace {
+
+// Med3DVLM saves its slow Qwen2Tokenizer: vocab.json + merges.txt + tokenizer_config.json
+// (with <im_patch> added as a special token). Built here from the same vocabulary; the
+// reference script checked the slow tokenizer gives the fast one's ids on the whole corpus.
+TEST(Tokenizer, Qwen2SlowFilesMatchTheReference) {
+  const auto source = test::read_json(vocab("qwen2_5/tokenizer.json"));
+  const std::string dir = test::temp_dir();
+  std::ofstream(dir + "/vocab.json") << source["model"]["vocab"].dump();
+  std::ofstream merges(dir + "/merges.txt");
+  merges << "#version: 0.2\n";
+  for (const auto& m : source["model"]["merges"]) merges << (m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>()) << "\n";
+  merges.close();
+  nlohmann::json decoder = nlohmann::json::object();
+  for (const auto& a : source["added_tokens"]) {
+    decoder[std::to_string(a["id"].get<int64_t>())] = {{"content", a["content"]}, {"special", a["special"]}, {"normalized", false}};
+  }
+  decoder["151665"] = {{"content", "<im_patch>"}, {"special", true}, {"normalized", false}};
+  std::ofstream(dir + "/tokenizer_config.json") << nlohmann::json{{"tokenizer_class", "Qwen2Tokenizer"}, {"added_tokens_decoder", decoder}}.dump();
+  const Tokenizer tokenizer = Tokenizer::load(dir);
+  EXPECT_FALSE(tokenizer.is_slow());  // byte-level BPE, the same algorithm as the fast tokenizer
+  EXPECT_EQ(tokenizer.token_to_id("<im_patch>"), 151665);
+  expect_parity(tokenizer, test::read_json(test::fixture("tokenizers/qwen2_5_med3dvlm.json")));
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "GPT2Tokenizer"})";
+  test::expect_one_line_error([&] { Tokenizer::load(dir); }, dir, "tokenizer_class 'GPT2Tokenizer' are not supported");
+}
+
+}  // namespace
+}  // namespace m3d::text

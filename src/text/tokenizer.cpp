@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 #include "io/json_util.h"
@@ -330,7 +331,56 @@ class FastTokenizer final : public TokenizerBackend {
   }
 };
 
+// transformers' slow Qwen2Tokenizer files as the tokenizer.json it converts to:
+// NFC, the Qwen2 pre-tokenizer regex, byte-level BPE from vocab.json + merges.txt,
+// and the added tokens of tokenizer_config.json (added_tokens_decoder) or added_tokens.json.
+json qwen2_tokenizer_json(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const std::string config_path = dir + "/tokenizer_config.json";
+  json config = fs::exists(config_path) ? io::json_read_file(config_path) : json::object();
+  const std::string cls = config.value("tokenizer_class", "Qwen2Tokenizer");
+  if (cls != "Qwen2Tokenizer" && cls != "Qwen2TokenizerFast") {
+    fail("{}: vocab.json + merges.txt of tokenizer_class '{}' are not supported (supported: Qwen2Tokenizer)", dir, cls);
+  }
+  json merges = json::array();
+  std::ifstream in(dir + "/merges.txt");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    merges.push_back(line);
+  }
+  json added = json::array();
+  if (config.contains("added_tokens_decoder")) {
+    for (const auto& [id, token] : config["added_tokens_decoder"].items()) {
+      json a = token;
+      if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) fail("{}: added_tokens_decoder key '{}' is not a token id", config_path, id);
+      a["id"] = std::stoll(id);
+      a["normalized"] = token.value("normalized", false);
+      added.push_back(a);
+    }
+  } else if (fs::exists(dir + "/added_tokens.json")) {
+    const json listed = io::json_read_file(dir + "/added_tokens.json");
+    for (const auto& [content, id] : listed.items()) {
+      added.push_back({{"id", id}, {"content", content}, {"special", true}, {"normalized", false}});
+    }
+  }
+  static const char* kQwen2Pattern =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  return {{"model", {{"type", "BPE"}, {"vocab", io::json_read_file(dir + "/vocab.json")}, {"merges", merges}}},
+          {"normalizer", {{"type", "NFC"}}},
+          {"pre_tokenizer",
+           {{"type", "Sequence"},
+            {"pretokenizers",
+             {{{"type", "Split"}, {"pattern", {{"Regex", kQwen2Pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
+              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}},
+          {"decoder", {{"type", "ByteLevel"}}},
+          {"added_tokens", added}};
+}
+
 }  // namespace
+
+Tokenizer Tokenizer::qwen2_from_files(const std::string& dir) { return from_json(qwen2_tokenizer_json(dir), dir + "/vocab.json"); }
 
 Tokenizer::Tokenizer(std::unique_ptr<TokenizerBackend> backend, bool slow) : impl_(std::move(backend)), slow_(slow) {}
 Tokenizer::~Tokenizer() = default;
@@ -345,12 +395,14 @@ Tokenizer Tokenizer::load(const std::string& dir, Kind kind) {
     if (!has_model) fail("{}: no tokenizer.model for the slow SentencePiece tokenizer{}", dir, has_json ? " (tokenizer.json is there: use the fast one)" : "");
     return Tokenizer(load_slow_llama(dir), true);
   }
+  if (!has_json && !has_model && fs::exists(dir + "/vocab.json") && fs::exists(dir + "/merges.txt")) return qwen2_from_files(dir);
   if (!has_json) fail("{}: no tokenizer.json for the fast tokenizer{}", dir, has_model ? " (tokenizer.model is there: use the slow one)" : "");
   return from_file(dir + "/tokenizer.json");
 }
 
-Tokenizer Tokenizer::from_file(const std::string& path) {
-  const json root = io::json_read_file(path);
+Tokenizer Tokenizer::from_file(const std::string& path) { return from_json(io::json_read_file(path), path); }
+
+Tokenizer Tokenizer::from_json(const json& root, const std::string& path) {
   auto backend = std::make_unique<FastTokenizer>();
   FastTokenizer& t = *backend;
   t.path = path;

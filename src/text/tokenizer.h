@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -33,11 +35,15 @@ class Tokenizer {
  public:
   // Parses tokenizer.json; throws m3d::Error naming the file and the unsupported part.
   static Tokenizer from_file(const std::string& path);
+  // The same from a parsed tokenizer.json; `name` names it in errors.
+  static Tokenizer from_json(const nlohmann::json& root, const std::string& name);
 
   enum class Kind { Auto, Fast, Slow };
-  // A checkpoint directory. Slow: tokenizer.model (+ tokenizer_config.json etc.).
-  // Fast: tokenizer.json. Auto: slow when tokenizer.model exists (M3D loads its
-  // tokenizer with use_fast=False), else fast.
+  // A checkpoint directory. Slow: tokenizer.model (+ tokenizer_config.json etc.),
+  // or a slow Qwen2Tokenizer's vocab.json + merges.txt (Med3DVLM's saved layout),
+  // which is byte-level BPE as its tokenizer.json would be. Fast: tokenizer.json.
+  // Auto: slow when tokenizer.model exists (M3D loads its tokenizer with
+  // use_fast=False), else tokenizer.json, else vocab.json + merges.txt.
   static Tokenizer load(const std::string& dir, Kind kind = Kind::Auto);
   bool is_slow() const { return slow_; }
 
@@ -60,6 +66,7 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
  private:
+  static Tokenizer qwen2_from_files(const std::string& dir);
   std::unique_ptr<TokenizerBackend> impl_;
   bool slow_ = false;
 };
