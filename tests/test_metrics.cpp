@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "eval/porter.h"
 #include "eval/task_metrics.h"
 #include "eval/text_metrics.h"
 #include "test_support.h"
@@ -18,6 +19,15 @@ const nlohmann::json& reference() {
 }
 
 constexpr double kTolerance = 1e-6;
+
+TEST(TextMetrics, PorterStemmerMatchesNltk) {
+  size_t checked = 0;
+  for (const auto& [word, stem] : reference()["porter"].items()) {
+    EXPECT_EQ(porter_stem(word), stem.get<std::string>()) << word;
+    ++checked;
+  }
+  EXPECT_GT(checked, 300u);
+}
 
 TEST(TextMetrics, TokenizersMatch) {
   size_t checked = 0;

@@ -231,6 +231,30 @@ def prediction_csvs(pairs):
             w.writerow([n, "cls" if n % 2 else "des", "Can you find the liver in this image?\nGive coordinates.", answer, text, iou])
 
 
+PORTER_EXTRA = """caresses ponies ties caress cats feed agreed plastered bled motoring sing conflated troubled sized hopping
+tanned falling hissing fizzed failing filing happy sky skies dying lying tying news innings outings cannings howe proceed
+exceed succeed relational conditional rational valenci hesitanci digitizer conformabli radicalli differentli vileli
+analogousli vietnamization predication operator feudalism decisiveness hopefulness callousness formaliti sensitiviti
+sensibiliti triplicate formative formalize electriciti electrical hopeful goodness revival allowance inference airliner
+gyroscopic adjustable defensible irritant replacement adjustment dependent adoption homologou communism activate
+angulariti homologous effective bowdlerize probate rate cease controll roll generalizations oscillators yyyy syzygy toy
+enjoying spied died tied lied cried fully logically analogically hopefully skillfully agreement by be is as y ys
+radiology radiological radiologist hypodense hyperdense enhancement enhancing calcifications calcified opacities
+effusions pleural lesions lymphadenopathy hepatomegaly splenomegaly atelectasis consolidation nodularity
+Café NAÏVE Über ÉCOLE déjà-vu""".split()
+
+
+def porter_cases(pairs):
+    from nltk.stem.porter import PorterStemmer
+
+    stemmer = PorterStemmer()  # NLTK_EXTENSIONS, as meteor_score uses
+    words = set(PORTER_EXTRA)
+    for p in pairs:
+        for text in [p["prediction"], *p["references"]]:
+            words.update(re.findall(r"[^\W\d_]+", text))
+    return {w: stemmer.stem(w) for w in sorted(words)}
+
+
 def main() -> int:
     pairs = corpus()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
@@ -255,7 +279,10 @@ def main() -> int:
             p["rouge_package"] = None
     corpus_preds = [p["prediction"] for p in pairs]
     corpus_refs = [[p["references"][0] for p in pairs]]
-    out = {"sacrebleu": sacrebleu.__version__, "rouge_score": "0.1.2", "rouge": "1.0.1", "pairs": pairs,
+    import nltk
+
+    out = {"sacrebleu": sacrebleu.__version__, "rouge_score": "0.1.2", "rouge": "1.0.1", "nltk": nltk.__version__,
+           "porter": porter_cases(pairs), "pairs": pairs,
            "corpus_bleu1": bleu1.corpus_score(corpus_preds, corpus_refs).score / 100,
            "corpus_bleu4": bleu4.corpus_score(corpus_preds, corpus_refs).score / 100}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
