@@ -193,6 +193,7 @@ std::string porter_stem(const std::string& input) {
   Word w = original;
   for (char32_t& c : w) {  // str.lower() for ASCII and Latin-1 capitals
     if ((c >= U'A' && c <= U'Z') || (c >= 0xC0 && c <= 0xDE && c != 0xD7)) c += 0x20;
+    if (c == 0x212A) c = U'k';  // the Kelvin sign lowers to k
   }
   if (auto it = pool.find(w); it != pool.end()) return to_utf8(it->second);
   if (original.size() <= 2) return to_utf8(w);
