@@ -223,6 +223,18 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   const auto reg = io::csv_read(out1 + "_reg/predictions.csv");
   ASSERT_EQ(reg.rows.size(), 2u);  // the classes present
   EXPECT_EQ(reg.rows[0][reg.column("Answer")], "The target is liver.");
+  // Baselines without a model: the oracle scores 1, the constant answer chance.
+  const std::string baseline = kM3d + " bench --data " + data + " --predictor ";
+  ASSERT_EQ(run_command(baseline + "oracle --task vqa-closed -o " + out1 + "_oracle", &out, &err), 0) << err;
+  EXPECT_EQ(read_json(out1 + "_oracle/summary.json")["metrics"]["m3d_correct"], 1.0);
+  ASSERT_EQ(run_command(baseline + "constant --task vqa-closed -o " + out1 + "_constant", &out, &err), 0) << err;
+  EXPECT_EQ(read_json(out1 + "_constant/summary.json")["metrics"]["m3d_correct"], 0.75);  // three of the four answers are A
+  ASSERT_EQ(run_command(baseline + "oracle --task report -o " + out1 + "_oracle_report", &out, &err), 0) << err;
+  EXPECT_EQ(read_json(out1 + "_oracle_report/summary.json")["metrics"]["m3d_bleu"], 1.0);
+  ASSERT_EQ(run_command(baseline + "oracle --task rec -o " + out1 + "_oracle_rec", &out, &err), 0) << err;
+  EXPECT_NEAR(read_json(out1 + "_oracle_rec/summary.json")["metrics"]["m3d_iou_true"].get<double>(), 1.0, 1e-12);
+  EXPECT_EQ(run_command(kM3d + " bench --data " + data + " --task rec", &out, &err), 1);
+  EXPECT_NE(err.find("--model is required"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task seg -o " + out1 + "_seg", &out, &err), 1);
   EXPECT_NE(err.find("seg: needs the SegVol mask decoder"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task vqa-closed --vqa-csv /nonexistent.csv -o " + out1 + "_x", &out, &err), 1);

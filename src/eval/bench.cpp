@@ -247,7 +247,24 @@ std::string bench_run(const BenchOptions& o) {
   fs::rename(journal_path + ".tmp", journal_path);
   size_t todo = 0;
   for (size_t i = 0; i < samples.size(); ++i) todo += !done.count(static_cast<int64_t>(i));
-  if (todo > 0) {
+  if (todo > 0 && o.predictor != "model") {
+    if (o.predictor != "oracle" && o.predictor != "constant") fail("m3d bench: --predictor must be model, oracle or constant, got '{}'", o.predictor);
+    std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
+    if (journal == nullptr) fail("{}: cannot append", journal_path);
+    for (size_t i = 0; i < samples.size(); ++i) {
+      if (done.count(static_cast<int64_t>(i))) continue;
+      std::string pred;
+      if (o.predictor == "oracle") {
+        pred = o.task == "vqa-closed" ? samples[i].reference + ". " + samples[i].fields[2] : samples[i].reference;
+      } else {
+        pred = o.task == "vqa-closed" ? "A." : o.task == "rec" ? "Coordinates are [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]." : "No acute abnormality.";
+      }
+      const std::string line = json{{"task", o.task}, {"idx", i}, {"pred", pred}}.dump() + "\n";
+      std::fwrite(line.data(), 1, line.size(), journal);
+      done[static_cast<int64_t>(i)] = pred;
+    }
+    std::fclose(journal);
+  } else if (todo > 0) {
     generate::Session session = generate::session_open(o.model_dir, o.dtype);
     generate::GenerationOptions g = session.defaults;
     g.max_new_tokens = o.max_new_tokens;
@@ -304,7 +321,7 @@ std::string bench_run(const BenchOptions& o) {
   csv << io::csv_line(result.scored.header);
   for (const auto& row : result.scored.rows) csv << io::csv_line(row);
   json summary = result.summary;
-  summary["model"] = o.model_dir;
+  summary["model"] = o.predictor == "model" ? o.model_dir : o.predictor + " baseline";
   summary["data"] = o.data_dir;
   summary["max_new_tokens"] = o.max_new_tokens;
   if (o.task == "report") summary["prompt"] = o.report_prompt;

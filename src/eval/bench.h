@@ -22,6 +22,10 @@ struct BenchOptions {
   std::string report_prompt = "Describe the findings of the medical image you see.";  // one of M3D's Caption_templates
   int64_t limit = -1, max_new_tokens = 256;
   c10::ScalarType dtype = c10::kFloat;
+  // "model" (default), or a baseline that needs no model: "oracle" answers with the
+  // reference, "constant" always gives the same answer (closed VQA "A.", REC the whole
+  // volume, text tasks one fixed sentence) — the ceiling and a chance-level floor.
+  std::string predictor = "model";
   bool progress = true;
 };
 

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "eval/bench.h"
+#include "m3d/error.h"
 #include "options.h"
 
 namespace m3d::cli {
@@ -13,7 +14,10 @@ void add_bench(CLI::App& app) {
   auto o = std::make_shared<eval::BenchOptions>();
   auto dtype = std::make_shared<std::string>("f32");
   CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (report, vqa-closed, vqa-open, rec, reg) and score it; resumable");
-  cmd->add_option("--model", o->model_dir, "Checkpoint directory")->required();
+  cmd->add_option("--model", o->model_dir, "Checkpoint directory (not needed with --predictor oracle|constant)");
+  cmd->add_option("--predictor", o->predictor, "model, or a baseline: oracle (the references) or constant (one fixed answer)")
+      ->check(CLI::IsMember({"model", "oracle", "constant"}))
+      ->capture_default_str();
   cmd->add_option("--data", o->data_dir, "M3D-Data root (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_test.csv, images)")->required();
   cmd->add_option("--task", o->task, "report, vqa-closed, vqa-open, rec or reg (itr, seg, refseg: not yet)")->required();
   cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>); rerun with the same folder to resume");
@@ -28,6 +32,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
   add_dtype_option(cmd, *dtype);
   cmd->callback([o, dtype] {
+    if (o->predictor == "model" && o->model_dir.empty()) fail("m3d bench: --model is required (or --predictor oracle|constant)");
     if (o->output_dir.empty()) o->output_dir = "bench_" + o->task;
     o->dtype = parse_dtype(*dtype);
     eval::bench_run(*o);
