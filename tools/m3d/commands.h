@@ -13,5 +13,6 @@ void add_init_random(CLI::App& app);
 void add_volume(CLI::App& app);
 void add_score(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_synth(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -1,0 +1,147 @@
+// Synthetic studies: the consistency checker passes on a generated set and catches
+// each rule broken on purpose; same seed, same bytes; the M3D-Data readers of
+// m3d bench take the set as it is (oracle 1, constant answer near chance).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "data/synth.h"
+#include "io/csv.h"
+#include "io/json_util.h"
+#include "m3d/error.h"
+#include "test_support.h"
+
+namespace m3d::data {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+
+std::string generate(const std::string& dir, int64_t n, uint64_t seed, int threads) {
+  SynthOptions o;
+  o.count = n;
+  o.seed = seed;
+  o.output = dir;
+  o.threads = threads;
+  o.progress = false;
+  synth_write(o);
+  return dir;
+}
+
+bool has(const std::vector<std::string>& problems, const std::string& fragment) {
+  for (const auto& p : problems) {
+    if (p.find(fragment) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TEST(Synth, CheckerPassesAndCatchesEachBrokenRule) {
+  const std::string root = test::temp_dir();
+  const std::string dir = generate(root + "/set", 16, 7, 2);
+  const auto problems = synth_check(dir);
+  for (const auto& p : problems) ADD_FAILURE() << p;
+  const auto cap = io::json_read_file(dir + "/M3D_Cap_npy/M3D_Cap.json");
+  EXPECT_EQ(cap["train"].size() + cap["validation"].size() + cap["test"].size(), 16u);
+
+  // A study with findings, to break.
+  std::string folder;
+  nlohmann::json truth;
+  for (const auto& e : fs::directory_iterator(dir + "/M3D_Cap_npy/synth")) {
+    truth = io::json_read_file(e.path().string() + "/truth.json");
+    if (truth["findings"].size() >= 1) {
+      folder = e.path().string();
+      break;
+    }
+  }
+  ASSERT_FALSE(folder.empty());
+  const std::string report = read(folder + "/text.txt");
+  auto restore = [&] { std::ofstream(folder + "/text.txt") << report; };
+  // 1. A size the mask does not have.
+  std::ofstream(folder + "/text.txt") << std::regex_replace(report, std::regex(R"((\d+) mm)"), "99$1 mm");
+  EXPECT_TRUE(has(synth_check(dir), "the mask measures")) << "size";
+  // 2. A finding the report leaves out.
+  std::ofstream(folder + "/text.txt") << std::regex_replace(report, std::regex(R"(\d+ mm [a-z ]+ in the [a-z ]+)"), "nothing");
+  EXPECT_TRUE(has(synth_check(dir), "the report does not name its")) << "missing finding";
+  // 3. A finding the truth does not have.
+  std::ofstream(folder + "/text.txt") << report << " There is a 12 mm kidney stone in the left bladder.";
+  EXPECT_TRUE(has(synth_check(dir), "that the truth does not have")) << "invented finding";
+  restore();
+  // 4. A box that is not the mask's box.
+  nlohmann::json broken = truth;
+  broken["findings"][0]["box"][0] = broken["findings"][0]["box"][0].get<double>() + 0.1;
+  std::ofstream(folder + "/truth.json") << broken.dump();
+  EXPECT_TRUE(has(synth_check(dir), "is not its mask's box")) << "box";
+  std::ofstream(folder + "/truth.json") << truth.dump();
+  EXPECT_TRUE(synth_check(dir).empty());
+  // 5. A VQA answer that disagrees with the truth, and 6. unbalanced letters.
+  const std::string csv_path = dir + "/M3D-VQA/M3D_VQA_train.csv";
+  const std::string csv = read(csv_path);
+  io::CsvTable t = io::csv_parse(csv, csv_path);
+  const auto col = [&](const char* name) { return static_cast<size_t>(t.column(name)); };
+  for (auto& row : t.rows) {  // every answer moved to A
+    const char letter = row[col("Answer Choice")][0];
+    std::swap(row[col("Choice A")], row[static_cast<size_t>(t.column(std::string("Choice ") + letter))]);
+    row[col("Answer Choice")] = "A";
+  }
+  t.rows[0][col("Answer")] = t.rows[0][col("Choice A")] = "Oblique";
+  std::string text = io::csv_line(t.header);
+  for (const auto& row : t.rows) text += io::csv_line(row);
+  std::ofstream(csv_path) << text;
+  const auto vqa_problems = synth_check(dir);
+  EXPECT_TRUE(has(vqa_problems, "disagrees with the truth")) << "answer";
+  EXPECT_TRUE(has(vqa_problems, "answer letter A is")) << "balance";
+  std::ofstream(csv_path) << csv;
+  EXPECT_TRUE(synth_check(dir).empty());
+}
+
+TEST(Synth, SameSeedSameBytesWhateverTheThreads) {
+  const std::string root = test::temp_dir();
+  const std::string a = generate(root + "/a", 4, 11, 1), b = generate(root + "/b", 4, 11, 2);
+  size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(a)) {
+    if (!e.is_regular_file()) continue;
+    const std::string rel = fs::relative(e.path(), a).string();
+    EXPECT_EQ(read(e.path().string()), read(b + "/" + rel)) << rel;
+    ++files;
+  }
+  EXPECT_GT(files, 20u);
+  const std::string c = generate(root + "/c", 1, 12, 1);
+  EXPECT_NE(read(a + "/M3D_Cap_npy/synth/000000/text.txt"), read(c + "/M3D_Cap_npy/synth/000000/text.txt"));
+}
+
+TEST(Synth, BenchReadsTheSetAsItIs) {
+  const std::string root = test::temp_dir();
+  const std::string dir = generate(root + "/set", 40, 3, 2);
+  std::string out, err;
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task vqa-closed --vqa-csv " + dir +
+                                  "/M3D-VQA/M3D_VQA_train.csv -o " + root + "/oracle",
+                              &out, &err),
+            0)
+      << err;
+  EXPECT_EQ(test::read_json(root + "/oracle/summary.json")["metrics"]["m3d_correct"], 1.0);
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor constant --data " + dir + " --task vqa-closed --vqa-csv " + dir +
+                                  "/M3D-VQA/M3D_VQA_train.csv -o " + root + "/constant",
+                              &out, &err),
+            0)
+      << err;
+  const double chance = test::read_json(root + "/constant/summary.json")["metrics"]["m3d_correct"];
+  EXPECT_GT(chance, 0.1);
+  EXPECT_LT(chance, 0.4);  // "A." is right about a quarter of the time
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task report --split train -o " + root + "/report", &out, &err), 0)
+      << err;
+  EXPECT_EQ(test::read_json(root + "/report/summary.json")["metrics"]["m3d_bleu"], 1.0);
+  ASSERT_EQ(test::run_command(kM3d + " synth check " + dir, &out, &err), 0) << out << err;
+  EXPECT_NE(out.find("consistent"), std::string::npos);
+  EXPECT_EQ(test::run_command(kM3d + " synth --n 0 -o " + root + "/none", &out, &err), 1);
+  EXPECT_NE(err.find("--n must be between 1 and 1000000"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::data
