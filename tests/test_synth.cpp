@@ -137,6 +137,14 @@ TEST(Synth, BenchReadsTheSetAsItIs) {
   ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task report --split train -o " + root + "/report", &out, &err), 0)
       << err;
   EXPECT_EQ(test::read_json(root + "/report/summary.json")["metrics"]["m3d_bleu"], 1.0);
+  // Positioning over the organ masks of the test split (M3D-Seg layout, labels from its json).
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task rec --seg-dataset synth -o " + root + "/rec", &out, &err), 0)
+      << err;
+  const auto rec = test::read_json(root + "/rec/summary.json");
+  EXPECT_EQ(rec["samples"], 40);  // 4 test studies x 10 organ classes
+  // Identical boxes everywhere; only a structure one slice thick has a zero-volume M3D box
+  // (maxima inclusive), whose IoU is 0 under both definitions.
+  EXPECT_GT(rec["metrics"]["m3d_iou_true"].get<double>(), 0.9);
   ASSERT_EQ(test::run_command(kM3d + " synth check " + dir, &out, &err), 0) << out << err;
   EXPECT_NE(out.find("consistent"), std::string::npos);
   EXPECT_EQ(test::run_command(kM3d + " synth --n 0 -o " + root + "/none", &out, &err), 1);

@@ -356,6 +356,7 @@ void synth_write(const SynthOptions& o) {
   fs::create_directories(vqa_dir);
   std::vector<json> entries(static_cast<size_t>(o.count));
   std::vector<std::vector<std::vector<std::string>>> rows(static_cast<size_t>(o.count));
+  std::vector<std::vector<json>> seg_entries(static_cast<size_t>(o.count));
   std::atomic<int64_t> next{0}, finished{0};
   std::mutex error_mutex;
   std::string error;
@@ -377,6 +378,22 @@ void synth_write(const SynthOptions& o) {
         std::ofstream(o.output + "/" + rel + "/text.txt") << s.report;
         std::ofstream(o.output + "/" + rel + "/truth.json") << s.truth().dump(1) << "\n";
         entries[static_cast<size_t>(i)] = {{"image", image}, {"text", rel + "/text.txt"}};
+        if (i % 10 == 9) {  // the test split also in the M3D-Seg layout: one mask per organ class, absent ones as (1,1,1,1) zeros
+          const std::string seg = fmt::format("M3D_Seg_npy/synth/{}/masks", s.id);
+          fs::create_directories(o.output + "/" + seg);
+          const auto& names = organ_names();
+          for (size_t c = 0; c < names.size(); ++c) {
+            const at::Tensor mask = (s.organs == static_cast<int64_t>(c + 1)).to(at::kByte).contiguous();
+            const std::string path = fmt::format("{}/{}/mask_{}.npy", o.output, seg, c);
+            if (std::find(s.organs_present.begin(), s.organs_present.end(), names[c]) != s.organs_present.end()) {
+              io::npy_write(path, DType::U8, {1, D, H, W}, mask.data_ptr<uint8_t>());
+            } else {
+              const int64_t zero = 0;
+              io::npy_write(path, DType::I64, {1, 1, 1, 1}, &zero);
+            }
+            seg_entries[static_cast<size_t>(i)].push_back({{"image", image}, {"label", fmt::format("{}/mask_{}.npy", seg, c)}});
+          }
+        }
         for (const auto& q : s.vqa) {
           rows[static_cast<size_t>(i)].push_back({image, s.report, std::to_string(q.question_type), q.question, q.choices[0], q.choices[1], q.choices[2],
                                                   q.choices[3], q.answer, std::string(1, q.answer_choice)});
@@ -410,6 +427,15 @@ void synth_write(const SynthOptions& o) {
     for (const auto& row : rows[static_cast<size_t>(i)]) csv[split] += io::csv_line(row);
   }
   std::ofstream(cap_dir + "/M3D_Cap.json") << cap.dump(1) << "\n";
+  json labels = {{"0", "background"}};
+  for (size_t c = 0; c < organ_names().size(); ++c) labels[std::to_string(c + 1)] = organ_names()[c];
+  json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()},
+              {"test", json::array()}};
+  for (const auto& list : seg_entries) {
+    for (const auto& e : list) seg["test"].push_back(e);
+  }
+  fs::create_directories(o.output + "/M3D_Seg_npy/synth");
+  std::ofstream(o.output + "/M3D_Seg_npy/synth/synth.json") << seg.dump(1) << "\n";
   std::ofstream(vqa_dir + "/M3D_VQA_train.csv") << csv["train"];
   std::ofstream(vqa_dir + "/M3D_VQA_val.csv") << csv["validation"];
   std::ofstream(vqa_dir + "/M3D_VQA_test.csv") << csv["test"];

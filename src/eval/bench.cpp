@@ -84,7 +84,11 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
   const std::string code = o.seg_dataset;
   const std::string path =
       first_existing({o.seg_json, o.data_dir + "/M3D_Seg_npy/" + code + "/" + code + ".json", o.data_dir + "/" + code + ".json"}, "M3D-Seg json");
+  const json root = io::json_read_file(path);
   std::vector<std::string> labels = o.labels;
+  if (labels.empty() && root.contains("labels") && root["labels"].is_object()) {  // {"0": "background", "1": first class, ...}
+    for (size_t c = 1; root["labels"].contains(std::to_string(c)); ++c) labels.push_back(root["labels"][std::to_string(c)].get<std::string>());
+  }
   if (labels.empty()) {
     static const std::map<std::string, std::vector<std::string>> known = {{"0003", {"liver", "kidney", "spleen", "pancreas"}},
                                                                          {"0012", {"liver", "bladder", "lungs", "kidneys", "bone", "brain"}}};
@@ -92,7 +96,6 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     if (it == known.end()) fail("M3D-Seg dataset {}: give the class names with --labels (m3d knows 0003 and 0012)", code);
     labels = it->second;
   }
-  const json root = io::json_read_file(path);
   if (!root.contains("test") || !root["test"].is_array()) fail("{}: no \"test\" list", path);
   for (const auto& item : root["test"]) {
     if (!item.contains("image") || !item.contains("label")) fail("{}: every item needs \"image\" and \"label\"", path);
