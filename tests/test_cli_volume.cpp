@@ -236,7 +236,9 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   EXPECT_EQ(run_command(kM3d + " bench --data " + data + " --task rec", &out, &err), 1);
   EXPECT_NE(err.find("--model is required"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task seg -o " + out1 + "_seg", &out, &err), 1);
-  EXPECT_NE(err.find("seg: needs the SegVol mask decoder"), std::string::npos) << err;
+  EXPECT_NE(err.find("task seg with a model needs the SegVol mask decoder"), std::string::npos) << err;
+  EXPECT_EQ(run_command(base + " --task refseg -o " + out1 + "_refseg", &out, &err), 1);
+  EXPECT_NE(err.find("refseg: needs the SegVol mask decoder"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task vqa-closed --vqa-csv /nonexistent.csv -o " + out1 + "_x", &out, &err), 1);
   EXPECT_NE(err.find("/nonexistent.csv: no such file (the M3D-VQA test csv)"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + root + "/empty --task vqa-closed -o " + out1 + "_y",

@@ -145,6 +145,15 @@ TEST(Synth, BenchReadsTheSetAsItIs) {
   // Identical boxes everywhere; only a structure one slice thick has a zero-volume M3D box
   // (maxima inclusive), whose IoU is 0 under both definitions.
   EXPECT_GT(rec["metrics"]["m3d_iou_true"].get<double>(), 0.9);
+  // Segmentation with the reference masks: hard Dice 1; the official soft Dice stays below 1 by its smoothing term.
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task seg --seg-dataset synth -o " + root + "/seg", &out, &err), 0)
+      << err;
+  const auto seg = test::read_json(root + "/seg/summary.json");
+  EXPECT_EQ(seg["metrics"]["m3d_dice_hard"], 1.0);
+  EXPECT_GT(seg["metrics"]["m3d_dice_positives"].get<double>(), 0.99);
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor constant --data " + dir + " --task seg --seg-dataset synth -o " + root + "/seg0", &out, &err), 0)
+      << err;
+  EXPECT_EQ(test::read_json(root + "/seg0/summary.json")["metrics"]["m3d_dice_positives"], 0.0);
   ASSERT_EQ(test::run_command(kM3d + " synth check " + dir, &out, &err), 0) << out << err;
   EXPECT_NE(out.find("consistent"), std::string::npos);
   EXPECT_EQ(test::run_command(kM3d + " synth --n 0 -o " + root + "/none", &out, &err), 1);

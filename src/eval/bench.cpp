@@ -37,6 +37,7 @@ struct Sample {
   std::string question;  // what follows the image tokens
   std::vector<std::string> fields;  // the official CSV columns, prediction-independent part
   std::string reference;  // report text / answer / answer choice
+  std::string mask;  // seg: the reference mask file
 };
 
 // The explicit file when given (it must exist), else the first existing of the usual places.
@@ -122,7 +123,13 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     if (shape.size() >= 3 && bits.size() > 1) box = mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
     Sample s;
     s.image = resolve(item["image"].get<std::string>(), o, path);
-    if (o.task == "rec") {
+    s.mask = mask_path;
+    if (o.task == "seg") {
+      const std::string question = fmt::format("Can you segment the {} in this image?", name);
+      s.question = " " + question;
+      s.reference = box ? "It is [SEG]." : fmt::format("Sorry, there is no {}.", name);
+      s.fields = {"cls", code, question, s.reference};
+    } else if (o.task == "rec") {
       const std::string question = fmt::format("Can you find the {} in this image? Give coordinates.", name);
       s.question = " " + question;
       s.reference = box ? fmt::format("Coordinates are <bx_start>{}<bx_end>.", box_text(*box)) : fmt::format("Sorry, there is no {}.", name);
@@ -136,8 +143,13 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     }
     samples.push_back(s);
   }
-  *header = o.task == "rec" ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "pred", "IOU"}
-                            : std::vector<std::string>{"idx", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
+  if (o.task == "seg") {
+    *header = {"idx", "Question Type", "Dataset Tag", "Question", "Answer", "Pred", "Dice", "m3d_dice_hard"};
+  } else if (o.task == "rec") {
+    *header = {"idx", "Question Type", "Question", "Answer", "pred", "IOU"};
+  } else {
+    *header = {"idx", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
+  }
 }
 
 std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
@@ -186,7 +198,8 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
     }
     *header = closed ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"}
                      : std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
-  } else if (o.task == "rec" || o.task == "reg") {
+  } else if (o.task == "rec" || o.task == "reg" || o.task == "seg") {
+    if (o.task == "seg" && o.predictor == "model") fail("m3d bench: task seg with a model needs the SegVol mask decoder (not built yet); --predictor oracle|constant scores the references");
     load_positioning(o, samples, header);
   } else {
     for (const auto& u : bench_unsupported_tasks()) {
@@ -201,9 +214,9 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
   return samples;
 }
 
-// Finished samples: idx -> prediction. A last line without its newline (a kill mid-write) is dropped.
-std::map<int64_t, std::string> read_journal(const std::string& path, const std::string& task) {
-  std::map<int64_t, std::string> done;
+// Finished samples: idx -> {"pred", and for seg "dice", "dice_hard"}. A last line without its newline (a kill mid-write) is dropped.
+std::map<int64_t, json> read_journal(const std::string& path, const std::string& task) {
+  std::map<int64_t, json> done;
   if (!fs::exists(path)) return done;
   const std::string text = read_text(path);
   size_t start = 0;
@@ -213,7 +226,8 @@ std::map<int64_t, std::string> read_journal(const std::string& path, const std::
     try {
       const json j = json::parse(text.substr(start, end - start));
       if (j.at("task") != task) fail("{}: holds task {}, not {}; use another --output", path, j.at("task").get<std::string>(), task);
-      done[j.at("idx").get<int64_t>()] = j.at("pred").get<std::string>();
+      j.at("pred").get<std::string>();
+      done[j.at("idx").get<int64_t>()] = j;
     } catch (const json::exception&) {
       break;  // a damaged record: redo from here
     }
@@ -229,11 +243,10 @@ std::string clock_text(double seconds) {
 
 }  // namespace
 
-std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open", "rec", "reg"}; }
+std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}; }
 
 std::vector<std::string> bench_unsupported_tasks() {
-  return {"itr: needs M3D-CLIP (not built yet)", "seg: needs the SegVol mask decoder (not built yet)",
-          "refseg: needs the SegVol mask decoder (not built yet)"};
+  return {"itr: needs M3D-CLIP (not built yet)", "refseg: needs the SegVol mask decoder (not built yet)"};
 }
 
 std::string bench_run(const BenchOptions& o) {
@@ -241,11 +254,11 @@ std::string bench_run(const BenchOptions& o) {
   const std::vector<Sample> samples = load_samples(o, &header);
   fs::create_directories(o.output_dir);
   const std::string journal_path = o.output_dir + "/predictions.jsonl";
-  std::map<int64_t, std::string> done = read_journal(journal_path, o.task);
+  std::map<int64_t, json> done = read_journal(journal_path, o.task);
   // Rewrite the journal without a damaged tail, then append.
   {
     std::ofstream clean(journal_path + ".tmp", std::ios::binary);
-    for (const auto& [idx, pred] : done) clean << json{{"task", o.task}, {"idx", idx}, {"pred", pred}}.dump() << "\n";
+    for (const auto& [idx, record] : done) clean << record.dump() << "\n";
   }
   fs::rename(journal_path + ".tmp", journal_path);
   size_t todo = 0;
@@ -257,14 +270,30 @@ std::string bench_run(const BenchOptions& o) {
     for (size_t i = 0; i < samples.size(); ++i) {
       if (done.count(static_cast<int64_t>(i))) continue;
       std::string pred;
-      if (o.predictor == "oracle") {
+      json record = {{"task", o.task}, {"idx", i}};
+      if (o.task == "seg") {
+        // The mask is the reference (oracle) or empty (constant); Dice as eval_seg.py on the model grid.
+        const io::NpyFile reference = io::npy_read(samples[i].mask);
+        std::vector<float> g(static_cast<size_t>(reference.array.numel())), p(g.size(), 0.0f);
+        const size_t bytes = dtype_size(reference.array.dtype);
+        for (size_t k = 0; k < g.size(); ++k) {
+          bool any = false;
+          for (size_t b = 0; b < bytes; ++b) any |= reference.array.data[k * bytes + b] != 0;
+          g[k] = any ? 1.0f : 0.0f;
+          if (o.predictor == "oracle") p[k] = g[k];
+        }
+        pred = o.predictor == "oracle" ? samples[i].reference : "It is [SEG].";
+        record["dice"] = g.size() == 1 ? 0.0 : dice_soft(p, g);  // a negative's (1,1,1,1) mask: Dice 0, as the official broadcast
+        record["dice_hard"] = dice_hard(p, g);
+      } else if (o.predictor == "oracle") {
         pred = o.task == "vqa-closed" ? samples[i].reference + ". " + samples[i].fields[2] : samples[i].reference;
       } else {
         pred = o.task == "vqa-closed" ? "A." : o.task == "rec" ? "Coordinates are [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]." : "No acute abnormality.";
       }
-      const std::string line = json{{"task", o.task}, {"idx", i}, {"pred", pred}}.dump() + "\n";
+      record["pred"] = pred;
+      const std::string line = record.dump() + "\n";
       std::fwrite(line.data(), 1, line.size(), journal);
-      done[static_cast<int64_t>(i)] = pred;
+      done[static_cast<int64_t>(i)] = record;
     }
     std::fclose(journal);
   } else if (todo > 0) {
@@ -280,11 +309,12 @@ std::string bench_run(const BenchOptions& o) {
       if (done.count(static_cast<int64_t>(i))) continue;
       const at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
       const std::string pred = generate::session_answer(session, image, samples[i].question, g);
-      const std::string line = json{{"task", o.task}, {"idx", i}, {"pred", pred}}.dump() + "\n";
+      const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
+      const std::string line = record.dump() + "\n";
       std::fwrite(line.data(), 1, line.size(), journal);
       std::fflush(journal);
       fsync(fileno(journal));
-      done[static_cast<int64_t>(i)] = pred;
+      done[static_cast<int64_t>(i)] = record;
       ++finished;
       if (o.progress) {
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -302,7 +332,12 @@ std::string bench_run(const BenchOptions& o) {
   for (size_t i = 0; i < samples.size(); ++i) {
     std::vector<std::string> row = {std::to_string(i)};
     row.insert(row.end(), samples[i].fields.begin(), samples[i].fields.end());
-    row.push_back(done.at(static_cast<int64_t>(i)));
+    const json& record = done.at(static_cast<int64_t>(i));
+    row.push_back(record.at("pred").get<std::string>());
+    if (o.task == "seg") {
+      row.push_back(fmt::format("{:.6f}", record.at("dice").get<double>()));
+      row.push_back(fmt::format("{:.6f}", record.at("dice_hard").get<double>()));
+    }
     while (row.size() < header.size()) row.push_back("");  // metric columns: filled by m3d score's m3d_* columns
     table.rows.push_back(row);
   }

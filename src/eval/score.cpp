@@ -42,7 +42,7 @@ struct Mean {
 
 }  // namespace
 
-std::vector<std::string> score_task_names() { return {"report", "vqa-open", "reg", "vqa-closed", "rec"}; }
+std::vector<std::string> score_task_names() { return {"report", "vqa-open", "reg", "vqa-closed", "rec", "seg"}; }
 
 ScoreResult score_predictions(const std::string& task, const io::CsvTable& table, const std::string& source) {
   ScoreResult out;
@@ -108,6 +108,18 @@ ScoreResult score_predictions(const std::string& task, const io::CsvTable& table
     overall["m3d_acc_iou0.5"] = acc_official;
     overall["m3d_acc_true_iou0.5"] = acc_true;
     out.summary["rows_without_a_box"] = missing;
+  } else if (task == "seg") {
+    const int dice = require(table, {"Dice"}, source, task);
+    const int answer = require(table, {"Answer"}, source, task);
+    const int hard = table.column("m3d_dice_hard");
+    Mean positive;
+    for (const auto& row : table.rows) {
+      const double d = std::stod(row[dice]);
+      overall["m3d_dice"].add(d);
+      if (row[answer].find("[SEG]") != std::string::npos) positive.add(d);  // the class is in the image
+      if (hard >= 0) overall["m3d_dice_hard"].add(std::stod(row[hard]));
+    }
+    overall["m3d_dice_positives"] = positive;
   } else {
     std::string names;
     for (const auto& n : score_task_names()) names += (names.empty() ? "" : ", ") + n;
