@@ -7,7 +7,10 @@
 #include <fstream>
 #include <regex>
 
+#include <fmt/format.h>
+
 #include "data/synth.h"
+#include "imaging/volume_io.h"
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
@@ -99,6 +102,31 @@ TEST(Synth, CheckerPassesAndCatchesEachBrokenRule) {
   EXPECT_TRUE(has(vqa_problems, "answer letter A is")) << "balance";
   std::ofstream(csv_path) << csv;
   EXPECT_TRUE(synth_check(dir).empty());
+}
+
+TEST(Synth, RegionsNiftiAndReferringExpressions) {
+  const std::string root = test::temp_dir();
+  SynthOptions o;
+  o.count = 4;
+  o.seed = 5;
+  o.output = root + "/chest";
+  o.regions = {"chest"};
+  o.nifti = true;
+  o.progress = false;
+  synth_write(o);
+  EXPECT_TRUE(synth_check(o.output).empty());
+  for (int i = 0; i < 4; ++i) {
+    const std::string folder = o.output + "/M3D_Cap_npy/synth/" + fmt::format("{:06d}", i);
+    const auto truth = io::json_read_file(folder + "/truth.json");
+    EXPECT_EQ(truth["region"], "chest");
+    const auto ct = imaging::volume_read(folder + "/ct.nii.gz");
+    EXPECT_EQ(ct.size, (std::array<int64_t, 3>{256, 256, 32}));
+    EXPECT_NEAR(ct.geometry.spacing[2], truth["spacing_dhw_mm"][0].get<double>(), 1e-4);
+  }
+  const auto refseg = io::csv_read(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv");
+  EXPECT_EQ(refseg.header, (std::vector<std::string>{"Image", "Mask", "Mask_ID", "Question_Type", "Question", "Answer"}));
+  o.regions = {"knee"};
+  test::expect_one_line_error([&] { synth_study(1, 0, o.regions); }, "", "unknown region 'knee'");
 }
 
 TEST(Synth, SameSeedSameBytesWhateverTheThreads) {

@@ -185,11 +185,14 @@ json Study::truth() const {
           {"organs", organs_present}, {"findings", f}, {"report", report}, {"vqa", q}};
 }
 
-Study synth_study(uint64_t seed, int64_t index) {
+Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& regions) {
   Random rng(seed * 0x100000001B3ull + static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull + 1);
+  for (const auto& r : regions) {
+    if (std::find(kRegions.begin(), kRegions.end(), r) == kRegions.end()) fail("m3d synth: unknown region '{}' (chest, abdomen, chest-abdomen-pelvis)", r);
+  }
   Study s;
   s.id = fmt::format("{:06d}", index);
-  s.region = rng.pick(kRegions);
+  s.region = rng.pick(regions.empty() ? kRegions : regions);
   s.plane = rng.pick(kPlanes);
   const int phase_index = static_cast<int>(rng.below(4));
   s.phase = kPhases[static_cast<size_t>(phase_index)];
@@ -357,6 +360,7 @@ void synth_write(const SynthOptions& o) {
   std::vector<json> entries(static_cast<size_t>(o.count));
   std::vector<std::vector<std::vector<std::string>>> rows(static_cast<size_t>(o.count));
   std::vector<std::vector<json>> seg_entries(static_cast<size_t>(o.count));
+  std::vector<std::vector<std::vector<std::string>>> refseg(static_cast<size_t>(o.count));
   std::atomic<int64_t> next{0}, finished{0};
   std::mutex error_mutex;
   std::string error;
@@ -365,7 +369,7 @@ void synth_write(const SynthOptions& o) {
       const int64_t i = next++;
       if (i >= o.count) return;
       try {
-        const Study s = synth_study(o.seed, i);
+        const Study s = synth_study(o.seed, i, o.regions);
         const std::string rel = fmt::format("M3D_Cap_npy/synth/{}", s.id);
         fs::create_directories(o.output + "/" + rel);
         const std::string image = fmt::format("{}/{}_{}.npy", rel, s.plane, s.phase == "non-contrast" ? "non_contrast" : s.phase == "portal venous" ? "portal_venous" : s.phase);
@@ -376,6 +380,24 @@ void synth_write(const SynthOptions& o) {
         io::npy_write(o.output + "/" + rel + "/lesions.npy", DType::U8, {1, D, H, W}, lesions.data_ptr<uint8_t>());
         io::npy_write(o.output + "/" + rel + "/organs.npy", DType::U8, {1, D, H, W}, organs.data_ptr<uint8_t>());
         std::ofstream(o.output + "/" + rel + "/text.txt") << s.report;
+        if (o.nifti) {  // the HU volume and label maps with their spacing (LPS axes as the grid's D, H, W)
+          imaging::Volume v;
+          v.geometry.spacing = {s.spacing_dhw[2], s.spacing_dhw[1], s.spacing_dhw[0]};
+          v.voxels = s.hu.round().to(at::kShort);
+          imaging::volume_write(o.output + "/" + rel + "/ct.nii.gz", imaging::volume_to_raw(v));
+          v.voxels = s.lesions;
+          imaging::volume_write(o.output + "/" + rel + "/lesions.nii.gz", imaging::volume_to_raw(v));
+          v.voxels = s.organs;
+          imaging::volume_write(o.output + "/" + rel + "/organs.nii.gz", imaging::volume_to_raw(v));
+        }
+        for (const auto& f : s.findings) {  // M3D-RefSeg style: region id = the finding's label in lesions.npy
+          refseg[static_cast<size_t>(i)].push_back({image, rel + "/lesions.npy", std::to_string(f.label), "0",
+                                                    fmt::format("Please segment the {} in the {}.", f.type, where(f)),
+                                                    fmt::format("Sure, it is [SEG] in the {}.", where(f))});
+          refseg[static_cast<size_t>(i)].push_back({image, rel + "/lesions.npy", std::to_string(f.label), "1",
+                                                    fmt::format("Where is the abnormality of the {}? Please segment it.", where(f)),
+                                                    fmt::format("The {} is [SEG].", f.type)});
+        }
         std::ofstream(o.output + "/" + rel + "/truth.json") << s.truth().dump(1) << "\n";
         entries[static_cast<size_t>(i)] = {{"image", image}, {"text", rel + "/text.txt"}};
         if (i % 10 == 9) {  // the test split also in the M3D-Seg layout: one mask per organ class, absent ones as (1,1,1,1) zeros
@@ -434,6 +456,14 @@ void synth_write(const SynthOptions& o) {
   for (const auto& list : seg_entries) {
     for (const auto& e : list) seg["test"].push_back(e);
   }
+  const std::vector<std::string> refseg_header = {"Image", "Mask", "Mask_ID", "Question_Type", "Question", "Answer"};
+  std::string refseg_train = io::csv_line(refseg_header), refseg_test = io::csv_line(refseg_header);
+  for (int64_t i = 0; i < o.count; ++i) {
+    for (const auto& row : refseg[static_cast<size_t>(i)]) (i % 10 == 9 ? refseg_test : refseg_train) += io::csv_line(row);
+  }
+  fs::create_directories(o.output + "/M3D_RefSeg_npy");
+  std::ofstream(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv") << refseg_train;
+  std::ofstream(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_test.csv") << refseg_test;
   fs::create_directories(o.output + "/M3D_Seg_npy/synth");
   std::ofstream(o.output + "/M3D_Seg_npy/synth/synth.json") << seg.dump(1) << "\n";
   std::ofstream(vqa_dir + "/M3D_VQA_train.csv") << csv["train"];
@@ -545,6 +575,30 @@ std::vector<std::string> synth_check(const std::string& dir) {
       if (!ok) problems.push_back(fmt::format("{}: '{}' answered '{}' disagrees with the truth", truth.at("id").get<std::string>(), question, answer));
       ++letters[choice.empty() ? '?' : choice[0]];
       ++questions;
+    }
+  }
+  // Referring expressions point at a finding of their study.
+  for (const char* name : {"M3D_RefSeg_train.csv", "M3D_RefSeg_test.csv"}) {
+    const std::string path = dir + "/M3D_RefSeg_npy/" + name;
+    if (!fs::exists(path)) {
+      problems.push_back(fmt::format("{}: missing", path));
+      continue;
+    }
+    const io::CsvTable t = io::csv_read(path);
+    for (const auto& row : t.rows) {
+      const auto found = truth_by_image.find(row[static_cast<size_t>(t.column("Image"))]);
+      if (found == truth_by_image.end()) {
+        problems.push_back(fmt::format("{}: a row names an image that is not in M3D_Cap.json", name));
+        continue;
+      }
+      const int64_t label = std::stoll(row[static_cast<size_t>(t.column("Mask_ID"))]);
+      bool ok = false;
+      for (const auto& f : found->second.at("findings")) {
+        const std::string side = f.at("side"), organ = f.at("organ");
+        ok |= f.at("label").get<int64_t>() == label && row[static_cast<size_t>(t.column("Question"))].find((side.empty() ? "" : side + " ") + organ) !=
+                                                          std::string::npos;
+      }
+      if (!ok) problems.push_back(fmt::format("{}: the referring expression for region {} does not match a finding", found->second.at("id").get<std::string>(), label));
     }
   }
   if (questions >= 40) {

@@ -49,7 +49,8 @@ struct Study {
 };
 
 const std::vector<std::string>& organ_names();
-Study synth_study(uint64_t seed, int64_t index);
+// `regions`: the scan regions to draw from (chest, abdomen, chest-abdomen-pelvis; empty: all).
+Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& regions = {});
 
 struct SynthOptions {
   int64_t count = 100;
@@ -57,9 +58,12 @@ struct SynthOptions {
   std::string output;
   int threads = 0;  // 0: all cores
   bool progress = true;
+  std::vector<std::string> regions;  // empty: all
+  bool nifti = false;  // also the HU volume and label maps as NIfTI with their geometry
 };
-// Writes M3D_Cap_npy/{synth/<id>/<plane>_<phase>.npy, text.txt, truth.json, M3D_Cap.json}
-// and M3D-VQA/M3D_VQA_{train,val,test}.csv; splits 80/10/10 by index.
+// Writes M3D_Cap_npy/{synth/<id>/<plane>_<phase>.npy, text.txt, truth.json, M3D_Cap.json},
+// M3D-VQA/M3D_VQA_{train,val,test}.csv, M3D_RefSeg_npy/M3D_RefSeg_{train,test}.csv (referring
+// expressions with [SEG] answers for every finding) and the test split as M3D-Seg; splits 80/10/10 by index.
 void synth_write(const SynthOptions& options);
 
 // The consistency checker: every finding the report names exists in the lesion masks

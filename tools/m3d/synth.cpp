@@ -14,6 +14,8 @@ void add_synth(CLI::App& app) {
   cmd->add_option("-o,--out", o->output, "Output folder (M3D_Cap_npy/, M3D-VQA/)");
   cmd->add_option("--seed", o->seed, "Same seed, same bytes")->capture_default_str();
   cmd->add_option("-j,--jobs", o->threads, "Studies generated in parallel (default: all cores)");
+  cmd->add_option("--regions", o->regions, "Scan regions to draw from: chest, abdomen, chest-abdomen-pelvis (default: all)")->delimiter(',');
+  cmd->add_flag("--nifti", o->nifti, "Also write ct.nii.gz (HU) and the label maps as NIfTI with their spacing");
   auto dir = std::make_shared<std::string>();
   CLI::App* check = cmd->add_subcommand("check", "Check a generated set: reports, masks, boxes and VQA agree with the truth");
   check->add_option("dir", *dir, "The folder m3d synth wrote")->required();
