@@ -114,8 +114,8 @@ const std::map<std::string, std::array<double, 4>>& organ_hu() {
 const std::vector<std::string> kPlanes = {"axial", "coronal", "sagittal"};
 const std::vector<std::string> kPhases = {"non-contrast", "arterial", "portal venous", "delayed"};
 const std::vector<std::string> kRegions = {"chest", "abdomen", "chest-abdomen-pelvis"};
-const std::vector<std::string> kFindingTypes = {"cyst", "hypodense mass", "hyperdense mass", "calcification", "lung nodule", "pleural effusion",
-                                                "kidney stone"};
+const std::vector<std::string> kFindingTypes = {"cyst",        "hypodense mass",     "hyperdense mass",  "calcification",
+                                                "lung nodule", "ground-glass nodule", "pleural effusion", "kidney stone"};
 
 std::string capital(std::string s) {
   if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
@@ -248,7 +248,7 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
   const int64_t wanted = rng.below(4);
   const std::map<std::string, std::vector<std::string>> where_found = {
       {"cyst", {"liver", "kidney", "spleen"}}, {"hypodense mass", {"liver", "kidney", "pancreas", "spleen"}}, {"hyperdense mass", {"liver", "kidney"}},
-      {"calcification", {"liver", "spleen", "pancreas"}}, {"lung nodule", {"lung"}}, {"pleural effusion", {"lung"}}, {"kidney stone", {"kidney"}}};
+      {"calcification", {"liver", "spleen", "pancreas"}}, {"lung nodule", {"lung"}}, {"ground-glass nodule", {"lung"}}, {"pleural effusion", {"lung"}}, {"kidney stone", {"kidney"}}};
   for (int attempt = 0; attempt < 12 && static_cast<int64_t>(s.findings.size()) < wanted; ++attempt) {
     const std::string type = rng.pick(kFindingTypes);
     const std::string organ = rng.pick(where_found.at(type));
@@ -281,7 +281,7 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
     if (mask.sum().item<int64_t>() < 2) continue;
     const std::map<std::string, double> lesion_hu = {{"cyst", 5},       {"hypodense mass", organ_hu().at(organ)[phase_index] - 35},
                                                      {"hyperdense mass", organ_hu().at(organ)[phase_index] + 70},
-                                                     {"calcification", 650}, {"lung nodule", 30}, {"pleural effusion", 12}, {"kidney stone", 900}};
+                                                     {"calcification", 650}, {"lung nodule", 30}, {"ground-glass nodule", -520}, {"pleural effusion", 12}, {"kidney stone", 900}};
     Finding f;
     f.type = type;
     f.organ = organ;
@@ -475,7 +475,7 @@ std::vector<std::string> synth_check(const std::string& dir) {
   std::vector<std::string> problems;
   const json cap = io::json_read_file(dir + "/M3D_Cap_npy/M3D_Cap.json");
   std::map<std::string, json> truth_by_image;
-  const std::regex sentence(R"((\d+) mm (cyst|hypodense mass|hyperdense mass|calcification|lung nodule|pleural effusion|kidney stone) in the ((left|right) )?(\w+))");
+  const std::regex sentence(R"((\d+) mm (cyst|hypodense mass|hyperdense mass|calcification|lung nodule|ground-glass nodule|pleural effusion|kidney stone) in the ((left|right) )?(\w+))");
   for (const auto& split : {"train", "validation", "test"}) {
     for (const auto& item : cap.at(split)) {
       const std::string image = item.at("image");

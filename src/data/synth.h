@@ -6,8 +6,8 @@
 // body and fat, lungs, heart, aorta, spine, liver, spleen, kidneys, gallbladder and
 // bladder as smoothly deformed ellipsoids placed by region (chest, abdomen,
 // chest-abdomen-pelvis), contrast phase changing vessel and organ enhancement, scanner
-// noise and blur; findings (cysts, hypo-/hyperdense masses, calcifications, lung
-// nodules, pleural effusion, kidney stones) with organ, side and size. The report and
+// noise and blur; findings (cysts, hypo-/hyperdense masses, calcifications, solid and
+// ground-glass lung nodules, pleural effusion, kidney stones) with organ, side and size. The report and
 // the VQA items are written from that truth. Deterministic from (seed, index).
 #pragma once
 
@@ -22,7 +22,7 @@
 namespace m3d::data {
 
 struct Finding {
-  std::string type;  // cyst, hypodense mass, hyperdense mass, calcification, lung nodule, pleural effusion, kidney stone
+  std::string type;  // cyst, hypodense mass, hyperdense mass, calcification, lung nodule, ground-glass nodule, pleural effusion, kidney stone
   std::string organ, side;  // side: left, right or "" (midline organs)
   double size_mm = 0;  // largest diameter
   int64_t label = 0;  // value in the finding label map
