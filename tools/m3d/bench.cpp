@@ -19,8 +19,8 @@ void add_bench(CLI::App& app) {
       ->check(CLI::IsMember({"model", "oracle", "constant"}))
       ->capture_default_str();
   cmd->add_option("--data", o->data_dir, "M3D-Data root (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_test.csv, images)")->required();
-  cmd->add_option("--task", o->task, "report, vqa-closed, vqa-open, rec or reg (itr, seg, refseg: not yet)")->required();
-  cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>); rerun with the same folder to resume");
+  cmd->add_option("--task", o->task, "report, vqa-closed, vqa-open, rec, reg, seg (baselines only) or all (itr, refseg: not yet)")->required();
+  cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>; with --task all, one subfolder per task under it, default bench/); rerun to resume");
   cmd->add_option("--split", o->split, "M3D-Cap json split for report")->capture_default_str();
   cmd->add_option("--cap-json", o->cap_json, "The M3D-Cap json, when not in the usual place");
   cmd->add_option("--vqa-csv", o->vqa_csv, "The M3D-VQA csv, when not in the usual place");
@@ -33,11 +33,27 @@ void add_bench(CLI::App& app) {
   add_dtype_option(cmd, *dtype);
   cmd->callback([o, dtype] {
     if (o->predictor == "model" && o->model_dir.empty()) fail("m3d bench: --model is required (or --predictor oracle|constant)");
-    if (o->output_dir.empty()) o->output_dir = "bench_" + o->task;
     o->dtype = parse_dtype(*dtype);
-    eval::bench_run(*o);
-    std::ifstream table(o->output_dir + "/summary.md");
-    std::printf("%s\n%s", o->output_dir.c_str(), std::string(std::istreambuf_iterator<char>(table), {}).c_str());
+    std::vector<std::string> tasks = {o->task};
+    if (o->task == "all") tasks = eval::bench_task_names();
+    const std::string base = o->output_dir.empty() ? "bench" : o->output_dir;
+    for (const auto& task : tasks) {
+      eval::BenchOptions run = *o;
+      run.task = task;
+      run.output_dir = o->task == "all" ? base + "/" + task : (o->output_dir.empty() ? "bench_" + task : o->output_dir);
+      try {
+        eval::bench_run(run);
+      } catch (const Error& e) {
+        if (o->task != "all") throw;
+        std::printf("%s: skipped: %s\n\n", task.c_str(), e.what());  // e.g. no data for it, or seg without a baseline predictor
+        continue;
+      }
+      std::ifstream table(run.output_dir + "/summary.md");
+      std::printf("%s\n%s\n", run.output_dir.c_str(), std::string(std::istreambuf_iterator<char>(table), {}).c_str());
+    }
+    if (o->task == "all") {
+      for (const auto& u : eval::bench_unsupported_tasks()) std::printf("%s\n", u.c_str());
+    }
   });
 }
 
