@@ -95,6 +95,11 @@ TEST(CliVolume, PrepMatchesMonaiAndBackLandsOnTheScanGrid) {
   }
   EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json", &out, &err), 1);
   EXPECT_NE(err.find("give --mask (with -o) or --box"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --box '[0.1, 0.2]'", &out, &err), 1);
+  EXPECT_NE(err.find("--box: expected six numbers"), std::string::npos) << err;
+  std::ofstream(dir + "/bad_map.json") << R"({"original": {"size_ijk": [1, 2, 3]}})";
+  EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/bad_map.json --box '[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]'", &out, &err), 1);
+  EXPECT_NE(err.find("bad_map.json: not an m3d preprocessing map"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " volume prep " + scan + " --recipe sharpest -o " + dir + "/y.npy", &out, &err), 1);
   EXPECT_NE(err.find("unknown recipe 'sharpest'"), std::string::npos) << err;
 }
@@ -241,6 +246,12 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   EXPECT_NE(err.find("refseg: needs the SegVol mask decoder"), std::string::npos) << err;
   EXPECT_EQ(run_command(base + " --task vqa-closed --vqa-csv /nonexistent.csv -o " + out1 + "_x", &out, &err), 1);
   EXPECT_NE(err.find("/nonexistent.csv: no such file (the M3D-VQA test csv)"), std::string::npos) << err;
+  std::ofstream(root + "/no_answer.csv") << "Image Path,Question Type,Question\nx.npy,1,q\n";
+  EXPECT_EQ(run_command(base + " --task vqa-open --vqa-csv " + root + "/no_answer.csv -o " + out1 + "_z", &out, &err), 1);
+  EXPECT_NE(err.find("no_answer.csv: missing column 'Answer'"), std::string::npos) << err;
+  std::ofstream(root + "/bad_seg.json") << R"({"test": [{"image": "x.npy", "label": "masks/tumour.npy"}]})";
+  EXPECT_EQ(run_command(base + " --task rec --seg-json " + root + "/bad_seg.json -o " + out1 + "_w", &out, &err), 1);
+  EXPECT_NE(err.find("does not name a known class (mask_<index>.npy)"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + root + "/empty --task vqa-closed -o " + out1 + "_y",
                         &out, &err),
             1);

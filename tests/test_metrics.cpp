@@ -174,7 +174,7 @@ TEST(TaskMetrics, MaskToBoxIsM3dsMask2box) {
     for (size_t i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ((*box)[i], want[i]) << c["text"];
     EXPECT_EQ(box_text(*box), c["text"].get<std::string>());
   }
-  EXPECT_EQ(box_text({0.0625 > 0 ? 0.062 : 0, 0.5, 0.0, 0.969, 1.0, 0.25}), "[0.062, 0.5, 0.0, 0.969, 1.0, 0.25]");
+  EXPECT_EQ(box_text({0.062, 0.5, 0.0, 0.969, 1.0, 0.25}), "[0.062, 0.5, 0.0, 0.969, 1.0, 0.25]");
 }
 
 TEST(TaskMetrics, DiceSoftAndHard) {

@@ -67,6 +67,18 @@ std::string pandas(const std::string& value) {
   return na.count(value) ? "nan" : value;
 }
 
+// An M3D-Seg mask file (.npy of any dtype) as 0/1 per voxel; `shape` receives its shape.
+std::vector<uint8_t> read_mask(const std::string& path, std::vector<int64_t>* shape) {
+  const io::NpyFile mask = io::npy_read(path);
+  std::vector<uint8_t> bits(static_cast<size_t>(mask.array.numel()));
+  const size_t bytes = dtype_size(mask.array.dtype);
+  for (size_t i = 0; i < bits.size(); ++i) {
+    for (size_t b = 0; b < bytes && !bits[i]; ++b) bits[i] = mask.array.data[i * bytes + b] != 0;
+  }
+  if (shape != nullptr) *shape = mask.array.shape;
+  return bits;
+}
+
 // A path in an M3D-Seg json: absolute, or relative to the data root, the json's folder or the working directory.
 std::string resolve(const std::string& path, const BenchOptions& o, const std::string& json_path) {
   if (!path.empty() && path[0] == '/') return path;
@@ -110,15 +122,8 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     }
     if (c < 0 || c >= static_cast<int64_t>(labels.size())) fail("{}: mask file {} does not name a known class (mask_<index>.npy)", path, mask_path);
     const std::string& name = labels[static_cast<size_t>(c)];
-    const io::NpyFile mask = io::npy_read(mask_path);
-    std::vector<uint8_t> bits(static_cast<size_t>(mask.array.numel()));
-    const size_t bytes = dtype_size(mask.array.dtype);
-    for (size_t i = 0; i < bits.size(); ++i) {
-      bool any = false;
-      for (size_t b = 0; b < bytes; ++b) any |= mask.array.data[i * bytes + b] != 0;
-      bits[i] = any;
-    }
-    const auto& shape = mask.array.shape;
+    std::vector<int64_t> shape;
+    const std::vector<uint8_t> bits = read_mask(mask_path, &shape);
     std::optional<Box> box;
     if (shape.size() >= 3 && bits.size() > 1) box = mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
     Sample s;
@@ -273,15 +278,9 @@ std::string bench_run(const BenchOptions& o) {
       json record = {{"task", o.task}, {"idx", i}};
       if (o.task == "seg") {
         // The mask is the reference (oracle) or empty (constant); Dice as eval_seg.py on the model grid.
-        const io::NpyFile reference = io::npy_read(samples[i].mask);
-        std::vector<float> g(static_cast<size_t>(reference.array.numel())), p(g.size(), 0.0f);
-        const size_t bytes = dtype_size(reference.array.dtype);
-        for (size_t k = 0; k < g.size(); ++k) {
-          bool any = false;
-          for (size_t b = 0; b < bytes; ++b) any |= reference.array.data[k * bytes + b] != 0;
-          g[k] = any ? 1.0f : 0.0f;
-          if (o.predictor == "oracle") p[k] = g[k];
-        }
+        const std::vector<uint8_t> bits = read_mask(samples[i].mask, nullptr);
+        const std::vector<float> g(bits.begin(), bits.end());
+        const std::vector<float> p = o.predictor == "oracle" ? g : std::vector<float>(g.size(), 0.0f);
         pred = o.predictor == "oracle" ? samples[i].reference : "It is [SEG].";
         record["dice"] = g.size() == 1 ? 0.0 : dice_soft(p, g);  // a negative's (1,1,1,1) mask: Dice 0, as the official broadcast
         record["dice_hard"] = dice_hard(p, g);

@@ -8,6 +8,8 @@
 #include <map>
 #include <set>
 
+#include "core/strings.h"
+
 namespace m3d::eval {
 namespace {
 
@@ -23,11 +25,6 @@ std::vector<std::string> split_whitespace(const std::string& text) {
   }
   if (!current.empty()) out.push_back(std::move(current));
   return out;
-}
-
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
-  return s;
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }

@@ -72,8 +72,7 @@ std::string answer_from(Session& session, models::KvCache& cache, const at::Tens
       // Emit only growth of the text. A run of byte-fallback tokens decodes as a
       // whole (valid UTF-8, else U+FFFD per byte), so it waits until the run ends;
       // a trailing U+FFFD may be an incomplete sequence (byte-level BPE) and waits too.
-      const std::string piece = session.tokenizer.id_to_token(token);
-      if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>') return true;
+      if (session.tokenizer.is_byte_token(token)) return true;
       std::string text = session.tokenizer.decode(answer, true);
       while (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) text.resize(text.size() - 3);
       emit_growth(text);

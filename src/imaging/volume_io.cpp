@@ -23,6 +23,7 @@
 #include <set>
 
 #include "imaging/nifti.h"
+#include "core/strings.h"
 #include "io/npy.h"
 #include "m3d/error.h"
 
@@ -32,17 +33,8 @@ namespace {
 namespace fs = std::filesystem;
 using IOComponent = itk::IOComponentEnum;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 std::string format_of(const std::string& path) {
-  const std::string p = lower(path);
+  const std::string p = ascii_lower(path);
   if (ends_with(p, ".nii") || ends_with(p, ".nii.gz")) return "nifti";
   if (ends_with(p, ".nrrd") || ends_with(p, ".nhdr")) return "nrrd";
   if (ends_with(p, ".mha") || ends_with(p, ".mhd")) return "metaimage";
@@ -377,7 +369,7 @@ void write_as(const std::string& path, const RawVolume& volume) {
   auto writer = itk::ImageFileWriter<Image>::New();
   writer->SetFileName(path);
   writer->SetInput(image);
-  writer->SetUseCompression(!ends_with(lower(path), ".nii"));
+  writer->SetUseCompression(!ends_with(ascii_lower(path), ".nii"));
   writer->Update();
 }
 
@@ -393,14 +385,14 @@ RawVolume volume_read(const std::string& path, const ReadOptions& options) {
       bool other = false;
       for (const auto& entry : fs::directory_iterator(path)) {
         if (!entry.is_regular_file()) continue;
-        const std::string ext = lower(entry.path().extension().string());
+        const std::string ext = ascii_lower(entry.path().extension().string());
         if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") images.push_back(entry.path());
         else other = true;
       }
       if (!images.empty() && !other) return read_slice_folder(path, images, options);
       return read_dicom_dir(path, options);
     }
-    if (ends_with(lower(path), ".npy")) return read_npy(path, options);
+    if (ends_with(ascii_lower(path), ".npy")) return read_npy(path, options);
     if (format_of(path) == "nifti") return nifti_read(path, options);
     return read_file(path, options);
   } catch (const itk::ExceptionObject& e) {

@@ -18,6 +18,7 @@ class TokenizerBackend {
   virtual int64_t token_to_id(const std::string& token) const = 0;  // -1 when unknown
   virtual std::string id_to_token(int64_t id) const = 0;  // "" when out of range
   virtual int64_t vocab_size() const = 0;
+  virtual bool is_byte_token(int64_t id) const = 0;  // a byte-fallback piece <0xXX>
   // transformers' add_special_tokens / add_tokens for one token.
   virtual void add(const std::string& content, bool special) = 0;
 };

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "io/json_util.h"
+#include "core/strings.h"
 #include "m3d/error.h"
 #include "text/backend.h"
 #include "text/sentencepiece.h"
@@ -39,13 +40,6 @@ std::string token_content(const json& value) {
   return "";
 }
 
-std::string replace_all(std::string text, std::string_view pattern, std::string_view content) {
-  for (size_t pos = 0; (pos = text.find(pattern, pos)) != std::string::npos; pos += content.size()) {
-    text.replace(pos, pattern.size(), content);
-  }
-  return text;
-}
-
 class SlowLlamaTokenizer final : public TokenizerBackend {
  public:
   explicit SlowLlamaTokenizer(const std::string& dir);
@@ -65,6 +59,9 @@ class SlowLlamaTokenizer final : public TokenizerBackend {
     int64_t size = sp_.size();
     for (const auto& [id, token] : decoder_) size = std::max(size, id + 1);
     return size;
+  }
+  bool is_byte_token(int64_t id) const override {
+    return id < sp_.size() && !decoder_.count(id) && sp_.type(id) == SentencePieceModel::Type::Byte;
   }
   void add(const std::string& content, bool special) override;
 

@@ -17,6 +17,7 @@
 #include <limits>
 
 #include "io/json_util.h"
+#include "core/strings.h"
 #include "m3d/error.h"
 #include "text/backend.h"
 #include "text/utf8.h"
@@ -114,18 +115,6 @@ struct PreTokenizer {
   bool add_prefix_space = false;
 };
 
-std::string replace_all(std::string text, const std::string& pattern, const std::string& content) {
-  if (pattern.empty()) return text;
-  size_t pos = 0;
-  while ((pos = text.find(pattern, pos)) != std::string::npos) {
-    text.replace(pos, pattern.size(), content);
-    pos += content.size();
-  }
-  return text;
-}
-
-size_t utf8_length(unsigned char lead) { return utf8::sequence_length(lead); }
-
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 struct Decoder {
@@ -197,7 +186,7 @@ class FastTokenizer final : public TokenizerBackend {
     }
     std::vector<int64_t> symbols;
     for (size_t i = 0; i < word.size();) {
-      const size_t n = std::min(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
+      const size_t n = std::min(utf8::sequence_length(static_cast<unsigned char>(word[i])), word.size() - i);
       const std::string ch = word.substr(i, n);
       i += n;
       if (auto it = vocab.find(ch); it != vocab.end()) {
@@ -251,7 +240,7 @@ class FastTokenizer final : public TokenizerBackend {
         if (best == nullptr || token.pattern.size() > best->pattern.size()) best = &token;
       }
       if (best == nullptr) {
-        i += utf8_length(static_cast<unsigned char>(text[i]));
+        i += utf8::sequence_length(static_cast<unsigned char>(text[i]));
         continue;
       }
       size_t piece_end = i, next = i + best->pattern.size();
@@ -302,6 +291,7 @@ class FastTokenizer final : public TokenizerBackend {
     return id_to_token_[id];
   }
   int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+  bool is_byte_token(int64_t id) const override { return std::find(std::begin(byte_ids), std::end(byte_ids), id) != std::end(byte_ids); }
 
   void add(const std::string& content, bool is_special) override {
     if (content.empty()) fail("tokenizer: cannot add an empty token");
@@ -582,6 +572,7 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
 int64_t Tokenizer::token_to_id(const std::string& token) const { return impl_->token_to_id(token); }
 std::string Tokenizer::id_to_token(int64_t id) const { return impl_->id_to_token(id); }
 int64_t Tokenizer::vocab_size() const { return impl_->vocab_size(); }
+bool Tokenizer::is_byte_token(int64_t id) const { return id >= 0 && impl_->is_byte_token(id); }
 
 namespace {
 
@@ -656,7 +647,7 @@ std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
           std::string mapped;
           bool ok = true;
           for (size_t i = 0; i < token.size() && ok;) {
-            const size_t n = std::min(utf8_length(static_cast<unsigned char>(token[i])), token.size() - i);
+            const size_t n = std::min(utf8::sequence_length(static_cast<unsigned char>(token[i])), token.size() - i);
             auto it = table.find(utf8::code_point(std::string_view(token).substr(i, n)));
             if (it == table.end()) ok = false;
             else mapped += static_cast<char>(it->second);

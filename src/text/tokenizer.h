@@ -59,6 +59,9 @@ class Tokenizer {
   int64_t token_to_id(const std::string& token) const;  // -1 when unknown
   std::string id_to_token(int64_t id) const;  // "" when out of range
   int64_t vocab_size() const;  // including added tokens
+  // A byte-fallback piece (<0xXX>): a run of them decodes as a whole, so text decoded
+  // while such a run is open may still change.
+  bool is_byte_token(int64_t id) const;
 
   explicit Tokenizer(std::unique_ptr<TokenizerBackend> backend, bool slow = false);
   ~Tokenizer();

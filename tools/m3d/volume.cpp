@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "core/strings.h"
 #include "imaging/model_input.h"
 #include "imaging/preprocess.h"
 #include "io/json_util.h"
@@ -24,10 +25,6 @@ namespace {
 using imaging::Prepared;
 using imaging::Volume;
 using json = nlohmann::json;
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 imaging::ReadOptions read_options(const std::string& series, int64_t max_voxels) {
   imaging::ReadOptions o;
