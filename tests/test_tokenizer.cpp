@@ -4,7 +4,9 @@
 //    added tokens, byte-level Llama-3, byte-level Qwen2.5 with Med3DVLM's <im_patch>
 //    (whose slow Qwen2Tokenizer the script checked gives the same ids);
 //  - slow SentencePiece tokenizer.model against transformers' LlamaTokenizer
-//    (use_fast=False, as M3D loads it) in four saved-checkpoint layouts.
+//    (use_fast=False, as M3D loads it) in four saved-checkpoint layouts;
+//  - WordPiece: transformers' slow BertTokenizer (uncased and cased) and the fast
+//    tokenizer.json, on the BERT vocabulary of all-MiniLM-L6-v2.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -29,10 +31,12 @@ std::string vocab(const std::string& relative) {
 
 // Every text of the reference gives the same ids (with and without special
 // tokens) and the same decodings (with and without skipping special tokens).
-void expect_parity(const Tokenizer& tokenizer, const nlohmann::json& reference) {
-  for (const auto& [token, id] : reference["added"].items()) EXPECT_EQ(tokenizer.token_to_id(token), id.get<int64_t>()) << token;
+void expect_parity(const Tokenizer& tokenizer, const nlohmann::json& reference, const char* cases_key = "cases") {
+  if (reference.contains("added")) {
+    for (const auto& [token, id] : reference["added"].items()) EXPECT_EQ(tokenizer.token_to_id(token), id.get<int64_t>()) << token;
+  }
   const auto& corpus = reference["corpus"];
-  const auto& cases = reference["cases"];
+  const auto& cases = reference[cases_key];
   ASSERT_GE(corpus.size(), 300u);
   ASSERT_EQ(corpus.size(), cases.size());
   size_t identical = 0;
@@ -103,6 +107,63 @@ TEST(Tokenizer, SlowPhi3LayoutMatchesTransformers) {
   const Tokenizer tokenizer = Tokenizer::load(slow_checkpoint("slow_phi3"));
   EXPECT_EQ(tokenizer.token_to_id("[SEG]"), 32014);  // m3d_lamed_spec.md §4.4
   EXPECT_EQ(tokenizer.vocab_size(), 32015);
+}
+
+std::string minilm_dir() {
+  const std::string dir = std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2";
+  EXPECT_TRUE(fs::exists(dir + "/vocab.txt")) << dir << " missing: run scripts/fetch_vocab.sh (setup.sh does)";
+  return dir;
+}
+
+TEST(WordPiece, SlowBertTokenizerMatchesTransformers) {
+  const auto reference = test::read_json(test::fixture("tokenizers/bert_wordpiece.json"));
+  const Tokenizer tokenizer = Tokenizer::load(minilm_dir());  // auto: vocab.txt -> slow BertTokenizer
+  EXPECT_TRUE(tokenizer.is_slow());
+  EXPECT_EQ(tokenizer.vocab_size(), 30522);
+  EXPECT_EQ(tokenizer.token_to_id("[CLS]"), 101);
+  EXPECT_EQ(tokenizer.token_to_id("[SEP]"), 102);
+  expect_parity(tokenizer, reference, "slow");
+}
+
+TEST(WordPiece, SlowCasedBertTokenizerMatchesTransformers) {
+  const auto reference = test::read_json(test::fixture("tokenizers/bert_wordpiece.json"));
+  const std::string dir = test::temp_dir();
+  fs::copy_file(minilm_dir() + "/vocab.txt", dir + "/vocab.txt");
+  fs::copy_file(test::fixture("tokenizers/bert_cased/tokenizer_config.json"), dir + "/tokenizer_config.json");
+  expect_parity(Tokenizer::load(dir), reference, "slow_cased");
+}
+
+TEST(WordPiece, FastTokenizerJsonMatchesTokenizers) {
+  const auto reference = test::read_json(test::fixture("tokenizers/bert_wordpiece.json"));
+  const Tokenizer tokenizer = Tokenizer::load(minilm_dir(), Tokenizer::Kind::Fast);
+  EXPECT_FALSE(tokenizer.is_slow());
+  expect_parity(tokenizer, reference, "fast");
+}
+
+TEST(WordPiece, BadFilesAreClearErrors) {
+  const std::string dir = test::temp_dir();
+  fs::create_directories(dir + "/empty");
+  { std::ofstream(dir + "/empty/vocab.txt"); }
+  EXPECT_THROW(Tokenizer::load(dir + "/empty"), Error);
+  fs::create_directories(dir + "/no_unk");
+  { std::ofstream(dir + "/no_unk/vocab.txt") << "[CLS]\n[SEP]\nhello\n"; }
+  try {
+    Tokenizer::load(dir + "/no_unk");
+    FAIL() << "a vocabulary without [UNK] loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[UNK]"), std::string::npos) << e.what();
+  }
+  fs::create_directories(dir + "/other_class");
+  { std::ofstream(dir + "/other_class/vocab.txt") << "[UNK]\n[CLS]\n[SEP]\n"; }
+  { std::ofstream(dir + "/other_class/tokenizer_config.json") << R"({"tokenizer_class": "RobertaTokenizer"})"; }
+  EXPECT_THROW(Tokenizer::load(dir + "/other_class"), Error);
+  { std::ofstream(dir + "/ok.txt"); }
+  fs::create_directories(dir + "/ok");
+  { std::ofstream(dir + "/ok/vocab.txt") << "[UNK]\n[CLS]\n[SEP]\nhello\n##s\n"; }
+  const Tokenizer tiny = Tokenizer::load(dir + "/ok");
+  EXPECT_EQ(tiny.encode("Hellos hello!"), (std::vector<int64_t>{1, 3, 4, 3, 0, 2}));
+  EXPECT_THROW(tiny.encode("bad \xff utf-8"), Error);
+  EXPECT_THROW(tiny.decode({99}), Error);
 }
 
 TEST(Tokenizer, LoadChoosesAndNamesTheFiles) {

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <memory>
+
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,19 @@ class TokenizerBackend {
   // transformers' add_special_tokens / add_tokens for one token.
   virtual void add(const std::string& content, bool special) = 0;
 };
+
+// transformers' clean_up_tokenization: " ." -> "." and the like (tokenizer.cpp).
+std::string clean_up_tokenization(std::string text);
+
+// Unicode NFC / NFD of valid UTF-8 (tokenizer.cpp; utf8proc).
+std::string nfc(const std::string& text);
+std::string nfd(const std::string& text);
+
+// wordpiece.cpp: transformers' slow BertTokenizer from a directory with vocab.txt
+// (+ tokenizer_config.json, special_tokens_map.json).
+std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir);
+// wordpiece.cpp: a tokenizer.json whose model is WordPiece (BertTokenizerFast).
+std::unique_ptr<TokenizerBackend> load_fast_wordpiece(const nlohmann::json& root, const std::string& path);
 
 // slow_llama.cpp: transformers' LlamaTokenizer (use_fast=False) from a directory
 // with tokenizer.model, tokenizer_config.json, special_tokens_map.json, added_tokens.json.

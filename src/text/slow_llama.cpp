@@ -343,13 +343,7 @@ std::string SlowLlamaTokenizer::decode(const std::vector<int64_t>& ids, bool ski
   if (!current.empty()) parts.push_back(tokens_to_string(current));
   std::string text;
   for (size_t i = 0; i < parts.size(); ++i) text += (i ? " " : "") + parts[i];  // spaces_between_special_tokens=True
-  if (clean_up_spaces_) {
-    for (const auto& [from, to] : std::initializer_list<std::pair<const char*, const char*>>{
-             {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}}) {
-      text = replace_all(text, from, to);
-    }
-  }
-  return text;
+  return clean_up_spaces_ ? clean_up_tokenization(text) : text;
 }
 
 }  // namespace

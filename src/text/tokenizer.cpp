@@ -23,6 +23,31 @@
 #include "text/utf8.h"
 
 namespace m3d::text {
+
+namespace {
+std::string unicode_map(const std::string& text, utf8proc_option_t options, const char* name) {
+  if (!utf8::valid(text)) fail("tokenizer: the text is not valid UTF-8");
+  utf8proc_uint8_t* out = nullptr;
+  const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()), &out,
+                              static_cast<utf8proc_option_t>(UTF8PROC_STABLE | options));
+  if (n < 0) fail("tokenizer: {} normalization failed: {}", name, utf8proc_errmsg(n));
+  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
+}
+}  // namespace
+
+std::string nfc(const std::string& text) { return unicode_map(text, UTF8PROC_COMPOSE, "NFC"); }
+std::string nfd(const std::string& text) { return unicode_map(text, UTF8PROC_DECOMPOSE, "NFD"); }
+
+std::string clean_up_tokenization(std::string text) {
+  for (const auto& [from, to] : std::initializer_list<std::pair<const char*, const char*>>{
+           {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}}) {
+    text = replace_all(text, from, to);
+  }
+  return text;
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -32,16 +57,6 @@ struct Replace {
   bool nfc = false;  // an NFC normalizer step instead of a replacement
 };
 
-std::string nfc(const std::string& text) {
-  if (!utf8::valid(text)) fail("tokenizer: the text is not valid UTF-8");
-  utf8proc_uint8_t* out = nullptr;
-  const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
-                              &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
-  if (n < 0) fail("tokenizer: NFC normalization failed: {}", utf8proc_errmsg(n));
-  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
-  std::free(out);
-  return result;
-}
 
 // A PCRE2 pattern compiled for UTF-8 with Unicode properties (\p{L}, \s), as the
 // Oniguruma regexes of tokenizers' Split and ByteLevel pre-tokenizers.
@@ -380,9 +395,12 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer Tokenizer::load(const std::string& dir, Kind kind) {
   namespace fs = std::filesystem;
   const bool has_model = fs::exists(dir + "/tokenizer.model"), has_json = fs::exists(dir + "/tokenizer.json");
-  if (kind == Kind::Auto) kind = has_model ? Kind::Slow : Kind::Fast;
+  // vocab.txt: BERT's WordPiece, slow by default as M3D-CLIP and bert_score load it.
+  const bool has_vocab_txt = fs::exists(dir + "/vocab.txt");
+  if (kind == Kind::Auto) kind = has_model || has_vocab_txt ? Kind::Slow : Kind::Fast;
   if (kind == Kind::Slow) {
-    if (!has_model) fail("{}: no tokenizer.model for the slow SentencePiece tokenizer{}", dir, has_json ? " (tokenizer.json is there: use the fast one)" : "");
+    if (!has_model && has_vocab_txt) return Tokenizer(load_slow_wordpiece(dir), true);
+    if (!has_model) fail("{}: no tokenizer.model or vocab.txt for a slow tokenizer{}", dir, has_json ? " (tokenizer.json is there: use the fast one)" : "");
     return Tokenizer(load_slow_llama(dir), true);
   }
   if (!has_json && !has_model && fs::exists(dir + "/vocab.json") && fs::exists(dir + "/merges.txt")) return qwen2_from_files(dir);
@@ -400,7 +418,8 @@ Tokenizer Tokenizer::from_json(const json& root, const std::string& path) {
   try {
     const json& model = root.at("model");
     const std::string type = model.value("type", "BPE");
-    if (type != "BPE") fail("{}: model type '{}' is not supported (supported: BPE)", path, type);
+    if (type == "WordPiece") return Tokenizer(load_fast_wordpiece(root, path));
+    if (type != "BPE") fail("{}: model type '{}' is not supported (supported: BPE, WordPiece)", path, type);
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"}) {
       const bool unset = !model.contains(key) || model[key].is_null() || (model[key].is_string() && model[key].get<std::string>().empty());
       if (!unset) fail("{}: BPE option '{}' is not supported", path, key);

@@ -13,6 +13,10 @@ References, on real vocabularies fetched by scripts/fetch_vocab.sh:
   added as train.py adds them, the result is saved with save_pretrained (the layout of a released
   checkpoint), loaded again, and that tokenizer gives the reference. The directory keeps what
   save_pretrained wrote except tokenizer.model (the test copies it in from third_party/).
+- WordPiece (bert_wordpiece.json), on the uncased BERT vocabulary of all-MiniLM-L6-v2: transformers'
+  slow BertTokenizer (vocab.txt + tokenizer_config.json, what M3D-CLIP and bert_score load), the
+  same with do_lower_case=False (bert_cased/tokenizer_config.json), and the fast tokenizer.json
+  through `tokenizers`.
 
     bash scripts/fetch_vocab.sh
     ../refenv/bin/python tools/reference/make_tokenizer_fixtures.py
@@ -273,11 +277,49 @@ def tiny_lamed_slow():
     print(f"tiny_lamed_slow: slow LlamaTokenizer gives the tiny fixture's prompt ids; text {text!r} (fast: {want['text']!r})")
 
 
+BERT_EXTRA = [
+    "[CLS] literal specials [SEP] [PAD] [MASK] [UNK]", "[cls] lower-case [sep]", "x[SEP]y", "İstanbul ΣΊΣΥΦΟΣ ΟΔΟΣ",
+    "unaffable hypoechogenicity pneumonoultramicroscopicsilicovolcanoconiosis", "a" * 100, "b" * 101,
+    "control\x00chars\x1f\x7f\u200d\ufeff here\ufffd", "e\u0301 Cafe\u0301 Å Å", "ﬃ Ⅷ ² ½ ℃ Å",
+    "don't won't can't isn't y'all", "\u2028line\u2029para\x85next", "U.S.A. e.g. i.e. Dr. Smith's",
+    "((nested)) [brackets] {braces} <angles> |pipes| ~tilde^ `tick` @at #hash $dollar",
+    "한국어 텍스트 and ไทย and العربية and עברית", "𝐁𝐨𝐥𝐝 𝑖𝑡𝑎𝑙𝑖𝑐 ｆｕｌｌｗｉｄｔｈ",
+]
+
+
+def bert_fixture(corpus):
+    directory = os.path.join(ROOT, "third_party", "models", "all-MiniLM-L6-v2")
+    slow = transformers.BertTokenizer.from_pretrained(directory)
+    cased_config = {"do_lower_case": False, "tokenizer_class": "BertTokenizer", "model_max_length": 512}
+    write(os.path.join("bert_cased", "tokenizer_config.json"), cased_config)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(directory, "vocab.txt"), tmp)
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+            json.dump(cased_config, f)
+        cased = transformers.BertTokenizer.from_pretrained(tmp)
+    fast = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    fast.no_truncation()
+    fast.no_padding()
+
+    def slow_cases(tok):
+        return cases_of(lambda t: tok.encode(t), lambda t: tok.encode(t, add_special_tokens=False),
+                        lambda ids, skip: tok.decode(ids, skip_special_tokens=skip), corpus)
+
+    payload = {"transformers_version": transformers.__version__, "tokenizers_version": tokenizers.__version__,
+               "corpus": corpus, "slow": slow_cases(slow), "slow_cased": slow_cases(cased),
+               "fast": cases_of(lambda t: fast.encode(t).ids, lambda t: fast.encode(t, add_special_tokens=False).ids,
+                                lambda ids, skip: fast.decode(ids, skip_special_tokens=skip), corpus)}
+    write("bert_wordpiece.json", payload)
+    same = sum(a["ids"] == b["ids"] for a, b in zip(payload["slow"], payload["fast"]))
+    print(f"bert_wordpiece: slow and fast ids agree on {same}/{len(corpus)} texts")
+
+
 def main() -> int:
     for path in ("llama2/tokenizer.json", "qwen2_5/tokenizer.json", "llama3/tokenizer.json", "mistral_v1/tokenizer.model"):
         if not os.path.exists(os.path.join(VOCABS, path)):
             sys.exit(f"{VOCABS}/{path} missing: run scripts/fetch_vocab.sh")
     corpus = radiology_corpus()
+    bert_fixture([t for t in corpus if "<im_patch>" * 2 not in t] + BERT_EXTRA)
     sentencepiece_fixture(corpus)
     tiny_lamed_slow()
     fast_fixture("llama2", "llama2_m3d.json", corpus, special=M3D_SPECIAL, normal=["[SEG]"])
