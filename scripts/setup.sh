@@ -13,6 +13,7 @@ packages=(
   libpcre2-dev libutf8proc-dev zlib1g-dev libdeflate-dev  # tokenizers: regex pre-tokenizers, NFC; .nii.gz
   libinsighttoolkit5-dev libgdcm-tools      # medical image I/O (ITK 5.2 + GDCM); gdcm-tools: files its CMake config names
   python3-nibabel python3-pydicom           # only their test data: real NIfTI and DICOM files for the reader parity tests
+  wordnet-base                              # WordNet 3.0 database (/usr/share/wordnet): METEOR's synonym stage
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev                  # libFuzzer targets
 )

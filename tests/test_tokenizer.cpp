@@ -261,7 +261,11 @@ TEST(Tokenizer, BadFilesAreClearErrors) {
   const std::string broken = write("broken.json", "{\"model\": ");
   test::expect_one_line_error([&] { Tokenizer::from_file(broken); }, broken, "not valid JSON");
   const std::string wordpiece = write("wp.json", R"({"model": {"type": "WordPiece", "vocab": {}}})");
-  test::expect_one_line_error([&] { Tokenizer::from_file(wordpiece); }, wordpiece, "model type 'WordPiece' is not supported");
+  test::expect_one_line_error([&] { Tokenizer::from_file(wordpiece); }, wordpiece, "pre_tokenizer 'none' is not supported with WordPiece");
+  const std::string wordpiece_empty = write("wp_empty.json", R"({"model": {"type": "WordPiece", "vocab": {}}, "pre_tokenizer": {"type": "BertPreTokenizer"}})");
+  test::expect_one_line_error([&] { Tokenizer::from_file(wordpiece_empty); }, wordpiece_empty, "vocabulary is empty");
+  const std::string unigram = write("unigram.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  test::expect_one_line_error([&] { Tokenizer::from_file(unigram); }, unigram, "model type 'Unigram' is not supported");
   const std::string metaspace = write("ms.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
       "pre_tokenizer": {"type": "Metaspace"}})");
   test::expect_one_line_error([&] { Tokenizer::from_file(metaspace); }, metaspace, "pre_tokenizer 'Metaspace' is not supported");
