@@ -1,0 +1,189 @@
+// M3D-CLIP (M3D LaMed/src/model/CLIP.py) and the sigmoid loss of Med3DVLM's
+// src/model/CLIP.py. Letters: B batch, N global batch, E embedding.
+#include "models/clip.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "io/json_util.h"
+#include "io/state_dict.h"
+#include "m3d/error.h"
+
+namespace m3d::models {
+namespace {
+
+using json = nlohmann::json;
+
+// F.normalize(x, dim=-1): x / max(||x||, 1e-12).
+torch::Tensor l2_normalize(const torch::Tensor& x) { return x / x.norm(2, -1, true).clamp_min(1e-12); }
+
+std::array<int64_t, 3> triple(const json& c, const char* key, std::array<int64_t, 3> fallback, const std::string& where) {
+  if (!c.contains(key)) return fallback;
+  const auto values = c.at(key).get<std::vector<int64_t>>();
+  if (values.size() != 3) fail("{}: {} must have 3 values (D, H, W), got {}", where, key, values.size());
+  return {values[0], values[1], values[2]};
+}
+
+}  // namespace
+
+ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
+  ClipConfig config;
+  try {
+    const std::string model_type = c.value("model_type", std::string("m3d_clip"));
+    if (model_type == "dec_clip") fail("{}: Med3DVLM's DCFormer_SigLIP (dec_clip) is not supported yet: its DCFormer tower is missing", where);
+    if (model_type != "m3d_clip") fail("{}: model_type '{}' is not a contrastive model m3d knows (supported: m3d_clip)", where, model_type);
+    Vit3dConfig& v = config.vision;
+    v.in_channels = c.value("in_channels", v.in_channels);
+    v.img_size = triple(c, "img_size", v.img_size, where);
+    v.patch_size = triple(c, "patch_size", v.patch_size, where);
+    v.hidden_size = c.value("hidden_size", v.hidden_size);
+    v.mlp_dim = c.value("mlp_dim", v.mlp_dim);
+    v.num_layers = c.value("num_layers", v.num_layers);
+    v.num_heads = c.value("num_heads", v.num_heads);
+    v.classification = true;
+    const std::string pos_embed = c.value("pos_embed", std::string("perceptron"));
+    if (pos_embed != "perceptron") fail("{}: pos_embed '{}' is not supported (supported: perceptron)", where, pos_embed);
+    if (c.value("spatial_dims", 3) != 3) fail("{}: spatial_dims must be 3", where);
+    config.hidden_size = v.hidden_size;
+    config.loss_type = c.value("loss_type", config.loss_type);
+    if (config.loss_type != "nce" && config.loss_type != "sigmoid") {
+      fail("{}: loss_type '{}' is not supported (supported: nce, sigmoid)", where, config.loss_type);
+    }
+    config.gather_loss = c.value("gather_loss", config.gather_loss);
+    config.local_loss = c.value("local_loss", config.local_loss);
+    if (config.gather_loss && config.local_loss) {
+      fail("{}: local_loss=true is not supported (the official branch uses labels that are wrong on every rank but 0)", where);
+    }
+    config.t_prime_init = c.value("t_prime", config.t_prime_init);
+    config.bias_init = c.value("bias", config.bias_init);
+    json text = c.value("text_config", json::object());
+    if (!text.contains("model_type")) text["model_type"] = "bert";
+    if (!text.contains("vocab_size") && c.contains("vocab_size")) text["vocab_size"] = c["vocab_size"];
+    config.text = BertConfig::from_json(text, where + " (text_config)");
+  } catch (const json::exception& e) {
+    fail("{}: malformed CLIP config: {}", where, e.what());
+  }
+  return config;
+}
+
+json ClipConfig::to_json() const {
+  json text = this->text.to_json();
+  text.erase("architectures");
+  return {{"architectures", {"M3DCLIP"}},
+          {"model_type", "m3d_clip"},
+          {"language_model_name_or_path", "bert-base-uncased"},
+          {"in_channels", vision.in_channels},
+          {"img_size", vision.img_size},
+          {"patch_size", vision.patch_size},
+          {"hidden_size", vision.hidden_size},
+          {"mlp_dim", vision.mlp_dim},
+          {"num_layers", vision.num_layers},
+          {"num_heads", vision.num_heads},
+          {"pos_embed", "perceptron"},
+          {"dropout_rate", 0},
+          {"spatial_dims", 3},
+          {"max_text_len", 128},
+          {"vocab_size", text.at("vocab_size")},
+          {"local_loss", local_loss},
+          {"gather_loss", gather_loss},
+          {"loss_type", loss_type},
+          {"text_config", text}};
+}
+
+ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
+  if (c.text.hidden_size != c.hidden_size && c.vision.hidden_size != c.hidden_size) {
+    fail("clip: projection width {} matches neither tower", c.hidden_size);
+  }
+  vision_encoder = register_module("vision_encoder", Vit3d(c.vision));
+  language_encoder = register_module("language_encoder", BertModel(c.text, true));
+  mm_vision_proj = register_module("mm_vision_proj", Linear(c.vision.hidden_size, c.hidden_size));
+  mm_language_proj = register_module("mm_language_proj", Linear(c.text.hidden_size, c.hidden_size));
+  if (c.loss_type == "sigmoid") {
+    t_prime = register_parameter("t_prime", torch::full({}, c.t_prime_init));
+    bias = register_parameter("bias", torch::full({}, c.bias_init));
+  } else {
+    logit_scale = register_parameter("logit_scale", torch::full({}, c.logit_scale_init));
+  }
+}
+
+torch::Tensor ClipModelImpl::encode_image(const torch::Tensor& image) {
+  const auto cls = vision_encoder->forward(image).last.select(1, 0);  // (B, E_v) after the final norm
+  return l2_normalize(mm_vision_proj(cls));
+}
+
+torch::Tensor ClipModelImpl::encode_text(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  const auto cls = language_encoder->forward(input_ids, attention_mask).last_hidden_state.select(1, 0);
+  return l2_normalize(mm_language_proj(cls));
+}
+
+torch::Tensor ClipModelImpl::loss(const torch::Tensor& image_features, const torch::Tensor& text_features) const {
+  if (config_.loss_type == "sigmoid") return siglip_loss(image_features, text_features, t_prime, bias);
+  return clip_loss(image_features, text_features, logit_scale);
+}
+
+torch::Tensor clip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& logit_scale) {
+  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) {
+    fail("clip loss: image and text features must both be (N, E)");
+  }
+  const auto logits = logit_scale * torch::matmul(image_features, text_features.t());  // (N, N)
+  const auto labels = torch::arange(logits.size(0), torch::TensorOptions().dtype(torch::kLong).device(logits.device()));
+  return (at::cross_entropy_loss(logits, labels) + at::cross_entropy_loss(logits.t(), labels)) / 2;
+}
+
+torch::Tensor siglip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& t_prime,
+                          const torch::Tensor& bias) {
+  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) {
+    fail("sigmoid loss: image and text features must both be (N, E)");
+  }
+  const int64_t N = image_features.size(0);
+  auto logits = t_prime.exp() * torch::matmul(image_features, text_features.t()) + bias;
+  logits = (logits + logits.t()) / 2;
+  const auto labels = 2 * torch::eye(N, logits.options()) - 1;
+  return -at::log_sigmoid(labels * logits).sum() / static_cast<double>(N);
+}
+
+ClipConfig clip_config_from_checkpoint(const io::Checkpoint& ckpt) {
+  const std::string config_path = ckpt.directory + "/config.json";
+  const json raw = io::json_read_file(config_path);
+  ClipConfig config = ClipConfig::from_json(raw, config_path);
+  // The ViT's and BERT's widths and depths from the tensors (the official code
+  // takes BERT's from language_model_name_or_path, not from this config).
+  const auto& patch = ckpt.tensor("vision_encoder.patch_embedding.patch_embeddings.1.weight");
+  config.vision.hidden_size = patch.shape.at(0);
+  config.vision.mlp_dim = ckpt.tensor("vision_encoder.blocks.0.mlp.linear1.weight").shape.at(0);
+  config.vision.num_layers = 0;
+  while (ckpt.tensors.count(fmt::format("vision_encoder.blocks.{}.norm1.weight", config.vision.num_layers))) ++config.vision.num_layers;
+  BertConfig& t = config.text;
+  const auto& words = ckpt.tensor("language_encoder.embeddings.word_embeddings.weight");
+  t.vocab_size = words.shape.at(0);
+  t.hidden_size = words.shape.at(1);
+  t.max_position_embeddings = ckpt.tensor("language_encoder.embeddings.position_embeddings.weight").shape.at(0);
+  t.type_vocab_size = ckpt.tensor("language_encoder.embeddings.token_type_embeddings.weight").shape.at(0);
+  t.intermediate_size = ckpt.tensor("language_encoder.encoder.layer.0.intermediate.dense.weight").shape.at(0);
+  t.num_hidden_layers = 0;
+  while (ckpt.tensors.count(fmt::format("language_encoder.encoder.layer.{}.output.dense.weight", t.num_hidden_layers))) ++t.num_hidden_layers;
+  if (t.hidden_size % t.num_attention_heads != 0) {
+    fail("{}: BERT width {} is not divisible by {} heads; give text_config.num_attention_heads", config_path, t.hidden_size, t.num_attention_heads);
+  }
+  config.hidden_size = ckpt.tensor("mm_vision_proj.weight").shape.at(0);
+  if (ckpt.tensors.count("t_prime")) config.loss_type = "sigmoid";
+  return config;
+}
+
+ClipModel clip_load(const std::string& dir, c10::ScalarType dtype, c10::Device device) {
+  const io::Checkpoint ckpt = io::checkpoint_open(dir);
+  const ClipConfig config = clip_config_from_checkpoint(ckpt);
+  ClipModel model = [&] {
+    DefaultDtypeGuard guard(dtype);
+    return ClipModel(config);
+  }();
+  model->eval();
+  io::LoadOptions options;
+  options.ignore = {"language_encoder.embeddings.position_ids"};
+  io::state_dict_load(*model, ckpt, options);
+  model->to(device);
+  return model;
+}
+
+}  // namespace m3d::models
