@@ -1,0 +1,99 @@
+// The training core against HF Trainer's arithmetic (tools/reference/make_train_fixtures.py):
+// AdamW with Trainer's parameter groups, cosine schedule with warmup, gradient clipping
+// and accumulation, over 4 steps of the tiny M3D-CLIP.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "io/checkpoint.h"
+#include "io/tensor.h"
+#include "m3d/error.h"
+#include "models/clip.h"
+#include "test_support.h"
+#include "train/optim.h"
+
+namespace m3d::train {
+namespace {
+
+void expect_steps_match(const std::string& loss_type) {
+  models::ClipModel model = models::clip_load(test::fixture("clip/tiny_" + loss_type));
+  model->train();
+  const auto expected = io::checkpoint_open(test::fixture("train/steps_" + loss_type + ".safetensors"));
+  auto tensor = [&](const std::string& name) { return io::tensor_from_record(expected.tensor(name)).clone(); };
+  auto parameters = trainable_parameters(*model);
+  AdamWOptions options;
+  options.lr = 1e-3;
+  options.weight_decay = 0.1;
+  AdamW optimizer(parameters, options);
+  const int64_t total = 4, warmup = warmup_steps(total, 0.3);
+  EXPECT_EQ(warmup, tensor("warmup").item<int64_t>());
+  for (int64_t step = 0; step < total; ++step) {
+    const std::string b = "batch" + std::to_string(step) + ".";
+    const auto images = tensor(b + "images"), ids = tensor(b + "input_ids"), mask = tensor(b + "attention_mask");
+    double loss_value = 0;
+    if (step == 1) {  // accumulated over two micro-batches
+      for (int64_t half = 0; half < 2; ++half) {
+        const auto rows = torch::indexing::Slice(2 * half, 2 * half + 2);
+        const auto loss = model->loss(model->encode_image(images.index({rows})), model->encode_text(ids.index({rows}), mask.index({rows})));
+        (loss / 2).backward();
+        loss_value += loss.item<double>() / 2;
+      }
+    } else {
+      const auto loss = model->loss(model->encode_image(images), model->encode_text(ids, mask));
+      loss.backward();
+      loss_value = loss.item<double>();
+    }
+    EXPECT_NEAR(loss_value, tensor("losses")[step].item<double>(), 1e-5) << "step " << step;
+    const double norm = clip_grad_norm(optimizer.parameters(), 1.0);
+    EXPECT_NEAR(norm, tensor("grad_norms")[step].item<double>(), 1e-4 * std::max(1.0, norm)) << "step " << step;
+    const double lr = options.lr * cosine_with_warmup(step, warmup, total);
+    EXPECT_NEAR(lr, tensor("lrs")[step].item<double>(), 1e-15) << "step " << step;
+    optimizer.step(lr);
+    optimizer.zero_grad();
+  }
+  double worst = 0;
+  size_t compared = 0;
+  for (const auto& item : model->named_parameters()) {
+    const auto want = tensor("param." + item.key());
+    const double diff = (item.value() - want).abs().max().item<double>();
+    if (item.key().find("attention.self.key.bias") != std::string::npos) {
+      // Its exact gradient is 0 (softmax ignores a shift shared by all keys); Adam
+      // divides float noise of ~1e-9 by its own root mean square, so on either side
+      // these move by up to lr per step in a direction set by rounding.
+      EXPECT_LE(diff, 4 * 2 * options.lr) << item.key();
+      continue;
+    }
+    worst = std::max(worst, diff);
+    EXPECT_LE(diff, 1e-5) << item.key();
+    ++compared;
+  }
+  std::printf("%s: %zu parameters after 4 steps (attention key biases aside), max abs diff %.3g\n", loss_type.c_str(), compared, worst);
+}
+
+TEST(Train, AdamWScheduleClippingAccumulationMatchHfTrainerNce) { expect_steps_match("nce"); }
+TEST(Train, AdamWScheduleClippingAccumulationMatchHfTrainerSigmoid) { expect_steps_match("sigmoid"); }
+
+TEST(Train, ParameterGroupsFollowHfTrainer) {
+  models::ClipModel model = models::clip_load(test::fixture("clip/tiny_nce"));
+  std::map<std::string, bool> decay;
+  for (const auto& p : trainable_parameters(*model)) decay[p.name] = p.decay;
+  EXPECT_FALSE(decay.at("vision_encoder.norm.weight"));
+  EXPECT_FALSE(decay.at("vision_encoder.blocks.0.norm1.weight"));
+  EXPECT_FALSE(decay.at("language_encoder.embeddings.LayerNorm.weight"));
+  EXPECT_FALSE(decay.at("mm_vision_proj.bias"));
+  EXPECT_TRUE(decay.at("mm_vision_proj.weight"));
+  EXPECT_TRUE(decay.at("logit_scale"));  // not a bias, not a LayerNorm: decayed, as in M3D's run
+  EXPECT_TRUE(decay.at("vision_encoder.cls_token"));
+}
+
+TEST(Train, ScheduleShape) {
+  EXPECT_EQ(warmup_steps(1000, 0.03), 30);
+  EXPECT_DOUBLE_EQ(cosine_with_warmup(0, 30, 1000), 0.0);
+  EXPECT_DOUBLE_EQ(cosine_with_warmup(15, 30, 1000), 0.5);
+  EXPECT_DOUBLE_EQ(cosine_with_warmup(30, 30, 1000), 1.0);
+  EXPECT_NEAR(cosine_with_warmup(515, 30, 1000), 0.5, 1e-12);
+  EXPECT_NEAR(cosine_with_warmup(1000, 30, 1000), 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(cosine_with_warmup(5, 0, 10), 0.5 * (1 + std::cos(M_PI * 0.5)));
+}
+
+}  // namespace
+}  // namespace m3d::train
