@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp          # tensors; OpenBLAS: ~180 vs ~6 GFLOP/s fp32 GEMM with reference BLAS
+  libgloo-dev                               # Gloo headers for libtorch's c10d ProcessGroupGloo (data-parallel training)
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libdeflate-dev  # tokenizers: regex pre-tokenizers, NFC; .nii.gz
   libinsighttoolkit5-dev libgdcm-tools      # medical image I/O (ITK 5.2 + GDCM); gdcm-tools: files its CMake config names

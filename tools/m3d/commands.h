@@ -14,5 +14,6 @@ void add_volume(CLI::App& app);
 void add_score(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
+void add_train(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -1,0 +1,647 @@
+// The CLIP training loop (see clip_train.h). Every random choice -- epoch order,
+// augmentation, report truncation -- is drawn from (seed, epoch, sample index), so a
+// run is the same whatever the number of ranks and loader threads, and a resumed run
+// continues exactly: the checkpoint holds weights, AdamW moments and the step.
+// Letters: W ranks, B per-rank batch, A accumulation steps, G = B W A global batch.
+#include "train/clip_train.h"
+
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "eval/task_metrics.h"
+#include "imaging/model_input.h"
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "io/json_util.h"
+#include "io/state_dict.h"
+#include "io/tensor.h"
+#include "m3d/error.h"
+#include "models/clip.h"
+#include "text/tokenizer.h"
+#include "train/distributed.h"
+#include "train/optim.h"
+
+namespace m3d::train {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+struct Sample {
+  std::string image, text;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read the report", path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<Sample> read_split(const std::string& data, const std::string& split, int64_t limit) {
+  std::string path = data;
+  if (fs::is_directory(data)) {
+    path = fs::exists(data + "/M3D_Cap_npy/M3D_Cap.json") ? data + "/M3D_Cap_npy/M3D_Cap.json" : data + "/M3D_Cap.json";
+  }
+  if (!fs::exists(path)) fail("{}: no M3D_Cap_npy/M3D_Cap.json (the M3D-Cap layout; `m3d synth` writes one)", data);
+  const std::string root = fs::is_directory(data) ? data : fs::path(data).parent_path().parent_path().string();
+  const json cap = io::json_read_file(path);
+  if (!cap.contains(split) || !cap[split].is_array()) fail("{}: no \"{}\" split", path, split);
+  std::vector<Sample> out;
+  for (const auto& item : cap[split]) {
+    if (limit >= 0 && static_cast<int64_t>(out.size()) >= limit) break;
+    if (!item.contains("image") || !item.contains("text")) fail("{}: every item needs \"image\" and \"text\"", path);
+    out.push_back({root + "/" + item["image"].get<std::string>(), root + "/" + item["text"].get<std::string>()});
+  }
+  if (out.empty()) fail("{}: the \"{}\" split is empty", path, split);
+  return out;
+}
+
+// A generator for one (purpose, epoch, index): independent of ranks and threads.
+std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(purpose),
+                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32)};
+  return std::mt19937_64(seq);
+}
+
+double uniform(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng); }
+
+// The official train transforms (MONAI RandRotate90 on (H, W), RandFlip on D, H, W,
+// RandScaleIntensity and RandShiftIntensity) on a (1, D, H, W) volume.
+torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng) {
+  if (uniform(rng, 0, 1) < 0.5) {
+    const int64_t k = 1 + static_cast<int64_t>(rng() % 3);
+    image = torch::rot90(image, k, {2, 3});
+  }
+  for (int64_t axis = 1; axis <= 3; ++axis) {
+    if (uniform(rng, 0, 1) < 0.1) image = torch::flip(image, {axis});
+  }
+  if (uniform(rng, 0, 1) < 0.5) image = image * (1.0 + uniform(rng, -0.1, 0.1));
+  if (uniform(rng, 0, 1) < 0.5) image = image + uniform(rng, -0.1, 0.1);
+  return image.contiguous();
+}
+
+// ITRDataset.truncate_text: reports over the budget keep their first sentence, then
+// sentences drawn at random while their token counts fit (the first's not counted).
+std::string truncate_text(const std::string& text, const text::Tokenizer& tokenizer, int64_t max_tokens, std::mt19937_64& rng) {
+  auto count = [&](const std::string& s) { return static_cast<int64_t>(tokenizer.encode(s).size()); };
+  if (count(text) <= max_tokens) return text;
+  std::vector<std::string> sentences;
+  size_t start = 0;
+  for (size_t dot; (dot = text.find('.', start)) != std::string::npos; start = dot + 1) sentences.push_back(text.substr(start, dot - start));
+  sentences.push_back(text.substr(start));
+  std::vector<std::string> selected = {sentences.front()};
+  sentences.erase(sentences.begin());
+  int64_t tokens = 0;
+  while (tokens <= max_tokens && !sentences.empty()) {
+    const size_t pick = static_cast<size_t>(rng() % sentences.size());
+    const int64_t n = count(sentences[pick]);
+    if (tokens + n <= max_tokens && std::find(selected.begin(), selected.end(), sentences[pick]) == selected.end()) {
+      selected.push_back(sentences[pick]);
+      tokens += n;
+    } else {
+      sentences.erase(sentences.begin() + static_cast<std::ptrdiff_t>(pick));
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < selected.size(); ++i) out += (i ? "." : "") + selected[i];
+  return out;
+}
+
+struct Batch {
+  torch::Tensor images, input_ids, attention_mask;
+};
+
+// Loads, resizes, augments and tokenizes; keeps resized volumes when asked.
+class Loader {
+ public:
+  Loader(std::vector<Sample> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config,
+         bool train)
+      : samples_(std::move(samples)), tokenizer_(tokenizer), vision_(vision), config_(config), train_(train) {}
+
+  size_t size() const { return samples_.size(); }
+
+  Batch batch(const std::vector<int64_t>& indices, int64_t epoch) {
+    std::vector<torch::Tensor> images;
+    std::vector<std::vector<int64_t>> ids;
+    size_t longest = 0;
+    for (int64_t index : indices) {
+      torch::Tensor image = volume(index);
+      std::string report = read_text(samples_[static_cast<size_t>(index)].text);
+      if (train_) {
+        auto rng = sample_rng(config_.seed, 1, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index));
+        if (config_.augment) image = augment(image, rng);
+        report = truncate_text(report, tokenizer_, config_.max_length, rng);
+      }
+      images.push_back(image);
+      auto tokens = tokenizer_.encode(report);
+      if (static_cast<int64_t>(tokens.size()) > config_.max_length) {  // truncation keeps [SEP] last
+        const int64_t sep = tokens.back();
+        tokens.resize(static_cast<size_t>(config_.max_length));
+        tokens.back() = sep;
+      }
+      longest = std::max(longest, tokens.size());
+      ids.push_back(std::move(tokens));
+    }
+    // Padded to the longest report of the batch (the official pads to max_length;
+    // the attention mask makes the [CLS] output the same).
+    auto input_ids = torch::zeros({static_cast<int64_t>(ids.size()), static_cast<int64_t>(longest)}, torch::kLong);
+    auto mask = torch::zeros_like(input_ids);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto n = static_cast<int64_t>(ids[i].size());
+      input_ids[static_cast<int64_t>(i)].slice(0, 0, n).copy_(torch::tensor(ids[i], torch::kLong));
+      mask[static_cast<int64_t>(i)].slice(0, 0, n).fill_(1);
+    }
+    return {torch::stack(images), input_ids, mask};
+  }
+
+ private:
+  torch::Tensor volume(int64_t index) {
+    if (config_.cache_images) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (auto it = cache_.find(index); it != cache_.end()) return it->second;
+    }
+    torch::Tensor image = imaging::model_input_load(samples_[static_cast<size_t>(index)].image);  // (1, 1, D, H, W)
+    const std::vector<int64_t> size(vision_.img_size.begin(), vision_.img_size.end());
+    if (image.size(1) != vision_.in_channels) fail("{}: {} channels, the model takes {}", samples_[static_cast<size_t>(index)].image, image.size(1), vision_.in_channels);
+    if (image.sizes().slice(2).vec() != size) {
+      image = torch::upsample_trilinear3d(image, size, false);  // to the model grid
+    }
+    image = image.squeeze(0).contiguous();  // (1, D, H, W)
+    if (config_.cache_images) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cache_[index] = image;
+    }
+    return image;
+  }
+
+  std::vector<Sample> samples_;
+  const text::Tokenizer& tokenizer_;
+  models::Vit3dConfig vision_;
+  const ClipTrainConfig& config_;
+  bool train_;
+  std::mutex mutex_;
+  std::map<int64_t, torch::Tensor> cache_;
+};
+
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  auto rng = sample_rng(seed, 0, static_cast<uint64_t>(epoch), 0);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[static_cast<size_t>(rng() % i)]);
+  return order;
+}
+
+// MONAI ViT's initialisation for a ViT trained from scratch: truncated normal (0.02)
+// for the patch projection and positions, zero cls token and biases there, PyTorch's
+// default Linear init in the blocks, LayerNorms at identity; default Linear init for
+// the projections.
+void init_from_scratch(models::ClipModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  auto linear_default = [](models::LinearImpl& linear) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(linear.weight.size(1)));
+    linear.weight.uniform_(-bound, bound);
+    if (linear.bias.defined()) linear.bias.uniform_(-bound, bound);
+  };
+  for (const auto& item : model.vision_encoder->named_modules()) {
+    if (auto* linear = dynamic_cast<models::LinearImpl*>(item.value().get())) linear_default(*linear);
+    if (auto* norm = dynamic_cast<models::LayerNormImpl*>(item.value().get())) {
+      norm->weight.fill_(1);
+      norm->bias.fill_(0);
+    }
+  }
+  auto& patch = *model.vision_encoder->patch_embedding;
+  patch.linear->weight.normal_(0, 0.02).clamp_(-2, 2);
+  patch.linear->bias.zero_();
+  patch.position_embeddings.normal_(0, 0.02).clamp_(-2, 2);
+  model.vision_encoder->cls_token.zero_();
+  linear_default(*model.mm_vision_proj);
+  linear_default(*model.mm_language_proj);
+}
+
+std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
+
+// Complete checkpoints in `dir`, by step; stale ".partial" folders are removed.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0) continue;
+    if (name.size() > 8 && name.compare(name.size() - 8, 8, ".partial") == 0) continue;
+    try {
+      out.emplace_back(std::stoll(name.substr(11)), entry.path().string());
+    } catch (const std::exception&) {
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}) {
+    if (fs::exists(from + "/" + name)) fs::copy_file(from + "/" + name, to + "/" + name, fs::copy_options::overwrite_existing);
+  }
+}
+
+json evaluate(models::ClipModelImpl& model, Loader& loader, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<torch::Tensor> images, texts;
+  for (size_t start = 0; start < loader.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<int64_t> indices;
+    for (size_t i = start; i < std::min(loader.size(), start + static_cast<size_t>(batch_size)); ++i) indices.push_back(static_cast<int64_t>(i));
+    const Batch b = loader.batch(indices, 0);
+    images.push_back(model.encode_image(b.images));
+    texts.push_back(model.encode_text(b.input_ids, b.attention_mask));
+  }
+  model.train(was_training);
+  const auto similarity = torch::matmul(torch::cat(images), torch::cat(texts).t()).to(torch::kFloat).contiguous();
+  const int64_t n = similarity.size(0);
+  const std::vector<float> values(similarity.data_ptr<float>(), similarity.data_ptr<float>() + similarity.numel());
+  json out = {{"samples", n}};
+  for (int64_t k : {1, 5, 10}) {
+    out[fmt::format("image_to_text_R@{}", k)] = eval::recall_at_k(values, n, k);
+    out[fmt::format("text_to_image_R@{}", k)] = eval::recall_at_k_transposed(values, n, k);
+  }
+  return out;
+}
+
+std::string clock_text(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  return fmt::format("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+}
+
+}  // namespace
+
+ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& where) {
+  ClipTrainConfig t;
+  static const std::set<std::string> known = {
+      "init", "text_init", "model", "tokenizer", "freeze", "data", "train_split", "eval_split", "eval_limit", "max_length", "augment",
+      "cache_images", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+      "seed", "output_dir", "save_steps", "save_total_limit", "log_steps", "eval_fraction", "workers", "description"};
+  for (const auto& [key, value] : c.items()) {
+    if (!known.count(key)) fail("{}: unknown training option '{}'", where, key);
+  }
+  try {
+    t.init = c.value("init", t.init);
+    t.text_init = c.value("text_init", t.text_init);
+    t.model = c.value("model", json());
+    t.tokenizer = c.value("tokenizer", t.tokenizer);
+    t.freeze = c.value("freeze", t.freeze);
+    t.data = c.value("data", t.data);
+    t.train_split = c.value("train_split", t.train_split);
+    t.eval_split = c.value("eval_split", t.eval_split);
+    t.eval_limit = c.value("eval_limit", t.eval_limit);
+    t.max_length = c.value("max_length", t.max_length);
+    t.augment = c.value("augment", t.augment);
+    t.cache_images = c.value("cache_images", t.cache_images);
+    t.epochs = c.value("epochs", t.epochs);
+    t.max_steps = c.value("max_steps", t.max_steps);
+    t.batch_size = c.value("batch_size", t.batch_size);
+    t.grad_accum = c.value("grad_accum", t.grad_accum);
+    t.lr = c.value("lr", t.lr);
+    t.weight_decay = c.value("weight_decay", t.weight_decay);
+    t.warmup_ratio = c.value("warmup_ratio", t.warmup_ratio);
+    t.max_grad_norm = c.value("max_grad_norm", t.max_grad_norm);
+    t.seed = c.value("seed", t.seed);
+    t.output_dir = c.value("output_dir", t.output_dir);
+    t.save_steps = c.value("save_steps", t.save_steps);
+    t.save_total_limit = c.value("save_total_limit", t.save_total_limit);
+    t.log_steps = c.value("log_steps", t.log_steps);
+    t.eval_fraction = c.value("eval_fraction", t.eval_fraction);
+    t.workers = c.value("workers", t.workers);
+  } catch (const json::exception& e) {
+    fail("{}: malformed training config: {}", where, e.what());
+  }
+  if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (an M3D-CLIP checkpoint) or \"model\" (a CLIP config)", where);
+  if (t.batch_size < 1 || t.grad_accum < 1 || t.max_length < 3 || t.workers < 1) {
+    fail("{}: batch_size, grad_accum and workers must be at least 1, max_length at least 3", where);
+  }
+  if (t.lr <= 0 || t.warmup_ratio < 0 || t.warmup_ratio > 1 || t.weight_decay < 0 || t.max_grad_norm <= 0) {
+    fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
+  }
+  if (t.max_steps <= 0 && t.epochs <= 0) fail("{}: give epochs or max_steps", where);
+  return t;
+}
+
+json ClipTrainConfig::to_json() const {
+  return {{"init", init}, {"text_init", text_init}, {"model", model}, {"tokenizer", tokenizer}, {"freeze", freeze}, {"data", data},
+          {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit}, {"max_length", max_length},
+          {"augment", augment}, {"cache_images", cache_images}, {"epochs", epochs}, {"max_steps", max_steps},
+          {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr}, {"weight_decay", weight_decay},
+          {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed}, {"output_dir", output_dir},
+          {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
+          {"eval_fraction", eval_fraction}, {"workers", workers}};
+}
+
+std::vector<std::string> clip_train_presets() { return {"m3d-clip", "siglip", "tiny"}; }
+
+json clip_train_preset(const std::string& name) {
+  const json m3d_model = {{"model_type", "m3d_clip"}, {"in_channels", 1}, {"img_size", {32, 256, 256}}, {"patch_size", {4, 16, 16}},
+                          {"hidden_size", 768}, {"mlp_dim", 3072}, {"num_layers", 12}, {"num_heads", 12}, {"pos_embed", "perceptron"},
+                          {"loss_type", "nce"}, {"gather_loss", true}, {"local_loss", false}};
+  if (name == "m3d-clip") {  // LaMed/script/train_clip.sh
+    return {{"description", "M3D-CLIP as released: ViT-B/3D from scratch, bert-base-uncased, 100 epochs, batch 32 per GPU, lr 1e-4, wd 0.1"},
+            {"model", m3d_model}, {"text_init", "bert-base-uncased"}, {"epochs", 100}, {"batch_size", 32}, {"lr", 1e-4},
+            {"weight_decay", 0.1}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}, {"eval_fraction", 0.04}};
+  }
+  if (name == "siglip") {  // Med3DVLM scripts/train_clip.sh's settings, on the M3D-CLIP towers
+    json model = m3d_model;
+    model["loss_type"] = "sigmoid";
+    return {{"description", "the sigmoid (SigLIP) loss with Med3DVLM's settings (batch 64, 100 epochs, lr 1e-4, wd 0.1) on the M3D-CLIP towers"},
+            {"model", model}, {"text_init", "bert-base-uncased"}, {"epochs", 100}, {"batch_size", 64}, {"lr", 1e-4},
+            {"weight_decay", 0.1}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}, {"eval_fraction", 0.04}};
+  }
+  if (name == "tiny") {
+    json model = m3d_model;
+    model["img_size"] = {16, 64, 64};
+    model["patch_size"] = {4, 16, 16};
+    model["hidden_size"] = 192;
+    model["mlp_dim"] = 384;
+    model["num_layers"] = 4;
+    model["num_heads"] = 4;
+    return {{"description", "one CPU: a 4-layer ViT (192 wide) on 16x64x64 volumes from scratch; the 6-layer MiniLM text tower with its "
+                            "embeddings and first 4 layers frozen; reports truncated to 64 tokens the official way"},
+            {"model", model}, {"text_init", "third_party/models/all-MiniLM-L6-v2"},
+            {"freeze", {"language_encoder.embeddings", "language_encoder.encoder.layer.0.", "language_encoder.encoder.layer.1.",
+                        "language_encoder.encoder.layer.2.", "language_encoder.encoder.layer.3."}},
+            {"epochs", 12}, {"batch_size", 32}, {"lr", 3e-4}, {"weight_decay", 0.1}, {"warmup_ratio", 0.05}, {"max_length", 64},
+            {"cache_images", true}, {"save_steps", 50}, {"eval_fraction", 0.25}, {"eval_limit", 100}, {"eval_split", "test"}};
+  }
+  std::string names;
+  for (const auto& n : clip_train_presets()) names += (names.empty() ? "" : ", ") + n;
+  fail("unknown training preset '{}' (presets: {})", name, names);
+}
+
+TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& options) {
+  const DistEnv env = DistEnv::from_environment();
+  std::unique_ptr<Communicator> comm;
+  if (env.world_size > 1) comm = std::make_unique<Communicator>(env);
+  const bool main_rank = env.is_main();
+  if (config.output_dir.empty()) fail("training: no output_dir");
+  if (main_rank) fs::create_directories(config.output_dir);
+
+  // The model.
+  torch::manual_seed(config.seed);
+  models::ClipModel model{nullptr};
+  std::string tokenizer_dir = config.tokenizer;
+  if (!config.init.empty()) {
+    model = models::clip_load(config.init);
+    if (tokenizer_dir.empty()) tokenizer_dir = config.init;
+  } else {
+    models::ClipConfig clip = models::ClipConfig::from_json(config.model, "training config \"model\"");
+    std::unique_ptr<io::Checkpoint> text_ckpt;
+    if (!config.text_init.empty()) {
+      if (!fs::exists(config.text_init + "/config.json")) {
+        fail("text_init '{}': no BERT checkpoint there (config.json missing); the official run uses bert-base-uncased", config.text_init);
+      }
+      clip.text = models::BertConfig::from_json(io::json_read_file(config.text_init + "/config.json"), config.text_init + "/config.json");
+      text_ckpt = std::make_unique<io::Checkpoint>(io::checkpoint_open(config.text_init));
+      if (tokenizer_dir.empty()) tokenizer_dir = config.text_init;
+    }
+    model = models::ClipModel(clip);
+    init_from_scratch(*model);
+    if (text_ckpt) {
+      io::LoadOptions load;
+      load.prefix = models::bert_checkpoint_prefix(*text_ckpt);
+      load.whole_checkpoint = false;
+      load.ignore = {"embeddings.position_ids"};
+      io::state_dict_load(*model->language_encoder, *text_ckpt, load);
+    } else {
+      torch::NoGradGuard no_grad;  // a text tower from scratch: BERT's init
+      for (auto& p : model->language_encoder->parameters()) p.normal_(0, 0.02);
+      for (const auto& item : model->language_encoder->named_modules()) {
+        if (auto* norm = dynamic_cast<models::LayerNormImpl*>(item.value().get())) norm->weight.fill_(1), norm->bias.fill_(0);
+      }
+    }
+  }
+  if (tokenizer_dir.empty()) fail("training: no tokenizer (give \"tokenizer\", \"text_init\" or \"init\")");
+  const text::Tokenizer tokenizer = text::Tokenizer::load(tokenizer_dir);
+  model->train();
+  for (const auto& prefix : config.freeze) {
+    size_t matched = 0;
+    for (auto& item : model->named_parameters()) {
+      if (item.key().rfind(prefix, 0) == 0) item.value().requires_grad_(false), ++matched;
+    }
+    if (matched == 0) fail("training: \"freeze\" prefix '{}' matches no parameter", prefix);
+  }
+  if (comm) {  // every rank starts from rank 0's weights
+    for (auto& p : model->parameters()) comm->broadcast(p, 0);
+  }
+  auto parameters = trainable_parameters(*model);
+  AdamWOptions adam;
+  adam.lr = config.lr;
+  adam.weight_decay = config.weight_decay;
+  AdamW optimizer(parameters, adam);
+
+  // The data and the schedule.
+  Loader train_data(read_split(config.data, config.train_split, -1), tokenizer, model->config().vision, config, true);
+  const int64_t B = config.batch_size, W = env.world_size, A = config.grad_accum, G = B * W * A;
+  const int64_t steps_per_epoch = static_cast<int64_t>(train_data.size()) / G;
+  if (steps_per_epoch == 0) fail("training: the global batch ({} = {} x {} ranks x {} accumulation) exceeds the {} training pairs", G, B, W, A, train_data.size());
+  const int64_t total = config.max_steps > 0 ? config.max_steps : config.epochs * steps_per_epoch;
+  const int64_t warmup = warmup_steps(total, config.warmup_ratio);
+  const int64_t eval_every = config.eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(total) * config.eval_fraction))) : 0;
+  std::unique_ptr<Loader> eval_data;
+  if (main_rank && !config.eval_split.empty()) {
+    eval_data = std::make_unique<Loader>(read_split(config.data, config.eval_split, config.eval_limit), tokenizer, model->config().vision, config, false);
+  }
+
+  // Resume.
+  int64_t step = 0;
+  const std::string log_path = config.output_dir + "/metrics.jsonl";
+  if (options.resume) {
+    const auto checkpoints = list_checkpoints(config.output_dir);
+    if (!checkpoints.empty()) {
+      const auto& [last, dir] = checkpoints.back();
+      const json state = io::json_read_file(dir + "/trainer_state.json");
+      if (state.value("global_batch", G) != G) {
+        fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", G), G);
+      }
+      const io::Checkpoint weights = io::checkpoint_open(dir + "/model.safetensors");
+      io::state_dict_load(*model, weights);
+      const io::Checkpoint moments = io::checkpoint_open(dir + "/optimizer.safetensors");
+      std::map<std::string, torch::Tensor> saved;
+      for (const auto& [name, record] : moments.tensors) saved[name] = io::tensor_from_record(record).clone();
+      optimizer.load_state(saved, dir + "/optimizer.safetensors");
+      step = last;
+      if (main_rank && fs::exists(log_path)) {  // drop log lines written after that checkpoint
+        std::ifstream in(log_path);
+        std::string kept, line;
+        while (std::getline(in, line)) {
+          try {
+            if (json::parse(line).value("step", int64_t{0}) <= last) kept += line + "\n";
+          } catch (const json::exception&) {
+          }
+        }
+        in.close();
+        std::ofstream(log_path, std::ios::trunc) << kept;
+      }
+      if (main_rank && options.progress) std::fprintf(stderr, "[m3d train] resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(last), static_cast<long long>(total));
+    }
+  }
+  if (main_rank) {
+    for (const auto& entry : fs::directory_iterator(config.output_dir)) {  // half-written checkpoints of a killed run
+      if (entry.path().extension() == ".partial") fs::remove_all(entry.path());
+    }
+    std::ofstream(config.output_dir + "/train_config.json") << config.to_json().dump(2) << "\n";
+  }
+
+  std::ofstream log;
+  if (main_rank) log.open(log_path, std::ios::app);
+  TrainResult result;
+  result.total_steps = total;
+
+  auto save = [&](int64_t at_step) {
+    if (main_rank) {
+      const std::string final_dir = config.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
+      fs::remove_all(partial);
+      fs::create_directories(partial);
+      std::vector<std::pair<std::string, at::Tensor>> weights;
+      for (const auto& item : model->named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+      io::safetensors_save(partial + "/model.safetensors", weights, {{"format", "pt"}});
+      io::safetensors_save(partial + "/optimizer.safetensors", optimizer.state());
+      std::ofstream(partial + "/config.json") << model->config().to_json().dump(2) << "\n";
+      copy_tokenizer_files(tokenizer_dir, partial);
+      const json state = {{"global_step", at_step}, {"total_steps", total}, {"epoch", static_cast<double>(at_step) / static_cast<double>(steps_per_epoch)},
+                          {"global_batch", G}, {"world_size", W}, {"train_config", config.to_json()}};
+      {
+        io::AtomicFile file(partial + "/trainer_state.json");
+        const std::string text = state.dump(2) + "\n";
+        file.write(text.data(), text.size());
+        file.commit();
+      }
+      if (const char* delay = std::getenv("M3D_TEST_SLOW_SAVE_MS")) {  // fault injection for the kill-during-save test
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(delay)));
+      }
+      if (fs::exists(final_dir)) fs::remove_all(final_dir);
+      fs::rename(partial, final_dir);  // the checkpoint appears complete or not at all
+      result.checkpoint = final_dir;
+      auto checkpoints = list_checkpoints(config.output_dir);
+      while (config.save_total_limit > 0 && static_cast<int64_t>(checkpoints.size()) > config.save_total_limit) {
+        fs::remove_all(checkpoints.front().second);
+        checkpoints.erase(checkpoints.begin());
+      }
+    }
+    if (comm) comm->barrier();
+  };
+
+  // Micro-batches are prepared ahead on `workers` threads, in step order.
+  std::pair<int64_t, std::vector<int64_t>> order_cache{-1, {}};
+  auto micro_indices = [&](int64_t s, int64_t m) {
+    const int64_t epoch = s / steps_per_epoch, k = s % steps_per_epoch;
+    if (order_cache.first != epoch) order_cache = {epoch, epoch_order(train_data.size(), config.seed, epoch)};
+    const auto first = order_cache.second.begin() + k * G + (m * W + env.rank) * B;
+    return std::vector<int64_t>(first, first + B);
+  };
+  std::deque<std::future<Batch>> queue;
+  int64_t next_step = step, next_micro = 0;
+  auto fill = [&] {
+    while (static_cast<int64_t>(queue.size()) < config.workers + 1 && next_step < total) {
+      const int64_t s = next_step, m = next_micro, epoch = s / steps_per_epoch;
+      const auto indices = micro_indices(s, m);
+      queue.push_back(std::async(std::launch::async, [&train_data, indices, epoch] { return train_data.batch(indices, epoch); }));
+      if (++next_micro == A) next_micro = 0, ++next_step;
+    }
+  };
+
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = step;
+  while (step < total) {
+    double loss_value = 0;
+    for (int64_t m = 0; m < A; ++m) {
+      fill();
+      Batch batch = queue.front().get();
+      queue.pop_front();
+      auto image_features = model->encode_image(batch.images);
+      auto text_features = model->encode_text(batch.input_ids, batch.attention_mask);
+      if (comm) {  // the loss over the whole micro-batch of all ranks; gradients flow through this rank's rows
+        auto splice = [&](const torch::Tensor& local) {
+          const auto all = comm->all_gather(local);
+          return torch::cat({all.slice(0, 0, env.rank * B), local, all.slice(0, (env.rank + 1) * B)});
+        };
+        image_features = splice(image_features);
+        text_features = splice(text_features);
+      }
+      const auto loss = model->loss(image_features, text_features) / static_cast<double>(A);
+      loss.backward();
+      loss_value += loss.item<double>();
+    }
+    if (comm) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : parameters) {
+        if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
+      }
+      comm->all_reduce_sum(grads);
+    }
+    const double grad_norm = clip_grad_norm(parameters, config.max_grad_norm);
+    const double lr = config.lr * cosine_with_warmup(step, warmup, total);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    ++step;
+    result.steps = step;
+
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double per_step = elapsed / static_cast<double>(step - first_step);
+    if (main_rank && (step % config.log_steps == 0 || step == total)) {
+      log << json{{"step", step}, {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)}, {"loss", loss_value},
+                  {"lr", lr}, {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step}, {"elapsed_s", elapsed}}
+                 .dump()
+          << "\n" << std::flush;
+    }
+    if (main_rank && options.progress) {
+      std::fprintf(stderr, "\r[m3d train] step %lld/%lld  loss %.4f  lr %.2e  %.1f samples/s  ETA %s   ", static_cast<long long>(step),
+                   static_cast<long long>(total), loss_value, lr, static_cast<double>(G) / per_step,
+                   clock_text(per_step * static_cast<double>(total - step)).c_str());
+    }
+    bool stop = options.stop != nullptr && options.stop->load();
+    if (comm) {  // stop together
+      auto flag = torch::tensor({stop ? 1.0f : 0.0f});
+      comm->all_reduce_sum({flag});
+      stop = flag.item<float>() > 0;
+    }
+    const bool evaluate_now = eval_every > 0 && (step % eval_every == 0 || step == total);
+    if (evaluate_now) {
+      if (main_rank && eval_data) {
+        result.last_eval = evaluate(*model, *eval_data, B);
+        log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
+        if (options.progress) std::fprintf(stderr, "\n[m3d train] step %lld eval %s\n", static_cast<long long>(step), result.last_eval.dump().c_str());
+      }
+      if (comm) comm->barrier();
+    }
+    if (step % config.save_steps == 0 || step == total || stop) save(step);
+    if (stop) {
+      result.stopped = true;
+      if (main_rank && options.progress) std::fprintf(stderr, "\n[m3d train] stopped at step %lld; --resume continues\n", static_cast<long long>(step));
+      break;
+    }
+  }
+  for (auto& pending : queue) pending.wait();
+  if (main_rank && options.progress) std::fprintf(stderr, "\n");
+  return result;
+}
+
+json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit) {
+  models::ClipModel model = models::clip_load(checkpoint_dir);
+  const text::Tokenizer tokenizer = text::Tokenizer::load(checkpoint_dir);
+  ClipTrainConfig config;
+  config.init = checkpoint_dir;
+  Loader loader(read_split(data, split, limit), tokenizer, model->config().vision, config, false);
+  return evaluate(*model, loader, 8);
+}
+
+}  // namespace m3d::train

@@ -1,0 +1,74 @@
+// Contrastive pre-training of M3D-CLIP (and its sigmoid-loss variant) on
+// image-report pairs in the M3D-Cap layout, as LaMed/src/train/train_CLIP.py with
+// HF Trainer runs it: AdamW, cosine schedule with warmup, gradient clipping and
+// accumulation, the official augmentations and report truncation, features gathered
+// across ranks for the loss; checkpoints that resume exactly, periodic retrieval
+// evaluation, a JSONL log and a progress bar.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+namespace m3d::train {
+
+struct ClipTrainConfig {
+  // Model: start from an M3D-CLIP checkpoint (`init`), or build `model` (a config.json
+  // of models::ClipConfig) with the ViT from scratch and the text tower from a BERT
+  // checkpoint (`text_init`, e.g. bert-base-uncased, as the official run does).
+  std::string init, text_init;
+  nlohmann::json model;
+  std::string tokenizer;  // a directory with vocab.txt; default: text_init, else init
+  // Parameters whose names start with one of these are frozen (e.g.
+  // "language_encoder.embeddings", "language_encoder.encoder.layer.0.").
+  std::vector<std::string> freeze;
+  // Data: a directory with M3D_Cap_npy/M3D_Cap.json (paths inside relative to the
+  // directory), or that json file.
+  std::string data;
+  std::string train_split = "train", eval_split = "validation";
+  int64_t eval_limit = 512;  // the official validation set is the first 512 pairs
+  int64_t max_length = 512;  // text tokens ([CLS] and [SEP] included)
+  bool augment = true;
+  bool cache_images = false;  // keep the (resized) volumes in memory after the first epoch
+  // Optimisation (per-rank batch, as HF's per_device_train_batch_size).
+  int64_t epochs = 100, max_steps = -1, batch_size = 32, grad_accum = 1;
+  double lr = 1e-4, weight_decay = 0.1, warmup_ratio = 0.03, max_grad_norm = 1.0;
+  uint64_t seed = 42;
+  // Output.
+  std::string output_dir;
+  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
+  double eval_fraction = 0.04;  // evaluate every this fraction of the run (official: 4%); 0: only at the end
+  int64_t workers = 2;  // data loader threads
+
+  static ClipTrainConfig from_json(const nlohmann::json& config, const std::string& where);
+  nlohmann::json to_json() const;
+};
+
+// Named configs: "m3d-clip" (the official M3D-CLIP run), "siglip" (the sigmoid
+// loss with Med3DVLM's batch and settings on the M3D-CLIP towers), "tiny" (a small
+// ViT and the 6-layer MiniLM text tower, for one CPU).
+nlohmann::json clip_train_preset(const std::string& name);
+std::vector<std::string> clip_train_presets();
+
+struct TrainRunOptions {
+  bool resume = false;  // continue from the newest complete checkpoint in output_dir
+  bool progress = true;
+  const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGTERM): save and return
+};
+
+struct TrainResult {
+  int64_t steps = 0, total_steps = 0;
+  bool stopped = false;  // by `stop`, after saving
+  nlohmann::json last_eval;
+  std::string checkpoint;  // the last one written
+};
+
+// Runs on this process's rank (DistEnv::from_environment()); rank 0 writes.
+TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& options);
+
+// Image-to-text and text-to-image recall@1/5/10 of a checkpoint on a split.
+nlohmann::json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit);
+
+}  // namespace m3d::train

@@ -1,0 +1,192 @@
+// `m3d train clip` end to end on a small synthetic set with a tiny model: an
+// interrupted (kill -9) and resumed run ends where an uninterrupted one does; a kill
+// during a save never leaves a half-written checkpoint; two Gloo ranks over loopback
+// give the parameters of one rank with the same global batch.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "data/synth.h"
+#include "io/checkpoint.h"
+#include "io/tensor.h"
+#include "test_support.h"
+
+namespace m3d::test {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+
+// One synthetic set for the whole suite (24 studies: 20 train pairs).
+class CliTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::string(fs::temp_directory_path() / ("m3d_cli_train_" + std::to_string(::getpid())));
+    fs::remove_all(*root_);
+    data::SynthOptions o;
+    o.count = 24;
+    o.output = *root_ + "/data";
+    o.seed = 5;
+    data::synth_write(o);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*root_);
+    delete root_;
+  }
+  // A training config of a tiny model; `extra` fields override.
+  static std::string config(const std::string& name, const nlohmann::json& extra) {
+    nlohmann::json c = {
+        {"model",
+         {{"model_type", "m3d_clip"}, {"img_size", {8, 16, 16}}, {"patch_size", {4, 8, 8}}, {"hidden_size", 32}, {"mlp_dim", 48},
+          {"num_layers", 2}, {"num_heads", 4}, {"loss_type", "nce"},
+          {"text_config",
+           {{"vocab_size", 30522}, {"hidden_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"intermediate_size", 37},
+            {"max_position_embeddings", 64}}}}},
+        {"tokenizer", std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2"},
+        {"data", *root_ + "/data"}, {"max_length", 32}, {"batch_size", 4}, {"max_steps", 12}, {"lr", 1e-3}, {"warmup_ratio", 0.2},
+        {"eval_split", ""}, {"eval_fraction", 0}, {"save_steps", 3}, {"save_total_limit", 2}, {"cache_images", true}, {"workers", 1},
+        {"log_steps", 1}};
+    for (const auto& [key, value] : extra.items()) c[key] = value;
+    const std::string path = *root_ + "/" + name + ".json";
+    std::ofstream(path) << c.dump(2);
+    return path;
+  }
+  static std::map<std::string, at::Tensor> weights(const std::string& checkpoint) {
+    const auto ckpt = io::checkpoint_open(checkpoint + "/model.safetensors");
+    std::map<std::string, at::Tensor> out;
+    for (const auto& [name, record] : ckpt.tensors) out[name] = io::tensor_from_record(record).clone();
+    return out;
+  }
+  // Largest difference over the parameters, the attention key biases aside (their exact
+  // gradient is 0: Adam turns float noise into lr-sized steps that change no output).
+  static double max_difference(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (const auto& [name, tensor] : a) {
+      if (name.find("attention.self.key.bias") != std::string::npos) continue;
+      worst = std::max(worst, (tensor - b.at(name)).abs().max().item<double>());
+    }
+    return worst;
+  }
+  // `m3d ARGS` (space-separated, no quoting) as a child process, output discarded.
+  static pid_t start(const std::string& args, const char* slow_save_ms = nullptr) {
+    std::vector<std::string> words = {kM3d};
+    std::istringstream in(args);
+    for (std::string w; in >> w;) words.push_back(w);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (slow_save_ms != nullptr) ::setenv("M3D_TEST_SLOW_SAVE_MS", slow_save_ms, 1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      std::vector<char*> argv;
+      for (auto& w : words) argv.push_back(w.data());
+      argv.push_back(nullptr);
+      ::execv(kM3d.c_str(), argv.data());
+      ::_exit(127);
+    }
+    return pid;
+  }
+  static std::string* root_;
+};
+std::string* CliTrain::root_ = nullptr;
+
+TEST_F(CliTrain, KilledAndResumedRunEndsWhereAnUninterruptedOneDoes) {
+  std::string out, err;
+  const std::string full = *root_ + "/full", cut = *root_ + "/cut";
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("base", {}) + " -o " + full, &out, &err), 0) << err;
+  ASSERT_TRUE(fs::exists(full + "/checkpoint-12/model.safetensors"));
+  EXPECT_FALSE(fs::exists(full + "/checkpoint-3")) << "save_total_limit 2 keeps the newest two";
+  // Same run, killed with SIGKILL once checkpoint-6 exists, then resumed.
+  const pid_t pid = start("train clip -q --config " + config("base", {}) + " -o " + cut);
+  for (int i = 0; i < 30000 && !fs::exists(cut + "/checkpoint-6"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(fs::exists(cut + "/checkpoint-6")) << "the run ended before its sixth step";
+  ASSERT_FALSE(fs::exists(cut + "/checkpoint-12")) << "killed too late to test resuming";
+  ASSERT_EQ(run_command(kM3d + " train clip -q --resume --config " + config("base", {}) + " -o " + cut, &out, &err), 0) << err;
+  const double diff = max_difference(weights(full + "/checkpoint-12"), weights(cut + "/checkpoint-12"));
+  std::printf("resumed vs uninterrupted: max abs parameter difference %.3g\n", diff);
+  EXPECT_LE(diff, 1e-6);
+  // The log holds each step once.
+  std::ifstream log(cut + "/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(log, line);) steps.push_back(nlohmann::json::parse(line).at("step"));
+  ASSERT_EQ(steps.size(), 12u);
+  for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], static_cast<int64_t>(i + 1));
+}
+
+TEST_F(CliTrain, AKillDuringASaveLeavesNoHalfWrittenCheckpoint) {
+  const std::string dir = *root_ + "/saves";
+  const std::string cfg = config("saves", {{"save_steps", 1}, {"save_total_limit", 0}, {"max_steps", 40}});
+  // Saves are slowed down (M3D_TEST_SLOW_SAVE_MS) between writing the files and
+  // renaming the folder, so the kill lands inside one.
+  fs::remove_all(dir);
+  const pid_t pid = start("train clip -q --config " + cfg + " -o " + dir, "400");
+  bool caught = false;
+  for (int i = 0; i < 30000 && !caught; ++i) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      // A save in progress after two complete ones.
+      if (it->path().extension() == ".partial" && fs::exists(it->path() / "trainer_state.json") && fs::exists(dir + "/checkpoint-2")) caught = true;
+    }
+    if (!caught) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(caught) << "never saw a save in progress";
+  // Every checkpoint under its final name is complete and loads.
+  size_t complete = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".partial") continue;
+    if (entry.path().filename().string().rfind("checkpoint-", 0) != 0) continue;
+    for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json", "vocab.txt"}) {
+      EXPECT_TRUE(fs::exists(entry.path() / file)) << entry.path() << " lacks " << file;
+    }
+    EXPECT_NO_THROW(io::checkpoint_open((entry.path() / "model.safetensors").string()));
+    ++complete;
+  }
+  std::printf("%zu complete checkpoints beside the interrupted save\n", complete);
+  EXPECT_GE(complete, 2u);
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " train clip -q --resume --config " + cfg + " -o " + dir, &out, &err), 0) << err;
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-40/model.safetensors"));
+  for (const auto& entry : fs::directory_iterator(dir)) EXPECT_NE(entry.path().extension(), ".partial") << "left behind";
+}
+
+TEST_F(CliTrain, TwoGlooRanksEqualOneRankWithTheSameGlobalBatch) {
+  std::string out, err;
+  const std::string one = *root_ + "/one", two = *root_ + "/two";
+  const nlohmann::json steps = {{"max_steps", 20}, {"save_steps", 20}};
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("one", steps) + " -o " + one, &out, &err), 0) << err;
+  nlohmann::json half = steps;
+  half["batch_size"] = 2;
+  ASSERT_EQ(run_command(kM3d + " train clip -q --nproc 2 --config " + config("two", half) + " -o " + two, &out, &err), 0) << err;
+  const double diff = max_difference(weights(one + "/checkpoint-20"), weights(two + "/checkpoint-20"));
+  std::printf("2 ranks x batch 2 vs 1 rank x batch 4, 20 steps: max abs parameter difference %.3g\n", diff);
+  EXPECT_LE(diff, 1e-5);
+}
+
+TEST_F(CliTrain, BadConfigsAreClearErrors) {
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " train clip --preset nope --data x -o y", &out, &err), 1);
+  EXPECT_NE(err.find("unknown training preset 'nope' (presets: m3d-clip, siglip, tiny)"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bad", {{"batch_sise", 3}}) + " -o " + *root_ + "/bad", &out, &err), 1);
+  EXPECT_NE(err.find("unknown training option 'batch_sise'"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("big", {{"batch_size", 64}}) + " -o " + *root_ + "/big", &out, &err), 1);
+  EXPECT_NE(err.find("exceeds the 20 training pairs"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("nodata", {{"data", "/nonexistent"}}) + " -o " + *root_ + "/nd", &out, &err), 1);
+  EXPECT_NE(err.find("no M3D_Cap_npy/M3D_Cap.json"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test
