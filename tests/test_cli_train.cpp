@@ -1,5 +1,6 @@
 // `m3d train clip` end to end on a small synthetic set with a tiny model: an
-// interrupted (kill -9) and resumed run ends where an uninterrupted one does; a kill
+// interrupted (kill -9) and resumed run ends where an uninterrupted one does (BERT
+// dropout on: its generator state is part of the checkpoint); a kill
 // during a save never leaves a half-written checkpoint; two Gloo ranks over loopback
 // give the parameters of one rank with the same global batch.
 #include <gtest/gtest.h>
@@ -17,6 +18,8 @@
 
 #include "data/synth.h"
 #include "io/checkpoint.h"
+#include "io/npy.h"
+#include "models/clip.h"
 #include "io/tensor.h"
 #include "test_support.h"
 
@@ -55,7 +58,14 @@ class CliTrain : public ::testing::Test {
         {"data", *root_ + "/data"}, {"max_length", 32}, {"batch_size", 4}, {"max_steps", 12}, {"lr", 1e-3}, {"warmup_ratio", 0.2},
         {"eval_split", ""}, {"eval_fraction", 0}, {"save_steps", 3}, {"save_total_limit", 2}, {"cache_images", true}, {"workers", 1},
         {"log_steps", 1}};
-    for (const auto& [key, value] : extra.items()) c[key] = value;
+    for (const auto& [key, value] : extra.items()) {
+      if (key == "text_dropout") {  // BERT's dropouts (default 0.1, as HF's)
+        c["model"]["text_config"]["hidden_dropout_prob"] = value;
+        c["model"]["text_config"]["attention_probs_dropout_prob"] = value;
+      } else {
+        c[key] = value;
+      }
+    }
     const std::string path = *root_ + "/" + name + ".json";
     std::ofstream(path) << c.dump(2);
     return path;
@@ -166,7 +176,9 @@ TEST_F(CliTrain, AKillDuringASaveLeavesNoHalfWrittenCheckpoint) {
 TEST_F(CliTrain, TwoGlooRanksEqualOneRankWithTheSameGlobalBatch) {
   std::string out, err;
   const std::string one = *root_ + "/one", two = *root_ + "/two";
-  const nlohmann::json steps = {{"max_steps", 20}, {"save_steps", 20}};
+  // Without dropout: each rank draws its own masks (as with PyTorch DDP), so only the
+  // deterministic part can be equal.
+  const nlohmann::json steps = {{"max_steps", 20}, {"save_steps", 20}, {"text_dropout", 0.0}};
   ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("one", steps) + " -o " + one, &out, &err), 0) << err;
   nlohmann::json half = steps;
   half["batch_size"] = 2;
@@ -174,6 +186,30 @@ TEST_F(CliTrain, TwoGlooRanksEqualOneRankWithTheSameGlobalBatch) {
   const double diff = max_difference(weights(one + "/checkpoint-20"), weights(two + "/checkpoint-20"));
   std::printf("2 ranks x batch 2 vs 1 rank x batch 4, 20 steps: max abs parameter difference %.3g\n", diff);
   EXPECT_LE(diff, 1e-5);
+}
+
+TEST_F(CliTrain, EmbedWritesTheModelsNormalisedFeatures) {
+  std::string out, err;
+  const std::string run = *root_ + "/embed_run";
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("embed", {{"max_steps", 2}}) + " -o " + run, &out, &err), 0) << err;
+  const std::string checkpoint = run + "/checkpoint-2";
+  const auto volume = torch::rand({1, 8, 16, 16});
+  io::npy_write(*root_ + "/v.npy", DType::F32, {1, 8, 16, 16}, volume.data_ptr<float>());
+  ASSERT_EQ(run_command(kM3d + " embed --model " + checkpoint + " --image " + *root_ + "/v.npy --text 'The liver is normal.' --text 'Axial chest CT.'",
+                        &out, &err), 0) << err;
+  const auto result = nlohmann::json::parse(out);
+  ASSERT_EQ(result["image"].size(), 1u);
+  ASSERT_EQ(result["text"].size(), 2u);
+  torch::NoGradGuard no_grad;
+  models::ClipModel model = models::clip_load(checkpoint);
+  const auto image = model->encode_image(volume.unsqueeze(0))[0];
+  const auto got = torch::tensor(result["image"][0].get<std::vector<float>>());
+  EXPECT_LE((image - got).abs().max().item<double>(), 1e-6);
+  EXPECT_NEAR(got.norm().item<double>(), 1.0, 1e-5);
+  const auto text0 = torch::tensor(result["text"][0].get<std::vector<float>>());
+  EXPECT_NEAR(result["cosine"][0][0].get<double>(), (got * text0).sum().item<double>(), 1e-5);
+  EXPECT_EQ(run_command(kM3d + " embed --model " + checkpoint, &out, &err), 1);
+  EXPECT_NE(err.find("give --image and/or --text"), std::string::npos) << err;
 }
 
 TEST_F(CliTrain, BadConfigsAreClearErrors) {

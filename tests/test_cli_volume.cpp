@@ -129,7 +129,8 @@ TEST(CliScore, WritesScoredCsvSummaryAndTable) {
   std::string out, err;
   ASSERT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir, &out, &err), 0) << err;
   EXPECT_NE(out.find("| m3d_bleu |"), std::string::npos) << out;
-  EXPECT_NE(out.find("| meteor, bert_f1 | not implemented yet |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| m3d_meteor |"), std::string::npos) << out;  // the data found next to the program (build folder in the repository)
+  EXPECT_NE(out.find("| m3d_bert_f1 | not computed: needs a BERTScore model"), std::string::npos) << out;
   const auto summary = read_json(dir + "/summary.json");
   EXPECT_EQ(summary["task"], "report");
   EXPECT_EQ(summary["samples"], 92);
@@ -137,6 +138,42 @@ TEST(CliScore, WritesScoredCsvSummaryAndTable) {
   EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/vqa_closed_predictions.csv") + " -o " + dir, &out, &err), 0);
   EXPECT_EQ(run_command(kM3d + " score --task rec --pred /nonexistent.csv", &out, &err), 1);
   EXPECT_NE(err.find("/nonexistent.csv: cannot open"), std::string::npos) << err;
+  EXPECT_EQ(run_command("M3D_PUNKT_DIR=/nonexistent " + kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir,
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("/nonexistent/abbrev_types.txt is missing"), std::string::npos) << err;
+  EXPECT_NE(err.find("scripts/fetch_vocab.sh"), std::string::npos) << err;
+}
+
+// The fixture's meteor and bert_f1 columns: nltk 3.8.1's METEOR and bert_score 0.3.13's F1 with
+// all-MiniLM-L6-v2 at 4 layers, one sample per call (tools/reference/make_metric_fixtures.py).
+TEST(CliScore, MeteorAndBertScoreColumnsMatchNltkAndBertScore) {
+  const std::string dir = temp_dir();
+  const std::string minilm = std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2";
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir +
+                            " --bertscore-model " + minilm + " --bertscore-layers 4",
+                        &out, &err),
+            0)
+      << err;
+  const auto scored = io::csv_read(dir + "/scored.csv");
+  ASSERT_EQ(scored.rows.size(), 92u);
+  double sum = 0;
+  for (size_t i = 0; i < scored.rows.size(); ++i) {
+    const auto& row = scored.rows[i];
+    EXPECT_NEAR(std::stod(row[scored.column("m3d_bert_f1")]), std::stod(row[scored.column("bert_f1")]), 1e-6) << i;
+    EXPECT_NEAR(std::stod(row[scored.column("m3d_meteor")]), std::stod(row[scored.column("meteor")]), 1e-6) << i;
+    sum += std::stod(row[scored.column("bert_f1")]);
+  }
+  const auto summary = read_json(dir + "/summary.json");
+  EXPECT_NEAR(summary["metrics"]["m3d_bert_f1"].get<double>(), sum / 92.0, 1e-6);
+  EXPECT_FALSE(summary.contains("not_computed"));
+  EXPECT_NE(summary["bert_f1_setting"].get<std::string>().find("4 layers, idf off, not rescaled"), std::string::npos);
+  EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir +
+                            " --bertscore-model " + minilm + " --bertscore-layers 9",
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("9 layers asked, the model has 6"), std::string::npos) << err;
 }
 
 }  // namespace
@@ -234,8 +271,20 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   EXPECT_EQ(read_json(out1 + "_oracle/summary.json")["metrics"]["m3d_correct"], 1.0);
   ASSERT_EQ(run_command(baseline + "constant --task vqa-closed -o " + out1 + "_constant", &out, &err), 0) << err;
   EXPECT_EQ(read_json(out1 + "_constant/summary.json")["metrics"]["m3d_correct"], 0.75);  // three of the four answers are A
-  ASSERT_EQ(run_command(baseline + "oracle --task report -o " + out1 + "_oracle_report", &out, &err), 0) << err;
-  EXPECT_EQ(read_json(out1 + "_oracle_report/summary.json")["metrics"]["m3d_bleu"], 1.0);
+  ASSERT_EQ(run_command(baseline + "oracle --task report -o " + out1 + "_oracle_report --bertscore-model " + std::string(M3D_SOURCE_DIR) +
+                            "/third_party/models/all-MiniLM-L6-v2 --bertscore-layers 4",
+                        &out, &err),
+            0)
+      << err;
+  const auto oracle_report = read_json(out1 + "_oracle_report/summary.json");
+  EXPECT_EQ(oracle_report["metrics"]["m3d_bleu"], 1.0);
+  EXPECT_NEAR(oracle_report["metrics"]["m3d_bert_f1"].get<double>(), 1.0, 1e-6);  // a text matches itself
+  EXPECT_GT(oracle_report["metrics"]["m3d_meteor"].get<double>(), 0.99);  // METEOR's fragmentation penalty keeps it below 1
+  const auto oracle_csv = io::csv_read(out1 + "_oracle_report/predictions.csv");
+  for (const auto& row : oracle_csv.rows) {  // the official columns hold the same values
+    EXPECT_EQ(row[oracle_csv.column("meteor")], row[oracle_csv.column("m3d_meteor")]);
+    EXPECT_EQ(row[oracle_csv.column("bert_f1")], row[oracle_csv.column("m3d_bert_f1")]);
+  }
   ASSERT_EQ(run_command(baseline + "oracle --task rec -o " + out1 + "_oracle_rec", &out, &err), 0) << err;
   EXPECT_NEAR(read_json(out1 + "_oracle_rec/summary.json")["metrics"]["m3d_iou_true"].get<double>(), 1.0, 1e-12);
   EXPECT_EQ(run_command(kM3d + " bench --data " + data + " --task rec", &out, &err), 1);

@@ -1,6 +1,7 @@
 // M3D-Bench text metrics against the Python packages the official evaluation
 // calls (tools/reference/make_metric_fixtures.py): BLEU (13a + compute_bleu, via
-// sacrebleu), rouge_score, and the `rouge` package, on 500 radiology-style pairs.
+// sacrebleu), rouge_score, and the `rouge` package, on 500 radiology-style pairs;
+// m3d score's columns (METEOR too) against the official columns of predictions CSVs.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -211,22 +212,51 @@ TEST(TaskMetrics, RecallAtKBothDirections) {
 namespace m3d::eval {
 namespace {
 
+const MeteorData& meteor_data() {  // fails the tests that need it when the data is missing
+  static const MeteorData data = score_meteor_data_load(std::string(M3D_SOURCE_DIR) + "/" + kPunktEnglishDir, kWordNetDir);
+  return data;
+}
+
 // Predictions files written by csv.writer with the official columns, their metric
 // columns filled by the reference packages: m3d score recomputes the same values.
+// (bert_f1, from bert_score with MiniLM, is checked through the m3d program: test_cli.)
 TEST(Score, ReportRowsMatchTheOfficialColumns) {
   const auto table = io::csv_read(test::fixture("metrics/report_predictions.csv"));
-  const ScoreResult r = score_predictions("report", table, "report.csv");
-  const int bleu = table.column("bleu"), rouge1 = table.column("rouge1");
-  const int m3d_bleu = r.scored.column("m3d_bleu"), m3d_rouge1 = r.scored.column("m3d_rouge1");
+  ScoreOptions options;
+  options.meteor = &meteor_data();
+  const ScoreResult r = score_predictions("report", table, "report.csv", options);
+  const int bleu = table.column("bleu"), rouge1 = table.column("rouge1"), meteor = table.column("meteor");
+  const int m3d_bleu = r.scored.column("m3d_bleu"), m3d_rouge1 = r.scored.column("m3d_rouge1"), m3d_meteor = r.scored.column("m3d_meteor");
   ASSERT_GE(m3d_bleu, 0);
-  double sum = 0;
+  ASSERT_GE(m3d_meteor, 0);
+  double sum = 0, sum_meteor = 0;
   for (size_t i = 0; i < table.rows.size(); ++i) {
     EXPECT_NEAR(std::stod(r.scored.rows[i][m3d_bleu]), std::stod(table.rows[i][bleu]), 1e-6) << i;
     EXPECT_NEAR(std::stod(r.scored.rows[i][m3d_rouge1]), std::stod(table.rows[i][rouge1]), 1e-6) << i;
+    EXPECT_NEAR(std::stod(r.scored.rows[i][m3d_meteor]), std::stod(table.rows[i][meteor]), 1e-6) << i;
     sum += std::stod(table.rows[i][bleu]);
+    sum_meteor += std::stod(table.rows[i][meteor]);
   }
-  EXPECT_NEAR(r.summary["metrics"]["m3d_bleu"].get<double>(), sum / static_cast<double>(table.rows.size()), 1e-6);
-  EXPECT_EQ(r.summary["not_implemented"], nlohmann::json({"meteor", "bert_f1"}));
+  const auto n = static_cast<double>(table.rows.size());
+  EXPECT_NEAR(r.summary["metrics"]["m3d_bleu"].get<double>(), sum / n, 1e-6);
+  EXPECT_NEAR(r.summary["metrics"]["m3d_meteor"].get<double>(), sum_meteor / n, 1e-6);
+  // Without a BERTScore model the summary says why, and no column pretends otherwise.
+  EXPECT_EQ(r.scored.column("m3d_bert_f1"), -1);
+  EXPECT_NE(r.summary["not_computed"]["m3d_bert_f1"].get<std::string>().find("roberta-large, 17 layers"), std::string::npos);
+  EXPECT_NE(r.markdown.find("| m3d_bert_f1 | not computed: needs a BERTScore model"), std::string::npos) << r.markdown;
+}
+
+TEST(Score, MissingMeteorDataIsAClearError) {
+  const auto table = io::csv_read(test::fixture("metrics/report_predictions.csv"));
+  test::expect_one_line_error([&] { score_predictions("vqa-open", table, "r.csv"); }, "r.csv", "task 'vqa-open' needs a column 'Answer'");
+  test::expect_one_line_error([&] { score_predictions("report", table, "r.csv"); }, "r.csv", "computes METEOR: its data was not given");
+  test::expect_one_line_error([&] { score_meteor_data_load("/nonexistent", kWordNetDir); }, "/nonexistent/abbrev_types.txt", "scripts/fetch_vocab.sh");
+  test::expect_one_line_error([&] { score_meteor_data_load(std::string(M3D_SOURCE_DIR) + "/" + kPunktEnglishDir, "/nonexistent"); },
+                              "/nonexistent/", "wordnet-base");
+  ScoreOptions options;
+  options.meteor = &meteor_data();
+  options.bert_f1 = [](const std::vector<std::string>&, const std::vector<std::string>&) { return std::vector<double>{0.5}; };
+  test::expect_one_line_error([&] { score_predictions("report", table, "r.csv", options); }, "r.csv", "BERTScore gave 1 values for 92 samples");
 }
 
 TEST(Score, ClosedVqaAndRecMatchTheOfficialColumns) {

@@ -248,6 +248,37 @@ std::string clock_text(double seconds) {
 
 }  // namespace
 
+TextScorers text_scorers_load(const std::string& punkt_dir, const std::string& wordnet_dir, const BertScoreOptions& bertscore) {
+  TextScorers out;
+  out.meteor = std::make_unique<MeteorData>(score_meteor_data_load(punkt_dir, wordnet_dir));
+  if (!bertscore.model_dir.empty()) {
+    auto scorer = std::make_shared<const BertScorer>(bertscore);
+    out.bertscore_setting = fmt::format("{}, {} layers, idf {}, {}", bertscore.model_dir, scorer->num_layers(),
+                                        bertscore.idf ? "on" : "off", bertscore.baseline_path.empty() ? "not rescaled" : "rescaled by " + bertscore.baseline_path);
+    out.bertscore = std::move(scorer);
+  }
+  return out;
+}
+
+ScoreOptions TextScorers::score_options() const {
+  ScoreOptions options;
+  options.meteor = meteor.get();
+  if (bertscore) {
+    options.bert_f1 = [scorer = bertscore](const std::vector<std::string>& predictions, const std::vector<std::string>& references) {
+      const bool progress = isatty(STDERR_FILENO);
+      std::vector<double> f1;
+      for (size_t i = 0; i < predictions.size(); ++i) {
+        f1.push_back(scorer->score({predictions[i]}, {{references[i]}}).at(0).fmeasure);
+        if (progress) std::fprintf(stderr, "\r[m3d] BERTScore %zu/%zu ", i + 1, predictions.size());
+      }
+      if (progress) std::fprintf(stderr, "\n");
+      return f1;
+    };
+    options.bert_f1_setting = bertscore_setting;
+  }
+  return options;
+}
+
 std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}; }
 
 std::vector<std::string> bench_unsupported_tasks() {
@@ -257,6 +288,8 @@ std::vector<std::string> bench_unsupported_tasks() {
 std::string bench_run(const BenchOptions& o) {
   std::vector<std::string> header;
   const std::vector<Sample> samples = load_samples(o, &header);
+  // Before any generation, so that missing metric data stops the run at once.
+  const TextScorers scorers = score_task_is_text(o.task) ? text_scorers_load(o.punkt_dir, o.wordnet_dir, o.bertscore) : TextScorers{};
   fs::create_directories(o.output_dir);
   const std::string journal_path = o.output_dir + "/predictions.jsonl";
   std::map<int64_t, json> done = read_journal(journal_path, o.task);
@@ -343,16 +376,17 @@ std::string bench_run(const BenchOptions& o) {
   if (o.task == "vqa-closed") {
     for (auto& row : table.rows) row.back() = row[5].find(row[4] + ".") != std::string::npos ? "1" : "0";
   }
-  ScoreResult result = score_predictions(o.task, table, o.output_dir + "/predictions.csv");
+  ScoreResult result = score_predictions(o.task, table, o.output_dir + "/predictions.csv", scorers.score_options());
   if (o.task == "rec") {  // the official IOU column: the enclosing-box IoU, -1 without two boxes
     for (auto& row : result.scored.rows) row[result.scored.column("IOU")] = row[result.scored.column("m3d_iou")];
   }
-  const int bleu = result.scored.column("bleu"), rouge1 = result.scored.column("rouge1");
-  if (bleu >= 0 && rouge1 >= 0) {  // the official columns hold the same metrics (BLEU-1, ROUGE-1 F)
-    for (auto& row : result.scored.rows) {
-      row[bleu] = row[result.scored.column("m3d_bleu")];
-      row[rouge1] = row[result.scored.column("m3d_rouge1")];
-    }
+  // The official metric columns hold the same metrics (BLEU-1, ROUGE-1 F, METEOR, BERTScore F1); bert_f1 stays
+  // empty without a BERTScore model.
+  for (const auto& [official, ours] : {std::pair<const char*, const char*>{"bleu", "m3d_bleu"}, {"rouge1", "m3d_rouge1"},
+                                       {"meteor", "m3d_meteor"}, {"bert_f1", "m3d_bert_f1"}}) {
+    const int to = result.scored.column(official), from = result.scored.column(ours);
+    if (to < 0 || from < 0) continue;
+    for (auto& row : result.scored.rows) row[to] = row[from];
   }
   std::ofstream csv(o.output_dir + "/predictions.csv", std::ios::binary);
   csv << io::csv_line(result.scored.header);

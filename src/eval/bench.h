@@ -8,10 +8,28 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "eval/bertscore.h"
+#include "eval/score.h"
+
 namespace m3d::eval {
+
+// METEOR's data and, with a model folder, a BERTScore scorer: what score_predictions needs for
+// the text tasks in m3d score and m3d bench.
+struct TextScorers {
+  std::unique_ptr<MeteorData> meteor;
+  std::shared_ptr<const BertScorer> bertscore;  // null without a model
+  std::string bertscore_setting;  // e.g. "roberta-large, 17 layers, idf off, not rescaled"
+  // bert_f1 scores one sample per call, as the official scripts call bertscore.compute: bert_score
+  // matches flattened pairs in padded batches whose composition changes the scores.
+  ScoreOptions score_options() const;
+};
+
+// punkt_dir, wordnet_dir: score_meteor_data_load's; bertscore.model_dir empty: no BERTScore.
+TextScorers text_scorers_load(const std::string& punkt_dir, const std::string& wordnet_dir, const BertScoreOptions& bertscore);
 
 struct BenchOptions {
   std::string model_dir, data_dir, task, output_dir;
@@ -27,6 +45,9 @@ struct BenchOptions {
   // volume, text tasks one fixed sentence) — the ceiling and a chance-level floor.
   std::string predictor = "model";
   bool progress = true;
+  // Text tasks (report, vqa-open, reg): METEOR's data folders and BERTScore (text_scorers_load).
+  std::string punkt_dir, wordnet_dir;
+  BertScoreOptions bertscore;
 };
 
 // report, vqa-closed, vqa-open, rec, reg run here; the others need parts m3d does not have yet.

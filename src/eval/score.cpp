@@ -1,12 +1,14 @@
 // See score.h. Columns and rules: m3d_bench_spec.md §2.2-2.6 (eval_caption.py,
 // eval_vqa.py, eval_pos.py): predictions and labels are strip()ped before the text
-// metrics; BLEU is sentence BLEU-1; ROUGE is rouge_score's F; closed VQA is the
-// "<letter>." substring rule; REC uses the official enclosing-box IoU (-1 when a box
-// is missing) and reports the true IoU beside it.
+// metrics; BLEU is sentence BLEU-1; ROUGE is rouge_score's F; METEOR is evaluate's
+// (nltk 3.8.1); BERTScore F1 comes from the caller; closed VQA is the "<letter>."
+// substring rule; REC uses the official enclosing-box IoU (-1 when a box is missing)
+// and reports the true IoU beside it.
 #include "eval/score.h"
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <map>
 
 #include "eval/task_metrics.h"
@@ -44,32 +46,69 @@ struct Mean {
 
 std::vector<std::string> score_task_names() { return {"report", "vqa-open", "reg", "vqa-closed", "rec", "seg"}; }
 
-ScoreResult score_predictions(const std::string& task, const io::CsvTable& table, const std::string& source) {
+bool score_task_is_text(const std::string& task) { return task == "report" || task == "vqa-open" || task == "reg"; }
+
+MeteorData score_meteor_data_load(const std::string& punkt_dir, const std::string& wordnet_dir) {
+  namespace fs = std::filesystem;
+  std::string punkt = punkt_dir;
+  if (punkt.empty()) {
+    std::vector<std::string> tried = {kPunktEnglishDir};
+    std::error_code error;
+    const fs::path program = fs::read_symlink("/proc/self/exe", error);
+    if (!error) tried.push_back((program.parent_path().parent_path() / kPunktEnglishDir).string());
+    std::string list;
+    for (const auto& dir : tried) {
+      if (punkt.empty() && fs::exists(dir + "/abbrev_types.txt")) punkt = dir;
+      list += (list.empty() ? "" : ", ") + dir;
+    }
+    if (punkt.empty()) {
+      fail("METEOR needs nltk_data's English Punkt parameters, found in none of: {} (run scripts/fetch_vocab.sh in the m3d repository, "
+           "or give the folder with --punkt or M3D_PUNKT_DIR)",
+           list);
+    }
+  }
+  return meteor_data_load(punkt, wordnet_dir.empty() ? kWordNetDir : wordnet_dir);
+}
+
+ScoreResult score_predictions(const std::string& task, const io::CsvTable& table, const std::string& source, const ScoreOptions& options) {
   ScoreResult out;
   out.scored = table;
   if (table.rows.empty()) fail("{}: no predictions (the CSV has a header and no rows)", source);
   std::map<std::string, std::map<std::string, Mean>> groups;  // group -> metric -> mean
   std::map<std::string, Mean> overall;
   std::vector<std::string> added;
-  const bool text_task = task == "report" || task == "vqa-open" || task == "reg";
   int group_column = -1;
-  if (text_task) {
+  if (score_task_is_text(task)) {
     const int pred = require(table, {"pred", "Pred"}, source, task);
     const int ref = require(table, task == "report" ? std::vector<std::string>{"Ground Truth", "Answer"} : std::vector<std::string>{"Answer"}, source, task);
     if (task == "vqa-open") group_column = table.column("Question Type");
-    added = {"m3d_bleu", "m3d_rouge1", "m3d_rouge2", "m3d_rougeL", "m3d_rougeLsum"};
+    if (options.meteor == nullptr) fail("{}: task '{}' computes METEOR: its data was not given (score_meteor_data_load)", source, task);
+    std::vector<std::string> preds, refs;
+    for (const auto& row : table.rows) preds.push_back(strip(row[pred])), refs.push_back(strip(row[ref]));
+    added = {"m3d_bleu", "m3d_rouge1", "m3d_rouge2", "m3d_rougeL", "m3d_rougeLsum", "m3d_meteor"};
+    std::vector<double> bert_f1;
+    if (options.bert_f1) {
+      bert_f1 = options.bert_f1(preds, refs);
+      if (bert_f1.size() != preds.size()) fail("{}: BERTScore gave {} values for {} samples", source, bert_f1.size(), preds.size());
+      added.push_back("m3d_bert_f1");
+      out.summary["bert_f1_setting"] = options.bert_f1_setting;
+    } else {
+      out.summary["not_computed"] = {
+          {"m3d_bert_f1", "needs a BERTScore model: --bertscore-model DIR (the official setting is roberta-large, 17 layers)"}};
+    }
     for (size_t r = 0; r < table.rows.size(); ++r) {
-      const std::string p = strip(table.rows[r][pred]), g = strip(table.rows[r][ref]);
-      const double b = bleu(p, {g}, 1);
+      const std::string& p = preds[r];
+      const std::string& g = refs[r];
       const RougeScores rs = rouge(p, {g});
-      const double values[] = {b, rs.rouge1.fmeasure, rs.rouge2.fmeasure, rs.rougeL.fmeasure, rs.rougeLsum.fmeasure};
+      std::vector<double> values = {bleu(p, {g}, 1), rs.rouge1.fmeasure, rs.rouge2.fmeasure, rs.rougeL.fmeasure, rs.rougeLsum.fmeasure,
+                                    meteor(p, g, *options.meteor)};
+      if (!bert_f1.empty()) values.push_back(bert_f1[r]);
       for (size_t m = 0; m < added.size(); ++m) {
         out.scored.rows[r].push_back(number(values[m]));
         overall[added[m]].add(values[m]);
         if (group_column >= 0) groups[table.rows[r][group_column]][added[m]].add(values[m]);
       }
     }
-    out.summary["not_implemented"] = {"meteor", "bert_f1"};
   } else if (task == "vqa-closed") {
     const int pred = require(table, {"Pred", "pred"}, source, task);
     const int choice = require(table, {"Answer Choice"}, source, task);
@@ -154,7 +193,9 @@ ScoreResult score_predictions(const std::string& task, const io::CsvTable& table
       }
     }
   }
-  if (out.summary.contains("not_implemented")) out.markdown += "| meteor, bert_f1 | not implemented yet |\n";
+  if (out.summary.contains("not_computed")) {
+    for (const auto& [name, why] : out.summary["not_computed"].items()) out.markdown += fmt::format("| {} | not computed: {} |\n", name, why.get<std::string>());
+  }
   return out;
 }
 

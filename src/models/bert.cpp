@@ -1,5 +1,5 @@
-// BERT / RoBERTa encoders as transformers 4.41 computes them (eval mode, so no
-// dropout): embeddings = LayerNorm(word + position + token type); each layer =
+// BERT / RoBERTa encoders as transformers 4.41 computes them (dropout in training
+// mode only, at HF's places): embeddings = LayerNorm(word + position + token type); each layer =
 // LayerNorm(x + attn(x)), then LayerNorm(h + W2 act(W1 h)); masked softmax
 // attention with the mask added as the dtype's lowest value.
 // Letters: B batch, L tokens, H hidden, N heads, d head dim.
@@ -54,6 +54,8 @@ BertConfig BertConfig::from_json(const json& c, const std::string& where) {
     config.type_vocab_size = c.value("type_vocab_size", config.type_vocab_size);
     config.pad_token_id = c.contains("pad_token_id") && c["pad_token_id"].is_number_integer() ? c["pad_token_id"].get<int64_t>() : config.pad_token_id;
     config.layer_norm_eps = c.value("layer_norm_eps", config.layer_norm_eps);
+    config.hidden_dropout_prob = c.value("hidden_dropout_prob", config.hidden_dropout_prob);
+    config.attention_probs_dropout_prob = c.value("attention_probs_dropout_prob", config.attention_probs_dropout_prob);
     const std::string positions = c.value("position_embedding_type", std::string("absolute"));
     if (positions != "absolute") fail("{}: position_embedding_type '{}' is not supported (supported: absolute)", where, positions);
   } catch (const json::exception& e) {
@@ -67,6 +69,9 @@ BertConfig BertConfig::from_json(const json& c, const std::string& where) {
                              {"intermediate_size", config.intermediate_size}, {"max_position_embeddings", config.max_position_embeddings},
                              {"type_vocab_size", config.type_vocab_size}}) {
     if (value <= 0 || value > (int64_t{1} << 24)) fail("{}: {} = {} is out of range", where, name, value);
+  }
+  for (double p : {config.hidden_dropout_prob, config.attention_probs_dropout_prob}) {
+    if (!(p >= 0 && p < 1)) fail("{}: dropout probabilities must lie in [0, 1)", where);
   }
   if (config.hidden_size % config.num_attention_heads != 0) {
     fail("{}: hidden_size {} is not divisible by {} attention heads", where, config.hidden_size, config.num_attention_heads);
@@ -88,8 +93,8 @@ json BertConfig::to_json() const {
           {"pad_token_id", pad_token_id},
           {"layer_norm_eps", layer_norm_eps},
           {"position_embedding_type", "absolute"},
-          {"hidden_dropout_prob", 0.1},
-          {"attention_probs_dropout_prob", 0.1}};
+          {"hidden_dropout_prob", hidden_dropout_prob},
+          {"attention_probs_dropout_prob", attention_probs_dropout_prob}};
 }
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : config_(c) {
@@ -113,7 +118,7 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
     fail("bert: {} tokens exceed the {} position embeddings", L, config_.max_position_embeddings);
   }
   auto x = word_embeddings(input_ids) + token_type_embeddings(token_type_ids) + position_embeddings(positions);
-  return layer_norm(x);
+  return torch::dropout(layer_norm(x), config_.hidden_dropout_prob, is_training());
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& c) : config_(c) {
@@ -137,9 +142,11 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
   auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // (B, N, L, L)
   if (additive_mask.defined()) scores = scores + additive_mask;
-  auto context = torch::matmul(scores.softmax(-1), v).transpose(1, 2).reshape({B, L, N * d});
-  auto h = attention_norm(attention_dense(context) + x);
-  return output_norm(output_dense(activation(intermediate(h), config_.hidden_act)) + h);
+  const auto probs = torch::dropout(scores.softmax(-1), config_.attention_probs_dropout_prob, is_training());
+  auto context = torch::matmul(probs, v).transpose(1, 2).reshape({B, L, N * d});
+  const double p = config_.hidden_dropout_prob;
+  auto h = attention_norm(torch::dropout(attention_dense(context), p, is_training()) + x);
+  return output_norm(torch::dropout(output_dense(activation(intermediate(h), config_.hidden_act)), p, is_training()) + h);
 }
 
 BertModelImpl::BertModelImpl(const BertConfig& c, bool with_pooler) : config_(c) {

@@ -29,6 +29,9 @@ struct BertConfig {
   int64_t type_vocab_size = 2;
   int64_t pad_token_id = 0;
   double layer_norm_eps = 1e-12;
+  // Dropout in training mode (HF defaults 0.1), after the embeddings, on the attention
+  // probabilities, and on each sub-layer's output before its residual.
+  double hidden_dropout_prob = 0.1, attention_probs_dropout_prob = 0.1;
 
   bool roberta_positions() const { return model_type == "roberta" || model_type == "xlm-roberta"; }
   // From config.json contents; `where` names the file in errors.

@@ -5,6 +5,7 @@
 // Letters: W ranks, B per-rank batch, A accumulation steps, G = B W A global batch.
 #include "train/clip_train.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -478,6 +479,11 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
       std::map<std::string, torch::Tensor> saved;
       for (const auto& [name, record] : moments.tensors) saved[name] = io::tensor_from_record(record).clone();
       optimizer.load_state(saved, dir + "/optimizer.safetensors");
+      const std::string rng = fmt::format("{}/rng_state_{}.safetensors", dir, env.rank);
+      if (!fs::exists(rng)) fail("{}: no random state for rank {} (saved by {} ranks)", dir, env.rank, state.value("world_size", 1));
+      const io::Checkpoint rng_state = io::checkpoint_open(rng);
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+      generator.set_state(io::tensor_from_record(rng_state.tensor("cpu")).clone());
       step = last;
       if (main_rank && fs::exists(log_path)) {  // drop log lines written after that checkpoint
         std::ifstream in(log_path);
@@ -507,10 +513,16 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   result.total_steps = total;
 
   auto save = [&](int64_t at_step) {
+    const std::string final_dir = config.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
     if (main_rank) {
-      const std::string final_dir = config.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
       fs::remove_all(partial);
       fs::create_directories(partial);
+    }
+    if (comm) comm->barrier();
+    // Each rank's dropout generator, as HF Trainer's rng_state_<rank>.pth.
+    io::safetensors_save(fmt::format("{}/rng_state_{}.safetensors", partial, env.rank), {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+    if (comm) comm->barrier();
+    if (main_rank) {
       std::vector<std::pair<std::string, at::Tensor>> weights;
       for (const auto& item : model->named_parameters()) weights.emplace_back(item.key(), item.value().detach());
       io::safetensors_save(partial + "/model.safetensors", weights, {{"format", "pt"}});

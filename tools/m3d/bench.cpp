@@ -31,6 +31,8 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--limit", o->limit, "Only the first N samples");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
   add_dtype_option(cmd, *dtype);
+  // The same metric options as m3d score.
+  add_text_metric_options(cmd, o->punkt_dir, o->wordnet_dir, o->bertscore);
   cmd->callback([o, dtype] {
     if (o->predictor == "model" && o->model_dir.empty()) fail("m3d bench: --model is required (or --predictor oracle|constant)");
     o->dtype = parse_dtype(*dtype);

@@ -15,5 +15,6 @@ void add_score(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_train(CLI::App& app);
+void add_embed(CLI::App& app);
 
 }  // namespace m3d::cli

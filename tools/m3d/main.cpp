@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   m3d::cli::add_bench(app);
   m3d::cli::add_synth(app);
   m3d::cli::add_train(app);
+  m3d::cli::add_embed(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "eval/bertscore.h"
 #include "generate/generate.h"
 #include "m3d/error.h"
 #include "text/tokenizer.h"
@@ -64,6 +65,17 @@ inline generate::GenerationOptions generation_options(const GenerationFlags& f, 
   options.repetition_penalty = f.repetition_penalty;
   options.seed = f.seed;
   return options;
+}
+
+// METEOR's data folders and the BERTScore model (m3d score, m3d bench).
+inline void add_text_metric_options(CLI::App* cmd, std::string& punkt_dir, std::string& wordnet_dir, eval::BertScoreOptions& bertscore) {
+  cmd->add_option("--punkt", punkt_dir, "METEOR: nltk_data's English Punkt folder (default: third_party/nltk/tokenizers/punkt_tab/english, scripts/fetch_vocab.sh)")
+      ->envname("M3D_PUNKT_DIR");
+  cmd->add_option("--wordnet", wordnet_dir, "METEOR: the WordNet 3.0 dict folder (default: /usr/share/wordnet, Debian wordnet-base)")->envname("M3D_WORDNET_DIR");
+  cmd->add_option("--bertscore-model", bertscore.model_dir, "BERTScore F1 with this BERT/RoBERTa folder (official: roberta-large); without it bert_f1 is not computed");
+  cmd->add_option("--bertscore-layers", bertscore.num_layers, "BERTScore layers (default: bert_score's for the model name, roberta-large 17)");
+  cmd->add_flag("--bertscore-idf", bertscore.idf, "BERTScore idf weights from the references (off in M3D)");
+  cmd->add_option("--bertscore-baseline", bertscore.baseline_path, "BERTScore rescaling table LAYER,P,R,F (off in M3D)");
 }
 
 }  // namespace m3d::cli

@@ -4,6 +4,8 @@
 #include <fstream>
 
 #include "commands.h"
+#include "options.h"
+#include "eval/bench.h"
 #include "eval/score.h"
 #include "io/csv.h"
 #include "m3d/error.h"
@@ -12,17 +14,21 @@ namespace m3d::cli {
 
 void add_score(CLI::App& app) {
   struct Options {
-    std::string task, pred, output;
+    std::string task, pred, output, punkt_dir, wordnet_dir;
+    eval::BertScoreOptions bertscore;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("score", "Score a predictions CSV of M3D-Bench (from m3d or the official Python evaluation)");
-  cmd->add_option("--task", o->task, "report, vqa-open, reg (BLEU-1, ROUGE), vqa-closed (accuracy), rec (IoU)")->required();
+  cmd->add_option("--task", o->task, "report, vqa-open, reg (BLEU-1, ROUGE, METEOR, BERTScore F1), vqa-closed (accuracy), rec (IoU)")->required();
   cmd->add_option("--pred", o->pred, "Predictions CSV with the official columns (e.g. Question, Ground Truth, pred)")->required();
   cmd->add_option("-o,--output", o->output, "Folder for scored.csv, summary.json and summary.md (default: next to the CSV)");
+  // The same metric options as m3d bench.
+  add_text_metric_options(cmd, o->punkt_dir, o->wordnet_dir, o->bertscore);
   cmd->callback([o] {
     namespace fs = std::filesystem;
     const io::CsvTable table = io::csv_read(o->pred);
-    const eval::ScoreResult result = eval::score_predictions(o->task, table, o->pred);
+    const eval::TextScorers scorers = eval::score_task_is_text(o->task) ? eval::text_scorers_load(o->punkt_dir, o->wordnet_dir, o->bertscore) : eval::TextScorers{};
+    const eval::ScoreResult result = eval::score_predictions(o->task, table, o->pred, scorers.score_options());
     std::string dir = o->output;
     if (dir.empty()) dir = (fs::path(o->pred).parent_path() / (fs::path(o->pred).stem().string() + "_m3d_score")).string();
     fs::create_directories(dir);

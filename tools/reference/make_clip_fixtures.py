@@ -109,7 +109,7 @@ def batch(generator):
 
 
 def config(loss_type):
-    text = {k: v for k, v in TEXT.items() if "dropout" not in k}
+    text = dict(TEXT)  # dropouts 0 (the reference runs in train mode)
     return {"architectures": ["M3DCLIP"], "model_type": "m3d_clip", "language_model_name_or_path": "bert-base-uncased",
             "in_channels": 1, "img_size": list(IMG), "patch_size": list(PATCH), "hidden_size": WIDTH, "mlp_dim": 48,
             "num_layers": 2, "num_heads": 4, "pos_embed": "perceptron", "dropout_rate": 0.0, "spatial_dims": 3,

@@ -14,10 +14,17 @@ References (pip):
   which HF `evaluate`'s "rouge" wraps;
 - the `rouge` 1.0.1 package's Rouge().get_scores (Bench/eval/metrics.py), None where it raises.
 
+Predictions CSVs with the official columns (report_predictions.csv, vqa_closed_predictions.csv,
+rec_predictions.csv), their metric columns filled as the official scripts fill them; in the report file
+`meteor` is HF `evaluate` 0.4.1's METEOR (nltk 3.8.1 with the Punkt and WordNet data of
+make_meteor_fixtures.py) and `bert_f1` bert_score 0.3.13's F1 with all-MiniLM-L6-v2 and 4 layers (the
+official roberta-large is not available offline), one sample per call as eval_caption.py runs them.
+
 The corpus: radiology-style reference sentences and reports with predictions made from them by
 word swaps, deletions, reordering, case changes, other findings; plus empty strings, punctuation,
 numbers with units, unicode, multi-line and very long reports, and pairs with two references.
 
+    bash scripts/fetch_vocab.sh        # the Punkt data and all-MiniLM-L6-v2 into third_party/
     ../refenv/bin/python tools/reference/make_metric_fixtures.py
 """
 import json
@@ -34,6 +41,7 @@ from sacrebleu.metrics import BLEU
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "metrics", "text_metrics.json")
+MINILM = os.path.join(ROOT, "third_party", "models", "all-MiniLM-L6-v2")
 
 ORGANS = ["liver", "spleen", "left kidney", "right kidney", "pancreas", "gallbladder", "urinary bladder", "right lung",
           "left lower lobe", "aorta", "heart", "thyroid", "prostate", "adrenal gland", "L1-L2 disc"]
@@ -193,6 +201,40 @@ def task_metrics():
     return out
 
 
+def meteor_and_bert_f1():
+    """(pred, ref) -> (METEOR, BERTScore F1) for one sample, both texts strip()ped: eval_caption.py's
+    meteor.compute(predictions=[pred], references=[[ref]]) (evaluate 0.4.1 on nltk 3.8.1) and
+    bertscore.compute(...)["f1"][0], with all-MiniLM-L6-v2 at 4 layers in place of roberta-large."""
+    import warnings
+
+    import bert_score
+    import nltk
+    import torch
+    from nltk.translate import meteor_score
+
+    from make_meteor_fixtures import load_punkt, wordnet_reader
+
+    if nltk.__version__ != "3.8.1":
+        sys.exit(f"nltk {nltk.__version__}: M3D's environment had nltk 3.8.1 (../refenv/bin/pip install nltk==3.8.1)")
+    if not os.path.exists(os.path.join(MINILM, "model.safetensors")):
+        sys.exit(f"{MINILM} missing: run scripts/fetch_vocab.sh")
+    load_punkt()  # nltk.word_tokenize then reads the English pickle under third_party/nltk
+    wn = wordnet_reader()
+    torch.set_num_threads(1)  # the same float sums on every machine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scorer = bert_score.BERTScorer(model_type=MINILM, num_layers=4, batch_size=64, device="cpu")
+
+    def score(pred, ref):
+        m = meteor_score.meteor_score([nltk.word_tokenize(ref)], nltk.word_tokenize(pred), wordnet=wn, alpha=0.9, beta=3, gamma=0.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "empty candidate/reference": bert_score then gives 0
+            f1 = scorer.score([pred], [[ref]])[2][0].item()
+        return m, f1
+
+    return score
+
+
 def prediction_csvs(pairs):
     """Predictions files with the official columns, written with csv.writer as the official eval
     scripts write them, metric columns filled by the reference packages (what m3d score must reproduce)."""
@@ -202,13 +244,15 @@ def prediction_csvs(pairs):
     folder = os.path.dirname(OUT)
     bleu1 = BLEU(max_ngram_order=1, smooth_method="none", tokenize="13a", effective_order=False)
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+    meteor_bert = meteor_and_bert_f1()
     with open(os.path.join(folder, "report_predictions.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Question", "Ground Truth", "pred", "bleu", "rouge1", "meteor", "bert_f1"])
         for p in pairs[:60] + pairs[-32:]:
             ref, pred = p["references"][0].strip(), p["prediction"].strip()
             w.writerow(["Describe the findings of the medical image you see.", p["references"][0], p["prediction"],
-                        bleu1.sentence_score(pred, [ref]).score / 100, scorer.score_multi([ref], pred)["rouge1"].fmeasure, "", ""])
+                        bleu1.sentence_score(pred, [ref]).score / 100, scorer.score_multi([ref], pred)["rouge1"].fmeasure,
+                        *meteor_bert(pred, ref)])
     with open(os.path.join(folder, "vqa_closed_predictions.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"])

@@ -1,0 +1,75 @@
+// One real-size M3D-CLIP training step (ViT-B/3D on 32x256x256 + BERT-base, random
+// weights, nce loss, backward, clip_grad_norm, AdamW), as m3d train clip runs it.
+// Reports pairs per second; bench/clip_reference.py times the official PyTorch code on
+// the same batch. Prints one JSON line.
+//   bench_clip REPORTS.json [--batch B] [--repeat R] [--pad-to N]
+// REPORTS.json: {"lengths": [token counts of the batch's reports]} (from the reference
+// script, which tokenizes real reports); --pad-to 512 pads like the official collator,
+// 0 (default) pads to the batch's longest report as m3d's loader does.
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench_util.h"
+#include "m3d/runtime.h"
+#include "models/clip.h"
+#include "train/optim.h"
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_clip REPORTS.json [--batch B] [--repeat R] [--pad-to N]\n");
+    return 2;
+  }
+  int64_t batch = 2, repeat = 3, pad_to = 0;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--batch") batch = std::stoll(argv[i + 1]);
+    else if (flag == "--repeat") repeat = std::stoll(argv[i + 1]);
+    else if (flag == "--pad-to") pad_to = std::stoll(argv[i + 1]);
+  }
+  m3d::runtime_set_threads();
+  const auto lengths = nlohmann::json::parse(std::ifstream(argv[1]))["lengths"].get<std::vector<int64_t>>();
+  if (static_cast<int64_t>(lengths.size()) < batch) return std::fprintf(stderr, "need %lld report lengths\n", static_cast<long long>(batch)), 2;
+  m3d::models::ClipConfig config;  // the released M3D-CLIP: ViT-B/3D 32x256x256, bert-base-uncased
+  config.text.vocab_size = 30522;
+  torch::manual_seed(0);
+  m3d::models::ClipModel model(config);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.normal_(0, 0.02);
+  }
+  model->train();
+  auto parameters = m3d::train::trainable_parameters(*model);
+  m3d::train::AdamWOptions adam;
+  adam.weight_decay = 0.1;
+  m3d::train::AdamW optimizer(parameters, adam);
+  const auto images = torch::rand({batch, 1, 32, 256, 256});
+  int64_t width = pad_to;
+  for (int64_t i = 0; i < batch; ++i) width = std::max(width, lengths[static_cast<size_t>(i)]);
+  auto ids = torch::zeros({batch, width}, torch::kLong), mask = torch::zeros({batch, width}, torch::kLong);
+  for (int64_t i = 0; i < batch; ++i) {
+    ids[i].slice(0, 0, lengths[static_cast<size_t>(i)]).random_(1000, 30000);
+    mask[i].slice(0, 0, lengths[static_cast<size_t>(i)]).fill_(1);
+  }
+  std::vector<double> step_s;
+  for (int64_t r = 0; r < repeat + 1; ++r) {  // the first is a warm-up
+    const auto start = std::chrono::steady_clock::now();
+    const auto loss = model->loss(model->encode_image(images), model->encode_text(ids, mask));
+    loss.backward();
+    m3d::train::clip_grad_norm(parameters, 1.0);
+    optimizer.step(1e-4);
+    optimizer.zero_grad();
+    if (r > 0) step_s.push_back(m3d::bench::seconds_since(start));
+  }
+  const double median = m3d::bench::median(step_s);
+  std::printf("%s\n", nlohmann::json{{"impl", "m3d"}, {"batch", batch}, {"text_tokens", width}, {"step_s", step_s}, {"median_step_s", median},
+                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"threads", at::get_num_threads()}}
+                          .dump()
+                          .c_str());
+  return 0;
+}
