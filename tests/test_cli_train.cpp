@@ -18,8 +18,12 @@
 
 #include "data/synth.h"
 #include "io/checkpoint.h"
+#include "eval/task_metrics.h"
+#include "imaging/model_input.h"
 #include "io/npy.h"
 #include "models/clip.h"
+#include "text/tokenizer.h"
+#include "train/clip_train.h"
 #include "io/tensor.h"
 #include "test_support.h"
 
@@ -210,6 +214,48 @@ TEST_F(CliTrain, EmbedWritesTheModelsNormalisedFeatures) {
   EXPECT_NEAR(result["cosine"][0][0].get<double>(), (got * text0).sum().item<double>(), 1e-5);
   EXPECT_EQ(run_command(kM3d + " embed --model " + checkpoint, &out, &err), 1);
   EXPECT_NE(err.find("give --image and/or --text"), std::string::npos) << err;
+}
+
+// m3d bench --task itr (eval_itr.py's recall, IR = image->text) on a trained checkpoint
+// equals the recall of the model's embeddings computed here; a rerun resumes from the journal.
+TEST_F(CliTrain, BenchItrRecallEqualsTheModelsEmbeddings) {
+  std::string out, err;
+  const std::string run = *root_ + "/itr_run";
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("itr", {{"max_steps", 4}}) + " -o " + run, &out, &err), 0) << err;
+  const std::string checkpoint = run + "/checkpoint-4", bench = *root_ + "/itr_bench";
+  const std::string command = kM3d + " bench --model " + checkpoint + " --data " + *root_ + "/data --task itr --split train --limit 12 -o " + bench;
+  ASSERT_EQ(run_command(command, &out, &err), 0) << err;
+  const auto summary = nlohmann::json::parse(std::ifstream(bench + "/summary.json"));
+  ASSERT_EQ(summary["samples"], 12);
+  // The reference: every train pair embedded in-process, images resized to the model's grid.
+  torch::NoGradGuard no_grad;
+  models::ClipModel model = models::clip_load(checkpoint);
+  const auto tokenizer = text::Tokenizer::load(checkpoint);
+  const auto cap = nlohmann::json::parse(std::ifstream(*root_ + "/data/M3D_Cap_npy/M3D_Cap.json"));
+  std::vector<at::Tensor> images, texts;
+  for (int i = 0; i < 12; ++i) {
+    const auto& item = cap["train"][i];
+    auto image = imaging::model_input_load(*root_ + "/data/" + item["image"].get<std::string>());
+    image = at::upsample_trilinear3d(image, {8, 16, 16}, false);
+    images.push_back(model->encode_image(image));
+    std::ifstream in(*root_ + "/data/" + item["text"].get<std::string>());
+    const std::string report((std::istreambuf_iterator<char>(in)), {});
+    auto tokens = tokenizer.encode(train::clip_truncate_report(report, tokenizer, 64, 42, i));  // the 64 positions of the tiny BERT
+    if (tokens.size() > 64) tokens.resize(64), tokens.back() = tokenizer.token_to_id("[SEP]");
+    const auto ids = torch::tensor(tokens, torch::kLong).unsqueeze(0);
+    texts.push_back(model->encode_text(ids, torch::ones_like(ids)));
+  }
+  const auto similarity = torch::matmul(torch::cat(images), torch::cat(texts).t()).contiguous();
+  const std::vector<float> values(similarity.data_ptr<float>(), similarity.data_ptr<float>() + similarity.numel());
+  for (int k : {1, 5, 10}) {
+    EXPECT_NEAR(summary["metrics"]["IR_R" + std::to_string(k)].get<double>(), eval::recall_at_k(values, 12, k), 1e-12) << k;
+    EXPECT_NEAR(summary["metrics"]["TR_R" + std::to_string(k)].get<double>(), eval::recall_at_k_transposed(values, 12, k), 1e-12) << k;
+  }
+  const std::string first = out;
+  ASSERT_EQ(run_command(command, &out, &err), 0) << err;  // everything journaled: same summary, nothing recomputed
+  EXPECT_EQ(out, first);
+  EXPECT_EQ(run_command(kM3d + " bench --predictor oracle --data " + *root_ + "/data --task itr -o " + *root_ + "/itr_oracle", &out, &err), 1);
+  EXPECT_NE(err.find("task itr has no baseline predictors"), std::string::npos) << err;
 }
 
 TEST_F(CliTrain, BadConfigsAreClearErrors) {

@@ -5,6 +5,8 @@
 #include "eval/bench.h"
 
 #include <ATen/ATen.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -25,6 +27,9 @@
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "models/clip.h"
+#include "text/tokenizer.h"
+#include "train/clip_train.h"
 
 namespace m3d::eval {
 namespace {
@@ -159,7 +164,7 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
 
 std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
   std::vector<Sample> samples;
-  if (o.task == "report") {
+  if (o.task == "report" || o.task == "itr") {
     const std::string path = first_existing({o.cap_json, o.data_dir + "/M3D_Cap_npy/M3D_Cap.json", o.data_dir + "/M3D_Cap.json"}, "M3D-Cap json");
     const json root = io::json_read_file(path);
     if (!root.contains(o.split) || !root[o.split].is_array()) fail("{}: no \"{}\" list", path, o.split);
@@ -170,9 +175,12 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
       s.reference = read_text(o.data_dir + "/" + item["text"].get<std::string>());
       s.question = o.report_prompt;
       s.fields = {o.report_prompt, s.reference};
+      if (o.task == "itr") s.fields = {item["image"].get<std::string>(), item["text"].get<std::string>()};
       samples.push_back(s);
+      if (o.limit >= 0 && static_cast<int64_t>(samples.size()) >= o.limit && o.task == "itr") break;
     }
     *header = {"idx", "Question", "Ground Truth", "pred", "bleu", "rouge1", "meteor", "bert_f1"};
+    if (o.task == "itr") *header = {"idx", "image", "text", "image_to_text_rank", "text_to_image_rank", "image_to_text_top1", "text_to_image_top1"};
   } else if (o.task == "vqa-closed" || o.task == "vqa-open") {
     const std::string path =
         first_existing({o.vqa_csv, o.data_dir + "/M3D-VQA/M3D_VQA_test.csv", o.data_dir + "/M3D_VQA_test.csv"}, "M3D-VQA test csv");
@@ -279,15 +287,121 @@ ScoreOptions TextScorers::score_options() const {
   return options;
 }
 
-std::vector<std::string> bench_task_names() { return {"report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}; }
+std::vector<std::string> bench_task_names() { return {"itr", "report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}; }
 
-std::vector<std::string> bench_unsupported_tasks() {
-  return {"itr: needs M3D-CLIP (not built yet)", "refseg: needs the SegVol mask decoder (not built yet)"};
+std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the SegVol mask decoder (not built yet)"}; }
+
+namespace {
+
+// Image-text retrieval (Bench/eval/eval_itr.py) with an M3D-CLIP checkpoint: every
+// image and report embedded (journaled, so a rerun resumes), S = I T^T, recall@1/5/10
+// with the code's names: IR = rows are images ranking texts, TR = S^T.
+std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, const std::vector<std::string>& header) {
+  fs::create_directories(o.output_dir);
+  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  std::map<int64_t, json> done = read_journal(journal_path, o.task);
+  {
+    std::ofstream clean(journal_path + ".tmp", std::ios::binary);
+    for (const auto& [idx, record] : done) clean << record.dump() << "\n";
+  }
+  fs::rename(journal_path + ".tmp", journal_path);
+  if (done.size() < samples.size()) {
+    if (o.predictor != "model") fail("m3d bench: task itr has no baseline predictors; give --model with an M3D-CLIP checkpoint");
+    torch::NoGradGuard no_grad;
+    models::ClipModel model = models::clip_load(o.model_dir, torch::kFloat);
+    const text::Tokenizer tokenizer = text::Tokenizer::load(o.model_dir);
+    FILE* journal = std::fopen(journal_path.c_str(), "ab");
+    if (journal == nullptr) fail("{}: cannot append to the journal", journal_path);
+    const auto start = std::chrono::steady_clock::now();
+    size_t finished = 0;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      if (done.count(static_cast<int64_t>(i))) continue;
+      at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
+      const auto& size = model->config().vision.img_size;
+      if (image.sizes().slice(2).vec() != std::vector<int64_t>(size.begin(), size.end())) {  // as m3d train clip feeds a smaller model
+        image = at::upsample_trilinear3d(image, {size[0], size[1], size[2]}, false);
+      }
+      // Reports over 512 tokens: the official truncate_text, seeded as eval_itr.py seeds it (42).
+      // (A smaller text tower's position table caps the budget.)
+      const int64_t budget = std::min<int64_t>(512, model->config().text.max_position_embeddings);
+      const std::string report = train::clip_truncate_report(samples[i].reference, tokenizer, budget, 42, static_cast<int64_t>(i));
+      auto ids = tokenizer.encode(report);
+      if (static_cast<int64_t>(ids.size()) > budget) {
+        const int64_t sep = ids.back();
+        ids.resize(static_cast<size_t>(budget));
+        ids.back() = sep;
+      }
+      const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0);
+      const auto image_features = model->encode_image(image)[0].contiguous();
+      const auto text_features = model->encode_text(input, torch::ones_like(input))[0].contiguous();
+      auto values = [](const at::Tensor& t) { return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()); };
+      const json record = {{"task", o.task}, {"idx", i}, {"pred", ""}, {"image", values(image_features)}, {"text", values(text_features)}};
+      const std::string line = record.dump() + "\n";
+      std::fwrite(line.data(), 1, line.size(), journal);
+      std::fflush(journal);
+      fsync(fileno(journal));
+      done[static_cast<int64_t>(i)] = record;
+      ++finished;
+      if (o.progress) {
+        const double per = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / static_cast<double>(finished);
+        std::fprintf(stderr, "\r[m3d bench itr] %zu/%zu  %.2f s/pair  ETA %s   ", done.size(), samples.size(), per,
+                     clock_text(per * static_cast<double>(samples.size() - done.size())).c_str());
+      }
+    }
+    std::fclose(journal);
+    if (o.progress) std::fprintf(stderr, "\n");
+  }
+  const auto n = static_cast<int64_t>(samples.size());
+  std::vector<std::vector<float>> images, texts;
+  for (int64_t i = 0; i < n; ++i) {
+    images.push_back(done.at(i).at("image").get<std::vector<float>>());
+    texts.push_back(done.at(i).at("text").get<std::vector<float>>());
+  }
+  std::vector<float> similarity(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float dot = 0;
+      for (size_t k = 0; k < images[static_cast<size_t>(i)].size(); ++k) dot += images[static_cast<size_t>(i)][k] * texts[static_cast<size_t>(j)][k];
+      similarity[static_cast<size_t>(i * n + j)] = dot;
+    }
+  }
+  // Per pair: the rank of the true match (1 = first) and the top-1 choice, both ways.
+  io::CsvTable table;
+  table.header = header;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t i2t_rank = 1, t2i_rank = 1, i2t_top = 0, t2i_top = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (similarity[static_cast<size_t>(i * n + j)] > similarity[static_cast<size_t>(i * n + i)]) ++i2t_rank;
+      if (similarity[static_cast<size_t>(j * n + i)] > similarity[static_cast<size_t>(i * n + i)]) ++t2i_rank;
+      if (similarity[static_cast<size_t>(i * n + j)] > similarity[static_cast<size_t>(i * n + i2t_top)]) i2t_top = j;
+      if (similarity[static_cast<size_t>(j * n + i)] > similarity[static_cast<size_t>(t2i_top * n + i)]) t2i_top = j;
+    }
+    table.rows.push_back({std::to_string(i), samples[static_cast<size_t>(i)].fields[0], samples[static_cast<size_t>(i)].fields[1], std::to_string(i2t_rank),
+                          std::to_string(t2i_rank), std::to_string(i2t_top), std::to_string(t2i_top)});
+  }
+  std::ofstream csv(o.output_dir + "/predictions.csv", std::ios::binary);
+  csv << io::csv_line(table.header);
+  for (const auto& row : table.rows) csv << io::csv_line(row);
+  json metrics;
+  for (int64_t k : {1, 5, 10}) {
+    metrics[fmt::format("IR_R{}", k)] = recall_at_k(similarity, n, k);
+    metrics[fmt::format("TR_R{}", k)] = recall_at_k_transposed(similarity, n, k);
+  }
+  json summary = {{"task", "itr"}, {"samples", n}, {"metrics", metrics}, {"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split},
+                  {"naming", "as eval_itr.py: IR = image->text (rows are images), TR = text->image"}};
+  std::string md = "| metric | value |\n|---|---|\n";
+  for (const auto& [name, value] : metrics.items()) md += fmt::format("| {} | {:.4f} |\n", name, value.get<double>());
+  std::ofstream(o.output_dir + "/summary.json") << summary.dump(2) << "\n";
+  std::ofstream(o.output_dir + "/summary.md") << md;
+  return summary.dump(2);
 }
+
+}  // namespace
 
 std::string bench_run(const BenchOptions& o) {
   std::vector<std::string> header;
   const std::vector<Sample> samples = load_samples(o, &header);
+  if (o.task == "itr") return run_itr(o, samples, header);
   // Before any generation, so that missing metric data stops the run at once.
   const TextScorers scorers = score_task_is_text(o.task) ? text_scorers_load(o.punkt_dir, o.wordnet_dir, o.bertscore) : TextScorers{};
   fs::create_directories(o.output_dir);

@@ -647,6 +647,11 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   return result;
 }
 
+std::string clip_truncate_report(const std::string& report, const text::Tokenizer& tokenizer, int64_t max_tokens, uint64_t seed, int64_t index) {
+  auto rng = sample_rng(seed, 2, 0, static_cast<uint64_t>(index));
+  return truncate_text(report, tokenizer, max_tokens, rng);
+}
+
 json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit) {
   models::ClipModel model = models::clip_load(checkpoint_dir);
   const text::Tokenizer tokenizer = text::Tokenizer::load(checkpoint_dir);

@@ -13,13 +13,13 @@ namespace m3d::cli {
 void add_bench(CLI::App& app) {
   auto o = std::make_shared<eval::BenchOptions>();
   auto dtype = std::make_shared<std::string>("f32");
-  CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (report, vqa-closed, vqa-open, rec, reg) and score it; resumable");
+  CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (itr, report, vqa-closed, vqa-open, rec, reg) and score it; resumable");
   cmd->add_option("--model", o->model_dir, "Checkpoint directory (not needed with --predictor oracle|constant)");
   cmd->add_option("--predictor", o->predictor, "model, or a baseline: oracle (the references) or constant (one fixed answer)")
       ->check(CLI::IsMember({"model", "oracle", "constant"}))
       ->capture_default_str();
   cmd->add_option("--data", o->data_dir, "M3D-Data root (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_test.csv, images)")->required();
-  cmd->add_option("--task", o->task, "report, vqa-closed, vqa-open, rec, reg, seg (baselines only) or all (itr, refseg: not yet)")->required();
+  cmd->add_option("--task", o->task, "itr (an M3D-CLIP --model), report, vqa-closed, vqa-open, rec, reg, seg (baselines only) or all (refseg: not yet)")->required();
   cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>; with --task all, one subfolder per task under it, default bench/); rerun to resume");
   cmd->add_option("--split", o->split, "M3D-Cap json split for report")->capture_default_str();
   cmd->add_option("--cap-json", o->cap_json, "The M3D-Cap json, when not in the usual place");
