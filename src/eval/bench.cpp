@@ -293,10 +293,9 @@ std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the 
 
 namespace {
 
-// Image-text retrieval (Bench/eval/eval_itr.py) with an M3D-CLIP checkpoint: every
-// image and report embedded (journaled, so a rerun resumes), S = I T^T, recall@1/5/10
-// with the code's names: IR = rows are images ranking texts, TR = S^T.
-std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, const std::vector<std::string>& header) {
+// The finished samples of a previous run; the journal is rewritten without a damaged
+// tail, ready for appending.
+std::map<int64_t, json> open_journal(const BenchOptions& o) {
   fs::create_directories(o.output_dir);
   const std::string journal_path = o.output_dir + "/predictions.jsonl";
   std::map<int64_t, json> done = read_journal(journal_path, o.task);
@@ -305,6 +304,15 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     for (const auto& [idx, record] : done) clean << record.dump() << "\n";
   }
   fs::rename(journal_path + ".tmp", journal_path);
+  return done;
+}
+
+// Image-text retrieval (Bench/eval/eval_itr.py) with an M3D-CLIP checkpoint: every
+// image and report embedded (journaled, so a rerun resumes), S = I T^T, recall@1/5/10
+// with the code's names: IR = rows are images ranking texts, TR = S^T.
+std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, const std::vector<std::string>& header) {
+  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  std::map<int64_t, json> done = open_journal(o);
   if (done.size() < samples.size()) {
     if (o.predictor != "model") fail("m3d bench: task itr has no baseline predictors; give --model with an M3D-CLIP checkpoint");
     torch::NoGradGuard no_grad;
@@ -404,15 +412,8 @@ std::string bench_run(const BenchOptions& o) {
   if (o.task == "itr") return run_itr(o, samples, header);
   // Before any generation, so that missing metric data stops the run at once.
   const TextScorers scorers = score_task_is_text(o.task) ? text_scorers_load(o.punkt_dir, o.wordnet_dir, o.bertscore) : TextScorers{};
-  fs::create_directories(o.output_dir);
   const std::string journal_path = o.output_dir + "/predictions.jsonl";
-  std::map<int64_t, json> done = read_journal(journal_path, o.task);
-  // Rewrite the journal without a damaged tail, then append.
-  {
-    std::ofstream clean(journal_path + ".tmp", std::ios::binary);
-    for (const auto& [idx, record] : done) clean << record.dump() << "\n";
-  }
-  fs::rename(journal_path + ".tmp", journal_path);
+  std::map<int64_t, json> done = open_journal(o);
   size_t todo = 0;
   for (size_t i = 0; i < samples.size(); ++i) todo += !done.count(static_cast<int64_t>(i));
   if (todo > 0 && o.predictor != "model") {
