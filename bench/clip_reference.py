@@ -32,6 +32,7 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     a = p.parse_args()
+    torch.set_num_threads(os.cpu_count())  # Debian's torch starts with one thread here (docs/performance.md)
     tokenizer = transformers.BertTokenizer.from_pretrained(os.path.join(ROOT, "third_party", "models", "all-MiniLM-L6-v2"))
     files = sorted(glob.glob(os.path.join(a.reports, "M3D_Cap_npy", "synth", "*", "text.txt")))[: a.batch]
     lengths = [min(512, len(tokenizer.encode(open(f).read()))) for f in files]

@@ -16,6 +16,7 @@
 #include "models/bert.h"
 #include "test_support.h"
 #include "text/tokenizer.h"
+#include "text/utf8.h"
 
 namespace m3d {
 namespace {
@@ -193,6 +194,45 @@ TEST(BertScore, BaselineRescalingMatchesBertScore) {
   options.num_layers = 6;
   options.baseline_path = test::fixture("metrics/bertscore_baseline.tsv");
   expect_bertscore_parity("layer6_rescaled", options);
+}
+
+// The path roberta-large takes (M3D's setting): RoBERTa's byte-level tokenizer with the
+// prefix space bert_score adds, <s> ... </s>, and a RoBERTa encoder -- on a 600-token BPE
+// and a tiny random RobertaModel (tools/reference/make_bert_fixtures.py).
+TEST(BertScore, RobertaTokenizerAndEncoderMatchBertScore) {
+  const std::string dir = test::fixture("bert/roberta_bertscore");
+  const auto reference = test::read_json(test::fixture("metrics/bertscore_roberta.json"));
+  const text::Tokenizer tokenizer = text::Tokenizer::load(dir);  // tokenizer.json (RobertaProcessing)
+  const auto& texts = reference["texts"];
+  size_t same = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    // bert_score's sent_encode: strip; "" -> <s></s>; else encode with add_prefix_space=True, truncated to 512.
+    const std::string stripped = text::utf8::python_rstrip(text::utf8::python_lstrip(texts[i].get<std::string>()));
+    std::vector<int64_t> ids = stripped.empty() ? std::vector<int64_t>{0, 2} : tokenizer.encode(" " + stripped);
+    if (ids.size() > 512) ids.resize(512), ids.back() = 2;
+    same += ids == reference["ids"][i].get<std::vector<int64_t>>();
+    EXPECT_EQ(ids, reference["ids"][i].get<std::vector<int64_t>>()) << texts[i];
+  }
+  std::printf("RoBERTa tokenizer: %zu of %zu texts give bert_score's ids\n", same, texts.size());
+  const auto pairs = test::read_json(test::fixture("metrics/text_metrics.json"))["pairs"];
+  std::vector<std::string> candidates;
+  std::vector<std::vector<std::string>> references;
+  for (const auto& pair : pairs) {
+    candidates.push_back(pair["prediction"]);
+    references.push_back(pair["references"].get<std::vector<std::string>>());
+  }
+  eval::BertScoreOptions options;
+  options.model_dir = dir;
+  options.num_layers = 2;
+  const auto got = eval::BertScorer(options).score(candidates, references);
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double diff = std::max({std::abs(got[i].precision - reference["P"][i].get<double>()), std::abs(got[i].recall - reference["R"][i].get<double>()),
+                                  std::abs(got[i].fmeasure - reference["F"][i].get<double>())});
+    worst = std::max(worst, diff);
+    EXPECT_LE(diff, 1e-6) << "pair " << i;
+  }
+  std::printf("RoBERTa BERTScore: %zu pairs, max abs diff %.3g\n", got.size(), worst);
 }
 
 TEST(BertScore, DefaultLayersAndBadInputs) {

@@ -55,6 +55,7 @@ ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
     if (config.gather_loss && config.local_loss) {
       fail("{}: local_loss=true is not supported (the official branch uses labels that are wrong on every rank but 0)", where);
     }
+    config.logit_scale_init = c.value("logit_scale_init", config.logit_scale_init);  // m3d key; M3D: ln(1/0.07)
     config.t_prime_init = c.value("t_prime", config.t_prime_init);
     config.bias_init = c.value("bias", config.bias_init);
     json text = c.value("text_config", json::object());

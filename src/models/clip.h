@@ -28,7 +28,7 @@ struct ClipConfig {
   int64_t hidden_size = 768;  // projection output (= the ViT width in M3D)
   std::string loss_type = "nce";
   bool gather_loss = true, local_loss = false;
-  double logit_scale_init = 2.659260036932778;  // ln(1/0.07)
+  double logit_scale_init = 2.659260036932778;  // ln(1/0.07); config key logit_scale_init (m3d's)
   double t_prime_init = 2.659260036932778, bias_init = 0.0;
   int64_t max_text_len = 512;  // what train_CLIP.py tokenizes to (config's max_text_len is unused there)
 

@@ -551,8 +551,14 @@ Tokenizer Tokenizer::from_json(const json& root, const std::string& path) {
     // Post-processor: TemplateProcessing's "single" template; ByteLevel only moves offsets.
     for (const auto& p : components(root, "post_processor", "processors")) {
       if (p.at("type") == "ByteLevel") continue;
+      if (p.at("type") == "RobertaProcessing" || p.at("type") == "BertProcessing") {  // <s> $A </s> / [CLS] $A [SEP]
+        t.prefix_ids = {p.at("cls").at(1).get<int64_t>()};
+        t.suffix_ids = {p.at("sep").at(1).get<int64_t>()};
+        continue;
+      }
       if (p.at("type") != "TemplateProcessing") {
-        fail("{}: post_processor '{}' is not supported (supported: TemplateProcessing, ByteLevel)", path, p.at("type").get<std::string>());
+        fail("{}: post_processor '{}' is not supported (supported: TemplateProcessing, RobertaProcessing, BertProcessing, ByteLevel)", path,
+             p.at("type").get<std::string>());
       }
       bool seen_sequence = false;
       for (const auto& item : p.at("single")) {

@@ -16,6 +16,8 @@
   tests/fixtures/metrics/text_metrics.json: P/R/F per pair for num_layers 4 (truncated encoder)
   without idf, with idf (weights from the references), and rescaled with a baseline file
   (tests/fixtures/metrics/bertscore_baseline.tsv, written here in bert_score's LAYER,P,R,F format).
+- tests/fixtures/bert/roberta_bertscore/ + tests/fixtures/metrics/bertscore_roberta.json: BERTScore through a
+  RoBERTa tokenizer and encoder (see roberta_bertscore_fixture).
 
     bash scripts/fetch_vocab.sh
     ../refenv/bin/python tools/reference/make_bert_fixtures.py
@@ -23,6 +25,7 @@
 import json
 import os
 import sys
+import tempfile
 import warnings
 
 import torch
@@ -133,6 +136,49 @@ def bertscore_fixture():
         f.write("\n")
 
 
+ROBERTA_DIR = os.path.join(FIXTURES, "bert", "roberta_bertscore")
+
+
+def roberta_bertscore_fixture():
+    """BERTScore through RoBERTa's tokenizer (bert_score's add_prefix_space path), as with roberta-large.
+
+    A byte-level BPE of 600 tokens trained (deterministically) on the corpus with `tokenizers`, wrapped as
+    transformers' slow RobertaTokenizer (what bert_score loads: use_fast=False) and saved with its fast
+    tokenizer.json (RobertaProcessing); a tiny random RobertaModel (514 positions). Written: the slow ids of
+    every corpus text as bert_score's sent_encode makes them, and bert_score P/R/F at 2 layers."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    pairs = json.load(open(os.path.join(FIXTURES, "metrics", "text_metrics.json"), encoding="utf-8"))["pairs"]
+    cands = [p["prediction"] for p in pairs]
+    refs = [p["references"] for p in pairs]
+    texts = cands + [r for group in refs for r in group]
+    os.makedirs(ROBERTA_DIR, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        slow = transformers.RobertaTokenizer(os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt"), model_max_length=512)
+        slow.save_pretrained(ROBERTA_DIR)
+    fast = transformers.RobertaTokenizerFast.from_pretrained(ROBERTA_DIR)
+    fast.backend_tokenizer.save(os.path.join(ROBERTA_DIR, "tokenizer.json"))
+    config = transformers.RobertaConfig(vocab_size=len(slow), hidden_size=24, num_hidden_layers=3, num_attention_heads=2,
+                                        intermediate_size=29, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)
+    model = randomize(transformers.RobertaModel(config, add_pooling_layer=False), 3)
+    model.save_pretrained(ROBERTA_DIR, safe_serialization=True)
+    slow = transformers.AutoTokenizer.from_pretrained(ROBERTA_DIR, use_fast=False)  # as bert_score loads it
+    assert isinstance(slow, transformers.RobertaTokenizer)
+    ids = [bert_score.utils.sent_encode(slow, t) for t in texts]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        P, R, F = bert_score.score(cands, refs, model_type=ROBERTA_DIR, num_layers=2, batch_size=64, device="cpu")
+    out = {"bert_score_version": bert_score.__version__, "texts": texts, "ids": ids, "P": P.tolist(), "R": R.tolist(), "F": F.tolist()}
+    with open(os.path.join(FIXTURES, "metrics", "bertscore_roberta.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False)
+        f.write("\n")
+    print(f"bertscore roberta: vocab {len(slow)}, mean F {F.mean().item():.6f}")
+
+
 def main() -> int:
     if not os.path.exists(os.path.join(MINILM, "model.safetensors")):
         sys.exit(f"{MINILM} missing: run scripts/fetch_vocab.sh")
@@ -140,6 +186,7 @@ def main() -> int:
     tiny_encoders()
     minilm_fixture()
     bertscore_fixture()
+    roberta_bertscore_fixture()
     return 0
 
 
