@@ -17,11 +17,11 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s CSV)"
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_csv
-  for target in safetensors torch_bin npy sentencepiece nifti csv; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_csv fuzz_wordpiece
+  for target in safetensors torch_bin npy sentencepiece nifti csv wordpiece; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -33,6 +33,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
       nifti) cp /usr/lib/python3/dist-packages/nibabel/tests/data/{anatomical,functional,reoriented_anat_moved}.nii "$corpus"/
              seconds=$((fuzz_seconds / 2)) ;;
       csv) cp tests/fixtures/metrics/*.csv "$corpus"/; seconds=$((fuzz_seconds / 4)) ;;
+      wordpiece) printf 'hello\n##s\nworld\n##\xc3\xa9\n\0Hello worlds! caf\xc3\xa9 [CLS]' > "$corpus/seed"; seconds=$((fuzz_seconds / 4)) ;;
     esac
     "build-fuzz/tests/fuzz_$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
       -artifact_prefix=build-fuzz/ "$corpus" 2>&1 | tail -n 12
