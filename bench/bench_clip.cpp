@@ -39,9 +39,13 @@ int main(int argc, char** argv) {
   config.text.vocab_size = 30522;
   torch::manual_seed(0);
   m3d::models::ClipModel model(config);
-  {
+  {  // random weights at a trained model's scale: LayerNorms at identity (near-zero norm weights would
+     // shrink activations into denormal floats, which the CPU computes far more slowly)
     torch::NoGradGuard no_grad;
     for (auto& p : model->parameters()) p.normal_(0, 0.02);
+    for (const auto& item : model->named_modules()) {
+      if (auto* norm = dynamic_cast<m3d::models::LayerNormImpl*>(item.value().get())) norm->weight.fill_(1), norm->bias.zero_();
+    }
   }
   model->train();
   auto parameters = m3d::train::trainable_parameters(*model);
