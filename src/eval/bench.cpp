@@ -293,6 +293,14 @@ std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the 
 
 namespace {
 
+// One finished sample, on disk before the next starts (a kill loses at most the one in progress).
+void journal_append(FILE* journal, const json& record) {
+  const std::string line = record.dump() + "\n";
+  std::fwrite(line.data(), 1, line.size(), journal);
+  std::fflush(journal);
+  fsync(fileno(journal));
+}
+
 // The finished samples of a previous run; the journal is rewritten without a damaged
 // tail, ready for appending.
 std::map<int64_t, json> open_journal(const BenchOptions& o) {
@@ -344,10 +352,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       const auto text_features = model->encode_text(input, torch::ones_like(input))[0].contiguous();
       auto values = [](const at::Tensor& t) { return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()); };
       const json record = {{"task", o.task}, {"idx", i}, {"pred", ""}, {"image", values(image_features)}, {"text", values(text_features)}};
-      const std::string line = record.dump() + "\n";
-      std::fwrite(line.data(), 1, line.size(), journal);
-      std::fflush(journal);
-      fsync(fileno(journal));
+      journal_append(journal, record);
       done[static_cast<int64_t>(i)] = record;
       ++finished;
       if (o.progress) {
@@ -457,10 +462,7 @@ std::string bench_run(const BenchOptions& o) {
       const at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
       const std::string pred = generate::session_answer(session, image, samples[i].question, g);
       const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
-      const std::string line = record.dump() + "\n";
-      std::fwrite(line.data(), 1, line.size(), journal);
-      std::fflush(journal);
-      fsync(fileno(journal));
+      journal_append(journal, record);
       done[static_cast<int64_t>(i)] = record;
       ++finished;
       if (o.progress) {
