@@ -131,16 +131,21 @@ TEST(Bert, BadConfigsAndInputsAreClearErrors) {
   EXPECT_THROW(models::bert_load(dir + "/no_weights"), Error);
 }
 
+// The (prediction, references) pairs of the metrics corpus (tests/fixtures/metrics/text_metrics.json).
+std::pair<std::vector<std::string>, std::vector<std::vector<std::string>>> corpus_pairs() {
+  std::pair<std::vector<std::string>, std::vector<std::vector<std::string>>> out;
+  const auto corpus = test::read_json(test::fixture("metrics/text_metrics.json"));  // kept alive for the loop
+  for (const auto& pair : corpus["pairs"]) {
+    out.first.push_back(pair["prediction"]);
+    out.second.push_back(pair["references"].get<std::vector<std::string>>());
+  }
+  return out;
+}
+
 // BERTScore per pair against bert_score; `run` names the options in the fixture.
 void expect_bertscore_parity(const std::string& run, eval::BertScoreOptions options) {
   const auto reference = test::read_json(test::fixture("metrics/bertscore.json"));
-  const auto pairs = test::read_json(test::fixture("metrics/text_metrics.json"))["pairs"];
-  std::vector<std::string> candidates;
-  std::vector<std::vector<std::string>> references;
-  for (const auto& pair : pairs) {
-    candidates.push_back(pair["prediction"]);
-    references.push_back(pair["references"].get<std::vector<std::string>>());
-  }
+  const auto [candidates, references] = corpus_pairs();
   ASSERT_GE(candidates.size(), 500u);
   options.model_dir = minilm_dir();
   const eval::BertScorer scorer(options);
@@ -214,13 +219,7 @@ TEST(BertScore, RobertaTokenizerAndEncoderMatchBertScore) {
     EXPECT_EQ(ids, reference["ids"][i].get<std::vector<int64_t>>()) << texts[i];
   }
   std::printf("RoBERTa tokenizer: %zu of %zu texts give bert_score's ids\n", same, texts.size());
-  const auto pairs = test::read_json(test::fixture("metrics/text_metrics.json"))["pairs"];
-  std::vector<std::string> candidates;
-  std::vector<std::vector<std::string>> references;
-  for (const auto& pair : pairs) {
-    candidates.push_back(pair["prediction"]);
-    references.push_back(pair["references"].get<std::vector<std::string>>());
-  }
+  const auto [candidates, references] = corpus_pairs();
   eval::BertScoreOptions options;
   options.model_dir = dir;
   options.num_layers = 2;

@@ -342,11 +342,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       const int64_t budget = std::min<int64_t>(512, model->config().text.max_position_embeddings);
       const std::string report = train::clip_truncate_report(samples[i].reference, tokenizer, budget, 42, static_cast<int64_t>(i));
       auto ids = tokenizer.encode(report);
-      if (static_cast<int64_t>(ids.size()) > budget) {
-        const int64_t sep = ids.back();
-        ids.resize(static_cast<size_t>(budget));
-        ids.back() = sep;
-      }
+      text::truncate_keeping_last(ids, budget);
       const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0);
       const auto image_features = model->encode_image(image)[0].contiguous();
       const auto text_features = model->encode_text(input, torch::ones_like(input))[0].contiguous();

@@ -82,10 +82,7 @@ struct BertScorer::State {
     if (text.empty()) return {cls_id, sep_id};
     if (roberta) text = " " + text;  // add_prefix_space=True
     std::vector<int64_t> ids = tokenizer.encode(text);
-    if (static_cast<int64_t>(ids.size()) > max_length) {  // truncation keeps the closing [SEP]
-      ids.resize(static_cast<size_t>(max_length));
-      ids.back() = sep_id;
-    }
+    text::truncate_keeping_last(ids, max_length);
     return ids;
   }
 };

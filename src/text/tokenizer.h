@@ -74,4 +74,13 @@ class Tokenizer {
   bool slow_ = false;
 };
 
+// transformers' truncation of one sequence encoded with its special tokens: the first
+// max_length - 1 ids, then the closing special token ([SEP], </s>) that was last.
+inline void truncate_keeping_last(std::vector<int64_t>& ids, int64_t max_length) {
+  if (max_length < 1 || static_cast<int64_t>(ids.size()) <= max_length) return;
+  const int64_t last = ids.back();
+  ids.resize(static_cast<size_t>(max_length));
+  ids.back() = last;
+}
+
 }  // namespace m3d::text

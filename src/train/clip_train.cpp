@@ -148,11 +148,7 @@ class Loader {
       }
       images.push_back(image);
       auto tokens = tokenizer_.encode(report);
-      if (static_cast<int64_t>(tokens.size()) > config_.max_length) {  // truncation keeps [SEP] last
-        const int64_t sep = tokens.back();
-        tokens.resize(static_cast<size_t>(config_.max_length));
-        tokens.back() = sep;
-      }
+      text::truncate_keeping_last(tokens, config_.max_length);
       longest = std::max(longest, tokens.size());
       ids.push_back(std::move(tokens));
     }

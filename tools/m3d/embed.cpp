@@ -42,11 +42,7 @@ void add_embed(CLI::App& app) {
       const text::Tokenizer tokenizer = text::Tokenizer::load(a->model);
       for (const auto& report : a->texts) {
         auto ids = tokenizer.encode(report);
-        if (static_cast<int64_t>(ids.size()) > a->max_length) {
-          const int64_t sep = ids.back();
-          ids.resize(static_cast<size_t>(a->max_length));
-          ids.back() = sep;
-        }
+        text::truncate_keeping_last(ids, a->max_length);
         const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0);
         text_rows.push_back(model->encode_text(input, torch::ones_like(input)));
       }
