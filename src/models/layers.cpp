@@ -4,8 +4,10 @@
 
 #include <ATen/ATen.h>
 #include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace m3d::models {
 namespace {
@@ -37,7 +39,35 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) const { return dense_linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
+  auto y = dense_linear(x, weight, bias);
+  if (!lora_A_) return y;
+  const auto h = lora_dropout_ > 0 && is_training() ? at::dropout(x, lora_dropout_, true) : x;
+  return y + lora_B_->forward(lora_A_->forward(h)) * lora_scaling_;
+}
+
+void LinearImpl::add_lora(int64_t r, double alpha, double dropout) {
+  if (lora_A_) throw std::logic_error("LinearImpl::add_lora: this layer already has an adapter");
+  lora_A_ = register_module("lora_A", std::make_shared<LinearImpl>(weight.size(1), r, false));
+  lora_B_ = register_module("lora_B", std::make_shared<LinearImpl>(r, weight.size(0), false));
+  lora_A_->weight.set_data(lora_A_->weight.to(weight.options()));
+  lora_B_->weight.set_data(lora_B_->weight.to(weight.options()));
+  lora_scaling_ = alpha / static_cast<double>(r);
+  lora_dropout_ = dropout;
+}
+
+void LinearImpl::merge_lora() {
+  if (!lora_A_) return;
+  {
+    torch::NoGradGuard no_grad;
+    const auto delta = torch::matmul(lora_B_->weight.to(torch::kFloat), lora_A_->weight.to(torch::kFloat)) * lora_scaling_;
+    weight.copy_(weight.to(torch::kFloat) + delta);
+  }
+  unregister_module("lora_A");
+  unregister_module("lora_B");
+  lora_A_.reset();
+  lora_B_.reset();
+}
 
 EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim) {
   weight = register_parameter("weight", torch::empty({num_embeddings, embedding_dim}));

@@ -23,12 +23,28 @@ c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& de
 // at memory speed (GEMV), and return f32.
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
 
-// y = x W^T + b; keys weight (out, in), bias (out).
+// y = x W^T + b; keys weight (out, in), bias (out). With a LoRA adapter (peft's
+// lora.Linear): y + B(A(dropout(x))) * scaling, keys lora_A.weight (r, in) and
+// lora_B.weight (out, r) beside the base weight (models/lora.h).
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x) const;
   torch::Tensor weight, bias;
+
+  // Adds an adapter with uninitialised A and B (lora_apply initialises them).
+  void add_lora(int64_t r, double alpha, double dropout);
+  bool has_lora() const { return lora_A_ != nullptr; }
+  // W += B A * scaling, then the adapter is removed (peft's merge_and_unload).
+  void merge_lora();
+  LinearImpl* lora_A() const { return lora_A_.get(); }
+  LinearImpl* lora_B() const { return lora_B_.get(); }
+  double lora_scaling() const { return lora_scaling_; }
+  double lora_dropout() const { return lora_dropout_; }
+
+ private:
+  std::shared_ptr<LinearImpl> lora_A_, lora_B_;
+  double lora_scaling_ = 0, lora_dropout_ = 0;
 };
 TORCH_MODULE(Linear);
 
