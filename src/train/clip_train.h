@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "train/trainer.h"
+
 namespace m3d::text {
 class Tokenizer;
 }
@@ -55,19 +57,6 @@ struct ClipTrainConfig {
 // ViT and the 6-layer MiniLM text tower, for one CPU).
 nlohmann::json clip_train_preset(const std::string& name);
 std::vector<std::string> clip_train_presets();
-
-struct TrainRunOptions {
-  bool resume = false;  // continue from the newest complete checkpoint in output_dir
-  bool progress = true;
-  const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGTERM): save and return
-};
-
-struct TrainResult {
-  int64_t steps = 0, total_steps = 0;
-  bool stopped = false;  // by `stop`, after saving
-  nlohmann::json last_eval;
-  std::string checkpoint;  // the last one written
-};
 
 // Runs on this process's rank (DistEnv::from_environment()); rank 0 writes.
 TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& options);

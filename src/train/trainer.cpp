@@ -1,0 +1,294 @@
+// The shared training loop (see trainer.h).
+#include "train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "imaging/model_input.h"
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "io/json_util.h"
+#include "io/state_dict.h"
+#include "io/tensor.h"
+#include "m3d/error.h"
+#include "train/distributed.h"
+#include "train/optim.h"
+
+namespace m3d::train {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
+
+std::string clock_text(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  return fmt::format("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+}
+
+
+}  // namespace
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read it", path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A generator for one (purpose, epoch, index): independent of ranks and threads.
+std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(purpose),
+                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32)};
+  return std::mt19937_64(seq);
+}
+
+double uniform(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng); }
+
+// The official train transforms (MONAI RandRotate90 on (H, W), RandFlip on D, H, W,
+// RandScaleIntensity and RandShiftIntensity) on a (1, D, H, W) volume.
+torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng) {
+  if (uniform(rng, 0, 1) < 0.5) {
+    const int64_t k = 1 + static_cast<int64_t>(rng() % 3);
+    image = torch::rot90(image, k, {2, 3});
+  }
+  for (int64_t axis = 1; axis <= 3; ++axis) {
+    if (uniform(rng, 0, 1) < 0.1) image = torch::flip(image, {axis});
+  }
+  if (uniform(rng, 0, 1) < 0.5) image = image * (1.0 + uniform(rng, -0.1, 0.1));
+  if (uniform(rng, 0, 1) < 0.5) image = image + uniform(rng, -0.1, 0.1);
+  return image.contiguous();
+}
+
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  auto rng = sample_rng(seed, 0, static_cast<uint64_t>(epoch), 0);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[static_cast<size_t>(rng() % i)]);
+  return order;
+}
+
+// Complete checkpoints in `dir`, by step; stale ".partial" folders are removed.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0) continue;
+    if (name.size() > 8 && name.compare(name.size() - 8, 8, ".partial") == 0) continue;
+    try {
+      out.emplace_back(std::stoll(name.substr(11)), entry.path().string());
+    } catch (const std::exception&) {
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}) {
+    if (fs::exists(from + "/" + name)) fs::copy_file(from + "/" + name, to + "/" + name, fs::copy_options::overwrite_existing);
+  }
+}
+
+
+torch::Tensor load_model_volume(const std::string& path, int64_t channels, const std::vector<int64_t>& size) {
+  torch::Tensor image = imaging::model_input_load(path);  // (1, C, D, H, W)
+  if (image.size(1) != channels) fail("{}: {} channels, the model takes {}", path, image.size(1), channels);
+  if (image.sizes().slice(2).vec() != size) image = torch::upsample_trilinear3d(image, size, false);  // to the model grid
+  return image.squeeze(0).contiguous();  // (C, D, H, W)
+}
+
+TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
+                          const LoopHooks& hooks, const TrainRunOptions& options) {
+  const bool main_rank = env.is_main();
+  const int64_t B = s.batch_size, W = env.world_size, A = s.grad_accum, G = B * W * A;
+  const int64_t total = s.total_steps, steps_per_epoch = s.steps_per_epoch;
+  const auto& parameters = optimizer.parameters();
+  const int64_t warmup = warmup_steps(total, s.warmup_ratio), eval_every = s.eval_every;
+  // Resume.
+  int64_t step = 0;
+  const std::string log_path = s.output_dir + "/metrics.jsonl";
+  if (options.resume) {
+    const auto checkpoints = list_checkpoints(s.output_dir);
+    if (!checkpoints.empty()) {
+      const auto& [last, dir] = checkpoints.back();
+      const json state = io::json_read_file(dir + "/trainer_state.json");
+      if (state.value("global_batch", G) != G) {
+        fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", G), G);
+      }
+      const io::Checkpoint weights = io::checkpoint_open(dir + "/model.safetensors");
+      io::state_dict_load(model, weights);
+      const io::Checkpoint moments = io::checkpoint_open(dir + "/optimizer.safetensors");
+      std::map<std::string, torch::Tensor> saved;
+      for (const auto& [name, record] : moments.tensors) saved[name] = io::tensor_from_record(record).clone();
+      optimizer.load_state(saved, dir + "/optimizer.safetensors");
+      const std::string rng = fmt::format("{}/rng_state_{}.safetensors", dir, env.rank);
+      if (!fs::exists(rng)) fail("{}: no random state for rank {} (saved by {} ranks)", dir, env.rank, state.value("world_size", 1));
+      const io::Checkpoint rng_state = io::checkpoint_open(rng);
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+      generator.set_state(io::tensor_from_record(rng_state.tensor("cpu")).clone());
+      step = last;
+      if (main_rank && fs::exists(log_path)) {  // drop log lines written after that checkpoint
+        std::ifstream in(log_path);
+        std::string kept, line;
+        while (std::getline(in, line)) {
+          try {
+            if (json::parse(line).value("step", int64_t{0}) <= last) kept += line + "\n";
+          } catch (const json::exception&) {
+          }
+        }
+        in.close();
+        std::ofstream(log_path, std::ios::trunc) << kept;
+      }
+      if (main_rank && options.progress) std::fprintf(stderr, "[m3d train] resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(last), static_cast<long long>(total));
+    }
+  }
+  if (main_rank) {
+    for (const auto& entry : fs::directory_iterator(s.output_dir)) {  // half-written checkpoints of a killed run
+      if (entry.path().extension() == ".partial") fs::remove_all(entry.path());
+    }
+    std::ofstream(s.output_dir + "/train_config.json") << s.config.dump(2) << "\n";
+  }
+
+  std::ofstream log;
+  if (main_rank) log.open(log_path, std::ios::app);
+  TrainResult result;
+  result.total_steps = total;
+
+  auto save = [&](int64_t at_step) {
+    const std::string final_dir = s.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
+    if (main_rank) {
+      fs::remove_all(partial);
+      fs::create_directories(partial);
+    }
+    if (comm) comm->barrier();
+    // Each rank's dropout generator, as HF Trainer's rng_state_<rank>.pth.
+    io::safetensors_save(fmt::format("{}/rng_state_{}.safetensors", partial, env.rank), {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+    if (comm) comm->barrier();
+    if (main_rank) {
+      std::vector<std::pair<std::string, at::Tensor>> weights;
+      for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+      io::safetensors_save(partial + "/model.safetensors", weights, {{"format", "pt"}});
+      io::safetensors_save(partial + "/optimizer.safetensors", optimizer.state());
+      if (hooks.save_files) hooks.save_files(partial);
+      const json state = {{"global_step", at_step}, {"total_steps", total}, {"epoch", static_cast<double>(at_step) / static_cast<double>(steps_per_epoch)},
+                          {"global_batch", G}, {"world_size", W}, {"train_config", s.config}};
+      {
+        io::AtomicFile file(partial + "/trainer_state.json");
+        const std::string text = state.dump(2) + "\n";
+        file.write(text.data(), text.size());
+        file.commit();
+      }
+      if (const char* delay = std::getenv("M3D_TEST_SLOW_SAVE_MS")) {  // fault injection for the kill-during-save test
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(delay)));
+      }
+      if (fs::exists(final_dir)) fs::remove_all(final_dir);
+      fs::rename(partial, final_dir);  // the checkpoint appears complete or not at all
+      result.checkpoint = final_dir;
+      auto checkpoints = list_checkpoints(s.output_dir);
+      while (s.save_total_limit > 0 && static_cast<int64_t>(checkpoints.size()) > s.save_total_limit) {
+        fs::remove_all(checkpoints.front().second);
+        checkpoints.erase(checkpoints.begin());
+      }
+    }
+    if (comm) comm->barrier();
+  };
+
+  // Micro-batches are prepared ahead on `workers` threads, in step order.
+  std::pair<int64_t, std::vector<int64_t>> order_cache{-1, {}};
+  auto micro_indices = [&](int64_t at, int64_t m) {
+    const int64_t epoch = at / steps_per_epoch, k = at % steps_per_epoch;
+    if (order_cache.first != epoch) order_cache = {epoch, epoch_order(s.dataset_size, s.seed, epoch)};
+    const auto first = order_cache.second.begin() + k * G + (m * W + env.rank) * B;
+    return std::vector<int64_t>(first, first + B);
+  };
+  std::deque<std::future<Batch>> queue;
+  int64_t next_step = step, next_micro = 0;
+  auto fill = [&] {
+    while (static_cast<int64_t>(queue.size()) < s.workers + 1 && next_step < total) {
+      const int64_t at = next_step, m = next_micro, epoch = at / steps_per_epoch;
+      const auto indices = micro_indices(at, m);
+      queue.push_back(std::async(std::launch::async, [&hooks, indices, epoch] { return hooks.load(indices, epoch); }));
+      if (++next_micro == A) next_micro = 0, ++next_step;
+    }
+  };
+
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = step;
+  while (step < total) {
+    double loss_value = 0;
+    for (int64_t m = 0; m < A; ++m) {
+      fill();
+      Batch batch = queue.front().get();
+      queue.pop_front();
+      const auto loss = hooks.loss(batch) / static_cast<double>(A);
+      loss.backward();
+      loss_value += loss.item<double>();
+    }
+    if (comm) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : parameters) {
+        if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
+      }
+      comm->all_reduce_sum(grads);
+    }
+    const double grad_norm = clip_grad_norm(parameters, s.max_grad_norm);
+    const double lr = s.lr * cosine_with_warmup(step, warmup, total);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    ++step;
+    result.steps = step;
+
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double per_step = elapsed / static_cast<double>(step - first_step);
+    if (main_rank && (step % s.log_steps == 0 || step == total)) {
+      log << json{{"step", step}, {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)}, {"loss", loss_value},
+                  {"lr", lr}, {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step}, {"elapsed_s", elapsed}}
+                 .dump()
+          << "\n" << std::flush;
+    }
+    if (main_rank && options.progress) {
+      std::fprintf(stderr, "\r[m3d train] step %lld/%lld  loss %.4f  lr %.2e  %.1f samples/s  ETA %s   ", static_cast<long long>(step),
+                   static_cast<long long>(total), loss_value, lr, static_cast<double>(G) / per_step,
+                   clock_text(per_step * static_cast<double>(total - step)).c_str());
+    }
+    bool stop = options.stop != nullptr && options.stop->load();
+    if (comm) {  // stop together
+      auto flag = torch::tensor({stop ? 1.0f : 0.0f});
+      comm->all_reduce_sum({flag});
+      stop = flag.item<float>() > 0;
+    }
+    const bool evaluate_now = eval_every > 0 && (step % eval_every == 0 || step == total);
+    if (evaluate_now) {
+      if (main_rank && hooks.evaluate) {
+        result.last_eval = hooks.evaluate();
+        log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
+        if (options.progress) std::fprintf(stderr, "\n[m3d train] step %lld eval %s\n", static_cast<long long>(step), result.last_eval.dump().c_str());
+      }
+      if (comm) comm->barrier();
+    }
+    if (step % s.save_steps == 0 || step == total || stop) save(step);
+    if (stop) {
+      result.stopped = true;
+      if (main_rank && options.progress) std::fprintf(stderr, "\n[m3d train] stopped at step %lld; --resume continues\n", static_cast<long long>(step));
+      break;
+    }
+  }
+  for (auto& pending : queue) pending.wait();
+  if (main_rank && options.progress) std::fprintf(stderr, "\n");
+  return result;
+}
+
+
+}  // namespace m3d::train

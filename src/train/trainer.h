@@ -1,0 +1,92 @@
+// The training loop every m3d trainer shares (what HF Trainer does around the model's
+// loss): epoch order and micro-batches prefetched on worker threads, gradient
+// accumulation, all-reduce across ranks, clipping, AdamW with the cosine schedule,
+// a JSONL log and a progress bar, periodic evaluation, and atomic checkpoints that
+// resume exactly (weights, AdamW moments, each rank's random state, the step).
+// Every random choice of the data side comes from sample_rng(seed, purpose, epoch,
+// index), so a run is the same whatever the number of ranks and loader threads.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <functional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace m3d::train {
+
+class AdamW;
+class Communicator;
+struct DistEnv;
+
+struct TrainRunOptions {
+  bool resume = false;  // continue from the newest complete checkpoint in output_dir
+  bool progress = true;
+  const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGTERM): save and return
+};
+
+struct TrainResult {
+  int64_t steps = 0, total_steps = 0;
+  bool stopped = false;  // by `stop`, after saving
+  nlohmann::json last_eval;
+  std::string checkpoint;  // the last one written
+};
+
+// A micro-batch; trainers use the fields they need.
+struct Batch {
+  torch::Tensor images, input_ids, attention_mask, labels;
+};
+
+struct LoopSettings {
+  std::string output_dir;
+  size_t dataset_size = 0;
+  uint64_t seed = 42;
+  int64_t total_steps = 0, steps_per_epoch = 0;
+  int64_t batch_size = 1, grad_accum = 1;  // per rank (B) and accumulation (A)
+  double lr = 1e-4, warmup_ratio = 0, max_grad_norm = 1.0;
+  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
+  int64_t eval_every = 0;  // steps; 0: never
+  int64_t workers = 2;
+  nlohmann::json config;  // the run's configuration, into train_config.json and trainer_state.json
+};
+
+struct LoopHooks {
+  // Loads the micro-batch of these sample indices (on a worker thread).
+  std::function<Batch(const std::vector<int64_t>& indices, int64_t epoch)> load;
+  // The micro-batch's loss (the loop divides by the accumulation steps and runs backward).
+  std::function<torch::Tensor(const Batch& batch)> loss;
+  // Main rank only; may be empty.
+  std::function<nlohmann::json()> evaluate;
+  // Writes what a checkpoint holds beside the weights and optimizer (config.json,
+  // tokenizer files, ...) into `dir`; may be empty.
+  std::function<void(const std::string& dir)> save_files;
+};
+
+// Runs steps from the resumed one (or 0) to settings.total_steps on this rank.
+// `model`'s named parameters are the checkpoint's model.safetensors.
+TrainResult training_loop(const LoopSettings& settings, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
+                          const LoopHooks& hooks, const TrainRunOptions& options);
+
+// A generator for one (purpose, epoch, index): independent of ranks and threads.
+std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index);
+double uniform(std::mt19937_64& rng, double lo, double hi);
+// The official train transforms of every M3D dataset (MONAI RandRotate90 on (H, W),
+// RandFlip on D, H, W, RandScaleIntensity, RandShiftIntensity) on a (C, D, H, W) volume.
+torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng);
+// The epoch's sample order (a seeded shuffle).
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch);
+// Complete checkpoint-N folders in `dir`, by step.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
+// Copies the tokenizer files found in `from` to `to`.
+void copy_tokenizer_files(const std::string& from, const std::string& to);
+std::string read_text_file(const std::string& path);
+// Model-grid volume: (C, D, H, W) float from an .npy / NIfTI model input, resized to `size` when it differs.
+torch::Tensor load_model_volume(const std::string& path, int64_t channels, const std::vector<int64_t>& size);
+
+}  // namespace m3d::train
