@@ -151,6 +151,15 @@ TEST(LamedTrain, MergedModelHasTheHfLayoutAndTheLogits) {
   EXPECT_LE((tail_logits(*lm, batch_images(), ref) - ref("merged_logits")).abs().max().item<double>(), 1e-5);
 }
 
+TEST(LamedTrain, ExportOfBaseAndPeftAdapterLoadsWithTheMergedLogits) {
+  const Reference ref;
+  const std::string out = test::temp_dir() + "/merged";
+  EXPECT_EQ(lamed_export_merged(test::fixture("lamed_phi3_tiny"), test::fixture("lora/adapter"), out), 8u);
+  auto loaded = models::model_load(out);  // strict: exactly the HF keys
+  torch::NoGradGuard no_grad;
+  EXPECT_LE((tail_logits(*loaded.lm, batch_images(), ref) - ref("merged_logits")).abs().max().item<double>(), 1e-5);
+}
+
 TEST(LamedTrain, AdapterSaveLoadRoundTripsAndBadAdaptersFail) {
   auto lm = tiny_lamed();
   const auto config = models::lora_load_adapter(*lm, test::fixture("lora/adapter"));

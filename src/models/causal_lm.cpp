@@ -23,7 +23,9 @@ LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& 
 
 torch::Tensor LamedModelImpl::encode_images(const torch::Tensor& images) {
   const auto& weight = embed_tokens->weight;
-  const auto x = images.to(weight.device(), compute_dtype(weight.scalar_type(), weight.device()));
+  auto x = images.to(weight.device(), compute_dtype(weight.scalar_type(), weight.device()));
+  const std::vector<int64_t> grid(lamed_.image_size.begin(), lamed_.image_size.end());
+  if (x.dim() == 5 && x.sizes().slice(2).vec() != grid) x = at::upsample_trilinear3d(x, grid, false);  // another grid: to the model's
   return mm_projector->forward(vision_tower->forward(x));  // (B, N, D)
 }
 

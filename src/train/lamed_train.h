@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,5 +50,69 @@ enum class LamedStage { Pretrain, Finetune };
 // models::lora_excluded_keywords() (vision tower, projector, embeddings, lm_head,
 // seg modules) in full. Returns the number of trainable tensors.
 size_t lamed_set_trainable(models::CausalLmImpl& lm, LamedStage stage);
+
+// Prompt templates (M3D's prompt_templates.py keys). The built-in lists are the
+// phrasings quoted in m3d_lamed_spec.md §12 (a subset of the official lists); a json
+// file with these keys replaces them.
+struct LamedTemplates {
+  std::vector<std::string> caption;  // Caption_templates
+  std::vector<std::string> rec_questions, rec_answers, rec_no_answers;  // PosREC_templates cls_*
+  std::vector<std::string> reg_questions, reg_answers;  // PosREG_templates cls_*
+  static LamedTemplates builtin();
+  static LamedTemplates from_json(const nlohmann::json& root, const std::string& where);
+};
+
+struct LamedTrainConfig {
+  // Model: a LaMed checkpoint (`init`), or `model` (a LaMed config.json) built from
+  // scratch (LLM weights normal(0, 0.02), norms 1), its ViT optionally from an
+  // M3D-CLIP checkpoint's vision encoder (`vision_init`, as train.py's
+  // pretrain_vision_model). `tokenizer`: a directory with tokenizer.json (default: init).
+  // The LaMed tokens <im_patch>, <bx_start>, <bx_end> and [SEG] are added when missing.
+  std::string init, vision_init, tokenizer;
+  nlohmann::json model;
+  // "pretrain" (stage 1), "finetune" (stage 2, LoRA) or "full" (every parameter:
+  // for a small LLM trained from scratch, as the quickstart does).
+  std::string stage = "finetune";
+  models::LoraConfig lora;
+  // Data: an M3D-Data directory (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_train.csv;
+  // positioning from the m3d synth label maps). `mixture`: task -> weight, each
+  // task contributing weight x its size samples per epoch (1: natural proportions, as
+  // the official ConcatDataset; 0: off). Tasks: cap, vqa_closed, vqa_open, rec, reg.
+  std::string data;
+  std::map<std::string, double> mixture;
+  std::string train_split = "train", eval_split = "validation";
+  int64_t eval_limit = 64;  // caption samples for the validation loss
+  std::string templates;  // json file; empty: LamedTemplates::builtin()
+  int64_t max_length = 512;
+  bool augment = true, cache_images = false;
+  int64_t epochs = 5, max_steps = -1, batch_size = 8, grad_accum = 1;
+  double lr = 5e-5, weight_decay = 0.0, warmup_ratio = 0.03, max_grad_norm = 1.0;
+  uint64_t seed = 42;
+  std::string output_dir;
+  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
+  double eval_fraction = 0.0;
+  int64_t workers = 2;
+
+  static LamedTrainConfig from_json(const nlohmann::json& config, const std::string& where);
+  nlohmann::json to_json() const;
+};
+
+// "stage1" / "stage2" (the official Phi-3 runs' settings), "tiny" (a small LaMed from
+// scratch on one CPU, for the quickstart).
+nlohmann::json lamed_train_preset(const std::string& name);
+std::vector<std::string> lamed_train_presets();
+
+// Runs on this process's rank; rank 0 writes checkpoints that `m3d generate`/`bench`
+// load (config.json, model.safetensors with any adapters merged in `final/`, the
+// tokenizer with added_tokens.json, and the adapter in peft's layout).
+TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& options);
+
+// `m3d export --merge-lora`: a model with LoRA adapters as one plain checkpoint in
+// the HF layout (peft's merge_and_unload + save_pretrained), which m3d and the
+// official code load. `checkpoint`: an m3d training checkpoint (weights with adapter
+// keys, adapter/adapter_config.json), or a plain model with `adapter` a peft adapter
+// folder. Writes config.json, model.safetensors and the tokenizer files into `out`;
+// returns the number of merged layers.
+size_t lamed_export_merged(const std::string& checkpoint, const std::string& adapter, const std::string& out);
 
 }  // namespace m3d::train

@@ -57,13 +57,17 @@ double uniform(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - l
 
 // The official train transforms (MONAI RandRotate90 on (H, W), RandFlip on D, H, W,
 // RandScaleIntensity and RandShiftIntensity) on a (1, D, H, W) volume.
-torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng) {
+torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng, torch::Tensor* mask) {
   if (uniform(rng, 0, 1) < 0.5) {
     const int64_t k = 1 + static_cast<int64_t>(rng() % 3);
     image = torch::rot90(image, k, {2, 3});
+    if (mask) *mask = torch::rot90(*mask, k, {2, 3});
   }
   for (int64_t axis = 1; axis <= 3; ++axis) {
-    if (uniform(rng, 0, 1) < 0.1) image = torch::flip(image, {axis});
+    if (uniform(rng, 0, 1) < 0.1) {
+      image = torch::flip(image, {axis});
+      if (mask) *mask = torch::flip(*mask, {axis});
+    }
   }
   if (uniform(rng, 0, 1) < 0.5) image = image * (1.0 + uniform(rng, -0.1, 0.1));
   if (uniform(rng, 0, 1) < 0.5) image = image + uniform(rng, -0.1, 0.1);

@@ -77,8 +77,9 @@ TrainResult training_loop(const LoopSettings& settings, torch::nn::Module& model
 std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index);
 double uniform(std::mt19937_64& rng, double lo, double hi);
 // The official train transforms of every M3D dataset (MONAI RandRotate90 on (H, W),
-// RandFlip on D, H, W, RandScaleIntensity, RandShiftIntensity) on a (C, D, H, W) volume.
-torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng);
+// RandFlip on D, H, W, RandScaleIntensity, RandShiftIntensity) on a (C, D, H, W) volume;
+// with `mask` (C', D', H', W'), the same rotation and flips on it (the "d" variants).
+torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng, torch::Tensor* mask = nullptr);
 // The epoch's sample order (a seeded shuffle).
 std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch);
 // Complete checkpoint-N folders in `dir`, by step.

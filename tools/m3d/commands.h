@@ -16,5 +16,7 @@ void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_train(CLI::App& app);
 void add_embed(CLI::App& app);
+void add_quickstart(CLI::App& app);
+void add_export(CLI::App& app);
 
 }  // namespace m3d::cli

@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   m3d::cli::add_synth(app);
   m3d::cli::add_train(app);
   m3d::cli::add_embed(app);
+  m3d::cli::add_quickstart(app);
+  m3d::cli::add_export(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,4 +1,5 @@
-// m3d train clip: contrastive pre-training (M3D-CLIP, sigmoid loss) on one process,
+// m3d train clip: contrastive pre-training (M3D-CLIP, sigmoid loss); m3d train lamed:
+// LaMed instruction tuning. Each runs on one process,
 // as one rank of a torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
 // or spawning --nproc local ranks; m3d train eval: retrieval recall of a checkpoint.
 #include <netinet/in.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <cstdio>
 #include <fstream>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "io/json_util.h"
 #include "m3d/error.h"
 #include "train/clip_train.h"
+#include "train/lamed_train.h"
 #include "train/distributed.h"
 
 namespace m3d::cli {
@@ -80,88 +83,124 @@ int spawn_ranks(int n, const std::vector<std::string>& args) {
   return failures == 0 ? 0 : 1;
 }
 
-}  // namespace
+struct TrainArgs {
+  std::string preset, config_file, data, output, init, text_init, vision_init;
+  std::vector<std::string> set;
+  bool resume = false, quiet = false;
+  int nproc = 0;
+  int64_t max_steps = -1;
+};
 
-void add_train(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("train", "Train models (contrastive CLIP / SigLIP pre-training)");
-  cmd->require_subcommand(1);
+// The preset, then --config's fields, then the flags, then each --set.
+nlohmann::json assemble_config(const TrainArgs& a, const std::function<nlohmann::json(const std::string&)>& preset) {
+  nlohmann::json config = a.preset.empty() ? nlohmann::json::object() : preset(a.preset);
+  if (!a.config_file.empty()) {
+    const nlohmann::json file = io::json_read_file(a.config_file);  // kept alive: items() refers into it
+    for (const auto& [key, value] : file.items()) config[key] = value;
+  }
+  if (!a.data.empty()) config["data"] = a.data;
+  if (!a.output.empty()) config["output_dir"] = a.output;
+  if (!a.init.empty()) config["init"] = a.init, config.erase("model");
+  if (!a.text_init.empty()) config["text_init"] = a.text_init;
+  if (!a.vision_init.empty()) config["vision_init"] = a.vision_init;
+  if (a.max_steps > 0) config["max_steps"] = a.max_steps;
+  for (const auto& assignment : a.set) {
+    const size_t eq = assignment.find('=');
+    if (eq == std::string::npos) fail("--set '{}': expected key=value", assignment);
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(assignment.substr(eq + 1));
+    } catch (const nlohmann::json::exception&) {
+      value = assignment.substr(eq + 1);  // a bare string
+    }
+    config[assignment.substr(0, eq)] = value;
+  }
+  return config;
+}
 
-  struct ClipArgs {
-    std::string preset, config_file, data, output, init, text_init;
-    std::vector<std::string> set;
-    bool resume = false, quiet = false;
-    int nproc = 0;
-    int64_t max_steps = -1;
-  };
-  auto a = std::make_shared<ClipArgs>();
-  CLI::App* clip = cmd->add_subcommand("clip", "Contrastive image-report pre-training of M3D-CLIP (nce) or the sigmoid loss");
-  clip->add_option("--preset", a->preset, "m3d-clip | siglip | tiny");
-  clip->add_option("--config", a->config_file, "A JSON training config (fields: docs/training.md); applied over the preset");
-  clip->add_option("--data", a->data, "Folder with M3D_Cap_npy/M3D_Cap.json (e.g. from m3d synth)");
-  clip->add_option("-o,--output", a->output, "Output folder: checkpoints, metrics.jsonl");
-  clip->add_option("--init", a->init, "Start from this M3D-CLIP checkpoint");
-  clip->add_option("--text-init", a->text_init, "BERT checkpoint for the text tower (official: bert-base-uncased)");
-  clip->add_option("--set", a->set, "Override a config field: key=JSON value (e.g. --set batch_size=16 --set lr=5e-5)");
-  clip->add_option("--max-steps", a->max_steps, "Stop after this many optimizer steps (the schedule spans them)");
-  clip->add_flag("--resume", a->resume, "Continue from the newest complete checkpoint in the output folder");
-  clip->add_option("--nproc", a->nproc, "Spawn this many local ranks (data parallel, Gloo)");
-  clip->add_flag("-q,--quiet", a->quiet, "No progress bar");
-  clip->callback([a] {
-    if (a->nproc > 1) {
-      std::vector<std::string> args;
-      std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
-      for (std::string arg; std::getline(cmdline, arg, '\0');) args.push_back(arg);
-      for (size_t i = 0; i < args.size(); ++i) {  // drop --nproc N / --nproc=N
-        if (args[i] == "--nproc" && i + 1 < args.size()) {
-          args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
-          --i;
-        } else if (args[i].rfind("--nproc=", 0) == 0) {
-          args.erase(args.begin() + static_cast<std::ptrdiff_t>(i));
-          --i;
-        }
-      }
-      ::signal(SIGTERM, on_signal);
-      ::signal(SIGINT, on_signal);
-      if (spawn_ranks(a->nproc, args) != 0) fail("m3d train: a rank failed (see its messages above)");
-      return;
+// Re-runs this command line without --nproc as `nproc` ranks.
+void run_as_ranks(int nproc) {
+  std::vector<std::string> args;
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  for (std::string arg; std::getline(cmdline, arg, '\0');) args.push_back(arg);
+  for (size_t i = 0; i < args.size(); ++i) {  // drop --nproc N / --nproc=N
+    if (args[i] == "--nproc" && i + 1 < args.size()) {
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+      --i;
+    } else if (args[i].rfind("--nproc=", 0) == 0) {
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i));
+      --i;
     }
-    nlohmann::json config = a->preset.empty() ? nlohmann::json::object() : train::clip_train_preset(a->preset);
-    if (!a->config_file.empty()) {
-      const nlohmann::json file = io::json_read_file(a->config_file);  // kept alive: items() refers into it
-      for (const auto& [key, value] : file.items()) config[key] = value;
-    }
-    if (!a->data.empty()) config["data"] = a->data;
-    if (!a->output.empty()) config["output_dir"] = a->output;
-    if (!a->init.empty()) config["init"] = a->init, config.erase("model");
-    if (!a->text_init.empty()) config["text_init"] = a->text_init;
-    if (a->max_steps > 0) config["max_steps"] = a->max_steps;
-    for (const auto& assignment : a->set) {
-      const size_t eq = assignment.find('=');
-      if (eq == std::string::npos) fail("--set '{}': expected key=value", assignment);
-      nlohmann::json value;
-      try {
-        value = nlohmann::json::parse(assignment.substr(eq + 1));
-      } catch (const nlohmann::json::exception&) {
-        value = assignment.substr(eq + 1);  // a bare string
-      }
-      config[assignment.substr(0, eq)] = value;
-    }
-    if (!config.contains("data")) fail("m3d train clip: give --data (a folder with M3D_Cap_npy/M3D_Cap.json)");
-    if (!config.contains("output_dir")) fail("m3d train clip: give the output folder with -o");
-    const auto parsed = train::ClipTrainConfig::from_json(config, a->config_file.empty() ? "the training config" : a->config_file);
+  }
+  ::signal(SIGTERM, on_signal);
+  ::signal(SIGINT, on_signal);
+  if (spawn_ranks(nproc, args) != 0) fail("m3d train: a rank failed (see its messages above)");
+}
+
+using Trainer = std::function<train::TrainResult(const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run)>;
+
+// `m3d train NAME` with the options every trainer shares.
+CLI::App* add_trainer(CLI::App* cmd, const std::string& name, const std::string& help, const std::string& presets,
+                      const std::string& data_help, const std::string& init_help, std::function<nlohmann::json(const std::string&)> preset,
+                      Trainer trainer, const std::shared_ptr<TrainArgs>& a) {
+  CLI::App* sub = cmd->add_subcommand(name, help);
+  sub->add_option("--preset", a->preset, presets);
+  sub->add_option("--config", a->config_file, "A JSON training config (fields: docs/training.md); applied over the preset");
+  sub->add_option("--data", a->data, data_help);
+  sub->add_option("-o,--output", a->output, "Output folder: checkpoints, metrics.jsonl");
+  sub->add_option("--init", a->init, init_help);
+  sub->add_option("--set", a->set, "Override a config field: key=JSON value (e.g. --set batch_size=16 --set lr=5e-5)");
+  sub->add_option("--max-steps", a->max_steps, "Stop after this many optimizer steps (the schedule spans them)");
+  sub->add_flag("--resume", a->resume, "Continue from the newest complete checkpoint in the output folder");
+  sub->add_option("--nproc", a->nproc, "Spawn this many local ranks (data parallel, Gloo)");
+  sub->add_flag("-q,--quiet", a->quiet, "No progress bar");
+  sub->callback([a, name, preset, trainer] {
+    if (a->nproc > 1) return run_as_ranks(a->nproc);
+    const nlohmann::json config = assemble_config(*a, preset);
+    if (!config.contains("data")) fail("m3d train {}: give --data (an M3D-Data folder, e.g. from m3d synth)", name);
+    if (!config.contains("output_dir")) fail("m3d train {}: give the output folder with -o", name);
     ::signal(SIGTERM, on_signal);
     ::signal(SIGINT, on_signal);
     train::TrainRunOptions run;
     run.resume = a->resume;
     run.progress = !a->quiet;
     run.stop = &g_stop;
-    const auto result = train::clip_train(parsed, run);
+    const auto result = trainer(config, a->config_file.empty() ? "the training config" : a->config_file, run);
     if (train::DistEnv::from_environment().is_main()) {
       std::printf("%s after %lld of %lld steps: %s\n", result.stopped ? "stopped" : "done", static_cast<long long>(result.steps),
                   static_cast<long long>(result.total_steps), result.checkpoint.c_str());
       if (!result.last_eval.is_null()) std::printf("eval: %s\n", result.last_eval.dump().c_str());
     }
   });
+  return sub;
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("train", "Train models: contrastive CLIP / SigLIP pre-training, LaMed instruction tuning");
+  cmd->require_subcommand(1);
+
+  auto c = std::make_shared<TrainArgs>();
+  CLI::App* clip = add_trainer(
+      cmd, "clip", "Contrastive image-report pre-training of M3D-CLIP (nce) or the sigmoid loss", "m3d-clip | siglip | tiny",
+      "Folder with M3D_Cap_npy/M3D_Cap.json (e.g. from m3d synth)", "Start from this M3D-CLIP checkpoint", train::clip_train_preset,
+      [](const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run) {
+        return train::clip_train(train::ClipTrainConfig::from_json(config, where), run);
+      },
+      c);
+  clip->add_option("--text-init", c->text_init, "BERT checkpoint for the text tower (official: bert-base-uncased)");
+
+  auto l = std::make_shared<TrainArgs>();
+  CLI::App* lamed = add_trainer(
+      cmd, "lamed", "LaMed instruction tuning: stage 1 (projector), stage 2 (LoRA), or a small LaMed in full",
+      "stage1 | stage2 | tiny", "M3D-Data folder: M3D_Cap_npy, M3D-VQA (e.g. from m3d synth)", "Start from this LaMed checkpoint",
+      train::lamed_train_preset,
+      [](const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run) {
+        return train::lamed_train(train::LamedTrainConfig::from_json(config, where), run);
+      },
+      l);
+  lamed->add_option("--vision-init", l->vision_init, "M3D-CLIP checkpoint whose vision encoder initialises the ViT (pretrain_vision_model)");
 
   struct EvalArgs {
     std::string model, data, split = "test";

@@ -1,0 +1,155 @@
+// `m3d train lamed`, `m3d export --merge-lora` and `m3d quickstart --quick` end to end
+// on a small synthetic set: stage 1 trains only the projector and input embeddings;
+// stage 2 (LoRA) leaves the base LLM weights alone, writes a peft adapter and a merged
+// final model that loads as a plain checkpoint and equals the export of its last
+// checkpoint; the quickstart's smoke run writes its table, examples and index.html
+// and reuses them on a rerun.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/synth.h"
+#include "io/checkpoint.h"
+#include "io/tensor.h"
+#include "models/causal_lm.h"
+#include "test_support.h"
+
+namespace m3d::test {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+
+class CliLamed : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::string(fs::temp_directory_path() / ("m3d_cli_lamed_" + std::to_string(::getpid())));
+    fs::remove_all(*root_);
+    data::SynthOptions o;
+    o.count = 12;
+    o.output = *root_ + "/data";
+    o.seed = 3;
+    o.progress = false;
+    data::synth_write(o);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*root_);
+    delete root_;
+  }
+  static std::map<std::string, at::Tensor> weights(const std::string& file) {
+    const auto ckpt = io::checkpoint_open(file);
+    std::map<std::string, at::Tensor> out;
+    for (const auto& [name, record] : ckpt.tensors) out[name] = io::tensor_from_record(record).clone();
+    return out;
+  }
+  // The tiny LaMed fixture (32x256x256 input, 300-token vocabulary) on the synthetic set.
+  static std::string train(const std::string& name, const std::string& preset, const std::string& extra) {
+    const std::string out = *root_ + "/" + name;
+    std::string stdout_text, stderr_text;
+    const std::string command = kM3d + " train lamed -q --preset " + preset + " --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
+                                "/data -o " + out + " --max-steps 2 --set batch_size=2 --set max_length=400 --set workers=1 --set save_steps=1" +
+                                " --set save_total_limit=1 --set eval_limit=2 --set eval_fraction=0.5 " + extra;
+    EXPECT_EQ(run_command(command, &stdout_text, &stderr_text), 0) << stderr_text;
+    return out;
+  }
+  static std::string* root_;
+};
+std::string* CliLamed::root_ = nullptr;
+
+TEST_F(CliLamed, Stage1TrainsOnlyTheProjectorAndInputEmbeddings) {
+  const std::string out = train("stage1", "stage1", "");
+  const auto before = weights(fixture("lamed_phi3_tiny/model.safetensors"));
+  const auto after = weights(out + "/final/model.safetensors");
+  ASSERT_TRUE(fs::exists(out + "/final/added_tokens.json"));
+  const auto added = read_json(out + "/final/added_tokens.json");
+  EXPECT_EQ(added.at("<im_patch>"), 299);  // already in the tokenizer
+  EXPECT_EQ(added.at("[SEG]"), 302);  // three tokens added after it
+  size_t changed = 0;
+  for (const auto& [name, tensor] : after) {
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
+      EXPECT_EQ(tensor.size(0), 303) << name << ": resized to the tokenizer";
+      if (name == "lm_head.weight") {
+        EXPECT_TRUE(torch::equal(tensor.slice(0, 0, 300), before.at(name))) << "lm_head is frozen in stage 1";
+      }
+      continue;
+    }
+    const bool same = torch::equal(tensor, before.at(name));
+    if (name.find("mm_projector") != std::string::npos) {
+      EXPECT_FALSE(same) << name << " should train";
+      ++changed;
+    } else {
+      EXPECT_TRUE(same) << name << " should stay frozen";
+    }
+  }
+  EXPECT_EQ(changed, 4u);
+  std::ifstream log(out + "/metrics.jsonl");
+  std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(text.find("caption_loss"), std::string::npos) << "the validation loss is logged";
+}
+
+TEST_F(CliLamed, Stage2LoraWritesAnAdapterAndAMergedModelEqualToTheExport) {
+  const std::string out = train("stage2", "stage2", "--set 'lora={\"r\":4,\"lora_alpha\":8,\"lora_dropout\":0.05}'");
+  ASSERT_TRUE(fs::exists(out + "/checkpoint-2/adapter/adapter_config.json"));
+  ASSERT_TRUE(fs::exists(out + "/final/adapter/adapter_model.safetensors"));
+  const auto base = weights(fixture("lamed_phi3_tiny/model.safetensors"));
+  const auto checkpoint = weights(out + "/checkpoint-2/model.safetensors");
+  // The LLM's Linear weights are frozen under LoRA; their adapters train.
+  EXPECT_TRUE(torch::equal(checkpoint.at("model.layers.0.self_attn.qkv_proj.weight"), base.at("model.layers.0.self_attn.qkv_proj.weight")));
+  EXPECT_GT(checkpoint.at("model.layers.0.self_attn.qkv_proj.lora_B.weight").abs().max().item<double>(), 0);
+  EXPECT_TRUE(torch::equal(checkpoint.at("model.layers.0.input_layernorm.weight"), base.at("model.layers.0.input_layernorm.weight")));
+  EXPECT_FALSE(torch::equal(checkpoint.at("model.vision_tower.vision_tower.norm.weight"), base.at("model.vision_tower.vision_tower.norm.weight")))
+      << "stage 2 trains the vision tower in full";
+
+  std::string stdout_text, stderr_text;
+  ASSERT_EQ(run_command(kM3d + " export --merge-lora " + out + "/checkpoint-2 -o " + *root_ + "/exported", &stdout_text, &stderr_text), 0) << stderr_text;
+  EXPECT_NE(stdout_text.find("8 LoRA layers merged"), std::string::npos) << stdout_text;
+  const auto exported = weights(*root_ + "/exported/model.safetensors"), final_weights = weights(out + "/final/model.safetensors");
+  ASSERT_EQ(exported.size(), base.size()) << "the plain HF key set";
+  for (const auto& [name, tensor] : final_weights) EXPECT_TRUE(torch::allclose(tensor, exported.at(name), 0, 1e-7)) << name;
+  EXPECT_NO_THROW(models::model_load(*root_ + "/exported"));
+  // An existing model is not overwritten; a folder without an adapter is refused.
+  EXPECT_NE(run_command(kM3d + " export --merge-lora " + out + "/checkpoint-2 -o " + *root_ + "/exported", &stdout_text, &stderr_text), 0);
+  EXPECT_NE(stderr_text.find("already holds a model"), std::string::npos) << stderr_text;
+  EXPECT_NE(run_command(kM3d + " export --merge-lora " + fixture("lamed_phi3_tiny") + " -o " + *root_ + "/x", &stdout_text, &stderr_text), 0);
+  EXPECT_NE(stderr_text.find("no LoRA adapter"), std::string::npos) << stderr_text;
+}
+
+TEST_F(CliLamed, BadConfigsFailClearly) {
+  std::string out, err;
+  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
+                            "/data -o " + *root_ + "/bad --set stage=sideways",
+                        &out, &err),
+            0);
+  EXPECT_NE(err.find("stage must be pretrain, finetune or full"), std::string::npos) << err;
+  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
+                            "/data -o " + *root_ + "/bad --set 'mixture={\"captions\":1}'",
+                        &out, &err),
+            0);
+  EXPECT_NE(err.find("unknown mixture task 'captions'"), std::string::npos) << err;
+  EXPECT_NE(run_command(kM3d + " train lamed --preset tiny --data " + *root_ + "/data -o " + *root_ + "/bad --set bogus=1", &out, &err), 0);
+  EXPECT_NE(err.find("unknown training option 'bogus'"), std::string::npos) << err;
+}
+
+TEST_F(CliLamed, QuickstartSmokeRunWritesEverythingAndReusesIt) {
+  const std::string dir = *root_ + "/quickstart";
+  std::string out, err;
+  ASSERT_EQ(run_command("cd " + std::string(M3D_SOURCE_DIR) + " && " + kM3d + " quickstart --quick --no-progress -o " + dir, &out, &err), 0) << err;
+  for (const char* file : {"index.html", "bench.md", "bench.json", "examples/example.json", "examples/ct.nii.gz", "examples/preview.png",
+                           "examples/rec_box.png", "lamed/final/model.safetensors"}) {
+    EXPECT_TRUE(fs::exists(dir + "/" + file)) << file;
+  }
+  const auto bench = read_json(dir + "/bench.json");
+  ASSERT_EQ(bench.size(), 5u);
+  EXPECT_NE(out.find("closed VQA accuracy"), std::string::npos) << out;
+  const auto example = read_json(dir + "/examples/example.json");
+  EXPECT_TRUE(example.contains("report") && example.contains("vqa_answer") && example.contains("rec_answer"));
+  // A rerun trains nothing again.
+  ASSERT_EQ(run_command("cd " + std::string(M3D_SOURCE_DIR) + " && " + kM3d + " quickstart --quick --no-progress -o " + dir, &out, &err), 0) << err;
+  EXPECT_NE(err.find("reusing " + dir + "/lamed/final"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -1,0 +1,298 @@
+// m3d quickstart: the whole system on a fresh machine, nothing downloaded. Generates
+// a synthetic CT set, trains a tiny M3D-CLIP and a tiny LaMed on it (its ViT from
+// the CLIP), scores M3D-Bench on the test split against the constant-answer
+// baseline, and writes worked examples (a report, a VQA answer, a box mapped back
+// onto the original scan, preview PNGs) into one folder with an index.html.
+// Every stage is cached in the output folder: a rerun reuses what is done.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "data/synth.h"
+#include "eval/bench.h"
+#include "eval/task_metrics.h"
+#include "generate/session.h"
+#include "imaging/preprocess.h"
+#include "imaging/volume_io.h"
+#include "io/json_util.h"
+#include "m3d/error.h"
+#include "train/clip_train.h"
+#include "train/lamed_train.h"
+
+namespace m3d::cli {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+struct QuickstartOptions {
+  std::string output = "m3d-quickstart";
+  bool quick = false;  // a smoke run: a few studies and steps (tests)
+  bool progress = true;
+};
+
+// Sizes of the run: the full quickstart, or the smoke run.
+struct Plan {
+  int64_t studies, clip_steps, clip_batch, lamed_steps, lamed_batch, report_limit, vqa_limit, rec_limit;
+};
+
+Plan plan_for(bool quick) {
+  if (quick) return {24, 2, 8, 2, 4, 2, 4, 4};
+  return {200, 120, 32, 250, 16, 20, -1, 60};
+}
+
+// A file shipped beside the sources (third_party/...): from the working directory,
+// else relative to the executable (build/m3d -> the checkout).
+std::string find_data(const std::string& relative) {
+  if (fs::exists(relative)) return relative;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  for (fs::path dir = exe.parent_path(); !ec && !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+    if (fs::exists(dir / relative)) return (dir / relative).string();
+  }
+  fail("{} not found (run scripts/setup.sh, which fetches it, and start m3d from the checkout)", relative);
+}
+
+void stage(int n, const char* what) { std::fprintf(stderr, "\n[m3d quickstart %d/5] %s\n", n, what); }
+
+// The newest complete checkpoint-N of a training folder.
+std::string newest_checkpoint(const std::string& dir) {
+  const auto all = train::list_checkpoints(dir);
+  if (all.empty()) fail("{}: training left no checkpoint", dir);
+  return all.back().second;
+}
+
+std::string html_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else out += c;
+  }
+  return out;
+}
+
+// A (D, H, W) unit-range volume's slice `d` as 8-bit grey with a box outline.
+void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, const std::optional<eval::Box>& box, int64_t scale) {
+  const int64_t D = volume.size(0), H = volume.size(1), W = volume.size(2);
+  auto slice = volume[std::clamp<int64_t>(d, 0, D - 1)].clamp(0, 1).mul(255).to(torch::kUInt8).contiguous();
+  if (scale > 1) slice = slice.repeat_interleave(scale, 0).repeat_interleave(scale, 1).contiguous();
+  const int64_t h = H * scale, w = W * scale;
+  std::vector<uint8_t> grey(slice.data_ptr<uint8_t>(), slice.data_ptr<uint8_t>() + h * w);
+  if (box) {
+    const auto& b = *box;
+    const int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(b[1] * H * scale), 0, h - 1), y1 = std::clamp<int64_t>(static_cast<int64_t>((b[4] * H + 1) * scale), 0, h - 1);
+    const int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(b[2] * W * scale), 0, w - 1), x1 = std::clamp<int64_t>(static_cast<int64_t>((b[5] * W + 1) * scale), 0, w - 1);
+    for (int64_t x = x0; x <= x1; ++x) grey[static_cast<size_t>(y0 * w + x)] = grey[static_cast<size_t>(y1 * w + x)] = 255;
+    for (int64_t y = y0; y <= y1; ++y) grey[static_cast<size_t>(y * w + x0)] = grey[static_cast<size_t>(y * w + x1)] = 255;
+  }
+  imaging::png_write(path, w, h, grey);
+}
+
+json run_bench(const std::string& data, const std::string& task, const std::string& out, const std::string& model, int64_t limit, bool progress) {
+  eval::BenchOptions o;
+  o.data_dir = data;
+  o.task = task;
+  o.output_dir = out;
+  o.limit = limit;
+  o.seg_dataset = "synth";
+  o.progress = progress;
+  o.max_new_tokens = task == "report" ? 160 : 48;
+  o.punkt_dir = find_data("third_party/nltk/tokenizers/punkt_tab/english");
+  if (model.empty()) o.predictor = "constant";
+  else o.model_dir = model;
+  return json::parse(eval::bench_run(o));
+}
+
+int run(const QuickstartOptions& q) {
+  const auto start = std::chrono::steady_clock::now();
+  const Plan p = plan_for(q.quick);
+  const std::string out = q.output, data = out + "/data", examples = out + "/examples";
+  fs::create_directories(out);
+
+  stage(1, "synthetic CT studies with known truth (m3d synth)");
+  if (!fs::exists(data + "/M3D_Cap_npy/M3D_Cap.json")) {
+    data::SynthOptions s;
+    s.count = p.studies;
+    s.output = data + ".partial";
+    s.progress = q.progress;
+    fs::remove_all(s.output);
+    data::synth_write(s);
+    fs::rename(s.output, data);
+  } else {
+    std::fprintf(stderr, "reusing %s\n", data.c_str());
+  }
+
+  train::TrainRunOptions run;
+  run.resume = true;  // a finished run resumes at its end: nothing to do
+  run.progress = q.progress;
+
+  stage(2, "a tiny M3D-CLIP: contrastive image-report pre-training (m3d train clip --preset tiny)");
+  json clip = train::clip_train_preset("tiny");
+  clip["text_init"] = find_data("third_party/models/all-MiniLM-L6-v2");
+  clip["data"] = data;
+  clip["output_dir"] = out + "/clip";
+  clip["max_steps"] = p.clip_steps;
+  clip["batch_size"] = p.clip_batch;
+  clip["save_steps"] = p.clip_steps;
+  clip["eval_fraction"] = 0.0;
+  clip["save_total_limit"] = 1;
+  train::clip_train(train::ClipTrainConfig::from_json(clip, "the quickstart CLIP config"), run);
+  const std::string clip_dir = newest_checkpoint(out + "/clip");
+
+  stage(3, "a tiny LaMed: ViT from the CLIP, Llama-style LLM from scratch, on Cap + VQA + REC + REG (m3d train lamed --preset tiny)");
+  json lamed = train::lamed_train_preset("tiny");
+  lamed["tokenizer"] = find_data("third_party/tokenizers/llama2");
+  lamed["vision_init"] = clip_dir;
+  lamed["data"] = data;
+  lamed["output_dir"] = out + "/lamed";
+  lamed["max_steps"] = p.lamed_steps;
+  lamed["batch_size"] = p.lamed_batch;
+  lamed["save_steps"] = std::max<int64_t>(p.lamed_steps / 2, 1);
+  lamed["save_total_limit"] = 1;
+  lamed["mixture"] = {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}, {"rec", 0.25}, {"reg", 0.1}};
+  const std::string model = out + "/lamed/final";
+  if (!fs::exists(model + "/model.safetensors")) {
+    train::lamed_train(train::LamedTrainConfig::from_json(lamed, "the quickstart LaMed config"), run);
+  } else {
+    std::fprintf(stderr, "reusing %s\n", model.c_str());
+  }
+
+  stage(4, "M3D-Bench on the test split: the model against the constant-answer baseline (m3d bench)");
+  struct Row {
+    std::string task, metric, label;
+    int64_t limit;
+  };
+  const std::vector<Row> rows = {{"vqa-closed", "m3d_correct", "closed VQA accuracy (chance 0.25)", p.vqa_limit},
+                                 {"report", "m3d_meteor", "report METEOR", p.report_limit},
+                                 {"report", "m3d_rouge1", "report ROUGE-1", p.report_limit},
+                                 {"rec", "m3d_acc_iou0.5", "REC accuracy@0.5", p.rec_limit},
+                                 {"rec", "m3d_iou", "REC mean IoU", p.rec_limit}};
+  std::map<std::string, std::pair<json, json>> results;
+  for (const auto& row : rows) {
+    if (results.count(row.task)) continue;
+    results[row.task] = {run_bench(data, row.task, out + "/bench/" + row.task, model, row.limit, q.progress),
+                         run_bench(data, row.task, out + "/bench/" + row.task + "-constant", "", row.limit, false)};
+  }
+  std::ostringstream table;
+  table << "| task | metric | m3d tiny LaMed | constant answer | samples |\n|---|---|---|---|---|\n";
+  json summary = json::array();
+  for (const auto& row : rows) {
+    const auto& [model_result, constant] = results[row.task];
+    const double m = model_result["metrics"].value(row.metric, 0.0), c = constant["metrics"].value(row.metric, 0.0);
+    table << fmt::format("| {} | {} | {:.3f} | {:.3f} | {} |\n", row.task, row.label, m, c, model_result.value("samples", 0));
+    summary.push_back({{"task", row.task}, {"metric", row.metric}, {"model", m}, {"constant", c}, {"samples", model_result.value("samples", 0)}});
+  }
+  std::ofstream(out + "/bench.md") << table.str();
+  std::ofstream(out + "/bench.json") << summary.dump(2) << "\n";
+
+  stage(5, "worked examples: a report, a VQA answer, a box on the original scan, previews");
+  fs::create_directories(examples);
+  const json cap = io::json_read_file(data + "/M3D_Cap_npy/M3D_Cap.json");
+  const std::string image_rel = cap["test"][0]["image"];
+  const std::string study_dir = fs::path(data + "/" + image_rel).parent_path().string();
+  const json truth = io::json_read_file(study_dir + "/truth.json");
+  // The "original scan": the study's HU volume as a NIfTI with its spacing, prepared
+  // by the m3d-lamed recipe like any hospital scan.
+  const int64_t index = std::stoll(fs::path(study_dir).filename().string());  // studies are named by index
+  const data::Study study = data::synth_study(0, index);
+  imaging::Volume ct;
+  ct.geometry.spacing = {study.spacing_dhw[2], study.spacing_dhw[1], study.spacing_dhw[0]};
+  ct.voxels = study.hu.round().to(at::kShort);
+  const std::string ct_path = examples + "/ct.nii.gz";
+  imaging::volume_write(ct_path, imaging::volume_to_raw(ct));
+  const imaging::Prepared prepared =
+      imaging::prepare(imaging::volume_from_raw(imaging::volume_read(ct_path)), imaging::recipe_load("m3d-lamed").ops);
+  const at::Tensor input = prepared.volume.voxels.to(torch::kFloat).unsqueeze(0).unsqueeze(0);  // (1, 1, D, H, W)
+
+  generate::Session session = generate::session_open(model);
+  generate::GenerationOptions g = session.defaults;
+  g.do_sample = false;
+  g.max_new_tokens = 160;
+  const std::string report = generate::session_answer(session, input, "Describe the findings of the medical image you see.", g);
+  g.max_new_tokens = 48;
+  std::string vqa_question, vqa_truth;
+  for (const auto& item : truth["vqa"]) {
+    if (item.value("type", 0) == 1) {  // plane
+      vqa_question = fmt::format("{} Choices: A. {} B. {} C. {} D. {}", item["question"].get<std::string>(), item["choices"][0].get<std::string>(),
+                                 item["choices"][1].get<std::string>(), item["choices"][2].get<std::string>(), item["choices"][3].get<std::string>());
+      vqa_truth = item["answer_choice"].get<std::string>() + ". " + item["answer"].get<std::string>();
+      break;
+    }
+  }
+  const std::string vqa_answer = vqa_question.empty() ? "" : generate::session_answer(session, input, " " + vqa_question, g);
+  const std::string organ = truth["organs"].empty() ? "liver" : truth["organs"][0].get<std::string>();
+  const std::string rec_question = fmt::format("Can you find the {} in this image? Give coordinates.", organ);
+  const std::string rec_answer = generate::session_answer(session, input, " " + rec_question, g);
+  const auto box = eval::parse_box(rec_answer);
+
+  json example = {{"study", truth["id"]}, {"scan", "ct.nii.gz"}, {"report", report}, {"reference_report", truth["report"]},
+                  {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth},
+                  {"rec_question", rec_question}, {"rec_answer", rec_answer}};
+  std::string box_html = "the model gave no box";
+  if (box) {
+    const auto original = imaging::box_to_original(prepared, *box);
+    example["box_model"] = *box;
+    example["box_original_voxels"] = {original.index_min, original.index_max};
+    example["box_original_mm"] = {original.mm_min, original.mm_max};
+    box_html = fmt::format("model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
+                           "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
+                           eval::box_text(*box), original.index_min[0], original.index_min[1], original.index_min[2], original.index_max[0],
+                           original.index_max[1], original.index_max[2], original.mm_min[0], original.mm_min[1], original.mm_min[2],
+                           original.mm_max[0], original.mm_max[1], original.mm_max[2]);
+  }
+  const at::Tensor shown = prepared.volume.voxels.to(torch::kFloat);
+  const int64_t middle = box ? static_cast<int64_t>((*box)[0] * static_cast<double>(shown.size(0)) + ((*box)[3] - (*box)[0]) * static_cast<double>(shown.size(0)) / 2)
+                             : shown.size(0) / 2;
+  preview_png(examples + "/preview.png", shown, shown.size(0) / 2, std::nullopt, 1);
+  preview_png(examples + "/rec_box.png", shown, middle, box, 1);
+  std::ofstream(examples + "/example.json") << example.dump(2) << "\n";
+
+  const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
+  std::ofstream html(out + "/index.html");
+  html << "<!doctype html><meta charset=utf-8><title>m3d quickstart</title>"
+       << "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+       << "pre{white-space:pre-wrap;background:#f4f4f4;padding:8px}</style>"
+       << "<h1>m3d quickstart</h1><p>Synthetic CT studies (" << p.studies << "), a tiny M3D-CLIP and a tiny LaMed trained on them on this machine, "
+       << "scored on the test split. Everything here was made by <code>m3d quickstart</code>.</p><h2>M3D-Bench (test split)</h2><table>"
+       << "<tr><th>task</th><th>metric</th><th>m3d tiny LaMed</th><th>constant answer</th><th>samples</th></tr>";
+  for (const auto& r : summary) {
+    html << fmt::format("<tr><td>{}</td><td>{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{}</td></tr>", r["task"].get<std::string>(),
+                        r["metric"].get<std::string>(), r["model"].get<double>(), r["constant"].get<double>(), r["samples"].get<int64_t>());
+  }
+  html << "</table><h2>Study " << html_escape(truth["id"].get<std::string>()) << "</h2>"
+       << "<p>The original scan <a href=examples/ct.nii.gz>ct.nii.gz</a>, prepared by the m3d-lamed recipe (the model grid, middle slice):</p>"
+       << "<img src=examples/preview.png>"
+       << "<h3>Report</h3><pre>" << html_escape(report) << "</pre><p>Reference:</p><pre>" << html_escape(truth["report"].get<std::string>()) << "</pre>"
+       << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer) << "</pre><p>Reference: "
+       << html_escape(vqa_truth) << "</p>"
+       << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec_answer) << "</pre><p>" << box_html
+       << "</p><img src=examples/rec_box.png>"
+       << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>clip/</code>, <code>lamed/final</code>.</p>", minutes);
+  html.close();
+
+  std::printf("\n%s\nexamples: %s/index.html (%.1f min)\n", table.str().c_str(), out.c_str(), minutes);
+  return 0;
+}
+
+}  // namespace
+
+void add_quickstart(CLI::App& app) {
+  auto q = std::make_shared<QuickstartOptions>();
+  CLI::App* cmd = app.add_subcommand("quickstart", "Synthetic data, tiny CLIP + LaMed trained here, M3D-Bench and worked examples, in one folder");
+  cmd->add_option("-o,--output", q->output, "Output folder (reused by a rerun)")->capture_default_str();
+  cmd->add_flag("--quick", q->quick, "A smoke run: a few studies and training steps (minutes less, results meaningless)");
+  cmd->add_flag("--no-progress", [q](int64_t) { q->progress = false; }, "No progress bars");
+  cmd->callback([q] { run(*q); });
+}
+
+}  // namespace m3d::cli
