@@ -265,7 +265,7 @@ TEST_F(CliTrain, BadConfigsAreClearErrors) {
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bad", {{"batch_sise", 3}}) + " -o " + *root_ + "/bad", &out, &err), 1);
   EXPECT_NE(err.find("unknown training option 'batch_sise'"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("big", {{"batch_size", 64}}) + " -o " + *root_ + "/big", &out, &err), 1);
-  EXPECT_NE(err.find("exceeds the 20 training pairs"), std::string::npos) << err;
+  EXPECT_NE(err.find("exceeds the 20 training samples"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("nodata", {{"data", "/nonexistent"}}) + " -o " + *root_ + "/nd", &out, &err), 1);
   EXPECT_NE(err.find("no M3D_Cap_npy/M3D_Cap.json"), std::string::npos) << err;
 }

@@ -10,6 +10,7 @@
 #include "models/clip.h"
 #include "test_support.h"
 #include "train/optim.h"
+#include "train/trainer.h"
 
 namespace m3d::train {
 namespace {
@@ -83,6 +84,28 @@ TEST(Train, ParameterGroupsFollowHfTrainer) {
   EXPECT_TRUE(decay.at("mm_vision_proj.weight"));
   EXPECT_TRUE(decay.at("logit_scale"));  // not a bias, not a LayerNorm: decayed, as in M3D's run
   EXPECT_TRUE(decay.at("vision_encoder.cls_token"));
+}
+
+TEST(Train, EpochOrderGroupsBatchesByTaskAndKeepsEverySample) {
+  std::vector<int64_t> groups;
+  for (int64_t i = 0; i < 103; ++i) groups.push_back(i % 7 == 0 ? 2 : i % 3);  // uneven group sizes
+  const auto order = epoch_order(groups.size(), 42, 1, groups, 8);
+  EXPECT_EQ(order, epoch_order(groups.size(), 42, 1, groups, 8)) << "a function of (seed, epoch)";
+  EXPECT_NE(order, epoch_order(groups.size(), 42, 2, groups, 8)) << "a new order each epoch";
+  auto sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) ASSERT_EQ(sorted[i], static_cast<int64_t>(i)) << "a permutation";
+  size_t full = 0;
+  for (const auto& [group, count] : std::map<int64_t, size_t>{{0, 0}, {1, 0}, {2, 0}}) {
+    full += static_cast<size_t>(std::count(groups.begin(), groups.end(), group)) / 8;
+  }
+  for (size_t b = 0; b < full; ++b) {
+    for (size_t k = 1; k < 8; ++k) {
+      EXPECT_EQ(groups[static_cast<size_t>(order[b * 8 + k])], groups[static_cast<size_t>(order[b * 8])]) << "batch " << b;
+    }
+  }
+  // Without groups: the plain shuffle.
+  EXPECT_EQ(epoch_order(50, 42, 1), epoch_order(50, 42, 1, {}, 8));
 }
 
 TEST(Train, ScheduleShape) {

@@ -211,10 +211,10 @@ ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& whe
   ClipTrainConfig t;
   static const std::set<std::string> known = {
       "init", "text_init", "model", "tokenizer", "freeze", "data", "train_split", "eval_split", "eval_limit", "max_length", "augment",
-      "cache_images", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
-      "seed", "output_dir", "save_steps", "save_total_limit", "log_steps", "eval_fraction", "workers", "description"};
+      "cache_images", "description"};
   for (const auto& [key, value] : c.items()) {
-    if (!known.count(key)) fail("{}: unknown training option '{}'", where, key);
+    const auto& schedule = schedule_keys();
+    if (!known.count(key) && std::find(schedule.begin(), schedule.end(), key) == schedule.end()) fail("{}: unknown training option '{}'", where, key);
   }
   try {
     t.init = c.value("init", t.init);
@@ -229,43 +229,21 @@ ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& whe
     t.max_length = c.value("max_length", t.max_length);
     t.augment = c.value("augment", t.augment);
     t.cache_images = c.value("cache_images", t.cache_images);
-    t.epochs = c.value("epochs", t.epochs);
-    t.max_steps = c.value("max_steps", t.max_steps);
-    t.batch_size = c.value("batch_size", t.batch_size);
-    t.grad_accum = c.value("grad_accum", t.grad_accum);
-    t.lr = c.value("lr", t.lr);
-    t.weight_decay = c.value("weight_decay", t.weight_decay);
-    t.warmup_ratio = c.value("warmup_ratio", t.warmup_ratio);
-    t.max_grad_norm = c.value("max_grad_norm", t.max_grad_norm);
-    t.seed = c.value("seed", t.seed);
-    t.output_dir = c.value("output_dir", t.output_dir);
-    t.save_steps = c.value("save_steps", t.save_steps);
-    t.save_total_limit = c.value("save_total_limit", t.save_total_limit);
-    t.log_steps = c.value("log_steps", t.log_steps);
-    t.eval_fraction = c.value("eval_fraction", t.eval_fraction);
-    t.workers = c.value("workers", t.workers);
+    t.read_schedule(c, where);
   } catch (const json::exception& e) {
     fail("{}: malformed training config: {}", where, e.what());
   }
   if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (an M3D-CLIP checkpoint) or \"model\" (a CLIP config)", where);
-  if (t.batch_size < 1 || t.grad_accum < 1 || t.max_length < 3 || t.workers < 1) {
-    fail("{}: batch_size, grad_accum and workers must be at least 1, max_length at least 3", where);
-  }
-  if (t.lr <= 0 || t.warmup_ratio < 0 || t.warmup_ratio > 1 || t.weight_decay < 0 || t.max_grad_norm <= 0) {
-    fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
-  }
-  if (t.max_steps <= 0 && t.epochs <= 0) fail("{}: give epochs or max_steps", where);
+  if (t.max_length < 3) fail("{}: max_length must be at least 3", where);
   return t;
 }
 
 json ClipTrainConfig::to_json() const {
-  return {{"init", init}, {"text_init", text_init}, {"model", model}, {"tokenizer", tokenizer}, {"freeze", freeze}, {"data", data},
-          {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit}, {"max_length", max_length},
-          {"augment", augment}, {"cache_images", cache_images}, {"epochs", epochs}, {"max_steps", max_steps},
-          {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr}, {"weight_decay", weight_decay},
-          {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed}, {"output_dir", output_dir},
-          {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
-          {"eval_fraction", eval_fraction}, {"workers", workers}};
+  json out = {{"init", init}, {"text_init", text_init}, {"model", model}, {"tokenizer", tokenizer}, {"freeze", freeze}, {"data", data},
+              {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit}, {"max_length", max_length},
+              {"augment", augment}, {"cache_images", cache_images}};
+  out.update(schedule_json());
+  return out;
 }
 
 std::vector<std::string> clip_train_presets() { return {"m3d-clip", "siglip", "tiny"}; }
@@ -373,33 +351,12 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
 
   // The data and the schedule.
   Loader train_data(read_split(config.data, config.train_split, -1), tokenizer, model->config().vision, config, true);
-  const int64_t B = config.batch_size, W = env.world_size, A = config.grad_accum, G = B * W * A;
-  const int64_t steps_per_epoch = static_cast<int64_t>(train_data.size()) / G;
-  if (steps_per_epoch == 0) fail("training: the global batch ({} = {} x {} ranks x {} accumulation) exceeds the {} training pairs", G, B, W, A, train_data.size());
-  const int64_t total = config.max_steps > 0 ? config.max_steps : config.epochs * steps_per_epoch;
-  const int64_t eval_every = config.eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(total) * config.eval_fraction))) : 0;
+  const LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
+  const int64_t B = config.batch_size;
   std::unique_ptr<Loader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
     eval_data = std::make_unique<Loader>(read_split(config.data, config.eval_split, config.eval_limit), tokenizer, model->config().vision, config, false);
   }
-
-  LoopSettings settings;
-  settings.output_dir = config.output_dir;
-  settings.dataset_size = train_data.size();
-  settings.seed = config.seed;
-  settings.total_steps = total;
-  settings.steps_per_epoch = steps_per_epoch;
-  settings.batch_size = B;
-  settings.grad_accum = A;
-  settings.lr = config.lr;
-  settings.warmup_ratio = config.warmup_ratio;
-  settings.max_grad_norm = config.max_grad_norm;
-  settings.save_steps = config.save_steps;
-  settings.save_total_limit = config.save_total_limit;
-  settings.log_steps = config.log_steps;
-  settings.eval_every = eval_every;
-  settings.workers = config.workers;
-  settings.config = config.to_json();
 
   LoopHooks hooks;
   hooks.load = [&train_data](const std::vector<int64_t>& indices, int64_t epoch) { return train_data.batch(indices, epoch); };

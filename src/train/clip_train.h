@@ -20,7 +20,7 @@ class Tokenizer;
 
 namespace m3d::train {
 
-struct ClipTrainConfig {
+struct ClipTrainConfig : TrainSchedule {
   // Model: start from an M3D-CLIP checkpoint (`init`), or build `model` (a config.json
   // of models::ClipConfig) with the ViT from scratch and the text tower from a BERT
   // checkpoint (`text_init`, e.g. bert-base-uncased, as the official run does).
@@ -38,15 +38,8 @@ struct ClipTrainConfig {
   int64_t max_length = 512;  // text tokens ([CLS] and [SEP] included)
   bool augment = true;
   bool cache_images = false;  // keep the (resized) volumes in memory after the first epoch
-  // Optimisation (per-rank batch, as HF's per_device_train_batch_size).
-  int64_t epochs = 100, max_steps = -1, batch_size = 32, grad_accum = 1;
-  double lr = 1e-4, weight_decay = 0.1, warmup_ratio = 0.03, max_grad_norm = 1.0;
-  uint64_t seed = 42;
-  // Output.
-  std::string output_dir;
-  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
-  double eval_fraction = 0.04;  // evaluate every this fraction of the run (official: 4%); 0: only at the end
-  int64_t workers = 2;  // data loader threads
+  // The schedule (TrainSchedule's defaults are the official CLIP run's: 100 epochs,
+  // batch 32, lr 1e-4, weight decay 0.1, evaluation every 4 %).
 
   static ClipTrainConfig from_json(const nlohmann::json& config, const std::string& where);
   nlohmann::json to_json() const;

@@ -55,8 +55,10 @@ const T& pick(const std::vector<T>& items, std::mt19937_64& rng) {
 struct Item {
   std::string task;  // cap, vqa_closed, vqa_open, rec, reg
   std::string image;
-  std::string text;  // cap: the report file; vqa: the question (closed: with choices)
+  std::string text;  // cap: the report file; vqa: the question
   std::string answer;  // vqa
+  std::vector<std::string> choices;  // closed vqa: A-D
+  int answer_choice = 0;  // closed vqa: index of the right choice
   std::string labels;  // rec/reg: the organ label map (.npy)
   int64_t label = 0;  // rec/reg: its value for the organ
   std::string name;  // rec/reg: the class name
@@ -76,7 +78,11 @@ std::vector<Item> read_tasks(const std::string& root, const std::string& task, c
       if (!entry.contains("image") || !entry.contains("text")) fail("{}: every item needs \"image\" and \"text\"", cap_path);
       const std::string image = resolve_in(root, entry["image"].get<std::string>());
       if (task == "cap") {
-        out.push_back({"cap", image, resolve_in(root, entry["text"].get<std::string>()), "", "", 0, ""});
+        Item item;
+        item.task = "cap";
+        item.image = image;
+        item.text = resolve_in(root, entry["text"].get<std::string>());
+        out.push_back(std::move(item));
         continue;
       }
       // Positioning from the m3d synth label maps beside the image (organs.npy + truth.json).
@@ -89,7 +95,13 @@ std::vector<Item> read_tasks(const std::string& root, const std::string& task, c
       for (const auto& organ : truth.at("organs")) {
         const auto it = std::find(names.begin(), names.end(), organ.get<std::string>());
         if (it == names.end()) continue;
-        out.push_back({task, image, "", "", folder + "/organs.npy", static_cast<int64_t>(it - names.begin()) + 1, *it});
+        Item item;
+        item.task = task;
+        item.image = image;
+        item.labels = folder + "/organs.npy";
+        item.label = static_cast<int64_t>(it - names.begin()) + 1;
+        item.name = *it;
+        out.push_back(std::move(item));
       }
     }
   } else if (task == "vqa_closed" || task == "vqa_open") {
@@ -104,11 +116,16 @@ std::vector<Item> read_tasks(const std::string& root, const std::string& task, c
     }
     for (const auto& row : table.rows) {
       if (limit >= 0 && static_cast<int64_t>(out.size()) >= limit) break;
-      Item item{task, resolve_in(root, row[col["Image Path"]]), row[col["Question"]], row[col["Answer"]], "", 0, ""};
-      if (task == "vqa_closed") {  // VQADataset(close_ended=True)
-        item.text = fmt::format("{} Choices: A. {} B. {} C. {} D. {}", row[col["Question"]], row[col["Choice A"]], row[col["Choice B"]],
-                                row[col["Choice C"]], row[col["Choice D"]]);
-        item.answer = fmt::format("{}. {}", row[col["Answer Choice"]], row[col["Answer"]]);
+      Item item;
+      item.task = task;
+      item.image = resolve_in(root, row[col["Image Path"]]);
+      item.text = row[col["Question"]];
+      item.answer = row[col["Answer"]];
+      if (task == "vqa_closed") {
+        item.choices = {row[col["Choice A"]], row[col["Choice B"]], row[col["Choice C"]], row[col["Choice D"]]};
+        const std::string& letter = row[col["Answer Choice"]];
+        if (letter.size() != 1 || letter[0] < 'A' || letter[0] > 'D') fail("{}: Answer Choice '{}' is not A-D", path, letter);
+        item.answer_choice = letter[0] - 'A';
       }
       out.push_back(std::move(item));
     }
@@ -164,7 +181,18 @@ class LamedLoader {
  private:
   std::pair<std::string, std::string> text_of(const Item& item, const torch::Tensor& mask, std::mt19937_64& rng) const {
     if (item.task == "cap") return {image_tokens_ + pick(templates_.caption, rng), read_text_file(item.text)};
-    if (item.task == "vqa_closed" || item.task == "vqa_open") return {image_tokens_ + " " + item.text, item.answer};
+    if (item.task == "vqa_closed") {  // VQADataset(close_ended=True)
+      std::vector<int> order = {0, 1, 2, 3};
+      if (train_ && config_.shuffle_choices) std::shuffle(order.begin(), order.end(), rng);
+      std::string question = item.text + " Choices:";
+      char letter = 'A';
+      for (int k = 0; k < 4; ++k) {
+        question += fmt::format(" {}. {}", static_cast<char>('A' + k), item.choices[static_cast<size_t>(order[static_cast<size_t>(k)])]);
+        if (order[static_cast<size_t>(k)] == item.answer_choice) letter = static_cast<char>('A' + k);
+      }
+      return {image_tokens_ + " " + question, fmt::format("{}. {}", letter, item.answer)};
+    }
+    if (item.task == "vqa_open") return {image_tokens_ + " " + item.text, item.answer};
     const auto m = mask.to(torch::kUInt8).contiguous();
     const std::vector<uint8_t> bits(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
     const auto box = eval::mask_to_box(bits, m.size(-3), m.size(-2), m.size(-1));
@@ -310,11 +338,11 @@ LamedTemplates LamedTemplates::from_json(const json& root, const std::string& wh
 LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& where) {
   LamedTrainConfig t;
   static const std::set<std::string> known = {
-      "init", "vision_init", "tokenizer", "model", "stage", "lora", "data", "mixture", "train_split", "eval_split", "eval_limit", "templates",
-      "max_length", "augment", "cache_images", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
-      "max_grad_norm", "seed", "output_dir", "save_steps", "save_total_limit", "log_steps", "eval_fraction", "workers", "description"};
+      "init", "vision_init", "tokenizer", "model", "stage", "lora", "freeze", "data", "mixture", "train_split", "eval_split", "eval_limit", "templates",
+      "max_length", "augment", "cache_images", "shuffle_choices", "group_by_task", "description"};
   for (const auto& [key, value] : c.items()) {
-    if (!known.count(key)) fail("{}: unknown training option '{}'", where, key);
+    const auto& schedule = schedule_keys();
+    if (!known.count(key) && std::find(schedule.begin(), schedule.end(), key) == schedule.end()) fail("{}: unknown training option '{}'", where, key);
   }
   try {
     t.init = c.value("init", t.init);
@@ -322,6 +350,7 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
     t.tokenizer = c.value("tokenizer", t.tokenizer);
     t.model = c.value("model", json());
     t.stage = c.value("stage", t.stage);
+    t.freeze = c.value("freeze", t.freeze);
     if (c.contains("lora")) t.lora = models::LoraConfig::from_peft_json(c["lora"], where + " \"lora\"");
     t.data = c.value("data", t.data);
     t.mixture = c.value("mixture", std::map<std::string, double>{{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}, {"rec", 1}, {"reg", 1}});
@@ -332,21 +361,9 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
     t.max_length = c.value("max_length", t.max_length);
     t.augment = c.value("augment", t.augment);
     t.cache_images = c.value("cache_images", t.cache_images);
-    t.epochs = c.value("epochs", t.epochs);
-    t.max_steps = c.value("max_steps", t.max_steps);
-    t.batch_size = c.value("batch_size", t.batch_size);
-    t.grad_accum = c.value("grad_accum", t.grad_accum);
-    t.lr = c.value("lr", t.lr);
-    t.weight_decay = c.value("weight_decay", t.weight_decay);
-    t.warmup_ratio = c.value("warmup_ratio", t.warmup_ratio);
-    t.max_grad_norm = c.value("max_grad_norm", t.max_grad_norm);
-    t.seed = c.value("seed", t.seed);
-    t.output_dir = c.value("output_dir", t.output_dir);
-    t.save_steps = c.value("save_steps", t.save_steps);
-    t.save_total_limit = c.value("save_total_limit", t.save_total_limit);
-    t.log_steps = c.value("log_steps", t.log_steps);
-    t.eval_fraction = c.value("eval_fraction", t.eval_fraction);
-    t.workers = c.value("workers", t.workers);
+    t.shuffle_choices = c.value("shuffle_choices", t.shuffle_choices);
+    t.group_by_task = c.value("group_by_task", t.group_by_task);
+    t.read_schedule(c, where);
   } catch (const json::exception& e) {
     fail("{}: malformed training config: {}", where, e.what());
   }
@@ -358,25 +375,18 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
     }
     if (weight < 0 || !std::isfinite(weight)) fail("{}: mixture weight of '{}' must be a non-negative number", where, task);
   }
-  if (t.batch_size < 1 || t.grad_accum < 1 || t.max_length < 8 || t.workers < 1) {
-    fail("{}: batch_size, grad_accum and workers must be at least 1, max_length at least 8", where);
-  }
-  if (t.lr <= 0 || t.warmup_ratio < 0 || t.warmup_ratio > 1 || t.weight_decay < 0 || t.max_grad_norm <= 0) {
-    fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
-  }
-  if (t.max_steps <= 0 && t.epochs <= 0) fail("{}: give epochs or max_steps", where);
+  if (t.max_length < 8) fail("{}: max_length must be at least 8", where);
   return t;
 }
 
 json LamedTrainConfig::to_json() const {
-  return {{"init", init}, {"vision_init", vision_init}, {"tokenizer", tokenizer}, {"model", model}, {"stage", stage},
-          {"lora", {{"r", lora.r}, {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout}, {"target_modules", lora.target_modules}}},
-          {"data", data}, {"mixture", mixture}, {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit},
-          {"templates", templates}, {"max_length", max_length}, {"augment", augment}, {"cache_images", cache_images}, {"epochs", epochs},
-          {"max_steps", max_steps}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr}, {"weight_decay", weight_decay},
-          {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed}, {"output_dir", output_dir},
-          {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps}, {"eval_fraction", eval_fraction},
-          {"workers", workers}};
+  json out = {{"init", init}, {"vision_init", vision_init}, {"tokenizer", tokenizer}, {"model", model}, {"stage", stage}, {"freeze", freeze},
+              {"lora", {{"r", lora.r}, {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout}, {"target_modules", lora.target_modules}}},
+              {"data", data}, {"mixture", mixture}, {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit},
+              {"templates", templates}, {"max_length", max_length}, {"augment", augment}, {"cache_images", cache_images},
+              {"shuffle_choices", shuffle_choices}, {"group_by_task", group_by_task}};
+  out.update(schedule_json());
+  return out;
 }
 
 std::vector<std::string> lamed_train_presets() { return {"stage1", "stage2", "tiny"}; }
@@ -402,12 +412,14 @@ json lamed_train_preset(const std::string& name) {
         {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2},
         {"hidden_act", "silu"}, {"image_channel", 1}, {"image_size", {16, 64, 64}}, {"patch_size", {4, 16, 16}}, {"vision_tower", "vit3d"},
         {"vision_select_layer", -1}, {"vision_select_feature", "patch"}, {"mm_projector_type", "spp"}, {"proj_layer_type", "mlp"},
-        {"proj_layer_num", 2}, {"proj_pooling_type", "spatial"}, {"proj_pooling_size", 1}, {"mm_hidden_size", 192}, {"proj_out_num", 64},
+        {"proj_layer_num", 2}, {"proj_pooling_type", "spatial"}, {"proj_pooling_size", 2}, {"mm_hidden_size", 192}, {"proj_out_num", 8},
         {"vision_hidden_size", 192}, {"vision_mlp_dim", 384}, {"vision_num_layers", 4}, {"vision_num_heads", 4}};
     return {{"description", "one CPU: a 4-layer, 256-wide Llama-style LaMed from scratch (Llama-2 tokenizer) on 16x64x64 volumes, its ViT "
-                            "from the tiny M3D-CLIP, every parameter trained on Cap, VQA, REC and REG"},
-            {"model", model}, {"tokenizer", "third_party/tokenizers/llama2"}, {"stage", "full"},
-            {"mixture", {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}, {"rec", 1}, {"reg", 1}}}, {"epochs", 2}, {"batch_size", 16},
+                            "from the tiny M3D-CLIP and frozen, everything else trained on Cap, VQA (choices shuffled) and REC, batches grouped by task"},
+            {"model", model}, {"tokenizer", "third_party/tokenizers/llama2"}, {"stage", "full"}, {"freeze", {"model.vision_tower."}},
+            {"shuffle_choices", true}, {"group_by_task", true},
+            {"mixture", {{"cap", 3}, {"vqa_closed", 5}, {"vqa_open", 0.5}, {"rec", 2}, {"reg", 0}}},
+            {"epochs", 2}, {"batch_size", 16},
             {"lr", 1e-3}, {"weight_decay", 0.0}, {"warmup_ratio", 0.05}, {"max_length", 256}, {"cache_images", true}, {"save_steps", 200},
             {"eval_split", ""}};
   }
@@ -504,6 +516,13 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   } else {
     lamed_set_trainable(*lm, stage);
   }
+  for (const auto& prefix : config.freeze) {
+    size_t matched = 0;
+    for (auto& item : lm->named_parameters()) {
+      if (item.key().rfind(prefix, 0) == 0) item.value().requires_grad_(false), ++matched;
+    }
+    if (matched == 0) fail("training: \"freeze\" prefix '{}' matches no parameter", prefix);
+  }
   if (comm) {
     for (auto& p : lm->parameters()) comm->broadcast(p, 0);
   }
@@ -532,28 +551,12 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     eval_data = std::make_unique<LamedLoader>(read_tasks(config.data, "cap", config.eval_split, config.eval_limit), tokenizer, templates, config,
                                               image_tokens, lc.image_channel, size, false);
   }
-  const int64_t B = config.batch_size, W = env.world_size, A = config.grad_accum, G = B * W * A;
-  const int64_t steps_per_epoch = static_cast<int64_t>(train_data.size()) / G;
-  if (steps_per_epoch == 0) fail("training: the global batch ({} = {} x {} ranks x {} accumulation) exceeds the {} training samples", G, B, W, A, train_data.size());
-  const int64_t total = config.max_steps > 0 ? config.max_steps : config.epochs * steps_per_epoch;
-
-  LoopSettings settings;
-  settings.output_dir = config.output_dir;
-  settings.dataset_size = train_data.size();
-  settings.seed = config.seed;
-  settings.total_steps = total;
-  settings.steps_per_epoch = steps_per_epoch;
-  settings.batch_size = B;
-  settings.grad_accum = A;
-  settings.lr = config.lr;
-  settings.warmup_ratio = config.warmup_ratio;
-  settings.max_grad_norm = config.max_grad_norm;
-  settings.save_steps = config.save_steps;
-  settings.save_total_limit = config.save_total_limit;
-  settings.log_steps = config.log_steps;
-  settings.eval_every = config.eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(total) * config.eval_fraction))) : 0;
-  settings.workers = config.workers;
-  settings.config = config.to_json();
+  LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
+  const int64_t B = config.batch_size, total = settings.total_steps;
+  if (config.group_by_task) {
+    std::map<std::string, int64_t> ids;
+    for (size_t i = 0; i < train_data.size(); ++i) settings.groups.push_back(ids.emplace(train_data.item(i).task, ids.size()).first->second);
+  }
 
   auto write_tokenizer = [&](const std::string& dir) {
     copy_tokenizer_files(tokenizer_dir, dir);

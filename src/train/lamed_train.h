@@ -62,7 +62,7 @@ struct LamedTemplates {
   static LamedTemplates from_json(const nlohmann::json& root, const std::string& where);
 };
 
-struct LamedTrainConfig {
+struct LamedTrainConfig : TrainSchedule {
   // Model: a LaMed checkpoint (`init`), or `model` (a LaMed config.json) built from
   // scratch (LLM weights normal(0, 0.02), norms 1), its ViT optionally from an
   // M3D-CLIP checkpoint's vision encoder (`vision_init`, as train.py's
@@ -74,6 +74,9 @@ struct LamedTrainConfig {
   // for a small LLM trained from scratch, as the quickstart does).
   std::string stage = "finetune";
   models::LoraConfig lora;
+  // Parameters whose names start with one of these are frozen on top of the stage's
+  // choice (e.g. "model.vision_tower." to keep a CLIP-trained ViT as it is).
+  std::vector<std::string> freeze;
   // Data: an M3D-Data directory (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_train.csv;
   // positioning from the m3d synth label maps). `mixture`: task -> weight, each
   // task contributing weight x its size samples per epoch (1: natural proportions, as
@@ -85,13 +88,22 @@ struct LamedTrainConfig {
   std::string templates;  // json file; empty: LamedTemplates::builtin()
   int64_t max_length = 512;
   bool augment = true, cache_images = false;
-  int64_t epochs = 5, max_steps = -1, batch_size = 8, grad_accum = 1;
-  double lr = 5e-5, weight_decay = 0.0, warmup_ratio = 0.03, max_grad_norm = 1.0;
-  uint64_t seed = 42;
-  std::string output_dir;
-  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
-  double eval_fraction = 0.0;
-  int64_t workers = 2;
+  // m3d's own augmentation, off in the official recipe: closed-VQA choices in a random
+  // order each time (the letter follows its answer), so a small model learns to point
+  // at the choice rather than memorise letters.
+  bool shuffle_choices = false;
+  // Each global batch from one task (less padding: a VQA batch is not padded to a
+  // report's length); off in the official recipe.
+  bool group_by_task = false;
+
+  // Stage 2's schedule by default: 5 epochs, batch 8, lr 5e-5, no weight decay.
+  LamedTrainConfig() {
+    epochs = 5;
+    batch_size = 8;
+    lr = 5e-5;
+    weight_decay = 0.0;
+    eval_fraction = 0.0;
+  }
 
   static LamedTrainConfig from_json(const nlohmann::json& config, const std::string& where);
   nlohmann::json to_json() const;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include "imaging/model_input.h"
@@ -74,12 +75,29 @@ torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng, torch::Tensor* 
   return image.contiguous();
 }
 
-std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, const std::vector<int64_t>& groups, int64_t batch) {
   std::vector<int64_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
   auto rng = sample_rng(seed, 0, static_cast<uint64_t>(epoch), 0);
   for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[static_cast<size_t>(rng() % i)]);
-  return order;
+  if (groups.empty()) return order;
+  if (groups.size() != n) throw std::logic_error("epoch_order: one group per sample");
+  std::map<int64_t, std::vector<int64_t>> by_group;  // each in the shuffled order
+  for (int64_t i : order) by_group[groups[static_cast<size_t>(i)]].push_back(i);
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<int64_t> rest;
+  for (auto& [group, members] : by_group) {
+    size_t k = 0;
+    for (; k + static_cast<size_t>(batch) <= members.size(); k += static_cast<size_t>(batch)) {
+      batches.emplace_back(members.begin() + static_cast<std::ptrdiff_t>(k), members.begin() + static_cast<std::ptrdiff_t>(k) + batch);
+    }
+    rest.insert(rest.end(), members.begin() + static_cast<std::ptrdiff_t>(k), members.end());
+  }
+  for (size_t i = batches.size(); i > 1; --i) std::swap(batches[i - 1], batches[static_cast<size_t>(rng() % i)]);
+  std::vector<int64_t> out;
+  for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
+  out.insert(out.end(), rest.begin(), rest.end());
+  return out;
 }
 
 // Complete checkpoints in `dir`, by step; stale ".partial" folders are removed.
@@ -111,6 +129,69 @@ torch::Tensor load_model_volume(const std::string& path, int64_t channels, const
   if (image.size(1) != channels) fail("{}: {} channels, the model takes {}", path, image.size(1), channels);
   if (image.sizes().slice(2).vec() != size) image = torch::upsample_trilinear3d(image, size, false);  // to the model grid
   return image.squeeze(0).contiguous();  // (C, D, H, W)
+}
+
+const std::vector<std::string>& TrainSchedule::schedule_keys() {
+  static const std::vector<std::string> keys = {"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
+                                                "max_grad_norm", "seed", "output_dir", "save_steps", "save_total_limit", "log_steps",
+                                                "eval_fraction", "workers"};
+  return keys;
+}
+
+void TrainSchedule::read_schedule(const json& c, const std::string& where) {
+  epochs = c.value("epochs", epochs);
+  max_steps = c.value("max_steps", max_steps);
+  batch_size = c.value("batch_size", batch_size);
+  grad_accum = c.value("grad_accum", grad_accum);
+  lr = c.value("lr", lr);
+  weight_decay = c.value("weight_decay", weight_decay);
+  warmup_ratio = c.value("warmup_ratio", warmup_ratio);
+  max_grad_norm = c.value("max_grad_norm", max_grad_norm);
+  seed = c.value("seed", seed);
+  output_dir = c.value("output_dir", output_dir);
+  save_steps = c.value("save_steps", save_steps);
+  save_total_limit = c.value("save_total_limit", save_total_limit);
+  log_steps = c.value("log_steps", log_steps);
+  eval_fraction = c.value("eval_fraction", eval_fraction);
+  workers = c.value("workers", workers);
+  if (batch_size < 1 || grad_accum < 1 || workers < 1) fail("{}: batch_size, grad_accum and workers must be at least 1", where);
+  if (lr <= 0 || warmup_ratio < 0 || warmup_ratio > 1 || weight_decay < 0 || max_grad_norm <= 0) {
+    fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
+  }
+  if (max_steps <= 0 && epochs <= 0) fail("{}: give epochs or max_steps", where);
+}
+
+json TrainSchedule::schedule_json() const {
+  return {{"epochs", epochs}, {"max_steps", max_steps}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr},
+          {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed},
+          {"output_dir", output_dir}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
+          {"eval_fraction", eval_fraction}, {"workers", workers}};
+}
+
+LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, json config) const {
+  const int64_t G = batch_size * world_size * grad_accum;
+  LoopSettings s;
+  s.steps_per_epoch = static_cast<int64_t>(dataset_size) / G;
+  if (s.steps_per_epoch == 0) {
+    fail("training: the global batch ({} = {} x {} ranks x {} accumulation) exceeds the {} training samples", G, batch_size, world_size, grad_accum,
+         dataset_size);
+  }
+  s.total_steps = max_steps > 0 ? max_steps : epochs * s.steps_per_epoch;
+  s.output_dir = output_dir;
+  s.dataset_size = dataset_size;
+  s.seed = seed;
+  s.batch_size = batch_size;
+  s.grad_accum = grad_accum;
+  s.lr = lr;
+  s.warmup_ratio = warmup_ratio;
+  s.max_grad_norm = max_grad_norm;
+  s.save_steps = save_steps;
+  s.save_total_limit = save_total_limit;
+  s.log_steps = log_steps;
+  s.eval_every = eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(s.total_steps) * eval_fraction))) : 0;
+  s.workers = workers;
+  s.config = std::move(config);
+  return s;
 }
 
 TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
@@ -213,7 +294,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   std::pair<int64_t, std::vector<int64_t>> order_cache{-1, {}};
   auto micro_indices = [&](int64_t at, int64_t m) {
     const int64_t epoch = at / steps_per_epoch, k = at % steps_per_epoch;
-    if (order_cache.first != epoch) order_cache = {epoch, epoch_order(s.dataset_size, s.seed, epoch)};
+    if (order_cache.first != epoch) order_cache = {epoch, epoch_order(s.dataset_size, s.seed, epoch, s.groups, G)};
     const auto first = order_cache.second.begin() + k * G + (m * W + env.rank) * B;
     return std::vector<int64_t>(first, first + B);
   };

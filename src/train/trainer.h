@@ -53,7 +53,31 @@ struct LoopSettings {
   int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
   int64_t eval_every = 0;  // steps; 0: never
   int64_t workers = 2;
+  // Optional group of each sample (e.g. its task): each global batch then holds one
+  // group only (bucketing: less padding), the batches of an epoch in random order.
+  std::vector<int64_t> groups;
   nlohmann::json config;  // the run's configuration, into train_config.json and trainer_state.json
+};
+
+// The schedule and output fields every trainer's config has (HF TrainingArguments'
+// names), with their JSON reading and the loop settings they give.
+struct TrainSchedule {
+  // Per-rank batch, as HF's per_device_train_batch_size; max_steps wins over epochs.
+  int64_t epochs = 100, max_steps = -1, batch_size = 32, grad_accum = 1;
+  double lr = 1e-4, weight_decay = 0.1, warmup_ratio = 0.03, max_grad_norm = 1.0;
+  uint64_t seed = 42;
+  std::string output_dir;
+  int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
+  double eval_fraction = 0.04;  // evaluate every this fraction of the run; 0: never
+  int64_t workers = 2;  // data loader threads
+
+  static const std::vector<std::string>& schedule_keys();
+  // Reads the keys present (json type errors propagate) and checks the ranges.
+  void read_schedule(const nlohmann::json& config, const std::string& where);
+  nlohmann::json schedule_json() const;
+  // Settings for `dataset_size` samples on `world_size` ranks; fails when the global
+  // batch exceeds the samples. `config`: the whole run's config, for the logs.
+  LoopSettings loop_settings(size_t dataset_size, int world_size, nlohmann::json config) const;
 };
 
 struct LoopHooks {
@@ -80,8 +104,10 @@ double uniform(std::mt19937_64& rng, double lo, double hi);
 // RandFlip on D, H, W, RandScaleIntensity, RandShiftIntensity) on a (C, D, H, W) volume;
 // with `mask` (C', D', H', W'), the same rotation and flips on it (the "d" variants).
 torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng, torch::Tensor* mask = nullptr);
-// The epoch's sample order (a seeded shuffle).
-std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch);
+// The epoch's sample order (a seeded shuffle). With `groups` (one per sample), every
+// run of `batch` consecutive samples shares a group; each group's remainder that does
+// not fill a batch goes at the end.
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, const std::vector<int64_t>& groups = {}, int64_t batch = 1);
 // Complete checkpoint-N folders in `dir`, by step.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
 // Copies the tokenizer files found in `from` to `to`.
