@@ -91,7 +91,9 @@ TEST_F(CliLamed, Stage1TrainsOnlyTheProjectorAndInputEmbeddings) {
 }
 
 TEST_F(CliLamed, Stage2LoraWritesAnAdapterAndAMergedModelEqualToTheExport) {
-  const std::string out = train("stage2", "stage2", "--set 'lora={\"r\":4,\"lora_alpha\":8,\"lora_dropout\":0.05}'");
+  const std::string out = train("stage2", "stage2",
+                                "--set 'lora={\"r\":4,\"lora_alpha\":8,\"lora_dropout\":0.05}' "
+                                "--set 'mixture={\"cap\":1,\"vqa_closed\":1,\"vqa_open\":1,\"rec\":1,\"reg\":1,\"refseg\":1}'");
   ASSERT_TRUE(fs::exists(out + "/checkpoint-2/adapter/adapter_config.json"));
   ASSERT_TRUE(fs::exists(out + "/final/adapter/adapter_model.safetensors"));
   const auto base = weights(fixture("lamed_phi3_tiny/model.safetensors"));

@@ -129,8 +129,23 @@ std::vector<Item> read_tasks(const std::string& root, const std::string& task, c
       }
       out.push_back(std::move(item));
     }
+  } else if (task == "refseg") {  // RefSegDataset's text: the question, the answer with its [SEG]
+    const std::string path = root + "/M3D_RefSeg_npy/M3D_RefSeg_" + (split == "train" ? std::string("train") : std::string("test")) + ".csv";
+    if (!fs::exists(path)) fail("{}: missing (the M3D-RefSeg layout)", path);
+    const io::CsvTable table = io::csv_read(path);
+    const int image = table.column("Image"), question = table.column("Question"), answer = table.column("Answer");
+    if (image < 0 || question < 0 || answer < 0) fail("{}: needs the columns Image, Question and Answer", path);
+    for (const auto& row : table.rows) {
+      if (limit >= 0 && static_cast<int64_t>(out.size()) >= limit) break;
+      Item item;
+      item.task = task;
+      item.image = resolve_in(root, row[static_cast<size_t>(image)]);
+      item.text = row[static_cast<size_t>(question)];
+      item.answer = row[static_cast<size_t>(answer)];
+      out.push_back(std::move(item));
+    }
   } else {
-    fail("unknown training task '{}' (tasks: cap, vqa_closed, vqa_open, rec, reg)", task);
+    fail("unknown training task '{}' (tasks: cap, vqa_closed, vqa_open, rec, reg, refseg)", task);
   }
   return out;
 }
@@ -192,7 +207,7 @@ class LamedLoader {
       }
       return {image_tokens_ + " " + question, fmt::format("{}. {}", letter, item.answer)};
     }
-    if (item.task == "vqa_open") return {image_tokens_ + " " + item.text, item.answer};
+    if (item.task == "vqa_open" || item.task == "refseg") return {image_tokens_ + " " + item.text, item.answer};
     const auto m = mask.to(torch::kUInt8).contiguous();
     const std::vector<uint8_t> bits(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
     const auto box = eval::mask_to_box(bits, m.size(-3), m.size(-2), m.size(-1));
@@ -370,8 +385,8 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
   if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (a LaMed checkpoint) or \"model\" (a LaMed config)", where);
   if (t.stage != "pretrain" && t.stage != "finetune" && t.stage != "full") fail("{}: stage must be pretrain, finetune or full, not '{}'", where, t.stage);
   for (const auto& [task, weight] : t.mixture) {
-    if (task != "cap" && task != "vqa_closed" && task != "vqa_open" && task != "rec" && task != "reg") {
-      fail("{}: unknown mixture task '{}' (tasks: cap, vqa_closed, vqa_open, rec, reg)", where, task);
+    if (task != "cap" && task != "vqa_closed" && task != "vqa_open" && task != "rec" && task != "reg" && task != "refseg") {
+      fail("{}: unknown mixture task '{}' (tasks: cap, vqa_closed, vqa_open, rec, reg, refseg)", where, task);
     }
     if (weight < 0 || !std::isfinite(weight)) fail("{}: mixture weight of '{}' must be a non-negative number", where, task);
   }
