@@ -620,9 +620,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     fs::create_directories(partial);
     if (!lora_targets.empty()) models::lora_save_adapter(*lm, config.lora, partial + "/adapter");
     models::lora_merge(*lm);
-    std::vector<std::pair<std::string, at::Tensor>> weights;
-    for (const auto& item : lm->named_parameters()) weights.emplace_back(item.key(), item.value().detach());
-    io::safetensors_save(partial + "/model.safetensors", weights, {{"format", "pt"}});
+    save_model_weights(*lm, partial + "/model.safetensors");
     std::ofstream(partial + "/config.json") << model_config.dump(2) << "\n";
     write_tokenizer(partial);
     fs::remove_all(final_dir);
@@ -656,9 +654,7 @@ size_t lamed_export_merged(const std::string& checkpoint, const std::string& ada
   const std::string partial = out + ".partial";
   fs::remove_all(partial);
   fs::create_directories(partial);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& item : lm->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
-  io::safetensors_save(partial + "/model.safetensors", tensors, {{"format", "pt"}});
+  save_model_weights(*lm, partial + "/model.safetensors");
   fs::copy_file(config_path, partial + "/config.json");
   copy_tokenizer_files(checkpoint, partial);
   for (const char* name : {"added_tokens.json", "generation_config.json", "m3d_recipe.json"}) {

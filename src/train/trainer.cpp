@@ -124,6 +124,12 @@ void copy_tokenizer_files(const std::string& from, const std::string& to) {
 }
 
 
+void save_model_weights(torch::nn::Module& model, const std::string& path) {
+  std::vector<std::pair<std::string, at::Tensor>> weights;
+  for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+  io::safetensors_save(path, weights, {{"format", "pt"}});
+}
+
 torch::Tensor load_model_volume(const std::string& path, int64_t channels, const std::vector<int64_t>& size) {
   torch::Tensor image = imaging::model_input_load(path);  // (1, C, D, H, W)
   if (image.size(1) != channels) fail("{}: {} channels, the model takes {}", path, image.size(1), channels);
@@ -262,9 +268,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     io::safetensors_save(fmt::format("{}/rng_state_{}.safetensors", partial, env.rank), {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
     if (comm) comm->barrier();
     if (main_rank) {
-      std::vector<std::pair<std::string, at::Tensor>> weights;
-      for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach());
-      io::safetensors_save(partial + "/model.safetensors", weights, {{"format", "pt"}});
+      save_model_weights(model, partial + "/model.safetensors");
       io::safetensors_save(partial + "/optimizer.safetensors", optimizer.state());
       if (hooks.save_files) hooks.save_files(partial);
       const json state = {{"global_step", at_step}, {"total_steps", total}, {"epoch", static_cast<double>(at_step) / static_cast<double>(steps_per_epoch)},

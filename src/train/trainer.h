@@ -113,6 +113,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 // Copies the tokenizer files found in `from` to `to`.
 void copy_tokenizer_files(const std::string& from, const std::string& to);
 std::string read_text_file(const std::string& path);
+// The module's named parameters as a safetensors file (model.safetensors, HF layout).
+void save_model_weights(torch::nn::Module& model, const std::string& path);
 // Model-grid volume: (C, D, H, W) float from an .npy / NIfTI model input, resized to `size` when it differs.
 torch::Tensor load_model_volume(const std::string& path, int64_t channels, const std::vector<int64_t>& size);
 
