@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -61,18 +62,32 @@ int main(int argc, char** argv) {
     mask[i].slice(0, 0, lengths[static_cast<size_t>(i)]).fill_(1);
   }
   std::vector<double> step_s;
+  std::map<std::string, std::vector<double>> phase_s;  // where a step's time goes
   for (int64_t r = 0; r < repeat + 1; ++r) {  // the first is a warm-up
     const auto start = std::chrono::steady_clock::now();
-    const auto loss = model->loss(model->encode_image(images), model->encode_text(ids, mask));
+    auto mark = start;
+    auto phase = [&](const char* name) {
+      if (r > 0) phase_s[name].push_back(m3d::bench::seconds_since(mark));
+      mark = std::chrono::steady_clock::now();
+    };
+    const auto image_features = model->encode_image(images);
+    phase("image_forward");
+    const auto text_features = model->encode_text(ids, mask);
+    phase("text_forward");
+    const auto loss = model->loss(image_features, text_features);
     loss.backward();
+    phase("backward");
     m3d::train::clip_grad_norm(parameters, 1.0);
     optimizer.step(1e-4);
     optimizer.zero_grad();
+    phase("clip_and_adamw");
     if (r > 0) step_s.push_back(m3d::bench::seconds_since(start));
   }
+  nlohmann::json phases;
+  for (const auto& [name, seconds] : phase_s) phases[name] = m3d::bench::median(seconds);
   const double median = m3d::bench::median(step_s);
   std::printf("%s\n", nlohmann::json{{"impl", "m3d"}, {"batch", batch}, {"text_tokens", width}, {"step_s", step_s}, {"median_step_s", median},
-                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"threads", at::get_num_threads()}}
+                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"median_phase_s", phases}, {"threads", at::get_num_threads()}}
                           .dump()
                           .c_str());
   return 0;

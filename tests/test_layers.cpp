@@ -1,9 +1,12 @@
 // Mixed-precision products (layers.h): f32 activations with 16-bit weights must
 // match the exact product of the same values computed in f64, to f32 accuracy
-// for many rows and to bf16 rounding for the few-row (decode) path.
+// for many rows and to bf16 rounding for the few-row (decode) path. The blocked
+// attention (attention.h) must match the plain formulation computed in f64, values
+// and gradients.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "models/attention.h"
 #include "models/layers.h"
 
 namespace m3d::models {
@@ -38,6 +41,34 @@ TEST(DenseLinear, SameDtypeIsThePlainProduct) {
 TEST(ComputeDtype, F32StaysF32AndGpuKeepsBf16) {
   EXPECT_EQ(compute_dtype(torch::kFloat, torch::kCPU), torch::kFloat);
   EXPECT_EQ(compute_dtype(torch::kBFloat16, torch::Device(torch::kCUDA, 0)), torch::kBFloat16);
+}
+
+// Token counts below, at and across the block size (128 rows), several batches and heads.
+TEST(BlockedAttention, ValuesAndGradientsMatchThePlainOpsInF64) {
+  torch::manual_seed(1);
+  for (int64_t tokens : {5, 128, 300}) {
+    SCOPED_TRACE(tokens);
+    const int64_t batch = 2, heads = 3, head_dim = 8;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    const auto qkv = (torch::randn({batch, tokens, 3 * heads * head_dim}) * 2).requires_grad_();
+    const auto upstream = torch::randn({batch, tokens, heads * head_dim});
+    const auto ours = fused_qkv_attention(qkv, heads, scale);
+    const auto grad = torch::autograd::grad({ours}, {qkv}, {upstream})[0];
+
+    const auto qkv64 = qkv.detach().to(torch::kDouble).requires_grad_();
+    const auto exact = plain_qkv_attention(qkv64, heads, scale);
+    const auto exact_grad = torch::autograd::grad({exact}, {qkv64}, {upstream.to(torch::kDouble)})[0];
+    EXPECT_LE(relative_error(ours, exact.detach()), 1e-6);
+    EXPECT_LE(relative_error(grad, exact_grad), 1e-5);
+
+    torch::NoGradGuard no_grad;  // the inference path keeps no probabilities and gives the same values
+    EXPECT_TRUE(fused_qkv_attention(qkv, heads, scale).equal(ours.detach()));
+  }
+}
+
+TEST(BlockedAttention, RejectsAQkvWidthThatIsNotThreeTimesTheHeads) {
+  EXPECT_THROW(fused_qkv_attention(torch::randn({1, 4, 10}), 3, 1.0), std::exception);
+  EXPECT_THROW(fused_qkv_attention(torch::randn({4, 9}), 3, 1.0), std::exception);
 }
 
 }  // namespace

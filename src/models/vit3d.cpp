@@ -6,11 +6,14 @@
 // Letters: B batch, C channels, D H W volume, h w d patch grid, N tokens, E embed.
 #include "models/vit3d.h"
 
+#include <cmath>
+
 #include <torch/nn/functional/activation.h>
 
 #include <fmt/ranges.h>
 
 #include "m3d/error.h"
+#include "models/attention.h"
 
 namespace m3d::models {
 
@@ -39,14 +42,8 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads) : n
 }
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
-  const int64_t B = x.size(0), N = x.size(1), E = x.size(2), head_dim = E / num_heads_;
-  // "b h (qkv l d) -> qkv b l h d": feature j is (j / E: q|k|v, head, dim), head-major.
-  auto qkv_out = qkv(x).view({B, N, 3, num_heads_, head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, heads, N, hd)
-  auto q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];  // (B, heads, N, hd)
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (B, heads, N, N)
-  auto out = torch::matmul(scores.softmax(-1), v);  // (B, heads, N, hd)
-  out = out.transpose(1, 2).reshape({B, N, E});  // "b h l d -> b l (h d)"
-  return out_proj(out);
+  const int64_t head_dim = x.size(-1) / num_heads_;
+  return out_proj(fused_qkv_attention(qkv(x), num_heads_, 1.0 / std::sqrt(static_cast<double>(head_dim))));
 }
 
 MlpBlockImpl::MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim) {
