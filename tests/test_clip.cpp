@@ -58,6 +58,23 @@ void expect_training_step_parity(const std::string& loss_type) {
 TEST(Clip, NceTrainingStepMatchesReference) { expect_training_step_parity("nce"); }
 TEST(Clip, SigmoidTrainingStepMatchesReference) { expect_training_step_parity("sigmoid"); }
 
+// The features skip the last layer's work for tokens other than 0; they must equal token 0 of the
+// full forward (which the parity test above does not run).
+TEST(Clip, FirstTokenPathsEqualTheFullForward) {
+  const std::string dir = test::fixture("clip/tiny_nce");
+  ClipModel model = clip_load(dir);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto expected = io::checkpoint_open(dir + "/expected.safetensors");
+  auto tensor = [&](const std::string& name) { return io::tensor_from_record(expected.tensor(name)).clone(); };
+  const auto images = tensor("images"), ids = tensor("input_ids"), mask = tensor("attention_mask");
+  ASSERT_LT(mask.sum().item<int64_t>(), mask.numel());  // some padding, so the mask matters
+  const auto full_image = model->vision_encoder->forward(images).last.select(1, 0);
+  EXPECT_LE((model->vision_encoder->forward_cls(images) - full_image).abs().max().item<double>(), 1e-6);
+  const auto full_text = model->language_encoder->forward(ids, mask).last_hidden_state.select(1, 0);
+  EXPECT_LE((model->language_encoder->forward_first(ids, mask) - full_text).abs().max().item<double>(), 1e-6);
+}
+
 TEST(Clip, ConfigAndShapesGiveTheTowers) {
   const auto ckpt = io::checkpoint_open(test::fixture("clip/tiny_nce"));
   const ClipConfig config = clip_config_from_checkpoint(ckpt);

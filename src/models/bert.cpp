@@ -136,16 +136,18 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c) : config_(c) {
   output_norm = output->register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
-torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask, bool first_only) {
   const int64_t B = x.size(0), L = x.size(1), N = config_.num_attention_heads, d = config_.hidden_size / N;
-  auto heads = [&](const torch::Tensor& t) { return t.view({B, L, N, d}).transpose(1, 2); };  // (B, N, L, d)
-  auto q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
-  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // (B, N, L, L)
+  const auto xq = first_only ? x.narrow(1, 0, 1) : x;
+  const int64_t Lq = xq.size(1);
+  auto heads = [&](const torch::Tensor& t, int64_t len) { return t.view({B, len, N, d}).transpose(1, 2); };  // (B, N, len, d)
+  auto q = heads(query(xq), Lq), k = heads(key(x), L), v = heads(value(x), L);
+  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // (B, N, Lq, L)
   if (additive_mask.defined()) scores = scores + additive_mask;
   const auto probs = torch::dropout(scores.softmax(-1), config_.attention_probs_dropout_prob, is_training());
-  auto context = torch::matmul(probs, v).transpose(1, 2).reshape({B, L, N * d});
+  auto context = torch::matmul(probs, v).transpose(1, 2).reshape({B, Lq, N * d});
   const double p = config_.hidden_dropout_prob;
-  auto h = attention_norm(torch::dropout(attention_dense(context), p, is_training()) + x);
+  auto h = attention_norm(torch::dropout(attention_dense(context), p, is_training()) + xq);
   return output_norm(torch::dropout(output_dense(activation(intermediate(h), config_.hidden_act)), p, is_training()) + h);
 }
 
@@ -156,14 +158,13 @@ BertModelImpl::BertModelImpl(const BertConfig& c, bool with_pooler) : config_(c)
   if (with_pooler) pooler = group(*this, "pooler")->register_module("dense", Linear(c.hidden_size, c.hidden_size));
 }
 
-BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& token_type_ids,
-                                  bool output_hidden_states, int64_t num_layers) {
+std::pair<torch::Tensor, torch::Tensor> BertModelImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                                             const torch::Tensor& token_type_ids) {
   if (input_ids.dim() != 2) fail("bert: input_ids must be (batch, tokens), got {} dimensions", input_ids.dim());
   if (input_ids.numel() > 0 && (input_ids.min().item<int64_t>() < 0 || input_ids.max().item<int64_t>() >= config_.vocab_size)) {
     fail("bert: token ids must lie in [0, {})", config_.vocab_size);
   }
   const auto types = token_type_ids.defined() ? token_type_ids : torch::zeros_like(input_ids);
-  BertOutput out;
   auto x = embeddings->forward(input_ids, types);
   torch::Tensor additive;
   if (attention_mask.defined()) {
@@ -175,6 +176,13 @@ BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::T
     if (x.scalar_type() == torch::kDouble) lowest = std::numeric_limits<double>::lowest();
     additive = ((1.0 - attention_mask.to(x.scalar_type())) * lowest).view({input_ids.size(0), 1, 1, input_ids.size(1)});
   }
+  return {x, additive};
+}
+
+BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& token_type_ids,
+                                  bool output_hidden_states, int64_t num_layers) {
+  auto [x, additive] = embed(input_ids, attention_mask, token_type_ids);
+  BertOutput out;
   const int64_t run = num_layers < 0 ? config_.num_hidden_layers : std::min(num_layers, config_.num_hidden_layers);
   if (output_hidden_states) out.hidden_states.push_back(x);
   for (int64_t i = 0; i < run; ++i) {
@@ -184,6 +192,14 @@ BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::T
   out.last_hidden_state = x;
   if (has_pooler()) out.pooler_output = torch::tanh(pooler(x.select(1, 0)));
   return out;
+}
+
+torch::Tensor BertModelImpl::forward_first(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  auto [x, additive] = embed(input_ids, attention_mask, torch::Tensor());
+  const size_t n = layers->size();
+  if (n == 0) return x.select(1, 0);
+  for (size_t i = 0; i + 1 < n; ++i) x = layers->at<BertLayerImpl>(i).forward(x, additive);
+  return layers->at<BertLayerImpl>(n - 1).forward(x, additive, true).select(1, 0);  // (B, H)
 }
 
 std::string bert_checkpoint_prefix(const io::Checkpoint& ckpt) {

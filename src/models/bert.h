@@ -10,6 +10,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/checkpoint.h"
@@ -56,7 +57,8 @@ class BertLayerImpl : public torch::nn::Module {
  public:
   explicit BertLayerImpl(const BertConfig& config);
   // additive_mask (B, 1, 1, L): 0 where attended, a large negative number elsewhere.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask);
+  // first_only: token 0 is the only query, and only its output (B, 1, H) is computed.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, bool first_only = false);
 
   Linear query{nullptr}, key{nullptr}, value{nullptr}, attention_dense{nullptr}, intermediate{nullptr}, output_dense{nullptr};
   LayerNorm attention_norm{nullptr}, output_norm{nullptr};
@@ -80,6 +82,9 @@ class BertModelImpl : public torch::nn::Module {
   // only the first num_layers run (bert_score's truncation).
   BertOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {}, const torch::Tensor& token_type_ids = {},
                      bool output_hidden_states = false, int64_t num_layers = -1);
+  // The last layer's token 0, (B, H) = forward(...).last_hidden_state[:, 0], computing in the
+  // last layer only what that token needs (M3D-CLIP's text feature).
+  torch::Tensor forward_first(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
   const BertConfig& config() const { return config_; }
   bool has_pooler() const { return !pooler.is_empty(); }
 
@@ -88,6 +93,9 @@ class BertModelImpl : public torch::nn::Module {
   Linear pooler{nullptr};
 
  private:
+  // Checks the inputs; the embeddings' output and the additive attention mask (undefined: none).
+  std::pair<torch::Tensor, torch::Tensor> embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                                const torch::Tensor& token_type_ids);
   BertConfig config_;
 };
 TORCH_MODULE(BertModel);

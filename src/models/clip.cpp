@@ -109,12 +109,12 @@ ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
 }
 
 torch::Tensor ClipModelImpl::encode_image(const torch::Tensor& image) {
-  const auto cls = vision_encoder->forward(image).last.select(1, 0);  // (B, E_v) after the final norm
+  const auto cls = vision_encoder->forward_cls(image);  // (B, E_v) after the final norm
   return l2_normalize(mm_vision_proj(cls));
 }
 
 torch::Tensor ClipModelImpl::encode_text(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  const auto cls = language_encoder->forward(input_ids, attention_mask).last_hidden_state.select(1, 0);
+  const auto cls = language_encoder->forward_first(input_ids, attention_mask);  // (B, E_t)
   return l2_normalize(mm_language_proj(cls));
 }
 

@@ -46,6 +46,15 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
   return out_proj(fused_qkv_attention(qkv(x), num_heads_, 1.0 / std::sqrt(static_cast<double>(head_dim))));
 }
 
+torch::Tensor SelfAttentionImpl::forward_first(const torch::Tensor& x) {
+  const int64_t B = x.size(0), N = x.size(1), E = x.size(2), head_dim = E / num_heads_;
+  const auto parts = qkv(x).view({B, N, 3, num_heads_, head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, heads, N, hd)
+  const auto q = parts[0].narrow(2, 0, 1);  // (B, heads, 1, hd)
+  const auto scores = torch::matmul(q, parts[1].transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const auto out = torch::matmul(scores.softmax(-1), parts[2]);  // (B, heads, 1, hd)
+  return out_proj(out.transpose(1, 2).reshape({B, 1, E}));
+}
+
 MlpBlockImpl::MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim) {
   linear1 = register_module("linear1", Linear(hidden_size, mlp_dim));
   linear2 = register_module("linear2", Linear(mlp_dim, hidden_size));
@@ -64,6 +73,11 @@ TransformerBlockImpl::TransformerBlockImpl(const Vit3dConfig& c) {
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
   auto h = x + attn(norm1(x));
+  return h + mlp(norm2(h));
+}
+
+torch::Tensor TransformerBlockImpl::forward_first(const torch::Tensor& x) {
+  auto h = x.narrow(1, 0, 1) + attn->forward_first(norm1(x));
   return h + mlp(norm2(h));
 }
 
@@ -94,7 +108,7 @@ Vit3dImpl::Vit3dImpl(const Vit3dConfig& c) : config_(c) {
   norm = register_module("norm", LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
-Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
+torch::Tensor Vit3dImpl::embed(const torch::Tensor& image) {
   const auto& c = config_;
   if (image.dim() != 5 || image.size(1) != c.in_channels || image.size(2) != c.img_size[0] ||
       image.size(3) != c.img_size[1] || image.size(4) != c.img_size[2]) {
@@ -102,10 +116,13 @@ Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
          c.img_size[2], fmt::join(image.sizes(), "x"));
   }
   auto x = patch_embedding(image);  // (B, N, E)
-  if (c.classification) {
-    // cls goes in after the position embedding, so it has none (vit.py:116-118).
-    x = torch::cat({cls_token.to(x.scalar_type()).expand({x.size(0), -1, -1}), x}, 1);  // (B, N+1, E)
-  }
+  if (!c.classification) return x;
+  // cls goes in after the position embedding, so it has none (vit.py:116-118).
+  return torch::cat({cls_token.to(x.scalar_type()).expand({x.size(0), -1, -1}), x}, 1);  // (B, N+1, E)
+}
+
+Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
+  auto x = embed(image);
   Vit3dOutput out;
   for (const auto& block : *blocks) {
     x = block->as<TransformerBlock>()->forward(x);
@@ -113,6 +130,15 @@ Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
   }
   out.last = norm(x);
   return out;
+}
+
+torch::Tensor Vit3dImpl::forward_cls(const torch::Tensor& image) {
+  if (!config_.classification) fail("vit3d: this encoder has no cls token");
+  auto x = embed(image);
+  const size_t n = blocks->size();
+  if (n == 0) return norm(x).select(1, 0);
+  for (size_t i = 0; i + 1 < n; ++i) x = blocks->at<TransformerBlockImpl>(i).forward(x);
+  return norm(blocks->at<TransformerBlockImpl>(n - 1).forward_first(x)).select(1, 0);  // (B, E)
 }
 
 }  // namespace m3d::models

@@ -32,6 +32,8 @@ class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(int64_t hidden_size, int64_t num_heads);
   torch::Tensor forward(const torch::Tensor& x);
+  // The output of token 0 only, (B, 1, E): every token is a key, token 0 the only query.
+  torch::Tensor forward_first(const torch::Tensor& x);
 
   Linear qkv{nullptr}, out_proj{nullptr};
 
@@ -55,6 +57,8 @@ class TransformerBlockImpl : public torch::nn::Module {
  public:
   explicit TransformerBlockImpl(const Vit3dConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
+  // Token 0's output only, (B, 1, E): the same numbers as forward(x)[:, :1].
+  torch::Tensor forward_first(const torch::Tensor& x);
 
   LayerNorm norm1{nullptr}, norm2{nullptr};
   SelfAttention attn{nullptr};
@@ -87,6 +91,9 @@ class Vit3dImpl : public torch::nn::Module {
   explicit Vit3dImpl(const Vit3dConfig& config);
   // image (B, C, D, H, W) of exactly config.img_size.
   Vit3dOutput forward(const torch::Tensor& image);
+  // The cls token after the final norm, (B, E) = forward(image).last[:, 0], computing in the
+  // last block only what token 0 needs (M3D-CLIP's image feature; needs config.classification).
+  torch::Tensor forward_cls(const torch::Tensor& image);
   const Vit3dConfig& config() const { return config_; }
 
   PatchEmbedding patch_embedding{nullptr};
@@ -95,6 +102,7 @@ class Vit3dImpl : public torch::nn::Module {
   LayerNorm norm{nullptr};
 
  private:
+  torch::Tensor embed(const torch::Tensor& image);  // checks the shape; patches (+ cls): (B, N[+1], E)
   Vit3dConfig config_;
 };
 TORCH_MODULE(Vit3d);
