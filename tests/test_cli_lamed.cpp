@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -117,6 +118,25 @@ TEST_F(CliLamed, Stage2LoraWritesAnAdapterAndAMergedModelEqualToTheExport) {
   EXPECT_NE(stderr_text.find("already holds a model"), std::string::npos) << stderr_text;
   EXPECT_NE(run_command(kM3d + " export --merge-lora " + fixture("lamed_phi3_tiny") + " -o " + *root_ + "/x", &stdout_text, &stderr_text), 0);
   EXPECT_NE(stderr_text.find("no LoRA adapter"), std::string::npos) << stderr_text;
+}
+
+TEST_F(CliLamed, Stage2TrainsUnderBf16AutocastWithCheckpointedVitBlocks) {
+  const std::string out = train("bf16", "stage2", "--set bf16=true --set gradient_checkpointing=true --set log_steps=1");
+  const auto base = weights(fixture("lamed_phi3_tiny/model.safetensors"));
+  const auto after = weights(out + "/checkpoint-2/model.safetensors");
+  for (const auto& [name, tensor] : after) EXPECT_EQ(tensor.scalar_type(), torch::kFloat) << name << ": weights stay f32";
+  EXPECT_FALSE(torch::equal(after.at("model.vision_tower.vision_tower.blocks.0.mlp.linear1.weight"),
+                            base.at("model.vision_tower.vision_tower.blocks.0.mlp.linear1.weight")))
+      << "the checkpointed ViT blocks get gradients";
+  std::ifstream log(out + "/metrics.jsonl");
+  size_t steps = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    EXPECT_TRUE(std::isfinite(j["loss"].get<double>())) << line;
+    ++steps;
+  }
+  EXPECT_EQ(steps, 2u);
 }
 
 TEST_F(CliLamed, BadConfigsFailClearly) {

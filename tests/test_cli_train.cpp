@@ -192,6 +192,43 @@ TEST_F(CliTrain, TwoGlooRanksEqualOneRankWithTheSameGlobalBatch) {
   EXPECT_LE(diff, 1e-5);
 }
 
+// First-step losses of a run's metrics.jsonl.
+std::vector<double> logged_losses(const std::string& dir) {
+  std::vector<double> out;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+TEST_F(CliTrain, GradientCheckpointingChangesNothingAndBf16AutocastTrains) {
+  std::string out, err;
+  const std::string plain = *root_ + "/plain", ckpt = *root_ + "/ckpt", bf16 = *root_ + "/bf16";
+  const nlohmann::json steps = {{"max_steps", 6}, {"save_steps", 6}, {"text_dropout", 0.0}};
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("plain", steps) + " -o " + plain, &out, &err), 0) << err;
+  nlohmann::json with = steps;
+  with["gradient_checkpointing"] = true;
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("ckpt", with) + " -o " + ckpt, &out, &err), 0) << err;
+  const double diff = max_difference(weights(plain + "/checkpoint-6"), weights(ckpt + "/checkpoint-6"));
+  std::printf("gradient checkpointing vs none, 6 steps: max abs parameter difference %.3g\n", diff);
+  EXPECT_LE(diff, 1e-6);
+
+  with = steps;
+  with["bf16"] = true;
+  ASSERT_EQ(run_command(kM3d + " train clip -q --config " + config("bf16", with) + " -o " + bf16, &out, &err), 0) << err;
+  const auto ckpt_file = io::checkpoint_open(bf16 + "/checkpoint-6/model.safetensors");
+  for (const auto& [name, record] : ckpt_file.tensors) EXPECT_EQ(record.dtype, DType::F32) << name << ": weights stay f32";
+  const auto f32_losses = logged_losses(plain), bf16_losses = logged_losses(bf16);
+  ASSERT_EQ(f32_losses.size(), 6u);
+  ASSERT_EQ(bf16_losses.size(), 6u);
+  std::printf("first-step loss: f32 %.5f, bf16 autocast %.5f\n", f32_losses[0], bf16_losses[0]);
+  // Same weights and batch at step 1: only bf16 rounding in the forward separates them.
+  EXPECT_NEAR(bf16_losses[0], f32_losses[0], 0.02 * std::abs(f32_losses[0]));
+  EXPECT_LT((weights(bf16 + "/checkpoint-6").at("logit_scale") - weights(plain + "/checkpoint-6").at("logit_scale")).abs().item<double>(), 1e-2);
+}
+
 TEST_F(CliTrain, EmbedWritesTheModelsNormalisedFeatures) {
   std::string out, err;
   const std::string run = *root_ + "/embed_run";

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 
 #include "io/checkpoint.h"
 #include "io/json_util.h"
@@ -73,6 +74,34 @@ TEST(Clip, FirstTokenPathsEqualTheFullForward) {
   EXPECT_LE((model->vision_encoder->forward_cls(images) - full_image).abs().max().item<double>(), 1e-6);
   const auto full_text = model->language_encoder->forward(ids, mask).last_hidden_state.select(1, 0);
   EXPECT_LE((model->language_encoder->forward_first(ids, mask) - full_text).abs().max().item<double>(), 1e-6);
+}
+
+TEST(Clip, GradientCheckpointingGivesTheSameGradients) {
+  const std::string dir = test::fixture("clip/tiny_nce");
+  ClipModel model = clip_load(dir);
+  model->train();
+  const auto expected = io::checkpoint_open(dir + "/expected.safetensors");
+  auto tensor = [&](const std::string& name) { return io::tensor_from_record(expected.tensor(name)).clone(); };
+  auto gradients = [&] {
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    model->loss(model->encode_image(tensor("images")), model->encode_text(tensor("input_ids"), tensor("attention_mask"))).backward();
+    std::map<std::string, torch::Tensor> out;
+    for (const auto& item : model->named_parameters()) {
+      if (item.value().grad().defined()) out[item.key()] = item.value().grad().clone();
+    }
+    return out;
+  };
+  const auto plain = gradients();
+  model->vision_encoder->set_gradient_checkpointing(true);
+  const auto hidden = model->vision_encoder->forward(tensor("images")).hidden_states;
+  ASSERT_NE(hidden[0].grad_fn(), nullptr);
+  EXPECT_NE(hidden[0].grad_fn()->name().find("CheckpointedBlock"), std::string::npos) << hidden[0].grad_fn()->name();
+  const auto checkpointed = gradients();
+  ASSERT_EQ(plain.size(), checkpointed.size());
+  for (const auto& [name, grad] : plain) {
+    ASSERT_TRUE(checkpointed.count(name)) << name;
+    EXPECT_LE((checkpointed.at(name) - grad).abs().max().item<double>(), 1e-7 * std::max(1.0, grad.abs().max().item<double>())) << name;
+  }
 }
 
 TEST(Clip, ConfigAndShapesGiveTheTowers) {

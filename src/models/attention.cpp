@@ -10,13 +10,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <fmt/ranges.h>
 
 #include "m3d/error.h"
+#include "models/autocast.h"
 
 // OpenBLAS reports its threading: 0 sequential, 1 pthreads, 2 OpenMP. Weak: absent with other BLAS.
 extern "C" int openblas_get_parallel() __attribute__((weak));
@@ -163,7 +163,7 @@ at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double 
 at::Tensor fused_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale) {
   if (!qkv.device().is_cpu()) return plain_qkv_attention(qkv, num_heads, scale);
   // Autocast would have cast the inputs of the plain ops; do the same once for the whole block.
-  const auto input = at::autocast::is_cpu_enabled() ? qkv.to(at::autocast::get_autocast_cpu_dtype()) : qkv;
+  const auto input = autocast_enabled(c10::DeviceType::CPU) ? qkv.to(autocast_dtype(c10::DeviceType::CPU)) : qkv;
   if (at::GradMode::is_enabled() && input.requires_grad()) return QkvAttention::apply(input, num_heads, scale);
   return blocked_forward(input.contiguous(), num_heads, scale, at::Tensor());
 }

@@ -8,14 +8,52 @@
 
 #include <cmath>
 
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/functional/activation.h>
 
 #include <fmt/ranges.h>
 
 #include "m3d/error.h"
 #include "models/attention.h"
+#include "models/autocast.h"
 
 namespace m3d::models {
+namespace {
+
+// Checkpointed block: the forward runs without building a graph and keeps the input; the
+// backward runs the block again with autograd (under the forward's autocast state) and
+// backpropagates through it, which also accumulates the block's parameter gradients.
+class CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, TransformerBlockImpl* block) {
+    ctx->save_for_backward({x});
+    // The block outlives the graph (it is a module of the model being trained).
+    ctx->saved_data["block"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(block));
+    const auto device = x.device().type();
+    const bool autocast = (device == c10::DeviceType::CPU || device == c10::DeviceType::CUDA) && autocast_enabled(device);
+    ctx->saved_data["autocast"] = autocast;
+    if (autocast) ctx->saved_data["autocast_dtype"] = static_cast<int64_t>(autocast_dtype(device));
+    return block->forward(x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto* block = reinterpret_cast<TransformerBlockImpl*>(static_cast<intptr_t>(ctx->saved_data["block"].toInt()));
+    const auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    torch::Tensor out;
+    {
+      torch::AutoGradMode grad_mode(true);
+      const bool autocast = ctx->saved_data["autocast"].toBool();
+      AutocastGuard guard(autocast, x.device().type(),
+                          autocast ? static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()) : c10::kBFloat16);
+      out = block->forward(x);
+    }
+    torch::autograd::backward({out}, {grads[0]});
+    return {x.grad(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 int64_t Vit3dConfig::num_patches() const {
   const auto g = grid();
@@ -124,12 +162,19 @@ torch::Tensor Vit3dImpl::embed(const torch::Tensor& image) {
 Vit3dOutput Vit3dImpl::forward(const torch::Tensor& image) {
   auto x = embed(image);
   Vit3dOutput out;
-  for (const auto& block : *blocks) {
-    x = block->as<TransformerBlock>()->forward(x);
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    x = run_block(i, x);
     out.hidden_states.push_back(x);
   }
   out.last = norm(x);
   return out;
+}
+
+torch::Tensor Vit3dImpl::run_block(size_t i, const torch::Tensor& x) {
+  auto& block = blocks->at<TransformerBlockImpl>(i);
+  // Only where a backward will follow through x (the block's input must carry the gradient on).
+  if (checkpointing_ && is_training() && torch::GradMode::is_enabled() && x.requires_grad()) return CheckpointedBlock::apply(x, &block);
+  return block.forward(x);
 }
 
 torch::Tensor Vit3dImpl::forward_cls(const torch::Tensor& image) {
@@ -137,7 +182,7 @@ torch::Tensor Vit3dImpl::forward_cls(const torch::Tensor& image) {
   auto x = embed(image);
   const size_t n = blocks->size();
   if (n == 0) return norm(x).select(1, 0);
-  for (size_t i = 0; i + 1 < n; ++i) x = blocks->at<TransformerBlockImpl>(i).forward(x);
+  for (size_t i = 0; i + 1 < n; ++i) x = run_block(i, x);
   return norm(blocks->at<TransformerBlockImpl>(n - 1).forward_first(x)).select(1, 0);  // (B, E)
 }
 

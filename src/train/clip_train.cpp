@@ -333,6 +333,7 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   if (tokenizer_dir.empty()) fail("training: no tokenizer (give \"tokenizer\", \"text_init\" or \"init\")");
   const text::Tokenizer tokenizer = text::Tokenizer::load(tokenizer_dir);
   model->train();
+  model->vision_encoder->set_gradient_checkpointing(config.gradient_checkpointing);
   for (const auto& prefix : config.freeze) {
     size_t matched = 0;
     for (auto& item : model->named_parameters()) {

@@ -526,6 +526,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   std::vector<std::string> lora_targets;
   if (config.stage == "finetune") lora_targets = models::lora_apply(*lm, config.lora);
   lm->train();
+  lamed->vision_tower->vision_tower->set_gradient_checkpointing(config.gradient_checkpointing);
   if (config.stage == "full") {
     for (auto& p : lm->parameters()) p.requires_grad_(true);
   } else {

@@ -22,6 +22,7 @@
 #include "io/state_dict.h"
 #include "io/tensor.h"
 #include "m3d/error.h"
+#include "models/autocast.h"
 #include "train/distributed.h"
 #include "train/optim.h"
 
@@ -140,7 +141,7 @@ torch::Tensor load_model_volume(const std::string& path, int64_t channels, const
 const std::vector<std::string>& TrainSchedule::schedule_keys() {
   static const std::vector<std::string> keys = {"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
                                                 "max_grad_norm", "seed", "output_dir", "save_steps", "save_total_limit", "log_steps",
-                                                "eval_fraction", "workers"};
+                                                "eval_fraction", "workers", "bf16", "gradient_checkpointing"};
   return keys;
 }
 
@@ -160,6 +161,8 @@ void TrainSchedule::read_schedule(const json& c, const std::string& where) {
   log_steps = c.value("log_steps", log_steps);
   eval_fraction = c.value("eval_fraction", eval_fraction);
   workers = c.value("workers", workers);
+  bf16 = c.value("bf16", bf16);
+  gradient_checkpointing = c.value("gradient_checkpointing", gradient_checkpointing);
   if (batch_size < 1 || grad_accum < 1 || workers < 1) fail("{}: batch_size, grad_accum and workers must be at least 1", where);
   if (lr <= 0 || warmup_ratio < 0 || warmup_ratio > 1 || weight_decay < 0 || max_grad_norm <= 0) {
     fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
@@ -171,7 +174,7 @@ json TrainSchedule::schedule_json() const {
   return {{"epochs", epochs}, {"max_steps", max_steps}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr},
           {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed},
           {"output_dir", output_dir}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
-          {"eval_fraction", eval_fraction}, {"workers", workers}};
+          {"eval_fraction", eval_fraction}, {"workers", workers}, {"bf16", bf16}, {"gradient_checkpointing", gradient_checkpointing}};
 }
 
 LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, json config) const {
@@ -196,6 +199,7 @@ LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, j
   s.log_steps = log_steps;
   s.eval_every = eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(s.total_steps) * eval_fraction))) : 0;
   s.workers = workers;
+  s.bf16 = bf16;
   s.config = std::move(config);
   return s;
 }
@@ -206,6 +210,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   const int64_t B = s.batch_size, W = env.world_size, A = s.grad_accum, G = B * W * A;
   const int64_t total = s.total_steps, steps_per_epoch = s.steps_per_epoch;
   const auto& parameters = optimizer.parameters();
+  const auto device = parameters.empty() ? c10::DeviceType::CPU : parameters.front().tensor.device().type();
   const int64_t warmup = warmup_steps(total, s.warmup_ratio), eval_every = s.eval_every;
   // Resume.
   int64_t step = 0;
@@ -321,7 +326,11 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
       fill();
       Batch batch = queue.front().get();
       queue.pop_front();
-      const auto loss = hooks.loss(batch) / static_cast<double>(A);
+      torch::Tensor loss;
+      {
+        models::AutocastGuard autocast(s.bf16, device);
+        loss = hooks.loss(batch) / static_cast<double>(A);
+      }
       loss.backward();
       loss_value += loss.item<double>();
     }

@@ -53,6 +53,7 @@ struct LoopSettings {
   int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
   int64_t eval_every = 0;  // steps; 0: never
   int64_t workers = 2;
+  bool bf16 = false;  // forward passes under bf16 autocast
   // Optional group of each sample (e.g. its task): each global batch then holds one
   // group only (bucketing: less padding), the batches of an epoch in random order.
   std::vector<int64_t> groups;
@@ -70,6 +71,8 @@ struct TrainSchedule {
   int64_t save_steps = 1000, save_total_limit = 3, log_steps = 10;
   double eval_fraction = 0.04;  // evaluate every this fraction of the run; 0: never
   int64_t workers = 2;  // data loader threads
+  bool bf16 = false;  // bf16 autocast in the forward pass (HF's --bf16); weights, gradients, optimizer stay f32
+  bool gradient_checkpointing = false;  // ViT blocks recompute their forward in the backward (less memory)
 
   static const std::vector<std::string>& schedule_keys();
   // Reads the keys present (json type errors propagate) and checks the ranges.
