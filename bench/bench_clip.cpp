@@ -2,10 +2,11 @@
 // weights, nce loss, backward, clip_grad_norm, AdamW), as m3d train clip runs it.
 // Reports pairs per second; bench/clip_reference.py times the official PyTorch code on
 // the same batch. Prints one JSON line.
-//   bench_clip REPORTS.json [--batch B] [--repeat R] [--pad-to N]
+//   bench_clip REPORTS.json [--batch B] [--repeat R] [--pad-to N] [--bf16] [--gradient-checkpointing]
 // REPORTS.json: {"lengths": [token counts of the batch's reports]} (from the reference
 // script, which tokenizes real reports); --pad-to 512 pads like the official collator,
-// 0 (default) pads to the batch's longest report as m3d's loader does.
+// 0 (default) pads to the batch's longest report as m3d's loader does. --bf16: forward under bf16
+// autocast; --gradient-checkpointing: ViT blocks recompute in the backward. Peak RSS is reported.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -18,6 +19,7 @@
 
 #include "bench_util.h"
 #include "m3d/runtime.h"
+#include "models/autocast.h"
 #include "models/clip.h"
 #include "train/optim.h"
 
@@ -27,11 +29,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   int64_t batch = 2, repeat = 3, pad_to = 0;
-  for (int i = 2; i + 1 < argc; i += 2) {
+  bool bf16 = false, checkpointing = false;
+  for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--batch") batch = std::stoll(argv[i + 1]);
-    else if (flag == "--repeat") repeat = std::stoll(argv[i + 1]);
-    else if (flag == "--pad-to") pad_to = std::stoll(argv[i + 1]);
+    if (flag == "--bf16") bf16 = true;
+    else if (flag == "--gradient-checkpointing") checkpointing = true;
+    else if (i + 1 >= argc) return std::fprintf(stderr, "%s needs a value\n", flag.c_str()), 2;
+    else if (flag == "--batch") batch = std::stoll(argv[++i]);
+    else if (flag == "--repeat") repeat = std::stoll(argv[++i]);
+    else if (flag == "--pad-to") pad_to = std::stoll(argv[++i]);
+    else return std::fprintf(stderr, "unknown flag %s\n", flag.c_str()), 2;
   }
   m3d::runtime_set_threads();
   const auto lengths = nlohmann::json::parse(std::ifstream(argv[1]))["lengths"].get<std::vector<int64_t>>();
@@ -49,6 +56,7 @@ int main(int argc, char** argv) {
     }
   }
   model->train();
+  model->vision_encoder->set_gradient_checkpointing(checkpointing);
   auto parameters = m3d::train::trainable_parameters(*model);
   m3d::train::AdamWOptions adam;
   adam.weight_decay = 0.1;
@@ -70,11 +78,15 @@ int main(int argc, char** argv) {
       if (r > 0) phase_s[name].push_back(m3d::bench::seconds_since(mark));
       mark = std::chrono::steady_clock::now();
     };
-    const auto image_features = model->encode_image(images);
-    phase("image_forward");
-    const auto text_features = model->encode_text(ids, mask);
-    phase("text_forward");
-    const auto loss = model->loss(image_features, text_features);
+    torch::Tensor loss;
+    {
+      m3d::models::AutocastGuard autocast(bf16, torch::kCPU);
+      const auto image_features = model->encode_image(images);
+      phase("image_forward");
+      const auto text_features = model->encode_text(ids, mask);
+      phase("text_forward");
+      loss = model->loss(image_features, text_features);
+    }
     loss.backward();
     phase("backward");
     m3d::train::clip_grad_norm(parameters, 1.0);
@@ -87,7 +99,8 @@ int main(int argc, char** argv) {
   for (const auto& [name, seconds] : phase_s) phases[name] = m3d::bench::median(seconds);
   const double median = m3d::bench::median(step_s);
   std::printf("%s\n", nlohmann::json{{"impl", "m3d"}, {"batch", batch}, {"text_tokens", width}, {"step_s", step_s}, {"median_step_s", median},
-                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"median_phase_s", phases}, {"threads", at::get_num_threads()}}
+                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"median_phase_s", phases},
+                                     {"bf16", bf16}, {"gradient_checkpointing", checkpointing}, {"peak_rss_gb", m3d::bench::peak_rss_gb()}, {"threads", at::get_num_threads()}}
                           .dump()
                           .c_str());
   return 0;

@@ -83,12 +83,10 @@ int main(int argc, char** argv) {
     }
   }
   const double roofline = median(copy_gbs) * 1e9 / weight_bytes;
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
   std::printf(
       "{\"impl\": \"m3d\", \"dtype\": \"%s\", \"threads\": %d, \"load_s\": %.2f, \"encode_s\": %.3f, \"prefill_s\": %.3f, "
       "\"decode_tok_s\": %.3f, \"copy_gb_s\": %.1f, \"roofline_tok_s\": %.3f, \"peak_rss_gb\": %.2f}\n",
       dtype_name.c_str(), at::get_num_threads(), load_s, median(encode_s), median(prefill_s), median(decode_tps),
-      median(copy_gbs), roofline, usage.ru_maxrss / 1048576.0);
+      median(copy_gbs), roofline, m3d::bench::peak_rss_gb());
   return 0;
 }

@@ -1,6 +1,8 @@
 // Small helpers shared by the benchmark programs.
 #pragma once
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -14,6 +16,13 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The process's peak resident memory so far, in GiB.
+inline double peak_rss_gb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1048576.0;
 }
 
 }  // namespace m3d::bench

@@ -7,13 +7,17 @@ one step = forward of a batch, the nce loss, backward, clip_grad_norm_(1.0), tor
 zero_grad -- what HF Trainer does per step. Text is padded to 512 as the official collator does
 (padding="max_length"); the report lengths come from real reports tokenized by BertTokenizer.
 
-    ../refenv/bin/python bench/clip_reference.py --reports DIR_WITH_M3D_CAP --out lengths.json [--batch 2] [--repeat 3]
+    ../refenv/bin/python bench/clip_reference.py --reports DIR_WITH_M3D_CAP --out lengths.json [--batch 2] [--repeat 3] [--bf16]
+
+--bf16 runs the forward under torch.autocast("cpu", dtype=torch.bfloat16), as HF Trainer's --bf16 does.
 """
 import argparse
 import glob
 import json
 import math
+import contextlib
 import os
+import resource
 import statistics
 import time
 
@@ -31,6 +35,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--bf16", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(os.cpu_count())  # Debian's torch starts with one thread here (docs/performance.md)
     tokenizer = transformers.BertTokenizer.from_pretrained(os.path.join(ROOT, "third_party", "models", "all-MiniLM-L6-v2"))
@@ -60,14 +65,15 @@ def main():
     times = []
     for r in range(a.repeat + 1):
         start = time.perf_counter()
-        x = vit.patch_embedding(images)
-        x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        for block in vit.blocks:
-            x = block(x)
-        image_features = F.normalize(vproj(vit.norm(x)), dim=-1)[:, 0]
-        text_features = F.normalize(tproj(bert(ids, attention_mask=mask)["last_hidden_state"]), dim=-1)[:, 0]
-        logits = logit_scale * image_features @ text_features.T
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        with torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext():
+            x = vit.patch_embedding(images)
+            x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            for block in vit.blocks:
+                x = block(x)
+            image_features = F.normalize(vproj(vit.norm(x)), dim=-1)[:, 0]
+            text_features = F.normalize(tproj(bert(ids, attention_mask=mask)["last_hidden_state"]), dim=-1)[:, 0]
+            logits = logit_scale * image_features @ text_features.T
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -77,7 +83,8 @@ def main():
     median = statistics.median(times)
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "batch": a.batch, "text_tokens": 512, "lengths": lengths,
                       "step_s": times, "median_step_s": median, "pairs_per_s": a.batch / median,
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(), "bf16": a.bf16,
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1048576}))
 
 
 if __name__ == "__main__":
