@@ -41,9 +41,34 @@ class Communicator {
   void barrier();
 
  private:
+  friend class OverlappedGradientSum;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DistEnv env_;
+};
+
+// Sums parameter gradients across ranks (as all_reduce_sum) while the backward is still
+// running: the parameters are cut into ~bucket_mb buckets in reverse order (the order a
+// backward produces their gradients), and a bucket is sent, asynchronously, as soon as every
+// gradient in it has been accumulated and the buckets before it have been sent. So every
+// rank sends the same buckets in the same order; what the backward has not produced by its
+// end is sent by finish().
+class OverlappedGradientSum {
+ public:
+  OverlappedGradientSum(Communicator& comm, const std::vector<torch::Tensor>& parameters, double bucket_mb = 25);
+  ~OverlappedGradientSum();
+  OverlappedGradientSum(const OverlappedGradientSum&) = delete;
+  OverlappedGradientSum& operator=(const OverlappedGradientSum&) = delete;
+
+  // Before the backward whose gradients are to be summed (the last micro-batch's).
+  void arm();
+  // After it: sends the buckets left, waits for all, writes the sums into the gradients.
+  void finish();
+
+  struct State;  // defined in distributed.cpp (the autograd hooks share it)
+
+ private:
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace m3d::train

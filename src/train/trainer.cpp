@@ -141,7 +141,8 @@ torch::Tensor load_model_volume(const std::string& path, int64_t channels, const
 const std::vector<std::string>& TrainSchedule::schedule_keys() {
   static const std::vector<std::string> keys = {"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
                                                 "max_grad_norm", "seed", "output_dir", "save_steps", "save_total_limit", "log_steps",
-                                                "eval_fraction", "workers", "bf16", "gradient_checkpointing"};
+                                                "eval_fraction", "workers", "bf16", "gradient_checkpointing",
+                                                "ddp_bucket_cap_mb"};
   return keys;
 }
 
@@ -163,6 +164,8 @@ void TrainSchedule::read_schedule(const json& c, const std::string& where) {
   workers = c.value("workers", workers);
   bf16 = c.value("bf16", bf16);
   gradient_checkpointing = c.value("gradient_checkpointing", gradient_checkpointing);
+  ddp_bucket_cap_mb = c.value("ddp_bucket_cap_mb", ddp_bucket_cap_mb);
+  if (!(ddp_bucket_cap_mb > 0)) fail("{}: ddp_bucket_cap_mb must be positive", where);
   if (batch_size < 1 || grad_accum < 1 || workers < 1) fail("{}: batch_size, grad_accum and workers must be at least 1", where);
   if (lr <= 0 || warmup_ratio < 0 || warmup_ratio > 1 || weight_decay < 0 || max_grad_norm <= 0) {
     fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
@@ -174,7 +177,8 @@ json TrainSchedule::schedule_json() const {
   return {{"epochs", epochs}, {"max_steps", max_steps}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr},
           {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed},
           {"output_dir", output_dir}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
-          {"eval_fraction", eval_fraction}, {"workers", workers}, {"bf16", bf16}, {"gradient_checkpointing", gradient_checkpointing}};
+          {"eval_fraction", eval_fraction}, {"workers", workers}, {"bf16", bf16}, {"gradient_checkpointing", gradient_checkpointing},
+          {"ddp_bucket_cap_mb", ddp_bucket_cap_mb}};
 }
 
 LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, json config) const {
@@ -200,6 +204,7 @@ LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, j
   s.eval_every = eval_fraction > 0 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(s.total_steps) * eval_fraction))) : 0;
   s.workers = workers;
   s.bf16 = bf16;
+  s.bucket_mb = ddp_bucket_cap_mb;
   s.config = std::move(config);
   return s;
 }
@@ -318,6 +323,13 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     }
   };
 
+  // Gradients are summed across ranks while the last micro-batch's backward runs.
+  std::unique_ptr<OverlappedGradientSum> gradient_sum;
+  if (comm) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : parameters) tensors.push_back(p.tensor);
+    gradient_sum = std::make_unique<OverlappedGradientSum>(*comm, tensors, s.bucket_mb);
+  }
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = step;
   while (step < total) {
@@ -331,16 +343,11 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
         models::AutocastGuard autocast(s.bf16, device);
         loss = hooks.loss(batch) / static_cast<double>(A);
       }
+      if (gradient_sum && m == A - 1) gradient_sum->arm();
       loss.backward();
       loss_value += loss.item<double>();
     }
-    if (comm) {
-      std::vector<torch::Tensor> grads;
-      for (const auto& p : parameters) {
-        if (p.tensor.grad().defined()) grads.push_back(p.tensor.grad());
-      }
-      comm->all_reduce_sum(grads);
-    }
+    if (gradient_sum) gradient_sum->finish();
     const double grad_norm = clip_grad_norm(parameters, s.max_grad_norm);
     const double lr = s.lr * cosine_with_warmup(step, warmup, total);
     optimizer.step(lr);

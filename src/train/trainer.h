@@ -54,6 +54,7 @@ struct LoopSettings {
   int64_t eval_every = 0;  // steps; 0: never
   int64_t workers = 2;
   bool bf16 = false;  // forward passes under bf16 autocast
+  double bucket_mb = 25;  // gradient all-reduce buckets
   // Optional group of each sample (e.g. its task): each global batch then holds one
   // group only (bucketing: less padding), the batches of an epoch in random order.
   std::vector<int64_t> groups;
@@ -73,6 +74,7 @@ struct TrainSchedule {
   int64_t workers = 2;  // data loader threads
   bool bf16 = false;  // bf16 autocast in the forward pass (HF's --bf16); weights, gradients, optimizer stay f32
   bool gradient_checkpointing = false;  // ViT blocks recompute their forward in the backward (less memory)
+  double ddp_bucket_cap_mb = 25;  // gradient all-reduce bucket size with several ranks (HF's name)
 
   static const std::vector<std::string>& schedule_keys();
   // Reads the keys present (json type errors propagate) and checks the ranges.
