@@ -306,6 +306,10 @@ TEST_F(CliTrain, BadConfigsAreClearErrors) {
   EXPECT_NE(err.find("exceeds the 20 training samples"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("nodata", {{"data", "/nonexistent"}}) + " -o " + *root_ + "/nd", &out, &err), 1);
   EXPECT_NE(err.find("no M3D_Cap_npy/M3D_Cap.json"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bucket", {{"ddp_bucket_cap_mb", 0}}) + " -o " + *root_ + "/bk", &out, &err), 1);
+  EXPECT_NE(err.find("ddp_bucket_cap_mb must be positive"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bf16type", {{"bf16", "yes"}}) + " -o " + *root_ + "/bt", &out, &err), 1);
+  EXPECT_NE(err.find("bf16"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -151,13 +151,15 @@ class QkvAttention : public torch::autograd::Function<QkvAttention> {
 
 }  // namespace
 
-at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale) {
+at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale, int64_t first_queries) {
   const Shape s = shape_of(qkv, num_heads);
+  const int64_t queries = first_queries > 0 ? std::min(first_queries, s.tokens) : s.tokens;
   // "b h (qkv l d) -> qkv b l h d": feature j is (j / E: q|k|v, head, dim), head-major.
   const auto parts = qkv.view({s.batch, s.tokens, 3, s.heads, s.head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, H, N, d)
-  const auto scores = at::matmul(parts[0], parts[1].transpose(-2, -1)) * scale;                    // (B, H, N, N)
-  const auto out = at::matmul(scores.softmax(-1), parts[2]);                                          // (B, H, N, d)
-  return out.transpose(1, 2).reshape({s.batch, s.tokens, s.heads * s.head_dim});                    // "b h l d -> b l (h d)"
+  const auto q = parts[0].narrow(2, 0, queries);                                                      // (B, H, Nq, d)
+  const auto scores = at::matmul(q, parts[1].transpose(-2, -1)) * scale;                             // (B, H, Nq, N)
+  const auto out = at::matmul(scores.softmax(-1), parts[2]);                                          // (B, H, Nq, d)
+  return out.transpose(1, 2).reshape({s.batch, queries, s.heads * s.head_dim});                      // "b h l d -> b l (h d)"
 }
 
 at::Tensor fused_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale) {

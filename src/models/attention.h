@@ -14,7 +14,9 @@ namespace m3d::models {
 // backward that also runs block by block. On other devices it runs the plain ops.
 at::Tensor fused_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale);
 
-// The plain formulation (matmul, softmax, matmul), for tests and other devices.
-at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale);
+// The plain formulation (matmul, softmax, matmul), for tests and other devices. With
+// first_queries > 0 only the first that many tokens are queries (every token stays a key
+// and value): (B, first_queries, H * d).
+at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale, int64_t first_queries = -1);
 
 }  // namespace m3d::models

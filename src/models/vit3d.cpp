@@ -80,17 +80,15 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads) : n
 }
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
-  const int64_t head_dim = x.size(-1) / num_heads_;
-  return out_proj(fused_qkv_attention(qkv(x), num_heads_, 1.0 / std::sqrt(static_cast<double>(head_dim))));
+  return out_proj(fused_qkv_attention(qkv(x), num_heads_, scale(x)));
 }
 
 torch::Tensor SelfAttentionImpl::forward_first(const torch::Tensor& x) {
-  const int64_t B = x.size(0), N = x.size(1), E = x.size(2), head_dim = E / num_heads_;
-  const auto parts = qkv(x).view({B, N, 3, num_heads_, head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, heads, N, hd)
-  const auto q = parts[0].narrow(2, 0, 1);  // (B, heads, 1, hd)
-  const auto scores = torch::matmul(q, parts[1].transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-  const auto out = torch::matmul(scores.softmax(-1), parts[2]);  // (B, heads, 1, hd)
-  return out_proj(out.transpose(1, 2).reshape({B, 1, E}));
+  return out_proj(plain_qkv_attention(qkv(x), num_heads_, scale(x), 1));  // (B, 1, E)
+}
+
+double SelfAttentionImpl::scale(const torch::Tensor& x) const {
+  return 1.0 / std::sqrt(static_cast<double>(x.size(-1) / num_heads_));  // 1 / sqrt(head_dim)
 }
 
 MlpBlockImpl::MlpBlockImpl(int64_t hidden_size, int64_t mlp_dim) {

@@ -38,6 +38,7 @@ class SelfAttentionImpl : public torch::nn::Module {
   Linear qkv{nullptr}, out_proj{nullptr};
 
  private:
+  double scale(const torch::Tensor& x) const;
   int64_t num_heads_;
 };
 TORCH_MODULE(SelfAttention);
