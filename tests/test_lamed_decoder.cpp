@@ -7,7 +7,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <set>
 
 #include "generate/generate.h"
@@ -72,24 +75,65 @@ TEST_P(LamedParity, GreedyTokensMatchWithKvCache) {
   EXPECT_LE(max_diff(result.last_logits, expected("logits_last_step")), 1e-4);
 }
 
-// bf16 weights: every logit within 10% of the reference's logit standard deviation
-// (measured: see docs/models.md), and the first 10 greedy tokens unchanged (the
-// fixture's seeds are chosen so each step's top-2 gap is >= 0.05 std).
-TEST_P(LamedParity, Bf16StaysCloseAndKeepsTheFirstGreedyTokens) {
+// bf16 weights run one of two CPU paths (models/layers.h): f32 activations on CPUs
+// without bf16 arithmetic, bf16 activations on CPUs with it (and on GPUs). Both are
+// forced here, whatever the CPU, and each is held to what transformers + MONAI do in
+// the same precision (tools/reference/make_bf16_fixtures.py):
+//  - f32 activations compute exactly what PyTorch computes in f32 on the bf16-rounded
+//    weights, so the logits must equal that run's to f32 precision;
+//  - bf16 activations round in a different order than PyTorch, so there is no parity to
+//    ask for: the logits' error against the f32 reference may not exceed PyTorch's own
+//    bf16 error on the same model (max abs diff / std: phi3 0.146, llama 0.105).
+// Either way the first 10 greedy tokens stay those of f32 (the fixture's seeds are
+// chosen so each step's top-2 gap is >= 0.05 std).
+class CpuHalfActivationsGuard {
+ public:
+  explicit CpuHalfActivationsGuard(CpuHalfActivations mode) { cpu_half_activations_set(mode); }
+  ~CpuHalfActivationsGuard() { cpu_half_activations_set(CpuHalfActivations::kAuto); }
+};
+
+struct Bf16Run {
+  at::Tensor logits;  // (1, L, V) f32
+  std::vector<int64_t> greedy;
+};
+
+Bf16Run run_bf16(const std::string& dir, const at::Tensor& ids, const at::Tensor& image, c10::ScalarType activations) {
   torch::NoGradGuard no_grad;
-  LoadedModel loaded = model_load(dir_, torch::kBFloat16);
-  const at::Tensor embeds = loaded.lm->embed(expected("input_ids"), image());
-  EXPECT_EQ(embeds.scalar_type(), compute_dtype(torch::kBFloat16, torch::kCPU));  // f32 on CPUs without bf16 units
-  const at::Tensor reference = expected("logits");
-  const at::Tensor logits = loaded.lm->logits(loaded.lm->model->forward(embeds)).to(torch::kFloat);
-  const double relative = max_diff(logits, reference) / reference.std().item<double>();
-  std::printf("%s bf16 logits max abs diff / std = %.4f\n", GetParam().dir, relative);
-  EXPECT_LE(relative, 0.10);
+  LoadedModel loaded = model_load(dir, torch::kBFloat16);
+  const at::Tensor embeds = loaded.lm->embed(ids, image);
+  EXPECT_EQ(embeds.scalar_type(), activations);
+  Bf16Run run;
+  run.logits = loaded.lm->logits(loaded.lm->model->forward(embeds)).to(torch::kFloat);
   generate::GenerationOptions options;
   options.max_new_tokens = 10;
-  const auto result = generate::generate(*loaded.lm, embeds, options);
+  run.greedy = generate::generate(*loaded.lm, embeds, options).tokens[0];
+  return run;
+}
+
+TEST_P(LamedParity, Bf16WeightsWithF32ActivationsEqualPyTorchOnTheRoundedWeights) {
+  const CpuHalfActivationsGuard path(CpuHalfActivations::kFloat);
+  const Bf16Run run = run_bf16(dir_, expected("input_ids"), image(), torch::kFloat);
+  const io::Checkpoint bf16_reference = io::checkpoint_open(dir_ + "/bf16_reference.safetensors");
+  const double diff = max_diff(run.logits, io::tensor_from_record(bf16_reference.tensor("logits_bf16_weights")));
+  std::printf("%s bf16 weights, f32 activations: logits max abs diff %.3g\n", GetParam().dir, diff);
+  EXPECT_LE(diff, 1e-4);
   const at::Tensor want = expected("greedy_ids").flatten().slice(0, 0, 10);
-  EXPECT_EQ(result.tokens[0], std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
+  EXPECT_EQ(run.greedy, std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
+}
+
+TEST_P(LamedParity, Bf16ActivationsAreNoFurtherFromF32ThanPyTorchInBf16) {
+  const CpuHalfActivationsGuard path(CpuHalfActivations::kHalf);
+  const Bf16Run run = run_bf16(dir_, expected("input_ids"), image(), torch::kBFloat16);
+  const at::Tensor reference = expected("logits");
+  const double std = reference.std().item<double>();
+  const io::Checkpoint bf16_reference = io::checkpoint_open(dir_ + "/bf16_reference.safetensors");
+  const double pytorch = max_diff(io::tensor_from_record(bf16_reference.tensor("logits_bf16")), reference) / std;
+  const double m3d = max_diff(run.logits, reference) / std;
+  std::printf("%s bf16 activations: logits max abs diff / std = %.4f (PyTorch bf16: %.4f)\n", GetParam().dir, m3d,
+              pytorch);
+  EXPECT_LE(m3d, pytorch);
+  const at::Tensor want = expected("greedy_ids").flatten().slice(0, 0, 10);
+  EXPECT_EQ(run.greedy, std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
 }
 
 // A left-padded batch gives each row what it gives alone (positions count real
@@ -242,6 +286,42 @@ TEST(Sampler, ProcessorsFollowHuggingFace) {
   bad.do_sample = true;
   bad.temperature = 0;
   EXPECT_THROW(next_tokens(logits, bad, {}, generator), Error);
+  // Settings outside their ranges are clear errors before any work.
+  const auto expect_rejected = [](const std::function<void(GenerationOptions&)>& change, const std::string& fragment) {
+    GenerationOptions o;
+    o.do_sample = true;
+    change(o);
+    try {
+      generation_options_check(o);
+      ADD_FAILURE() << "accepted: " << fragment;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  expect_rejected([](auto& o) { o.max_new_tokens = -1; }, "max_new_tokens must be >= 0");
+  expect_rejected([](auto& o) { o.top_p = -1; }, "top_p must be in (0, 1]");
+  expect_rejected([](auto& o) { o.top_p = 1.5; }, "top_p must be in (0, 1]");
+  expect_rejected([](auto& o) { o.top_k = -3; }, "top_k must be >= 0");
+  expect_rejected([](auto& o) { o.temperature = std::nan(""); }, "temperature must be a positive number");
+  expect_rejected([](auto& o) { o.repetition_penalty = 0; }, "repetition_penalty must be a positive number");
+  GenerationOptions plain;  // greedy decoding ignores the sampling settings
+  plain.temperature = 0;
+  plain.top_p = 0;
+  EXPECT_NO_THROW(generation_options_check(plain));
+}
+
+// A count of new tokens near INT64_MAX is the context error, not an overflow into a bad allocation.
+TEST(Generate, HugeMaxNewTokensIsAContextError) {
+  models::LoadedModel loaded = models::model_load(test::fixture("lamed_phi3_tiny"));
+  GenerationOptions o;
+  o.max_new_tokens = std::numeric_limits<int64_t>::max() - 5;
+  const auto embeds = torch::zeros({1, 3, loaded.lm->model->config().hidden_size});
+  try {
+    generate(*loaded.lm, embeds, o);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

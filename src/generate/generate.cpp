@@ -8,6 +8,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "m3d/error.h"
@@ -43,12 +44,25 @@ torch::Tensor next_tokens(const torch::Tensor& logits_in, const GenerationOption
   return logits.softmax(-1).multinomial(1, false, generator).squeeze(1);  // (B)
 }
 
+void generation_options_check(const GenerationOptions& o) {
+  if (o.max_new_tokens < 0) fail("generate: max_new_tokens must be >= 0, got {}", o.max_new_tokens);
+  if (o.do_sample) {  // greedy ignores them (generation_config.json files may hold any value there)
+    if (!(o.temperature > 0) || !std::isfinite(o.temperature)) fail("generate: temperature must be a positive number, got {}", o.temperature);
+    if (!(o.top_p > 0 && o.top_p <= 1)) fail("generate: top_p must be in (0, 1], got {}", o.top_p);
+    if (o.top_k < 0) fail("generate: top_k must be >= 0 (0: off), got {}", o.top_k);
+  }
+  if (!(o.repetition_penalty > 0) || !std::isfinite(o.repetition_penalty)) {
+    fail("generate: repetition_penalty must be a positive number (1: off), got {}", o.repetition_penalty);
+  }
+}
+
 GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& o,
                           const torch::Tensor& attention_mask, const torch::Tensor& prompt_ids,
                           const TokenCallback& on_token) {
   if (embeds.dim() != 3) fail("generate: prompt embeddings must be (batch, tokens, hidden)");
-  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(o.max_new_tokens, 0),
-                                    lm.model->config().max_position_embeddings);
+  generation_options_check(o);
+  const int64_t context = lm.model->config().max_position_embeddings;
+  const int64_t capacity = std::min(embeds.size(1) + std::min(o.max_new_tokens, context), context);
   auto cache = lm.model->make_cache(embeds.size(0), capacity, embeds.options());
   return generate_continue(lm, cache, embeds, o, attention_mask, prompt_ids, on_token);
 }
@@ -58,14 +72,14 @@ GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& ca
                                    const torch::Tensor& prompt_ids, const TokenCallback& on_token) {
   torch::NoGradGuard no_grad;
   if (embeds.dim() != 3 || embeds.size(1) == 0) fail("generate: prompt embeddings must be (batch, tokens >= 1, hidden)");
-  if (o.max_new_tokens < 0) fail("generate: max_new_tokens must be >= 0");
+  generation_options_check(o);
   const int64_t B = embeds.size(0), L = embeds.size(1), past = cache.length;
   const int64_t context = lm.model->config().max_position_embeddings;
-  if (past + L + o.max_new_tokens > context) {
+  if (o.max_new_tokens > context - past - L) {  // (written so a huge count cannot overflow)
     fail("generate: {} cached + {} prompt + {} new tokens exceeds the model's context of {} positions", past, L,
          o.max_new_tokens, context);
   }
-  if (past + L + o.max_new_tokens > cache.capacity) {
+  if (o.max_new_tokens > cache.capacity - past - L) {
     fail("generate: {} cached + {} prompt + {} new tokens exceed the KV cache capacity {}", past, L, o.max_new_tokens,
          cache.capacity);
   }

@@ -25,6 +25,11 @@ struct GenerationOptions {
   std::vector<int64_t> eos_token_id;  // stop when one is produced (it is kept in the output)
 };
 
+// Clear errors for settings outside their ranges (negative counts; when sampling,
+// top_p outside (0, 1] or a non-positive temperature; a non-positive repetition
+// penalty); generate() calls it.
+void generation_options_check(const GenerationOptions& options);
+
 // Called with (batch row, token) as each token is chosen; return false to stop early.
 using TokenCallback = std::function<bool(int64_t row, int64_t token)>;
 

@@ -7,6 +7,7 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 
 namespace m3d::models {
@@ -17,11 +18,24 @@ bool cpu_has_bf16_arithmetic() {
   return has;
 }
 
+std::atomic<CpuHalfActivations> cpu_half_mode{CpuHalfActivations::kAuto};
+
 }  // namespace
+
+void cpu_half_activations_set(CpuHalfActivations mode) { cpu_half_mode.store(mode); }
+
+bool cpu_half_activations() {
+  switch (cpu_half_mode.load()) {
+    case CpuHalfActivations::kHalf: return true;
+    case CpuHalfActivations::kFloat: return false;
+    case CpuHalfActivations::kAuto: break;
+  }
+  return cpu_has_bf16_arithmetic();
+}
 
 c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& device) {
   const bool half = weight_type == torch::kBFloat16 || weight_type == torch::kHalf;
-  if (half && device.is_cpu() && !cpu_has_bf16_arithmetic()) return torch::kFloat;
+  if (half && device.is_cpu() && !cpu_half_activations()) return torch::kFloat;
   return weight_type;
 }
 

@@ -17,6 +17,13 @@ namespace m3d::models {
 // (GPU, CPUs with bf16 units) activations take the weights' dtype, as in PyTorch.
 c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& device);
 
+// Which of the two CPU paths 16-bit weights take: chosen from the CPU's flags
+// (kAuto), or forced, so tests and benchmarks run both paths on any CPU.
+enum class CpuHalfActivations { kAuto, kHalf, kFloat };
+void cpu_half_activations_set(CpuHalfActivations mode);
+// True when 16-bit weights on the CPU compute in their own dtype (bf16 activations).
+bool cpu_half_activations();
+
 // x W^T + b for activations x of compute_dtype and weights of any float dtype.
 // Mixed f32 x 16-bit: many rows (prefill) multiply in f32 with the weight
 // upcast; few rows (decode) multiply in the weight's dtype, which libtorch does
