@@ -310,6 +310,22 @@ TEST_F(CliTrain, BadConfigsAreClearErrors) {
   EXPECT_NE(err.find("ddp_bucket_cap_mb must be positive"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bf16type", {{"bf16", "yes"}}) + " -o " + *root_ + "/bt", &out, &err), 1);
   EXPECT_NE(err.find("bf16"), std::string::npos) << err;
+  // Step counts where 0 is meaningless (save_steps=0 used to die with SIGFPE, max_steps=0 to run the epochs).
+  const std::vector<std::pair<nlohmann::json, std::string>> counts = {
+      {{{"save_steps", 0}}, "save_steps and log_steps must be at least 1"},
+      {{{"log_steps", 0}}, "save_steps and log_steps must be at least 1"},
+      {{{"max_steps", 0}}, "max_steps must be at least 1"},
+      {{{"eval_fraction", -1}}, "eval_fraction must be in [0, 1]"},
+  };
+  for (const auto& [setting, message] : counts) {
+    const std::string name = "count_" + setting.begin().key();
+    EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config(name, setting) + " -o " + *root_ + "/" + name, &out, &err), 1);
+    EXPECT_NE(err.find(message), std::string::npos) << err;
+    EXPECT_FALSE(std::filesystem::exists(*root_ + "/" + name)) << name;
+  }
+  // CLI usage errors exit 1 with the one error prefix.
+  EXPECT_EQ(run_command(kM3d + " train clip --no-such-flag", &out, &err), 1);
+  EXPECT_EQ(err.rfind("m3d: error: ", 0), 0u) << err;
 }
 
 }  // namespace

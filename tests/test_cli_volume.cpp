@@ -97,6 +97,10 @@ TEST(CliVolume, PrepMatchesMonaiAndBackLandsOnTheScanGrid) {
   EXPECT_NE(err.find("give --mask (with -o) or --box"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --box '[0.1, 0.2]'", &out, &err), 1);
   EXPECT_NE(err.find("--box: expected six numbers"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --box '[0.5, 0.2, 0.3, 0.1, 0.6, 0.7]'", &out, &err), 1);
+  EXPECT_NE(err.find("the first corner may not exceed the second (0.5 > 0.1 on axis 0)"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --box '[0.1, 0.2, 0.3, 0.5, 0.6, 1.7]'", &out, &err), 1);
+  EXPECT_NE(err.find("must lie in [0, 1]"), std::string::npos) << err;
   std::ofstream(dir + "/bad_map.json") << R"({"original": {"size_ijk": [1, 2, 3]}})";
   EXPECT_EQ(run_command(kM3d + " volume back --map " + dir + "/bad_map.json --box '[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]'", &out, &err), 1);
   EXPECT_NE(err.find("bad_map.json: not an m3d preprocessing map"), std::string::npos) << err;
@@ -244,11 +248,33 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   std::getline(journal, first);
   std::getline(journal, second);
   std::ofstream(out2 + "/predictions.jsonl") << first << "\n" << second.substr(0, second.size() / 2);
+  fs::copy_file(out1 + "/run.json", out2 + "/run.json");  // the interrupted run was this one
   ASSERT_EQ(run_command(base + " --task vqa-closed -o " + out2, &out, &err), 0) << err;
   EXPECT_EQ(read_bytes(out2 + "/predictions.csv"), csv);
   EXPECT_EQ(read_json(out2 + "/summary.json")["metrics"], summary["metrics"]);
-  // A finished run is not recomputed: the model is not even loaded.
-  ASSERT_EQ(run_command(kM3d + " bench --model /nonexistent --data " + data + " --task vqa-closed -o " + out2, &out, &err), 0) << err;
+  // A finished run is not recomputed: the model is not even loaded (its weights are
+  // damaged here, same size, so the run's identity is unchanged).
+  const std::string model_copy = root + "/model_copy", out3 = root + "/run3";
+  fs::copy(fixture("lamed_llama_tiny"), model_copy);
+  const std::string copied = kM3d + " bench --model " + model_copy + " --data " + data + " --max-new-tokens 4 --task vqa-closed -o " + out3;
+  ASSERT_EQ(run_command(copied, &out, &err), 0) << err;
+  {
+    std::fstream weights(model_copy + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    weights.write("\xff\xff\xff\xff\xff\xff\xff\xff", 8);  // the header length
+  }
+  ASSERT_EQ(run_command(copied, &out, &err), 0) << err;
+  EXPECT_EQ(read_bytes(out3 + "/predictions.csv"), csv);
+  // Another model or setting into a used folder is refused (it would mix two runs), unless --overwrite.
+  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_phi3_tiny") + " --data " + data + " --max-new-tokens 4 --task vqa-closed -o " + out2,
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("holds predictions of another run (different model)"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + data + " --max-new-tokens 5 --task vqa-closed -o " + out2,
+                        &out, &err),
+            1);
+  EXPECT_NE(err.find("(different max_new_tokens)"), std::string::npos) << err;
+  ASSERT_EQ(run_command(base + " --task vqa-closed --overwrite -o " + out2, &out, &err), 0) << err;
+  EXPECT_EQ(read_bytes(out2 + "/predictions.csv"), csv);
 
   ASSERT_EQ(run_command(base + " --task report --limit 2 -o " + out1 + "_report", &out, &err), 0) << err;
   EXPECT_EQ(read_json(out1 + "_report/summary.json")["samples"], 2);

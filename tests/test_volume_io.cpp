@@ -260,6 +260,122 @@ TEST(VolumeRead, BadInputIsAClearError) {
   test::expect_one_line_error([&] { volume_read(booleans); }, booleans, "");
 }
 
+// Every gzip member's CRC-32 and length are checked: a flipped bit anywhere in the
+// compressed voxels is an error, never a volume with changed values.
+TEST(VolumeRead, DamagedGzipIsAnErrorAndEveryMemberIsRead) {
+  const std::string original_path = data_file("nibabel/standard.nii.gz");
+  const RawVolume original = volume_read(original_path);
+  const auto gz = test::read_bytes(original_path);
+  const std::string dir = test::temp_dir();
+  for (const size_t at : {gz.size() / 3, gz.size() / 2, gz.size() - 30, gz.size() - 9}) {
+    auto damaged = gz;
+    damaged[at] ^= 0x10;
+    const std::string path = dir + "/flip" + std::to_string(at) + ".nii.gz";
+    test::write_bytes(path, damaged);
+    test::expect_one_line_error([&] { volume_read(path); }, path, "gzip");
+  }
+  // Two members (the second empty, as `cat a.gz b.gz` makes): the same volume.
+  const std::vector<uint8_t> empty_member = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  auto two = gz;
+  two.insert(two.end(), empty_member.begin(), empty_member.end());
+  test::write_bytes(dir + "/two.nii.gz", two);
+  EXPECT_EQ(volume_read(dir + "/two.nii.gz").data, original.data);
+  auto garbage = gz;
+  garbage.insert(garbage.end(), {'j', 'u', 'n', 'k'});
+  test::write_bytes(dir + "/garbage.nii.gz", garbage);
+  test::expect_one_line_error([&] { volume_read(dir + "/garbage.nii.gz"); }, dir + "/garbage.nii.gz", "after the end of the gzip stream");
+}
+
+// Writes go to a temporary sibling and are renamed into place only when complete and
+// read back: a failed write leaves neither the file nor a temporary behind.
+TEST(VolumeWrite, FailedWritesAreErrorsAndLeaveNothing) {
+  const RawVolume original = volume_read(data_file("nibabel/anatomical.nii"));
+  const std::string dir = test::temp_dir();
+  test::expect_one_line_error([&] { volume_write(dir + "/missing/a.nii.gz", original); }, dir + "/missing/a.nii.gz",
+                              "does not exist");
+  fs::create_directories(dir + "/taken.nii.gz");  // the target name is a directory: the rename fails
+  test::expect_one_line_error([&] { volume_write(dir + "/taken.nii.gz", original); }, dir + "/taken.nii.gz", "");
+  test::expect_one_line_error([&] { png_write(dir + "/missing/a.png", 2, 1, {0, 255}); }, dir + "/missing/a.png",
+                              "does not exist");
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"taken.nii.gz"});
+}
+
+// Real JPEG slices (baseline, progressive, restart markers; Pillow's libjpeg) pass the
+// guard and decode to Pillow's pixels; damaged PNG/JPEG files are clear errors before
+// libpng or ITK's probes see them (a truncated PNG used to abort, a short JPEG to crash).
+TEST(VolumeRead, SliceImagesAreCheckedBeforeDecoding) {
+  const nlohmann::json want = test::read_json(test::fixture("volumes/jpeg_slices.json"));
+  const RawVolume jpeg = volume_read(test::fixture("volumes/jpeg_slices"));
+  ASSERT_EQ(jpeg.size, (std::array<int64_t, 3>{want["width"], want["height"], 3}));
+  const int64_t plane = jpeg.size[0] * jpeg.size[1];
+  for (int64_t k = 0; k < 3; ++k) {
+    double sum = 0;
+    for (int64_t n = 0; n < plane; ++n) sum += jpeg.data[k * plane + n];
+    EXPECT_NEAR(sum / plane, want["slice_means"][k].get<double>(), 0.5) << "slice " << k + 1;
+  }
+  const std::string dir = test::temp_dir();
+  const auto png = test::read_bytes(test::fixture("volumes/m3d_cap_slices/1.png"));
+  const auto jpg = test::read_bytes(test::fixture("volumes/jpeg_slices/1.jpg"));
+  struct Case {
+    std::string name;
+    std::vector<uint8_t> bytes;
+    std::string fragment;
+  };
+  std::vector<Case> cases = {
+      {"cut.png", std::vector<uint8_t>(png.begin(), png.begin() + png.size() / 2), "truncated PNG"},
+      {"flip.png", png, "fails its CRC"},
+      {"header.jpg", std::vector<uint8_t>(jpg.begin(), jpg.begin() + 11), "truncated JPEG"},
+      {"cut.jpg", std::vector<uint8_t>(jpg.begin(), jpg.end() - 100), "truncated JPEG"},
+      {"text.png", {'h', 'e', 'l', 'l', 'o'}, "not a PNG file"},
+  };
+  cases[1].bytes[png.size() / 2] ^= 0x01;
+  for (const auto& c : cases) {
+    const std::string folder = dir + "/" + c.name + "_dir";
+    fs::create_directories(folder);
+    test::write_bytes(folder + "/1" + fs::path(c.name).extension().string(), c.bytes);
+    test::expect_one_line_error([&] { volume_read(folder); }, folder + "/1" + fs::path(c.name).extension().string(), c.fragment);
+    test::write_bytes(dir + "/" + c.name, c.bytes);  // a single file, as `--image` takes it
+    test::expect_one_line_error([&] { volume_read(dir + "/" + c.name); }, dir + "/" + c.name, c.fragment);
+  }
+  auto renamed = std::vector<uint8_t>(jpg.begin(), jpg.begin() + 11);  // JPEG bytes under another name
+  test::write_bytes(dir + "/scan.dat", renamed);
+  test::expect_one_line_error([&] { volume_read(dir + "/scan.dat"); }, dir + "/scan.dat", "truncated JPEG");
+}
+
+// DICOM that ITK would read silently wrong (tools/reference/make_bad_dicom.py): short
+// uncompressed pixel data (zero-filled by ITK), slices with repeated or missing positions
+// (ITK invents a 1 mm spacing).
+TEST(VolumeRead, DamagedDicomIsAClearError) {
+  const std::string short_pixels = test::fixture("volumes/bad_dicom/short_pixels.dcm");
+  test::expect_one_line_error([&] { volume_read(short_pixels); }, short_pixels, "pixel data holds 16384 bytes");
+  const std::string dir = test::temp_dir();
+  fs::copy_file(short_pixels, dir + "/a.dcm");
+  test::expect_one_line_error([&] { volume_read(dir); }, dir + "/a.dcm", "pixel data holds 16384 bytes");
+  const std::string duplicates = test::fixture("volumes/bad_dicom/duplicate_positions");
+  test::expect_one_line_error([&] { volume_read(duplicates); }, duplicates, "share ImagePositionPatient");
+  const std::string missing = test::fixture("volumes/bad_dicom/missing_position");
+  test::expect_one_line_error([&] { volume_read(missing); }, missing, "without ImagePositionPatient");
+}
+
+// m3d's own PNG encoder: ITK's PNG reader (a slice folder) reads back the same pixels.
+TEST(VolumeWrite, PngReadsBackThroughItk) {
+  const std::string dir = test::temp_dir() + "/slices";
+  fs::create_directories(dir);
+  const int64_t width = 37, height = 5;
+  std::vector<uint8_t> grey(width * height);
+  for (size_t n = 0; n < grey.size(); ++n) grey[n] = static_cast<uint8_t>(n * 7 % 256);
+  png_write(dir + "/0.png", width, height, grey);
+  png_write(dir + "/1.png", width, height, grey);
+  const RawVolume back = volume_read(dir);
+  ASSERT_EQ(back.size, (std::array<int64_t, 3>{width, height, 2}));
+  ASSERT_EQ(back.data.size(), grey.size() * 2 * dtype_size(back.dtype));
+  for (int64_t y = 0; y < height; ++y) {
+    for (int64_t x = 0; x < width; ++x) EXPECT_EQ(voxel(back, x, y, 1), grey[y * width + x]) << x << "," << y;
+  }
+}
+
 TEST(VolumeRead, NpyIsDepthHeightWidthWithUnitGeometry) {
   const RawVolume v = volume_read(test::fixture("io/npy_image_f32.npy"));  // 1 x 4 x 5 x 6
   EXPECT_EQ(v.info.format, "npy");

@@ -2,24 +2,36 @@
 
 #include <ATen/Parallel.h>
 #include <sched.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <thread>
 
 namespace m3d {
+namespace {
+
+int available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(std::thread::hardware_concurrency());
+  return n > 0 ? n : 1;
+}
+
+}  // namespace
 
 void runtime_set_threads(int threads) {
+  const int cpus = available_cpus();
   if (threads <= 0) {
-    if (const char* env = std::getenv("OMP_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
-      threads = std::atoi(env);
-    } else {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
-                                                             : static_cast<int>(std::thread::hardware_concurrency());
-    }
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    threads = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : cpus;
   }
-  at::set_num_threads(threads > 0 ? threads : 1);
+  // More threads than CPUs only oversubscribes them: every parallel region then waits
+  // for descheduled workers (1,000 threads on 2 CPUs ran for minutes).
+  if (threads > cpus) {
+    spdlog::warn("{} threads requested but this process may use {} CPUs: using {}", threads, cpus, cpus);
+    threads = cpus;
+  }
+  at::set_num_threads(threads);
 }
 
 }  // namespace m3d

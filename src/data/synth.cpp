@@ -22,6 +22,7 @@
 
 #include "eval/task_metrics.h"
 #include "imaging/preprocess.h"
+#include "io/atomic_file.h"
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "io/npy.h"
@@ -379,7 +380,7 @@ void synth_write(const SynthOptions& o) {
         const at::Tensor lesions = s.lesions.contiguous(), organs = s.organs.contiguous();
         io::npy_write(o.output + "/" + rel + "/lesions.npy", DType::U8, {1, D, H, W}, lesions.data_ptr<uint8_t>());
         io::npy_write(o.output + "/" + rel + "/organs.npy", DType::U8, {1, D, H, W}, organs.data_ptr<uint8_t>());
-        std::ofstream(o.output + "/" + rel + "/text.txt") << s.report;
+        io::write_file_atomic(o.output + "/" + rel + "/text.txt", s.report);
         if (o.nifti) {  // the HU volume and label maps with their spacing (LPS axes as the grid's D, H, W)
           imaging::Volume v;
           v.geometry.spacing = {s.spacing_dhw[2], s.spacing_dhw[1], s.spacing_dhw[0]};
@@ -398,7 +399,7 @@ void synth_write(const SynthOptions& o) {
                                                     fmt::format("Where is the abnormality of the {}? Please segment it.", where(f)),
                                                     fmt::format("The {} is [SEG].", f.type)});
         }
-        std::ofstream(o.output + "/" + rel + "/truth.json") << s.truth().dump(1) << "\n";
+        io::write_file_atomic(o.output + "/" + rel + "/truth.json", s.truth().dump(1) + "\n");
         entries[static_cast<size_t>(i)] = {{"image", image}, {"text", rel + "/text.txt"}};
         if (i % 10 == 9) {  // the test split also in the M3D-Seg layout: one mask per organ class, absent ones as (1,1,1,1) zeros
           const std::string seg = fmt::format("M3D_Seg_npy/synth/{}/masks", s.id);
@@ -448,7 +449,7 @@ void synth_write(const SynthOptions& o) {
     cap[split].push_back(entries[static_cast<size_t>(i)]);
     for (const auto& row : rows[static_cast<size_t>(i)]) csv[split] += io::csv_line(row);
   }
-  std::ofstream(cap_dir + "/M3D_Cap.json") << cap.dump(1) << "\n";
+  io::write_file_atomic(cap_dir + "/M3D_Cap.json", cap.dump(1) + "\n");
   json labels = {{"0", "background"}};
   for (size_t c = 0; c < organ_names().size(); ++c) labels[std::to_string(c + 1)] = organ_names()[c];
   json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()},
@@ -462,13 +463,13 @@ void synth_write(const SynthOptions& o) {
     for (const auto& row : refseg[static_cast<size_t>(i)]) (i % 10 == 9 ? refseg_test : refseg_train) += io::csv_line(row);
   }
   fs::create_directories(o.output + "/M3D_RefSeg_npy");
-  std::ofstream(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv") << refseg_train;
-  std::ofstream(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_test.csv") << refseg_test;
+  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv", refseg_train);
+  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_test.csv", refseg_test);
   fs::create_directories(o.output + "/M3D_Seg_npy/synth");
-  std::ofstream(o.output + "/M3D_Seg_npy/synth/synth.json") << seg.dump(1) << "\n";
-  std::ofstream(vqa_dir + "/M3D_VQA_train.csv") << csv["train"];
-  std::ofstream(vqa_dir + "/M3D_VQA_val.csv") << csv["validation"];
-  std::ofstream(vqa_dir + "/M3D_VQA_test.csv") << csv["test"];
+  io::write_file_atomic(o.output + "/M3D_Seg_npy/synth/synth.json", seg.dump(1) + "\n");
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_train.csv", csv["train"]);
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_val.csv", csv["validation"]);
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_test.csv", csv["test"]);
 }
 
 std::vector<std::string> synth_check(const std::string& dir) {

@@ -24,6 +24,7 @@
 #include "io/npy.h"
 #include "generate/session.h"
 #include "imaging/model_input.h"
+#include "io/atomic_file.h"
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
@@ -301,11 +302,52 @@ void journal_append(FILE* journal, const json& record) {
   fsync(fileno(journal));
 }
 
-// The finished samples of a previous run; the journal is rewritten without a damaged
-// tail, ready for appending.
+// What defines a run's predictions: the model (its folder, config and weight sizes),
+// the data files, the task and the generation settings. --limit may grow between runs.
+json run_identity(const BenchOptions& o) {
+  json model = nullptr;
+  if (o.predictor == "model") {
+    std::error_code ec;
+    const fs::path dir = fs::weakly_canonical(o.model_dir, ec);
+    uintmax_t weight_bytes = 0;
+    for (const auto& entry : fs::directory_iterator(o.model_dir, ec)) {
+      const std::string ext = entry.path().extension().string();
+      if (ext == ".safetensors" || ext == ".bin" || ext == ".pt") weight_bytes += entry.file_size(ec);
+    }
+    const std::string config_path = o.model_dir + "/config.json";
+    model = {{"dir", dir.string()}, {"weight_bytes", weight_bytes},
+             {"config", fs::exists(config_path) ? io::json_read_file(config_path) : json(nullptr)}};
+  }
+  std::error_code ec;
+  return {{"task", o.task}, {"predictor", o.predictor}, {"model", model},
+          {"data", fs::weakly_canonical(o.data_dir, ec).string()}, {"split", o.split}, {"cap_json", o.cap_json},
+          {"vqa_csv", o.vqa_csv}, {"seg_json", o.seg_json}, {"seg_dataset", o.seg_dataset}, {"labels", o.labels},
+          {"prompt", o.report_prompt}, {"max_new_tokens", o.max_new_tokens}, {"dtype", c10::toString(o.dtype)}};
+}
+
+// The finished samples of a previous run of the same identity; the journal is
+// rewritten without a damaged tail, ready for appending.
 std::map<int64_t, json> open_journal(const BenchOptions& o) {
   fs::create_directories(o.output_dir);
-  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  const std::string journal_path = o.output_dir + "/predictions.jsonl", identity_path = o.output_dir + "/run.json";
+  const json identity = run_identity(o);
+  if (o.overwrite) {
+    for (const char* file : {"/predictions.jsonl", "/predictions.csv", "/summary.json", "/summary.md", "/run.json"}) fs::remove(o.output_dir + file);
+  }
+  if (fs::exists(identity_path)) {
+    const json saved = io::json_read_file(identity_path);
+    if (saved != identity) {
+      std::string changed;
+      for (const auto& [key, value] : identity.items()) {
+        if (!saved.contains(key) || saved[key] != value) changed += (changed.empty() ? "" : ", ") + key;
+      }
+      fail("{}: this folder holds predictions of another run (different {}); use another -o folder, or --overwrite to start it afresh",
+           o.output_dir, changed);
+    }
+  } else if (fs::exists(journal_path)) {
+    fail("{}: predictions of an unidentified run (no run.json); use another -o folder, or --overwrite to start it afresh", o.output_dir);
+  }
+  io::write_file_atomic(identity_path, identity.dump(1) + "\n");
   std::map<int64_t, json> done = read_journal(journal_path, o.task);
   {
     std::ofstream clean(journal_path + ".tmp", std::ios::binary);
@@ -388,9 +430,9 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     table.rows.push_back({std::to_string(i), samples[static_cast<size_t>(i)].fields[0], samples[static_cast<size_t>(i)].fields[1], std::to_string(i2t_rank),
                           std::to_string(t2i_rank), std::to_string(i2t_top), std::to_string(t2i_top)});
   }
-  std::ofstream csv(o.output_dir + "/predictions.csv", std::ios::binary);
-  csv << io::csv_line(table.header);
-  for (const auto& row : table.rows) csv << io::csv_line(row);
+  std::string csv = io::csv_line(table.header);
+  for (const auto& row : table.rows) csv += io::csv_line(row);
+  io::write_file_atomic(o.output_dir + "/predictions.csv", csv);
   json metrics;
   for (int64_t k : {1, 5, 10}) {
     metrics[fmt::format("IR_R{}", k)] = recall_at_k(similarity, n, k);
@@ -400,8 +442,8 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
                   {"naming", "as eval_itr.py: IR = image->text (rows are images), TR = text->image"}};
   std::string md = "| metric | value |\n|---|---|\n";
   for (const auto& [name, value] : metrics.items()) md += fmt::format("| {} | {:.4f} |\n", name, value.get<double>());
-  std::ofstream(o.output_dir + "/summary.json") << summary.dump(2) << "\n";
-  std::ofstream(o.output_dir + "/summary.md") << md;
+  io::write_file_atomic(o.output_dir + "/summary.json", summary.dump(2) + "\n");
+  io::write_file_atomic(o.output_dir + "/summary.md", md);
   return summary.dump(2);
 }
 
@@ -501,16 +543,16 @@ std::string bench_run(const BenchOptions& o) {
     if (to < 0 || from < 0) continue;
     for (auto& row : result.scored.rows) row[to] = row[from];
   }
-  std::ofstream csv(o.output_dir + "/predictions.csv", std::ios::binary);
-  csv << io::csv_line(result.scored.header);
-  for (const auto& row : result.scored.rows) csv << io::csv_line(row);
+  std::string csv = io::csv_line(result.scored.header);
+  for (const auto& row : result.scored.rows) csv += io::csv_line(row);
+  io::write_file_atomic(o.output_dir + "/predictions.csv", csv);
   json summary = result.summary;
   summary["model"] = o.predictor == "model" ? o.model_dir : o.predictor + " baseline";
   summary["data"] = o.data_dir;
   summary["max_new_tokens"] = o.max_new_tokens;
   if (o.task == "report") summary["prompt"] = o.report_prompt;
-  std::ofstream(o.output_dir + "/summary.json") << summary.dump(2) << "\n";
-  std::ofstream(o.output_dir + "/summary.md") << result.markdown;
+  io::write_file_atomic(o.output_dir + "/summary.json", summary.dump(2) + "\n");
+  io::write_file_atomic(o.output_dir + "/summary.md", result.markdown);
   return summary.dump(2);
 }
 

@@ -45,6 +45,10 @@ struct BenchOptions {
   // volume, text tasks one fixed sentence) — the ceiling and a chance-level floor.
   std::string predictor = "model";
   bool progress = true;
+  // An output folder remembers what produced its journal (run.json: model, data, task,
+  // generation settings); resuming it with anything else is an error unless
+  // `overwrite`, which starts the folder afresh.
+  bool overwrite = false;
   // Text tasks (report, vqa-open, reg): METEOR's data folders and BERTScore (text_scorers_load).
   std::string punkt_dir, wordnet_dir;
   BertScoreOptions bertscore;

@@ -245,28 +245,53 @@ RawVolume nifti_decode(const NiftiHeader& h, const uint8_t* data, size_t size, c
 
 namespace {
 
-// The first `count` bytes of a gzip stream (zlib streaming; fewer when the stream is shorter).
-std::vector<uint8_t> gunzip_prefix(const uint8_t* data, size_t size, size_t count, const std::string& path) {
-  std::vector<uint8_t> out(count);
+// zlib's inflate over `data`, starting a new member (inflateReset) at each member end
+// when `all_members`. Output goes to `out` up to its size, the rest to a scratch
+// buffer; returns the bytes produced (all of them, kept or not). With `verify`, every
+// member's CRC-32 and length (zlib checks both at the member's end) must hold and the
+// input must end with a complete member: a flipped bit or a truncated file is an error.
+size_t gunzip_into(const uint8_t* data, size_t size, std::vector<uint8_t>& out, bool verify, const std::string& path) {
   z_stream z{};
-  if (inflateInit2(&z, 15 + 32) != Z_OK) fail("{}: cannot start gzip decompression", path);
-  size_t in_done = 0, out_done = 0;
-  int rc = Z_OK;
-  while (out_done < count && rc == Z_OK) {
-    const size_t in_chunk = std::min<size_t>(size - in_done, 1u << 30), out_chunk = std::min<size_t>(count - out_done, 1u << 30);
+  if (inflateInit2(&z, 15 + 16) != Z_OK) fail("{}: cannot start gzip decompression", path);
+  std::vector<uint8_t> scratch(verify ? size_t{1} << 20 : 0);
+  size_t in_done = 0, produced = 0;
+  bool member_ended = false;
+  while (true) {
+    const bool keep = produced < out.size();
+    if (!keep && !verify) break;
+    uint8_t* dst = keep ? out.data() + produced : scratch.data();
+    const size_t room = keep ? out.size() - produced : scratch.size();
+    const size_t in_chunk = std::min<size_t>(size - in_done, 1u << 30), out_chunk = std::min<size_t>(room, 1u << 30);
     z.next_in = const_cast<Bytef*>(data + in_done);
     z.avail_in = static_cast<uInt>(in_chunk);
-    z.next_out = out.data() + out_done;
+    z.next_out = dst;
     z.avail_out = static_cast<uInt>(out_chunk);
-    rc = inflate(&z, Z_NO_FLUSH);
+    const int rc = inflate(&z, Z_NO_FLUSH);
     in_done += in_chunk - z.avail_in;
-    out_done += out_chunk - z.avail_out;
-    if (rc == Z_BUF_ERROR && in_done < size) rc = Z_OK;
+    produced += out_chunk - z.avail_out;
+    member_ended = rc == Z_STREAM_END;
+    if (rc == Z_STREAM_END) {
+      // gzip allows several members back to back; zero bytes after the last are padding.
+      const bool more = in_done < size && data[in_done] == 0x1f;
+      if (!more) {
+        for (size_t i = in_done; verify && i < size; ++i) {
+          if (data[i] != 0) fail("{}: {} bytes of data after the end of the gzip stream", path, size - in_done);
+        }
+        break;
+      }
+      inflateReset(&z);
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && in_done >= size) break;  // input ended inside a member
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      const std::string why = z.msg ? z.msg : "inflate failed";
+      inflateEnd(&z);
+      fail("{}: corrupt gzip data ({}): the file is damaged", path, why);
+    }
   }
   inflateEnd(&z);
-  if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) fail("{}: corrupt gzip data ({})", path, z.msg ? z.msg : "inflate failed");
-  out.resize(out_done);
-  return out;
+  if (verify && !member_ended) fail("{}: truncated gzip file: the stream ends before its end marker and checksum", path);
+  return produced;
 }
 
 }  // namespace
@@ -277,7 +302,9 @@ RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
   const size_t size = file->size();
   const bool gzip = size >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
   // The header first: sizes are checked before the voxels are decompressed or copied.
-  std::vector<uint8_t> head = gzip ? gunzip_prefix(bytes, size, 544, path) : std::vector<uint8_t>(bytes, bytes + std::min<size_t>(size, 544));
+  std::vector<uint8_t> head(gzip ? 544 : std::min<size_t>(size, 544));
+  if (gzip) head.resize(gunzip_into(bytes, size, head, false, path));
+  else std::copy(bytes, bytes + head.size(), head.begin());
   const NiftiHeader header = nifti_parse_header(head.data(), head.size(), path);
   const TypeInfo type = type_info(header.datatype, path);
   const double voxels = static_cast<double>(header.dims[1]) * static_cast<double>(header.dims[2]) * static_cast<double>(header.dims[3]);
@@ -290,9 +317,11 @@ RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
                             size > static_cast<size_t>(header.vox_offset) ? size - header.vox_offset : 0);
     return nifti_decode(header, bytes + header.vox_offset, size - header.vox_offset, path, options);
   }
-  // The whole stream at once with libdeflate (about twice zlib's speed) when the gzip
-  // trailer (the uncompressed size modulo 2^32) says it is about the first volume's
-  // size; otherwise (4D files, streams over 4 GiB, a damaged trailer) stream the first volume with zlib.
+  // The whole stream is decompressed and checked (CRC-32 and length of every member),
+  // though only the first volume is kept: with libdeflate at once (about twice zlib's
+  // speed) when the file is one member whose trailer (the uncompressed size modulo 2^32)
+  // says it is about the first volume's size; otherwise (4D files, several members,
+  // streams over 4 GiB, a damaged trailer) streamed through zlib.
   if (size < 18) fail("{}: truncated gzip file", path);
   const size_t trailer = static_cast<size_t>(bytes[size - 4]) | static_cast<size_t>(bytes[size - 3]) << 8 |
                          static_cast<size_t>(bytes[size - 2]) << 16 | static_cast<size_t>(bytes[size - 1]) << 24;
@@ -305,12 +334,12 @@ RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
     size_t in_used = 0;
     const libdeflate_result rc = libdeflate_gzip_decompress_ex(d, bytes, size, inflated.data(), inflated.size(), &in_used, &out_size);
     libdeflate_free_decompressor(d);
-    if (rc == LIBDEFLATE_BAD_DATA) fail("{}: truncated or corrupt gzip data", path);
-    done = rc == LIBDEFLATE_SUCCESS;
+    if (rc == LIBDEFLATE_BAD_DATA) fail("{}: corrupt gzip data (checksum or stream error): the file is damaged", path);
+    done = rc == LIBDEFLATE_SUCCESS && in_used == size;  // more input: further members, checked by zlib below
   }
   if (!done) {
-    inflated = gunzip_prefix(bytes, size, needed, path);
-    out_size = inflated.size();
+    inflated.assign(needed, 0);
+    out_size = std::min(gunzip_into(bytes, size, inflated, true, path), needed);
   }
   if (out_size < needed) {
     fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", path, needed - header.vox_offset,

@@ -3,6 +3,8 @@
 // sizes are refused before any voxel is allocated.
 #include "imaging/volume_io.h"
 
+#include <gdcmAttribute.h>
+#include <gdcmReader.h>
 #include <gdcmScanner.h>
 #include <itkGDCMImageIO.h>
 #include <itkGDCMSeriesFileNames.h>
@@ -19,11 +21,16 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
+#include <zlib.h>
+
 #include "imaging/nifti.h"
 #include "core/strings.h"
+#include "io/atomic_file.h"
+#include "io/mapped_file.h"
 #include "io/npy.h"
 #include "m3d/error.h"
 
@@ -160,6 +167,8 @@ std::string meta(const itk::MetaDataDictionary& dictionary, const std::string& k
   return value;
 }
 
+void dicom_files_check(const std::string& where, const std::vector<std::string>& files);
+
 RawVolume read_file(const std::string& path, const ReadOptions& options) {
   itk::ImageIOBase::Pointer io = itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::IOFileModeEnum::ReadMode);
   if (!io) fail("{}: not a medical image m3d can read (NIfTI, DICOM, NRRD, MetaImage, .npy, or a folder of slices)", path);
@@ -171,6 +180,7 @@ RawVolume read_file(const std::string& path, const ReadOptions& options) {
   out.info.format = io->GetNameOfClass() == std::string("GDCMImageIO") ? "dicom" : format_of(path);
   if (io->GetNumberOfDimensions() == 4) out.info.frames = static_cast<int64_t>(io->GetDimensions(3));
   out.dtype = dtype_for(io->GetComponentType(), path);
+  if (dynamic_cast<itk::GDCMImageIO*>(io.GetPointer()) != nullptr) dicom_files_check(path, {path});
   read_typed(path, {}, io.GetPointer(), out);
   if (auto* dicom = dynamic_cast<itk::GDCMImageIO*>(io.GetPointer())) {
     out.info.modality = meta(dicom->GetMetaDataDictionary(), "0008|0060");
@@ -225,6 +235,53 @@ SeriesScan scan_series(const std::string& dir) {
   return out;
 }
 
+// A numeric DICOM attribute (US or IS), or `fallback` when absent or empty.
+template <uint16_t Group, uint16_t Element>
+long dicom_number(const gdcm::DataSet& ds, long fallback) {
+  const gdcm::Tag tag(Group, Element);
+  if (!ds.FindDataElement(tag) || ds.GetDataElement(tag).IsEmpty()) return fallback;
+  gdcm::Attribute<Group, Element> attribute;
+  attribute.SetFromDataSet(ds);
+  return static_cast<long>(attribute.GetValue());
+}
+
+// What ITK's GDCM reader does not check: uncompressed PixelData shorter than
+// rows x columns x samples x bytes x frames (ITK zero-fills the rest), and slices whose
+// ImagePositionPatient is missing or repeated (ITK then invents a 1 mm spacing).
+// Compressed pixel data is checked by its decoder.
+void dicom_files_check(const std::string& where, const std::vector<std::string>& files) {
+  std::set<std::string> positions;
+  for (const auto& file : files) {
+    gdcm::Reader reader;
+    reader.SetFileName(file.c_str());
+    if (!reader.Read()) fail("{}: cannot parse the DICOM file (damaged or truncated)", file);
+    const gdcm::DataSet& ds = reader.GetFile().GetDataSet();
+    const gdcm::Tag pixel_tag(0x7fe0, 0x0010);
+    if (!ds.FindDataElement(pixel_tag)) fail("{}: no pixel data", file);
+    const gdcm::DataElement& pixels = ds.GetDataElement(pixel_tag);
+    if (const gdcm::ByteValue* bv = pixels.GetByteValue()) {  // uncompressed (encapsulated data has fragments instead)
+      const long rows = dicom_number<0x0028, 0x0010>(ds, 0), columns = dicom_number<0x0028, 0x0011>(ds, 0);
+      const long samples = dicom_number<0x0028, 0x0002>(ds, 1), bits = dicom_number<0x0028, 0x0100>(ds, 0);
+      const long frames = std::max(1L, dicom_number<0x0028, 0x0008>(ds, 1));
+      const double needed = static_cast<double>(rows) * columns * samples * frames * bits / 8.0;
+      if (static_cast<double>(bv->GetLength()) < needed) {
+        fail("{}: pixel data holds {} bytes, {} x {} x {} frame(s) of {} bits need {:.0f}: the file is damaged or truncated", file,
+             bv->GetLength(), rows, columns, frames, bits, needed);
+      }
+    }
+    if (files.size() > 1) {
+      const gdcm::Tag position_tag(0x0020, 0x0032);
+      const gdcm::ByteValue* bv = ds.FindDataElement(position_tag) ? ds.GetDataElement(position_tag).GetByteValue() : nullptr;
+      if (bv == nullptr) fail("{}: slice without ImagePositionPatient (0020,0032): the series' slice spacing is unknown", file);
+      std::string position(bv->GetPointer(), bv->GetLength());
+      while (!position.empty() && (position.back() == ' ' || position.back() == '\0')) position.pop_back();
+      if (!positions.insert(position).second) {
+        fail("{}: two slices of the series share ImagePositionPatient [{}] (duplicates?): the slice order is ambiguous", where, position);
+      }
+    }
+  }
+}
+
 RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
   const SeriesScan scan = scan_series(dir);
   if (scan.series.empty()) fail("{}: no DICOM image series in this directory", dir);
@@ -249,6 +306,7 @@ RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
   names->SetDirectory(dir);
   const std::vector<std::string> files = names->GetFileNames(chosen->uid);  // sorted along the slice normal
   if (files.empty()) fail("{}: series {} has no readable slices", dir, chosen->uid);
+  dicom_files_check(dir, files);
   auto io = itk::GDCMImageIO::New();
   io->SetFileName(files.front());
   io->ReadImageInformation();
@@ -264,6 +322,69 @@ RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
   out.info.rescale_slope = io->GetRescaleSlope();
   out.info.rescale_intercept = io->GetRescaleIntercept();
   return out;
+}
+
+// libpng aborts the process on some damaged files and ITK's JPEG probe crashes on
+// short ones, so a slice file is checked here before any ITK call sees it: PNG chunk
+// by chunk (lengths and CRC-32, IHDR first, IDAT present, IEND last), JPEG by its
+// marker segments (SOI, the segment lengths up to the scan, EOI at the end).
+void slice_file_check(const fs::path& file) {
+  const std::string path = file.string();
+  const auto bytes = io::MappedFile::open(path);
+  const uint8_t* b = bytes->data();
+  const size_t size = bytes->size();
+  const auto be32 = [&](size_t at) {
+    return static_cast<uint32_t>(b[at]) << 24 | static_cast<uint32_t>(b[at + 1]) << 16 | static_cast<uint32_t>(b[at + 2]) << 8 | b[at + 3];
+  };
+  const std::string ext = ascii_lower(file.extension().string());
+  if (ext == ".png" || (size >= 4 && b[0] == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G')) {
+    static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size < 8 || std::memcmp(b, signature, 8) != 0) fail("{}: not a PNG file (no PNG signature)", path);
+    size_t at = 8;
+    bool header = false, data = false;
+    while (true) {
+      if (size - at < 12) fail("{}: truncated PNG (no IEND chunk)", path);
+      const uint32_t length = be32(at);
+      if (length > size - at - 12) fail("{}: truncated PNG: chunk at byte {} runs past the end of the file", path, at);
+      const std::string type(reinterpret_cast<const char*>(b + at + 4), 4);
+      const uint32_t crc = static_cast<uint32_t>(crc32(0, b + at + 4, length + 4));
+      if (crc != be32(at + 8 + length)) fail("{}: damaged PNG: chunk '{}' at byte {} fails its CRC", path, type, at);
+      if (!header && type != "IHDR") fail("{}: damaged PNG: the first chunk is not IHDR", path);
+      header = true;
+      data = data || type == "IDAT";
+      at += 12 + length;
+      if (type == "IEND") break;
+    }
+    if (!data) fail("{}: damaged PNG: no image data (IDAT)", path);
+    return;
+  }
+  // JPEG: SOI, then marker segments (FF xx + 16-bit length) until SOS; entropy-coded data follows.
+  if (size < 4 || b[0] != 0xff || b[1] != 0xd8) fail("{}: not a JPEG file (no start-of-image marker)", path);
+  size_t at = 2;
+  bool frame = false;
+  while (true) {
+    while (at < size && b[at] == 0xff && at + 1 < size && b[at + 1] == 0xff) ++at;  // fill bytes
+    if (size - at < 4 || b[at] != 0xff) fail("{}: truncated or damaged JPEG: bad marker at byte {}", path, at);
+    const uint8_t marker = b[at + 1];
+    const size_t length = static_cast<size_t>(b[at + 2]) << 8 | b[at + 3];
+    if (length < 2 || length > size - at - 2) fail("{}: truncated JPEG: segment at byte {} runs past the end of the file", path, at);
+    frame = frame || (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc);
+    at += 2 + length;
+    if (marker == 0xda) break;  // start of scan
+  }
+  if (!frame) fail("{}: damaged JPEG: no frame header before the scan", path);
+  if (size < at + 2 || b[size - 2] != 0xff || b[size - 1] != 0xd9) fail("{}: truncated JPEG (no end-of-image marker)", path);
+}
+
+// By extension or by the first bytes (ITK's readers probe contents, not names).
+bool png_or_jpeg(const std::string& path) {
+  const std::string ext = ascii_lower(fs::path(path).extension().string());
+  if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") return true;
+  std::ifstream in(path, std::ios::binary);
+  char head[4] = {};
+  in.read(head, 4);
+  const auto* u = reinterpret_cast<const uint8_t*>(head);
+  return in.gcount() >= 2 && ((u[0] == 0xff && u[1] == 0xd8) || (u[0] == 0x89 && u[1] == 'P' && in.gcount() == 4 && u[2] == 'N' && u[3] == 'G'));
 }
 
 // A folder of 2D slice images (M3D-Cap raw layout): sorted by integer file name,
@@ -283,6 +404,7 @@ RawVolume read_slice_folder(const std::string& dir, const std::vector<fs::path>&
   std::vector<std::pair<std::pair<size_t, size_t>, std::vector<uint8_t>>> slices;
   std::map<std::pair<size_t, size_t>, int> counts;
   std::vector<std::pair<size_t, size_t>> first_seen;
+  for (const auto& entry : ordered) slice_file_check(entry.second);
   for (const auto& [n, p] : ordered) {
     itk::ImageIOBase::Pointer io = itk::ImageIOFactory::CreateImageIO(p.string().c_str(), itk::IOFileModeEnum::ReadMode);
     if (!io) fail("{}: cannot read the slice image", p.string());
@@ -394,6 +516,7 @@ RawVolume volume_read(const std::string& path, const ReadOptions& options) {
     }
     if (ends_with(ascii_lower(path), ".npy")) return read_npy(path, options);
     if (format_of(path) == "nifti") return nifti_read(path, options);
+    if (png_or_jpeg(path)) slice_file_check(path);  // before ITK's probes see it
     return read_file(path, options);
   } catch (const itk::ExceptionObject& e) {
     std::string what = e.GetDescription();
@@ -413,39 +536,85 @@ void volume_write(const std::string& path, const RawVolume& volume) {
   if (volume.data.size() != static_cast<size_t>(volume.voxels()) * dtype_size(volume.dtype)) {
     fail("{}: volume data holds {} bytes, expected {}", path, volume.data.size(), volume.voxels() * dtype_size(volume.dtype));
   }
-  try {
-    switch (volume.dtype) {
-      case DType::U8: write_as<uint8_t>(path, volume); break;
-      case DType::I16: write_as<int16_t>(path, volume); break;
-      case DType::I32: write_as<int32_t>(path, volume); break;
-      case DType::F32: write_as<float>(path, volume); break;
-      case DType::F64: write_as<double>(path, volume); break;
-      default: fail("{}: cannot write voxels of type {} (U8, I16, I32, F32, F64)", path, dtype_name(volume.dtype));
+  const auto write = [&](const std::string& temp) {
+    try {
+      switch (volume.dtype) {
+        case DType::U8: write_as<uint8_t>(temp, volume); break;
+        case DType::I16: write_as<int16_t>(temp, volume); break;
+        case DType::I32: write_as<int32_t>(temp, volume); break;
+        case DType::F32: write_as<float>(temp, volume); break;
+        case DType::F64: write_as<double>(temp, volume); break;
+        default: fail("{}: cannot write voxels of type {} (U8, I16, I32, F32, F64)", path, dtype_name(volume.dtype));
+      }
+    } catch (const itk::ExceptionObject& e) {
+      std::string what = e.GetDescription();
+      std::replace(what.begin(), what.end(), '\n', ' ');
+      fail("{}: cannot write the image: {}", path, what);
     }
-  } catch (const itk::ExceptionObject& e) {
-    std::string what = e.GetDescription();
-    std::replace(what.begin(), what.end(), '\n', ' ');
-    fail("{}: cannot write the image: {}", path, what);
-  }
+  };
+  // ITK's writers do not all report failed writes (a full disk can leave a short
+  // file): the written file is read back and must hold exactly these voxels.
+  const auto check = [&](const std::string& temp) {
+    RawVolume back;
+    try {
+      ReadOptions options;
+      options.max_voxels = std::max<int64_t>(options.max_voxels, volume.voxels());
+      back = volume_read(temp, options);
+    } catch (const Error& e) {
+      fail("{}: the written file does not read back (disk full?): {}", path, e.what());
+    }
+    if (back.size != volume.size || back.dtype != volume.dtype || back.data != volume.data) {
+      fail("{}: the written file does not read back as the volume written (disk full?)", path);
+    }
+  };
+  io::write_via_temp(path, write, check);
 }
 
+namespace {
+
+// PNG (ISO/IEC 15948) chunk: length, type, data, CRC-32 of type + data.
+void png_chunk(std::string& out, const char* type, const uint8_t* data, size_t size) {
+  const auto be32 = [&](uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+  };
+  be32(static_cast<uint32_t>(size));
+  const size_t start = out.size();
+  out.append(type, 4);
+  out.append(reinterpret_cast<const char*>(data), size);
+  be32(static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(out.data() + start), static_cast<uInt>(size + 4))));
+}
+
+}  // namespace
+
+// An 8-bit greyscale PNG encoded here with zlib (filter 0 on every row), so a failed
+// write is an error from our own checked, atomic write rather than a crash in a
+// third-party writer.
 void png_write(const std::string& path, int64_t width, int64_t height, const std::vector<uint8_t>& grey) {
-  if (width <= 0 || height <= 0 || grey.size() != static_cast<size_t>(width * height)) fail("{}: bad PNG size {} x {}", path, width, height);
-  using Image = itk::Image<uint8_t, 2>;
-  auto image = Image::New();
-  Image::RegionType region;
-  region.SetSize({{static_cast<itk::SizeValueType>(width), static_cast<itk::SizeValueType>(height)}});
-  image->SetRegions(region);
-  image->Allocate();
-  std::memcpy(image->GetBufferPointer(), grey.data(), grey.size());
-  try {
-    auto writer = itk::ImageFileWriter<Image>::New();
-    writer->SetFileName(path);
-    writer->SetInput(image);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    fail("{}: cannot write the PNG: {}", path, e.GetDescription());
+  if (width <= 0 || height <= 0 || width > (1 << 24) || height > (1 << 24) || grey.size() != static_cast<size_t>(width * height)) {
+    fail("{}: bad PNG size {} x {}", path, width, height);
   }
+  std::vector<uint8_t> rows;
+  rows.reserve(static_cast<size_t>((width + 1) * height));
+  for (int64_t y = 0; y < height; ++y) {
+    rows.push_back(0);  // filter type None
+    rows.insert(rows.end(), grey.begin() + y * width, grey.begin() + (y + 1) * width);
+  }
+  uLongf packed_size = compressBound(static_cast<uLong>(rows.size()));
+  std::vector<uint8_t> packed(packed_size);
+  if (compress2(packed.data(), &packed_size, rows.data(), static_cast<uLong>(rows.size()), 6) != Z_OK) {
+    fail("{}: cannot compress the PNG", path);
+  }
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  uint8_t header[13] = {};
+  for (int i = 0; i < 4; ++i) {
+    header[i] = static_cast<uint8_t>(width >> (24 - 8 * i));
+    header[4 + i] = static_cast<uint8_t>(height >> (24 - 8 * i));
+  }
+  header[8] = 8;  // bit depth; colour type 0 (grey), compression 0, filter 0, no interlace
+  png_chunk(png, "IHDR", header, sizeof header);
+  png_chunk(png, "IDAT", packed.data(), packed_size);
+  png_chunk(png, "IEND", nullptr, 0);
+  io::write_file_atomic(path, png);
 }
 
 }  // namespace m3d::imaging

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <string_view>
 
 namespace m3d::io {
 
@@ -24,5 +26,16 @@ class AtomicFile {
   std::string temp_path_;
   int fd_ = -1;
 };
+
+// A whole file (text or bytes) written atomically; every error names the file and the
+// OS reason, and nothing is left under the final name unless all of it was written.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// For writers that take a path (ITK): `write` writes the temporary sibling it is given
+// (same file name behind a hidden prefix, so the extension still selects the format),
+// `check` may verify it (e.g. read it back), then it is fsynced and renamed into place.
+// On any error the temporary is removed and the final name is untouched.
+void write_via_temp(const std::string& path, const std::function<void(const std::string& temp)>& write,
+                    const std::function<void(const std::string& temp)>& check = {});
 
 }  // namespace m3d::io

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "io/tensor.h"
@@ -153,7 +154,7 @@ void lora_save_adapter(torch::nn::Module& model, const LoraConfig& config, const
   if (targets.empty()) fail("LoRA: the model has no adapters to save");
   fs::create_directories(dir);
   io::safetensors_save(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
-  std::ofstream(dir + "/adapter_config.json") << config.to_peft_json(targets).dump(2) << "\n";
+  io::write_file_atomic(dir + "/adapter_config.json", config.to_peft_json(targets).dump(2) + "\n");
 }
 
 size_t lora_merge(torch::nn::Module& model) {

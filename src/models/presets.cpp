@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/atomic_file.h"
 #include "io/state_dict.h"
 #include "io/tensor.h"
 #include "m3d/error.h"
@@ -88,9 +89,7 @@ json preset_config(const std::string& name) {
 void init_random_checkpoint(const json& config, const std::string& dir, const std::string& dtype, uint64_t seed) {
   std::filesystem::create_directories(dir);
   {
-    std::ofstream out(dir + "/config.json");
-    out << config.dump(2) << "\n";
-    if (!out) fail("{}/config.json: cannot write", dir);
+    io::write_file_atomic(dir + "/config.json", config.dump(2) + "\n");
   }
   torch::manual_seed(seed);
   const c10::ScalarType type = dtype == "bf16" ? torch::kBFloat16 : dtype == "f16" ? torch::kHalf : torch::kFloat;

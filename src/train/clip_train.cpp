@@ -376,7 +376,7 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   };
   if (eval_data) hooks.evaluate = [&] { return evaluate(*model, *eval_data, B); };
   hooks.save_files = [&](const std::string& dir) {
-    std::ofstream(dir + "/config.json") << model->config().to_json().dump(2) << "\n";
+    io::write_file_atomic(dir + "/config.json", model->config().to_json().dump(2) + "\n");
     copy_tokenizer_files(tokenizer_dir, dir);
   };
   return training_loop(settings, *model, optimizer, comm.get(), env, hooks, options);

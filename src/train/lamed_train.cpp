@@ -12,6 +12,7 @@
 #include <set>
 
 #include "eval/task_metrics.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/csv.h"
 #include "io/json_util.h"
@@ -477,7 +478,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     model_config["vocab_size"] = tokenizer.vocab_size();
   }
   const std::string config_path = config.output_dir + "/config.json";
-  std::ofstream(config_path) << model_config.dump(2) << "\n";
+  io::write_file_atomic(config_path, model_config.dump(2) + "\n");
   models::CausalLm lm = models::model_build(io::hf_config_read(config_path), config_path, checkpoint.get());
   if (lm->lamed() == nullptr) fail("{}: '{}' is not a LaMed architecture (it has no vision tower)", config_path, model_config.value("architectures", json()).dump());
   if (checkpoint) {
@@ -578,7 +579,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     copy_tokenizer_files(tokenizer_dir, dir);
     json tokens = json::object();
     for (const auto& [token, id] : added) tokens[token] = id;
-    std::ofstream(dir + "/added_tokens.json") << tokens.dump(2) << "\n";
+    io::write_file_atomic(dir + "/added_tokens.json", tokens.dump(2) + "\n");
     // The special ones must stay special when the folder is loaded (session_open reads this).
     json map = fs::exists(dir + "/special_tokens_map.json") ? io::json_read_file(dir + "/special_tokens_map.json") : json::object();
     std::vector<std::string> specials = map.value("additional_special_tokens", std::vector<std::string>());
@@ -586,7 +587,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
       if (special && std::find(specials.begin(), specials.end(), token) == specials.end()) specials.push_back(token);
     }
     map["additional_special_tokens"] = specials;
-    std::ofstream(dir + "/special_tokens_map.json") << map.dump(2) << "\n";
+    io::write_file_atomic(dir + "/special_tokens_map.json", map.dump(2) + "\n");
   };
   LoopHooks hooks;
   hooks.load = [&train_data](const std::vector<int64_t>& indices, int64_t epoch) { return train_data.batch(indices, epoch); };
@@ -608,7 +609,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     };
   }
   hooks.save_files = [&](const std::string& dir) {
-    std::ofstream(dir + "/config.json") << model_config.dump(2) << "\n";
+    io::write_file_atomic(dir + "/config.json", model_config.dump(2) + "\n");
     write_tokenizer(dir);
     if (!lora_targets.empty()) models::lora_save_adapter(*lm, config.lora, dir + "/adapter");
   };
@@ -622,7 +623,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     if (!lora_targets.empty()) models::lora_save_adapter(*lm, config.lora, partial + "/adapter");
     models::lora_merge(*lm);
     save_model_weights(*lm, partial + "/model.safetensors");
-    std::ofstream(partial + "/config.json") << model_config.dump(2) << "\n";
+    io::write_file_atomic(partial + "/config.json", model_config.dump(2) + "\n");
     write_tokenizer(partial);
     fs::remove_all(final_dir);
     fs::rename(partial, final_dir);

@@ -101,6 +101,32 @@ std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, const s
   return out;
 }
 
+void output_dir_claim(const std::string& dir, bool resume) {
+  std::error_code ec;
+  if (!resume) {
+    if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+      fail("{}: the output folder holds another run's files; train into a new folder, or continue that run with --resume", dir);
+    }
+  } else if (list_checkpoints(dir).empty()) {
+    fail("{}: --resume, but there is no complete checkpoint (checkpoint-N) here to continue from", dir);
+  }
+}
+
+// Keys of the saved and the current config that differ (output_dir and workers may).
+std::string config_changes(json saved, json now) {
+  std::string changed;
+  for (json* c : {&saved, &now}) {
+    for (const char* key : {"output_dir", "workers"}) c->erase(key);
+  }
+  for (const auto& [key, value] : now.items()) {
+    if (!saved.contains(key) || saved[key] != value) changed += (changed.empty() ? "" : ", ") + key;
+  }
+  for (const auto& [key, value] : saved.items()) {
+    if (!now.contains(key)) changed += (changed.empty() ? "" : ", ") + key;
+  }
+  return changed;
+}
+
 // Complete checkpoints in `dir`, by step; stale ".partial" folders are removed.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> out;
@@ -171,6 +197,10 @@ void TrainSchedule::read_schedule(const json& c, const std::string& where) {
     fail("{}: lr and max_grad_norm must be positive, warmup_ratio in [0, 1], weight_decay non-negative", where);
   }
   if (max_steps <= 0 && epochs <= 0) fail("{}: give epochs or max_steps", where);
+  if (max_steps == 0 || max_steps < -1) fail("{}: max_steps must be at least 1 (or -1: run the given epochs), got {}", where, max_steps);
+  if (save_steps < 1 || log_steps < 1) fail("{}: save_steps and log_steps must be at least 1, got {} and {}", where, save_steps, log_steps);
+  if (save_total_limit < 0) fail("{}: save_total_limit must be 0 (keep every checkpoint) or more, got {}", where, save_total_limit);
+  if (!(eval_fraction >= 0 && eval_fraction <= 1)) fail("{}: eval_fraction must be in [0, 1] (0: never evaluate), got {}", where, eval_fraction);
 }
 
 json TrainSchedule::schedule_json() const {
@@ -225,6 +255,10 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     if (!checkpoints.empty()) {
       const auto& [last, dir] = checkpoints.back();
       const json state = io::json_read_file(dir + "/trainer_state.json");
+      if (const std::string changed = config_changes(state.value("train_config", json::object()), s.config); !changed.empty()) {
+        fail("{}: --resume with another config than the run it continues (changed: {}); resume with the same settings or train into a new folder",
+             dir, changed);
+      }
       if (state.value("global_batch", G) != G) {
         fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", G), G);
       }
@@ -259,7 +293,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     for (const auto& entry : fs::directory_iterator(s.output_dir)) {  // half-written checkpoints of a killed run
       if (entry.path().extension() == ".partial") fs::remove_all(entry.path());
     }
-    std::ofstream(s.output_dir + "/train_config.json") << s.config.dump(2) << "\n";
+    io::write_file_atomic(s.output_dir + "/train_config.json", s.config.dump(2) + "\n");
   }
 
   std::ofstream log;

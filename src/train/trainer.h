@@ -115,6 +115,13 @@ torch::Tensor augment(torch::Tensor image, std::mt19937_64& rng, torch::Tensor* 
 std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, const std::vector<int64_t>& groups = {}, int64_t batch = 1);
 // Complete checkpoint-N folders in `dir`, by step.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
+// Before a run writes anything into `dir`: a new run (no `resume`) needs a missing or
+// empty folder, so two runs never mix their logs and checkpoints; `resume` needs a
+// complete checkpoint there to continue from (training_loop then requires the same
+// config as the saved run's). Clear errors otherwise.
+void output_dir_claim(const std::string& dir, bool resume);
+// Exit status of a run stopped by SIGTERM/SIGINT after saving its checkpoint.
+inline constexpr int kExitStopped = 3;
 // Copies the tokenizer files found in `from` to `to`.
 void copy_tokenizer_files(const std::string& from, const std::string& to);
 std::string read_text_file(const std::string& path);

@@ -30,6 +30,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--prompt", o->report_prompt, "Report prompt (one of M3D's caption templates)")->capture_default_str();
   cmd->add_option("--limit", o->limit, "Only the first N samples");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
+  cmd->add_flag("--overwrite", o->overwrite, "Discard predictions already in the output folder (a rerun otherwise resumes them, and refuses another model's or setting's)");
   add_dtype_option(cmd, *dtype);
   // The same metric options as m3d score.
   add_text_metric_options(cmd, o->punkt_dir, o->wordnet_dir, o->bertscore);

@@ -33,8 +33,11 @@ int main(int argc, char** argv) {
   m3d::cli::add_export(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {  // usage errors exit 1 like every other error
+    std::fprintf(stderr, "m3d: error: %s (see m3d --help)\n", e.what());
+    return 1;
   } catch (const m3d::Error& e) {
     std::fprintf(stderr, "m3d: error: %s\n", e.what());
     return 1;

@@ -14,7 +14,7 @@
 namespace m3d::cli {
 
 inline void add_dtype_option(CLI::App* cmd, std::string& dtype) {
-  cmd->add_option("--dtype", dtype, "Compute precision: f32 (reference), bf16, f16 (GPU)")
+  cmd->add_option("--dtype", dtype, "Compute precision: f32 (reference), bf16, f16 (GPU only)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();
 }
@@ -28,7 +28,10 @@ inline text::Tokenizer::Kind parse_tokenizer_kind(const std::string& name) {
 inline c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "f32") return c10::kFloat;
   if (name == "bf16") return c10::kBFloat16;
-  if (name == "f16") return c10::kHalf;
+  if (name == "f16") {
+    // libtorch's CPU kernels lack f16 matrix products (a backtrace deep in addmm otherwise).
+    fail("--dtype f16 runs on a GPU only, and this m3d computes on the CPU: use bf16 or f32");
+  }
   fail("unknown dtype '{}' (supported: f32, bf16, f16)", name);
 }
 

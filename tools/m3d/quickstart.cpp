@@ -22,6 +22,7 @@
 #include "generate/session.h"
 #include "imaging/preprocess.h"
 #include "imaging/volume_io.h"
+#include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
 #include "train/clip_train.h"
@@ -191,8 +192,8 @@ int run(const QuickstartOptions& q) {
     table << fmt::format("| {} | {} | {:.3f} | {:.3f} | {} |\n", row.task, row.label, m, c, model_result.value("samples", 0));
     summary.push_back({{"task", row.task}, {"metric", row.metric}, {"model", m}, {"constant", c}, {"samples", model_result.value("samples", 0)}});
   }
-  std::ofstream(out + "/bench.md") << table.str();
-  std::ofstream(out + "/bench.json") << summary.dump(2) << "\n";
+  io::write_file_atomic(out + "/bench.md", table.str());
+  io::write_file_atomic(out + "/bench.json", summary.dump(2) + "\n");
 
   stage(5, "worked examples: a report, a VQA answer, a box on the original scan, previews");
   fs::create_directories(examples);
@@ -254,10 +255,10 @@ int run(const QuickstartOptions& q) {
                              : shown.size(0) / 2;
   preview_png(examples + "/preview.png", shown, shown.size(0) / 2, std::nullopt, 1);
   preview_png(examples + "/rec_box.png", shown, middle, box, 1);
-  std::ofstream(examples + "/example.json") << example.dump(2) << "\n";
+  io::write_file_atomic(examples + "/example.json", example.dump(2) + "\n");
 
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
-  std::ofstream html(out + "/index.html");
+  std::ostringstream html;
   html << "<!doctype html><meta charset=utf-8><title>m3d quickstart</title>"
        << "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
        << "pre{white-space:pre-wrap;background:#f4f4f4;padding:8px}</style>"
@@ -277,7 +278,7 @@ int run(const QuickstartOptions& q) {
        << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec_answer) << "</pre><p>" << box_html
        << "</p><img src=examples/rec_box.png>"
        << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>clip/</code>, <code>lamed/final</code>.</p>", minutes);
-  html.close();
+  io::write_file_atomic(out + "/index.html", html.str());
 
   std::printf("\n%s\nexamples: %s/index.html (%.1f min)\n", table.str().c_str(), out.c_str(), minutes);
   return 0;

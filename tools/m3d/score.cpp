@@ -7,6 +7,7 @@
 #include "options.h"
 #include "eval/bench.h"
 #include "eval/score.h"
+#include "io/atomic_file.h"
 #include "io/csv.h"
 #include "m3d/error.h"
 
@@ -32,11 +33,11 @@ void add_score(CLI::App& app) {
     std::string dir = o->output;
     if (dir.empty()) dir = (fs::path(o->pred).parent_path() / (fs::path(o->pred).stem().string() + "_m3d_score")).string();
     fs::create_directories(dir);
-    std::ofstream csv(dir + "/scored.csv", std::ios::binary);
-    csv << io::csv_line(result.scored.header);
-    for (const auto& row : result.scored.rows) csv << io::csv_line(row);
-    std::ofstream(dir + "/summary.json") << result.summary.dump(2) << "\n";
-    std::ofstream(dir + "/summary.md") << result.markdown;
+    std::string csv = io::csv_line(result.scored.header);
+    for (const auto& row : result.scored.rows) csv += io::csv_line(row);
+    io::write_file_atomic(dir + "/scored.csv", csv);
+    io::write_file_atomic(dir + "/summary.json", result.summary.dump(2) + "\n");
+    io::write_file_atomic(dir + "/summary.md", result.markdown);
     std::fputs(result.markdown.c_str(), stdout);
     std::fprintf(stderr, "m3d score: %s/{scored.csv, summary.json, summary.md}\n", dir.c_str());
   });

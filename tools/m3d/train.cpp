@@ -155,10 +155,11 @@ CLI::App* add_trainer(CLI::App* cmd, const std::string& name, const std::string&
   sub->add_option("--nproc", a->nproc, "Spawn this many local ranks (data parallel, Gloo)");
   sub->add_flag("-q,--quiet", a->quiet, "No progress bar");
   sub->callback([a, name, preset, trainer] {
-    if (a->nproc > 1) return run_as_ranks(a->nproc);
     const nlohmann::json config = assemble_config(*a, preset);
     if (!config.contains("data")) fail("m3d train {}: give --data (an M3D-Data folder, e.g. from m3d synth)", name);
-    if (!config.contains("output_dir")) fail("m3d train {}: give the output folder with -o", name);
+    if (!config.contains("output_dir") || !config["output_dir"].is_string()) fail("m3d train {}: give the output folder with -o", name);
+    if (train::DistEnv::from_environment().world_size == 1) train::output_dir_claim(config["output_dir"], a->resume);  // not again in each rank
+    if (a->nproc > 1) return run_as_ranks(a->nproc);
     ::signal(SIGTERM, on_signal);
     ::signal(SIGINT, on_signal);
     train::TrainRunOptions run;
@@ -170,6 +171,10 @@ CLI::App* add_trainer(CLI::App* cmd, const std::string& name, const std::string&
       std::printf("%s after %lld of %lld steps: %s\n", result.stopped ? "stopped" : "done", static_cast<long long>(result.steps),
                   static_cast<long long>(result.total_steps), result.checkpoint.c_str());
       if (!result.last_eval.is_null()) std::printf("eval: %s\n", result.last_eval.dump().c_str());
+    }
+    if (result.stopped) {  // saved, but not finished: scripts must not take it for a complete run
+      std::fflush(stdout);
+      std::exit(train::kExitStopped);
     }
   });
   return sub;

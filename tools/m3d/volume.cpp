@@ -15,6 +15,7 @@
 #include "core/strings.h"
 #include "imaging/model_input.h"
 #include "imaging/preprocess.h"
+#include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "io/npy.h"
 #include "m3d/error.h"
@@ -86,6 +87,14 @@ std::array<double, 6> parse_box(const std::string& text) {
   std::istringstream in(s);
   for (double& v : box) {
     if (!(in >> v)) fail("--box: expected six numbers like \"[0.1, 0.2, 0.3, 0.5, 0.6, 0.7]\", got \"{}\"", text);
+  }
+  std::string rest;
+  if (in >> rest) fail("--box: more than six numbers in \"{}\"", text);
+  for (int axis = 0; axis < 3; ++axis) {
+    if (!(box[axis] >= 0 && box[axis + 3] <= 1 && box[axis] <= box[axis + 3])) {
+      fail("--box \"{}\": each corner must lie in [0, 1] and the first corner may not exceed the second ({} > {} on axis {})", text,
+           box[axis], box[axis + 3], axis);
+    }
   }
   return box;
 }
@@ -175,7 +184,7 @@ void add_volume(CLI::App& app) {
     if (!prep->map.empty()) {
       json map = imaging::prepared_map_to_json(p);
       map["recipe"] = json::parse(imaging::recipe_to_json(recipe));
-      std::ofstream(prep->map) << map.dump(2) << "\n";
+      io::write_file_atomic(prep->map, map.dump(2) + "\n");
     }
     std::printf("%s: %s -> %lld x %lld x %lld (D x H x W), values %.4g to %.4g\n", prep->output.c_str(), recipe.name.c_str(),
                 static_cast<long long>(v.size(0)), static_cast<long long>(v.size(1)), static_cast<long long>(v.size(2)),
