@@ -245,13 +245,17 @@ RawVolume nifti_decode(const NiftiHeader& h, const uint8_t* data, size_t size, c
 
 namespace {
 
-// zlib's inflate over `data`, starting a new member (inflateReset) at each member end
-// when `all_members`. Output goes to `out` up to its size, the rest to a scratch
+// zlib's inflate over `data`, starting a new member (inflateReset) at each member's
+// end. Output goes to `out` up to its size, the rest to a scratch
 // buffer; returns the bytes produced (all of them, kept or not). With `verify`, every
 // member's CRC-32 and length (zlib checks both at the member's end) must hold and the
 // input must end with a complete member: a flipped bit or a truncated file is an error.
 size_t gunzip_into(const uint8_t* data, size_t size, std::vector<uint8_t>& out, bool verify, const std::string& path) {
-  z_stream z{};
+  struct Inflater {
+    z_stream z{};
+    ~Inflater() { inflateEnd(&z); }
+  } inflater;
+  z_stream& z = inflater.z;
   if (inflateInit2(&z, 15 + 16) != Z_OK) fail("{}: cannot start gzip decompression", path);
   std::vector<uint8_t> scratch(verify ? size_t{1} << 20 : 0);
   size_t in_done = 0, produced = 0;
@@ -283,13 +287,8 @@ size_t gunzip_into(const uint8_t* data, size_t size, std::vector<uint8_t>& out, 
       continue;
     }
     if (rc == Z_BUF_ERROR && in_done >= size) break;  // input ended inside a member
-    if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      const std::string why = z.msg ? z.msg : "inflate failed";
-      inflateEnd(&z);
-      fail("{}: corrupt gzip data ({}): the file is damaged", path, why);
-    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) fail("{}: corrupt gzip data ({}): the file is damaged", path, z.msg ? z.msg : "inflate failed");
   }
-  inflateEnd(&z);
   if (verify && !member_ended) fail("{}: truncated gzip file: the stream ends before its end marker and checksum", path);
   return produced;
 }
