@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every CTest test except those labelled `slow`, then the
 # torch-free parsers and tokenizer with their tests under AddressSanitizer + UBSan, then the
-# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for CSV).
+# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for PNG/JPEG slice checks, CSV and WordPiece).
 # Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,8 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_csv fuzz_wordpiece
-  for target in safetensors torch_bin npy sentencepiece nifti csv wordpiece; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece
+  for target in safetensors torch_bin npy sentencepiece nifti slice_image csv wordpiece; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -32,6 +32,10 @@ if [ "$fuzz_seconds" -gt 0 ]; then
       sentencepiece) cp tests/fixtures/tokenizers/tiny_bpe.model "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       nifti) cp /usr/lib/python3/dist-packages/nibabel/tests/data/{anatomical,functional,reoriented_anat_moved}.nii "$corpus"/
              seconds=$((fuzz_seconds / 2)) ;;
+      slice_image) for f in tests/fixtures/volumes/m3d_cap_slices/1.png tests/fixtures/volumes/jpeg_slices/*.jpg; do  # first byte: the kind asked for
+                     for kind in 0 1 2; do { printf "\\$(printf %03o $kind)"; cat "$f"; } > "$corpus/$kind-$(basename "$f")"; done
+                   done
+                   seconds=$((fuzz_seconds / 4)) ;;
       csv) cp tests/fixtures/metrics/*.csv "$corpus"/; seconds=$((fuzz_seconds / 4)) ;;
       wordpiece) printf 'hello\n##s\nworld\n##\xc3\xa9\n\0Hello worlds! caf\xc3\xa9 [CLS]' > "$corpus/seed"; seconds=$((fuzz_seconds / 4)) ;;
     esac
