@@ -102,6 +102,22 @@ TEST(Synth, CheckerPassesAndCatchesEachBrokenRule) {
   EXPECT_TRUE(has(vqa_problems, "answer letter A is")) << "balance";
   std::ofstream(csv_path) << csv;
   EXPECT_TRUE(synth_check(dir).empty());
+  // 7. A truncated image volume.
+  const std::string image = dir + "/" + cap["train"][0]["image"].get<std::string>();
+  const std::string bytes = read(image);
+  std::ofstream(image, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  EXPECT_TRUE(has(synth_check(dir), "truncated")) << "truncated image";
+  std::ofstream(image, std::ios::binary) << bytes;
+  EXPECT_TRUE(synth_check(dir).empty());
+}
+
+// Small sets pass the balance test (a 15-35% rule failed `m3d synth --n 20 --seed 0`).
+TEST(Synth, SmallPristineSetsPassTheChecker) {
+  const std::string root = test::temp_dir();
+  for (const uint64_t seed : {0, 1}) {
+    const std::string dir = generate(root + "/n20_" + std::to_string(seed), 20, seed, 2);
+    for (const auto& p : synth_check(dir)) ADD_FAILURE() << "seed " << seed << ": " << p;
+  }
 }
 
 TEST(Synth, RegionsNiftiAndReferringExpressions) {

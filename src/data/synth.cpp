@@ -484,6 +484,15 @@ std::vector<std::string> synth_check(const std::string& dir) {
       const json truth = io::json_read_file(folder + "/truth.json");
       truth_by_image[image] = truth;
       const std::string id = truth.at("id");
+      try {  // the image itself: complete, and on the grid of its masks
+        const io::NpyFile volume = io::npy_read(dir + "/" + image);
+        if (volume.array.shape != std::vector<int64_t>{1, D, H, W}) {
+          problems.push_back(fmt::format("{}: {} has shape [{}], expected [1, {}, {}, {}]", id, image, fmt::join(volume.array.shape, ", "), D, H, W));
+        }
+      } catch (const Error& e) {
+        problems.push_back(fmt::format("{}: {}", id, e.what()));
+        continue;
+      }
       std::ifstream in(dir + "/" + item.at("text").get<std::string>());
       const std::string report((std::istreambuf_iterator<char>(in)), {});
       const io::NpyFile lesions = io::npy_read(folder + "/lesions.npy"), organs = io::npy_read(folder + "/organs.npy");
@@ -602,10 +611,19 @@ std::vector<std::string> synth_check(const std::string& dir) {
       if (!ok) problems.push_back(fmt::format("{}: the referring expression for region {} does not match a finding", found->second.at("id").get<std::string>(), label));
     }
   }
-  if (questions >= 40) {
+  // The answer letter is drawn uniformly: Pearson's chi-square against 1/4 each (3 degrees of
+  // freedom) rejects only at p < 0.001 (16.27), so a correct set of any size passes 999 times in 1000.
+  if (questions > 0) {
+    const double expected = static_cast<double>(questions) / 4;
+    double chi2 = 0;
+    char worst = 'A';
     for (char c : {'A', 'B', 'C', 'D'}) {
-      const double share = static_cast<double>(letters[c]) / static_cast<double>(questions);
-      if (share < 0.15 || share > 0.35) problems.push_back(fmt::format("answer letter {} is {:.0f}% of {} questions (15-35% expected)", c, 100 * share, questions));
+      chi2 += (letters[c] - expected) * (letters[c] - expected) / expected;
+      if (std::abs(letters[c] - expected) > std::abs(letters[worst] - expected)) worst = c;
+    }
+    if (chi2 > 16.27) {
+      problems.push_back(fmt::format("answer letter {} is {:.0f}% of {} questions: unlikely for letters drawn uniformly (chi-square {:.1f} > 16.27, p < 0.001)",
+                                     worst, 100.0 * static_cast<double>(letters[worst]) / static_cast<double>(questions), questions, chi2));
     }
   }
   return problems;

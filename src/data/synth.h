@@ -68,7 +68,8 @@ void synth_write(const SynthOptions& options);
 
 // The consistency checker: every finding the report names exists in the lesion masks
 // with its organ, side and size (within one voxel), every VQA answer agrees with the
-// truth, every box equals its mask's box, and closed-VQA letters are balanced.
+// truth, every box equals its mask's box, every image is a complete .npy on the masks' grid,
+// and closed-VQA letters pass a chi-square test for uniform letters (p < 0.001 fails).
 // Returns the problems found (empty: consistent).
 std::vector<std::string> synth_check(const std::string& dir);
 
