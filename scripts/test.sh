@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every CTest test except those labelled `slow`, then the
 # torch-free parsers and tokenizer with their tests under AddressSanitizer + UBSan, then the
-# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for PNG/JPEG slice checks, CSV and WordPiece).
+# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for PNG/JPEG slice checks, CSV, WordPiece and the HF config readers).
 # Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,8 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece
-  for target in safetensors torch_bin npy sentencepiece nifti slice_image csv wordpiece; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config
+  for target in safetensors torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -37,6 +37,11 @@ if [ "$fuzz_seconds" -gt 0 ]; then
                    done
                    seconds=$((fuzz_seconds / 4)) ;;
       csv) cp tests/fixtures/metrics/*.csv "$corpus"/; seconds=$((fuzz_seconds / 4)) ;;
+      hf_config) cp tests/fixtures/lamed_phi3_tiny/config.json "$corpus"/config.json
+                 printf '{"add_bos_token": true, "model_max_length": 2048, "chat_template": "{{ x }}", "bos_token": {"content": "<s>"}}' > "$corpus/tokenizer_config.json"
+                 printf '{"bos_token_id": 1, "eos_token_id": [2, 32007], "do_sample": false}' > "$corpus/generation.json"
+                 printf '{"<im_patch>": 32011, "[SEG]": 32014}' > "$corpus/added.json"
+                 seconds=$((fuzz_seconds / 4)) ;;
       wordpiece) printf 'hello\n##s\nworld\n##\xc3\xa9\n\0Hello worlds! caf\xc3\xa9 [CLS]' > "$corpus/seed"; seconds=$((fuzz_seconds / 4)) ;;
     esac
     "build-fuzz/tests/fuzz_$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
