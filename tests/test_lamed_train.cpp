@@ -194,6 +194,13 @@ TEST(LamedTrain, AdapterSaveLoadRoundTripsAndBadAdaptersFail) {
   std::ofstream(broken + "/adapter_config.json") << json.dump();
   auto third = tiny_lamed();
   test::expect_one_line_error([&] { models::lora_load_adapter(*third, broken); }, "", "peft_type 'IA3' is not supported");
+  // A value of the wrong type names the file and the key.
+  json["peft_type"] = "LORA";
+  json["r"] = "eight";
+  std::ofstream(broken + "/adapter_config.json") << json.dump();
+  auto typed = tiny_lamed();
+  test::expect_one_line_error([&] { models::lora_load_adapter(*typed, broken); }, broken + "/adapter_config.json",
+                              "key 'r': expected an integer, found string");
   // No matching module.
   models::LoraConfig nowhere;
   nowhere.target_modules = {"no_such_proj"};

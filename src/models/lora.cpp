@@ -49,25 +49,29 @@ const std::vector<std::string>& lora_excluded_keywords() {
   return keywords;
 }
 
+// Typed reads (io/json_util.h): a value of the wrong type is an error naming the file and key.
 LoraConfig LoraConfig::from_peft_json(const json& c, const std::string& where) {
-  if (c.value("peft_type", std::string("LORA")) != "LORA") fail("{}: peft_type '{}' is not supported (only LORA)", where, c.value("peft_type", std::string()));
-  if (c.value("bias", std::string("none")) != "none") fail("{}: LoRA bias '{}' is not supported (only \"none\", as M3D trains)", where, c.value("bias", std::string()));
+  if (!c.is_object()) fail("{}: expected a JSON object", where);
+  const std::string peft_type = io::json_string(c, "peft_type", where).value_or("LORA");
+  if (peft_type != "LORA") fail("{}: peft_type '{}' is not supported (only LORA)", where, peft_type);
+  const std::string bias = io::json_string(c, "bias", where).value_or("none");
+  if (bias != "none") fail("{}: LoRA bias '{}' is not supported (only \"none\", as M3D trains)", where, bias);
   for (const char* unsupported : {"use_dora", "use_rslora", "fan_in_fan_out"}) {
-    if (c.value(unsupported, false)) fail("{}: \"{}\": true is not supported", where, unsupported);
+    if (io::json_bool(c, unsupported, where).value_or(false)) fail("{}: \"{}\": true is not supported", where, unsupported);
   }
   for (const char* unsupported : {"rank_pattern", "alpha_pattern"}) {
     if (c.contains(unsupported) && c[unsupported].is_object() && !c[unsupported].empty()) fail("{}: \"{}\" is not supported", where, unsupported);
   }
   LoraConfig config;
-  config.r = c.value("r", config.r);
-  config.alpha = c.value("lora_alpha", config.alpha);
-  config.dropout = c.value("lora_dropout", config.dropout);
+  config.r = io::json_int(c, "r", where).value_or(config.r);
+  config.alpha = io::json_number(c, "lora_alpha", where).value_or(config.alpha);
+  config.dropout = io::json_number(c, "lora_dropout", where).value_or(config.dropout);
   if (config.r < 1) fail("{}: r must be at least 1, not {}", where, config.r);
-  if (c.contains("target_modules")) {
-    const json& targets = c["target_modules"];
-    if (targets.is_string()) fail("{}: target_modules as a regular expression is not supported; list the module names", where);
-    if (!targets.is_null()) config.target_modules = targets.get<std::vector<std::string>>();
+  if (!(config.dropout >= 0 && config.dropout < 1)) fail("{}: lora_dropout must be in [0, 1), not {}", where, config.dropout);
+  if (c.contains("target_modules") && c["target_modules"].is_string()) {
+    fail("{}: target_modules as a regular expression is not supported; list the module names", where);
   }
+  if (c.contains("target_modules") && !c["target_modules"].is_null()) config.target_modules = io::json_string_list(c, "target_modules", where);
   return config;
 }
 
