@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "imaging/volume_io.h"
+#include "io/npy.h"
 #include "m3d/error.h"
 #include "test_support.h"
 
@@ -383,6 +384,9 @@ TEST(VolumeRead, NpyIsDepthHeightWidthWithUnitGeometry) {
   EXPECT_EQ(v.dtype, DType::F32);
   EXPECT_EQ(v.geometry.spacing, (std::array<double, 3>{1, 1, 1}));
   EXPECT_EQ(v.geometry.axcodes(), "LPS");
+  const std::string empty = test::temp_dir() + "/empty.npy";  // a zero-length dimension: one line, not a libtorch backtrace
+  io::npy_write(empty, DType::F32, {1, 0, 256, 256}, nullptr);
+  test::expect_one_line_error([&] { volume_read(empty); }, empty, "empty volume (shape [1, 0, 256, 256])");
 }
 
 }  // namespace

@@ -413,6 +413,7 @@ RawVolume read_npy(const std::string& path, const ReadOptions& options) {
   out.info.format = "npy";
   out.dtype = npy.array.dtype;
   out.size = {shape[2], shape[1], shape[0]};
+  if (out.voxels() == 0) fail("{}: empty volume (shape [{}])", path, fmt::join(npy.array.shape, ", "));
   if (static_cast<double>(out.voxels()) > static_cast<double>(options.max_voxels)) {
     fail("{}: {} voxels exceed the limit of {}", path, out.voxels(), options.max_voxels);
   }
