@@ -236,8 +236,12 @@ TEST(SentencePiece, BadModelsAreClearErrors) {
   EXPECT_NO_THROW(SentencePieceModel::from_bytes(good, "m"));
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good.substr(0, good.size() - 3), "t.model"); }, "t.model", "truncated");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes("", "e.model"); }, "e.model", "no pieces");
-  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1), "u.model"); }, "u.model",
-                              "model type Unigram is not supported");
+  // Cut after the pieces (a whole field): truncated, not "Unigram" (the proto default).
+  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1), "cut.model"); }, "cut.model",
+                              "no trainer spec after the 2 pieces: the file is truncated");
+  test::expect_one_line_error(
+      [&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1) + field(2, varint(3 << 3) + varint(1)), "u.model"); },
+      "u.model", "model type Unigram is not supported");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("a", 0, 1) + bpe_trainer(), "n.model"); }, "n.model",
                               "exactly one unknown piece");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good + piece("a", 0, 1), "d.model"); }, "d.model", "piece 'a' appears twice");

@@ -115,6 +115,7 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
   model.name_ = name;
   std::fill(std::begin(model.byte_ids_), std::end(model.byte_ids_), -1);
   int64_t model_type = 1;  // proto default: UNIGRAM
+  bool trainer_spec = false;
   bool whitespace_as_suffix = false;
   std::string charsmap, denormalizer_charsmap;
 
@@ -160,6 +161,7 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
       model.pieces_.push_back(std::move(piece));
     } else if (field == 2) {
       w.expect(type, 2, field);
+      trainer_spec = true;
       Wire t(w.bytes(), name, "TrainerSpec");
       while (!t.done()) {
         const auto [f, ft] = t.tag();
@@ -180,6 +182,9 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
   }
 
   if (model.pieces_.empty()) fail("{}: not a SentencePiece model (no pieces)", name);
+  // spm_train writes the trainer spec after the pieces: without it the model type would
+  // read as the proto default (Unigram) and a cut file would be reported as unsupported.
+  if (!trainer_spec) fail("{}: no trainer spec after the {} pieces: the file is truncated (or not a SentencePiece model)", name, model.pieces_.size());
   if (model_type != 2) {
     fail("{}: SentencePiece model type {} is not supported (supported: BPE, as in Llama-2 / Phi-3 / Mistral)", name,
          model_type == 1 ? "Unigram" : std::to_string(model_type));
