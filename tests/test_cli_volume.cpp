@@ -108,6 +108,48 @@ TEST(CliVolume, PrepMatchesMonaiAndBackLandsOnTheScanGrid) {
   EXPECT_NE(err.find("unknown recipe 'sharpest'"), std::string::npos) << err;
 }
 
+// A full disk (a 64 KiB tmpfs mounted by the test, as root in CI): every output of
+// `volume prep` / `volume back` fails with one line naming its file, and nothing —
+// no partial file, no temporary — is left in the folder.
+TEST(CliVolume, FullDiskIsAnErrorAndLeavesNothing) {
+  const std::string root = temp_dir(), dir = root + "/full";
+  fs::create_directories(dir);
+  std::string out, err;
+  if (run_command("mount -t tmpfs -o size=64k tmpfs " + dir, &out, &err) != 0) GTEST_SKIP() << "cannot mount a tmpfs here: " << err;
+  struct Unmount {
+    std::string dir;
+    ~Unmount() {
+      std::string o, e;
+      run_command("umount " + dir, &o, &e);
+    }
+  } unmount{dir};
+  const std::string scan = kNibabel + "/anatomical.nii";
+  const std::string small = root + "/small";  // a map to map back with, written outside the full disk
+  ASSERT_EQ(run_command(kM3d + " volume prep " + scan + " -o " + small + ".npy --map " + small + ".json", &out, &err), 0) << err;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {kM3d + " volume prep " + scan + " -o " + dir + "/x.nii.gz", dir + "/x.nii.gz"},
+      {kM3d + " volume prep " + scan + " -o " + dir + "/x.npy", dir + "/x.npy"},
+      {kM3d + " volume back --map " + small + ".json --mask " + small + ".npy --linear -o " + dir + "/back.nii", dir + "/back.nii"},
+  };
+  for (const auto& [command, file] : cases) {
+    EXPECT_EQ(run_command(command, &out, &err), 1) << command;
+    EXPECT_NE(err.find(file), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_TRUE(fs::is_empty(dir)) << command << " left files behind";
+  }
+  // A synthetic set does not fit either: an error naming a file of the set, and no
+  // temporary or half-written file anywhere in what was written before it.
+  EXPECT_EQ(run_command(kM3d + " synth --n 2 -o " + dir + "/set", &out, &err), 1);
+  const size_t error_at = err.find("m3d: error: ");  // after the progress line, if a study was done
+  ASSERT_NE(error_at, std::string::npos) << err;
+  EXPECT_NE(err.find(dir + "/set/", error_at), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n', error_at), err.size() - 1) << err;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+    if (entry.path().extension() == ".npy") EXPECT_NO_THROW(io::npy_read(entry.path().string())) << entry.path();
+  }
+}
+
 // A NIfTI scan given to m3d generate goes through the recipe: the same answer as the
 // model-space .npy that m3d volume prep writes for it.
 TEST(CliVolume, GenerateOnAScanEqualsGenerateOnItsPreparedVolume) {

@@ -438,7 +438,7 @@ void synth_write(const SynthOptions& o) {
   for (int t = 0; t < threads; ++t) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   at::set_num_threads(intra_op);
-  if (o.progress) std::fprintf(stderr, "\n");
+  if (o.progress && finished > 0) std::fprintf(stderr, "\n");  // ends the progress line
   if (!error.empty()) fail("m3d synth: {}", error);
   json cap = {{"train", json::array()}, {"validation", json::array()}, {"test", json::array()}};
   const std::vector<std::string> header = {"Image Path", "Text", "Question Type", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer",

@@ -16,9 +16,12 @@
 #include <itkMetaDataObject.h>
 #include <itkRGBAPixel.h>
 #include <itkRGBPixel.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -486,6 +489,34 @@ std::vector<SeriesInfo> dicom_series_list(const std::string& dir) {
   return scan_series(dir).series;
 }
 
+namespace {
+
+// fd 2 goes to /dev/null while alive (third-party writers that print their own errors).
+class StderrMuted {
+ public:
+  StderrMuted() {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, 2);
+    if (null >= 0) ::close(null);
+  }
+  ~StderrMuted() {
+    std::fflush(stderr);
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+  }
+  StderrMuted(const StderrMuted&) = delete;
+  StderrMuted& operator=(const StderrMuted&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+}  // namespace
+
 void volume_write(const std::string& path, const RawVolume& volume) {
   const std::string format = format_of(path);
   if (format != "nifti" && format != "nrrd" && format != "metaimage") fail("{}: write .nii, .nii.gz, .nrrd or .mha", path);
@@ -493,6 +524,9 @@ void volume_write(const std::string& path, const RawVolume& volume) {
     fail("{}: volume data holds {} bytes, expected {}", path, volume.data.size(), volume.voxels() * dtype_size(volume.dtype));
   }
   const auto write = [&](const std::string& temp) {
+    // niftilib prints its own "** ERROR: NWAD: wrote only ..." on a failed write; the
+    // read-back check below reports the failure as one m3d error instead.
+    const StderrMuted muted;
     try {
       switch (volume.dtype) {
         case DType::U8: write_as<uint8_t>(temp, volume); break;
