@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "data/sample.h"
 #include "data/synth.h"
 #include "io/checkpoint.h"
 #include "eval/task_metrics.h"
@@ -278,7 +279,7 @@ TEST_F(CliTrain, BenchItrRecallEqualsTheModelsEmbeddings) {
     images.push_back(model->encode_image(image));
     std::ifstream in(*root_ + "/data/" + item["text"].get<std::string>());
     const std::string report((std::istreambuf_iterator<char>(in)), {});
-    auto tokens = tokenizer.encode(train::clip_truncate_report(report, tokenizer, 64, 42, i));  // the 64 positions of the tiny BERT
+    auto tokens = tokenizer.encode(data::report_truncate_seeded(report, tokenizer, 64, 42, i));  // the 64 positions of the tiny BERT
     if (tokens.size() > 64) tokens.resize(64), tokens.back() = tokenizer.token_to_id("[SEP]");
     const auto ids = torch::tensor(tokens, torch::kLong).unsqueeze(0);
     texts.push_back(model->encode_text(ids, torch::ones_like(ids)));

@@ -134,7 +134,7 @@ TEST(TaskMetrics, ClosedVqaRuleIsTheOfficialSubstringTest) {
 
 TEST(TaskMetrics, BoxParsingMatchesTheOfficialRegex) {
   for (const auto& c : task_reference()["boxes"]) {
-    const auto box = parse_box(c["text"]);
+    const auto box = text::parse_box(c["text"]);
     if (c["box"].is_null()) {
       EXPECT_FALSE(box.has_value()) << c["text"];
     } else {
@@ -165,7 +165,7 @@ TEST(TaskMetrics, MaskToBoxIsM3dsMask2box) {
   for (const auto& c : task_reference()["mask2box"]) {
     const auto shape = c["shape"].get<std::vector<int64_t>>();
     const auto mask = c["mask"].get<std::vector<uint8_t>>();
-    const auto box = mask_to_box(mask, shape[0], shape[1], shape[2]);
+    const auto box = text::mask_to_box(mask, shape[0], shape[1], shape[2]);
     if (c["box"].is_null()) {
       EXPECT_FALSE(box.has_value());
       continue;
@@ -173,9 +173,9 @@ TEST(TaskMetrics, MaskToBoxIsM3dsMask2box) {
     ASSERT_TRUE(box.has_value());
     const auto want = c["box"].get<std::vector<double>>();
     for (size_t i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ((*box)[i], want[i]) << c["text"];
-    EXPECT_EQ(box_text(*box), c["text"].get<std::string>());
+    EXPECT_EQ(text::box_text(*box), c["text"].get<std::string>());
   }
-  EXPECT_EQ(box_text({0.062, 0.5, 0.0, 0.969, 1.0, 0.25}), "[0.062, 0.5, 0.0, 0.969, 1.0, 0.25]");
+  EXPECT_EQ(text::box_text({0.062, 0.5, 0.0, 0.969, 1.0, 0.25}), "[0.062, 0.5, 0.0, 0.969, 1.0, 0.25]");
 }
 
 TEST(TaskMetrics, DiceSoftAndHard) {

@@ -20,13 +20,13 @@
 #include <set>
 #include <thread>
 
-#include "eval/task_metrics.h"
 #include "imaging/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "io/npy.h"
 #include "m3d/error.h"
+#include "text/box.h"
 
 namespace m3d::data {
 namespace {
@@ -143,7 +143,7 @@ double extent_mm(const at::Tensor& mask, const std::array<double, 3>& spacing) {
 std::array<double, 6> box_of(const at::Tensor& mask) {
   const at::Tensor bytes = mask.to(at::kByte).contiguous();
   std::vector<uint8_t> v(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel());
-  return *eval::mask_to_box(v, D, H, W);
+  return *text::mask_to_box(v, D, H, W);
 }
 
 VqaItem closed(int type, const std::string& question, const std::string& answer, std::vector<std::string> distractors, Random& rng) {
@@ -540,7 +540,7 @@ std::vector<std::string> synth_check(const std::string& dir) {
         // The box equals the mask's box.
         std::vector<uint8_t> mask(static_cast<size_t>(D * H * W), 0);
         for (const auto& v : voxels) mask[static_cast<size_t>((v[0] * H + v[1]) * W + v[2])] = 1;
-        const auto box = eval::mask_to_box(mask, D, H, W);
+        const auto box = text::mask_to_box(mask, D, H, W);
         const auto want = match->at("box").get<std::array<double, 6>>();
         if (!box || *box != want) problems.push_back(fmt::format("{}: the box of the {} is not its mask's box", id, type));
       }

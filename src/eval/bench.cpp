@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 
+#include "data/sample.h"
 #include "eval/score.h"
 #include "eval/task_metrics.h"
 #include "io/npy.h"
@@ -29,8 +30,8 @@
 #include "io/json_util.h"
 #include "m3d/error.h"
 #include "models/clip.h"
+#include "text/box.h"
 #include "text/tokenizer.h"
-#include "train/clip_train.h"
 
 namespace m3d::eval {
 namespace {
@@ -131,7 +132,7 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     std::vector<int64_t> shape;
     const std::vector<uint8_t> bits = read_mask(mask_path, &shape);
     std::optional<Box> box;
-    if (shape.size() >= 3 && bits.size() > 1) box = mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
+    if (shape.size() >= 3 && bits.size() > 1) box = text::mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
     Sample s;
     s.image = resolve(item["image"].get<std::string>(), o, path);
     s.mask = mask_path;
@@ -143,11 +144,11 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     } else if (o.task == "rec") {
       const std::string question = fmt::format("Can you find the {} in this image? Give coordinates.", name);
       s.question = " " + question;
-      s.reference = box ? fmt::format("Coordinates are <bx_start>{}<bx_end>.", box_text(*box)) : fmt::format("Sorry, there is no {}.", name);
+      s.reference = box ? fmt::format("Coordinates are <bx_start>{}<bx_end>.", text::box_text(*box)) : fmt::format("Sorry, there is no {}.", name);
       s.fields = {"cls", question, s.reference};
     } else {
       if (!box) continue;
-      const std::string question = fmt::format("What target is present within the coordinates <bx_start>{}<bx_end> ?", box_text(*box));
+      const std::string question = fmt::format("What target is present within the coordinates <bx_start>{}<bx_end> ?", text::box_text(*box));
       s.question = " " + question;
       s.reference = fmt::format("The target is {}.", name);
       s.fields = {question, s.reference};
@@ -382,7 +383,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       // Reports over 512 tokens: the official truncate_text, seeded as eval_itr.py seeds it (42).
       // (A smaller text tower's position table caps the budget.)
       const int64_t budget = std::min<int64_t>(512, model->config().text.max_position_embeddings);
-      const std::string report = train::clip_truncate_report(samples[i].reference, tokenizer, budget, 42, static_cast<int64_t>(i));
+      const std::string report = data::report_truncate_seeded(samples[i].reference, tokenizer, budget, 42, static_cast<int64_t>(i));
       auto ids = tokenizer.encode(report);
       text::truncate_keeping_last(ids, budget);
       const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0);

@@ -14,6 +14,7 @@
 #include "eval/task_metrics.h"
 #include "eval/text_metrics.h"
 #include "m3d/error.h"
+#include "text/box.h"
 #include "text/utf8.h"
 
 namespace m3d::eval {
@@ -127,7 +128,7 @@ ScoreResult score_predictions(const std::string& task, const io::CsvTable& table
     Mean acc_official, acc_true, valid_official, valid_true;
     int64_t missing = 0;
     for (size_t r = 0; r < table.rows.size(); ++r) {
-      const auto a = parse_box(table.rows[r][pred]), b = parse_box(table.rows[r][ref]);
+      const auto a = text::parse_box(table.rows[r][pred]), b = text::parse_box(table.rows[r][ref]);
       double official = -1, exact = -1;
       if (a && b) {
         official = iou_official(*a, *b);

@@ -1,35 +1,13 @@
 // See task_metrics.h. Sources: Bench/eval/eval_vqa.py (closed-VQA rule),
-// Bench/utils.py (box regex, calculate_iou, mask2box), Bench/eval/metrics.py
+// Bench/utils.py (calculate_iou), Bench/eval/metrics.py
 // (BinaryDice), Bench/eval/eval_itr.py (calculate_recall).
 #include "eval/task_metrics.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <regex>
 
 namespace m3d::eval {
 namespace {
-
-// Python round(v, 3): the exact binary value rounded to 3 decimals, ties to even (printf does the same).
-double round3(double v) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.3f", v);
-  return std::strtod(buffer, nullptr);
-}
-
-// Python repr of a float in [1e-4, 1e16): the shortest digits that read back, with ".0" when integral.
-std::string python_repr(double v) {
-  char buffer[64];
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::snprintf(buffer, sizeof buffer, "%.*g", precision, v);
-    if (std::strtod(buffer, nullptr) == v) break;
-  }
-  std::string s = buffer;
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-  return s;
-}
 
 double extent(double lo, double hi) { return std::max(0.0, hi - lo); }
 
@@ -53,22 +31,6 @@ double recall(const std::vector<float>& s, int64_t n, int64_t k, bool transposed
 
 bool closed_vqa_correct(const std::string& prediction, const std::string& answer_choice) {
   return prediction.find(answer_choice + ".") != std::string::npos;
-}
-
-std::optional<Box> parse_box(const std::string& text) {
-  static const std::string number = R"(([-+]?\d*\.\d+|[-+]?\d+))";
-  static const std::regex pattern(R"(\[)" + number + ", " + number + ", " + number + ", " + number + ", " + number + ", " + number + R"(\])");
-  std::smatch match;
-  if (!std::regex_search(text, match, pattern)) return std::nullopt;
-  Box box{};
-  for (int i = 0; i < 6; ++i) box[static_cast<size_t>(i)] = std::strtod(match[i + 1].str().c_str(), nullptr);
-  return box;
-}
-
-std::string box_text(const Box& box) {
-  std::string out = "[";
-  for (size_t i = 0; i < 6; ++i) out += (i ? ", " : "") + python_repr(box[i]);
-  return out + "]";
 }
 
 double iou_official(const Box& a, const Box& b) {
@@ -116,23 +78,5 @@ double dice_hard(const std::vector<float>& p, const std::vector<float>& g) {
 
 double recall_at_k(const std::vector<float>& s, int64_t n, int64_t k) { return recall(s, n, k, false); }
 double recall_at_k_transposed(const std::vector<float>& s, int64_t n, int64_t k) { return recall(s, n, k, true); }
-
-std::optional<Box> mask_to_box(const std::vector<uint8_t>& mask, int64_t depth, int64_t height, int64_t width) {
-  int64_t lo[3] = {depth, height, width}, hi[3] = {-1, -1, -1};
-  for (int64_t d = 0; d < depth; ++d) {
-    for (int64_t h = 0; h < height; ++h) {
-      for (int64_t w = 0; w < width; ++w) {
-        if (!mask[static_cast<size_t>((d * height + h) * width + w)]) continue;
-        const int64_t index[3] = {d, h, w};
-        for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], index[a]), hi[a] = std::max(hi[a], index[a]);
-      }
-    }
-  }
-  if (hi[0] < 0) return std::nullopt;
-  const double size[3] = {static_cast<double>(depth), static_cast<double>(height), static_cast<double>(width)};
-  Box box{};
-  for (int a = 0; a < 3; ++a) box[a] = round3(static_cast<double>(lo[a]) / size[a]), box[a + 3] = round3(static_cast<double>(hi[a]) / size[a]);
-  return box;
-}
 
 }  // namespace m3d::eval

@@ -31,6 +31,7 @@
 #include "io/tensor.h"
 #include "m3d/error.h"
 #include "models/clip.h"
+#include "text/report.h"
 #include "text/tokenizer.h"
 #include "train/distributed.h"
 #include "train/optim.h"
@@ -64,33 +65,6 @@ std::vector<Sample> read_split(const std::string& data, const std::string& split
   return out;
 }
 
-// ITRDataset.truncate_text: reports over the budget keep their first sentence, then
-// sentences drawn at random while their token counts fit (the first's not counted).
-std::string truncate_text(const std::string& text, const text::Tokenizer& tokenizer, int64_t max_tokens, std::mt19937_64& rng) {
-  auto count = [&](const std::string& s) { return static_cast<int64_t>(tokenizer.encode(s).size()); };
-  if (count(text) <= max_tokens) return text;
-  std::vector<std::string> sentences;
-  size_t start = 0;
-  for (size_t dot; (dot = text.find('.', start)) != std::string::npos; start = dot + 1) sentences.push_back(text.substr(start, dot - start));
-  sentences.push_back(text.substr(start));
-  std::vector<std::string> selected = {sentences.front()};
-  sentences.erase(sentences.begin());
-  int64_t tokens = 0;
-  while (tokens <= max_tokens && !sentences.empty()) {
-    const size_t pick = static_cast<size_t>(rng() % sentences.size());
-    const int64_t n = count(sentences[pick]);
-    if (tokens + n <= max_tokens && std::find(selected.begin(), selected.end(), sentences[pick]) == selected.end()) {
-      selected.push_back(sentences[pick]);
-      tokens += n;
-    } else {
-      sentences.erase(sentences.begin() + static_cast<std::ptrdiff_t>(pick));
-    }
-  }
-  std::string out;
-  for (size_t i = 0; i < selected.size(); ++i) out += (i ? "." : "") + selected[i];
-  return out;
-}
-
 // Loads, resizes, augments and tokenizes; keeps resized volumes when asked.
 class Loader {
  public:
@@ -110,7 +84,7 @@ class Loader {
       if (train_) {
         auto rng = sample_rng(config_.seed, 1, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index));
         if (config_.augment) image = augment(image, rng);
-        report = truncate_text(report, tokenizer_, config_.max_length, rng);
+        report = text::report_truncate(report, tokenizer_, config_.max_length, rng);
       }
       images.push_back(image);
       auto tokens = tokenizer_.encode(report);
@@ -302,9 +276,11 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   std::string tokenizer_dir = config.tokenizer;
   if (!config.init.empty()) {
     model = models::clip_load(config.init);
+    if (model->config().model_type == "dec_clip") fail("{}: training DCFormer_SigLIP (dec_clip) is not supported yet", config.init);
     if (tokenizer_dir.empty()) tokenizer_dir = config.init;
   } else {
     models::ClipConfig clip = models::ClipConfig::from_json(config.model, "training config \"model\"");
+    if (clip.model_type == "dec_clip") fail("training config \"model\": training DCFormer_SigLIP (dec_clip) is not supported yet");
     std::unique_ptr<io::Checkpoint> text_ckpt;
     if (!config.text_init.empty()) {
       if (!fs::exists(config.text_init + "/config.json")) {
@@ -382,11 +358,6 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   return training_loop(settings, *model, optimizer, comm.get(), env, hooks, options);
 }
 
-
-std::string clip_truncate_report(const std::string& report, const text::Tokenizer& tokenizer, int64_t max_tokens, uint64_t seed, int64_t index) {
-  auto rng = sample_rng(seed, 2, 0, static_cast<uint64_t>(index));
-  return truncate_text(report, tokenizer, max_tokens, rng);
-}
 
 json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit) {
   models::ClipModel model = models::clip_load(checkpoint_dir);

@@ -54,10 +54,6 @@ std::vector<std::string> clip_train_presets();
 // Runs on this process's rank (DistEnv::from_environment()); rank 0 writes.
 TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& options);
 
-// ITRDataset.truncate_text: a report over `max_tokens` keeps its first sentence, then
-// sentences drawn at random (from (seed, index)) while their token counts fit.
-std::string clip_truncate_report(const std::string& report, const text::Tokenizer& tokenizer, int64_t max_tokens, uint64_t seed, int64_t index);
-
 // Image-to-text and text-to-image recall@1/5/10 of a checkpoint on a split.
 nlohmann::json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit);
 

@@ -11,7 +11,6 @@
 #include <mutex>
 #include <set>
 
-#include "eval/task_metrics.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/csv.h"
@@ -24,6 +23,7 @@
 #include "models/causal_lm.h"
 #include "models/clip.h"
 #include "models/layers.h"
+#include "text/box.h"
 #include "text/tokenizer.h"
 #include "train/distributed.h"
 #include "train/optim.h"
@@ -211,8 +211,8 @@ class LamedLoader {
     if (item.task == "vqa_open" || item.task == "refseg") return {image_tokens_ + " " + item.text, item.answer};
     const auto m = mask.to(torch::kUInt8).contiguous();
     const std::vector<uint8_t> bits(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
-    const auto box = eval::mask_to_box(bits, m.size(-3), m.size(-2), m.size(-1));
-    const std::string box_text = box ? "<bx_start>" + eval::box_text(*box) + "<bx_end>" : "";
+    const auto box = text::mask_to_box(bits, m.size(-3), m.size(-2), m.size(-1));
+    const std::string box_text = box ? "<bx_start>" + text::box_text(*box) + "<bx_end>" : "";
     if (item.task == "rec") {
       const std::string question = image_tokens_ + " " + format_one(pick(templates_.rec_questions, rng), item.name);
       return {question, box ? format_one(pick(templates_.rec_answers, rng), box_text) : format_one(pick(templates_.rec_no_answers, rng), item.name)};

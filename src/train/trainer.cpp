@@ -49,12 +49,6 @@ std::string read_text_file(const std::string& path) {
 }
 
 // A generator for one (purpose, epoch, index): independent of ranks and threads.
-std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index) {
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(purpose),
-                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32)};
-  return std::mt19937_64(seq);
-}
-
 double uniform(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng); }
 
 // The official train transforms (MONAI RandRotate90 on (H, W), RandFlip on D, H, W,

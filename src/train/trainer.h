@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "data/sample.h"
+
 namespace m3d::train {
 
 class AdamW;
@@ -102,8 +104,7 @@ struct LoopHooks {
 TrainResult training_loop(const LoopSettings& settings, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
                           const LoopHooks& hooks, const TrainRunOptions& options);
 
-// A generator for one (purpose, epoch, index): independent of ranks and threads.
-std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index);
+using data::sample_rng;  // data/sample.h
 double uniform(std::mt19937_64& rng, double lo, double hi);
 // The official train transforms of every M3D dataset (MONAI RandRotate90 on (H, W),
 // RandFlip on D, H, W, RandScaleIntensity, RandShiftIntensity) on a (C, D, H, W) volume;

@@ -18,13 +18,13 @@
 #include "commands.h"
 #include "data/synth.h"
 #include "eval/bench.h"
-#include "eval/task_metrics.h"
 #include "generate/session.h"
 #include "imaging/preprocess.h"
 #include "imaging/volume_io.h"
 #include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "text/box.h"
 #include "train/clip_train.h"
 #include "train/lamed_train.h"
 
@@ -83,7 +83,7 @@ std::string html_escape(const std::string& text) {
 }
 
 // A (D, H, W) unit-range volume's slice `d` as 8-bit grey with a box outline.
-void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, const std::optional<eval::Box>& box, int64_t scale) {
+void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, const std::optional<text::Box>& box, int64_t scale) {
   const int64_t D = volume.size(0), H = volume.size(1), W = volume.size(2);
   auto slice = volume[std::clamp<int64_t>(d, 0, D - 1)].clamp(0, 1).mul(255).to(torch::kUInt8).contiguous();
   if (scale > 1) slice = slice.repeat_interleave(scale, 0).repeat_interleave(scale, 1).contiguous();
@@ -233,7 +233,7 @@ int run(const QuickstartOptions& q) {
   const std::string organ = truth["organs"].empty() ? "liver" : truth["organs"][0].get<std::string>();
   const std::string rec_question = fmt::format("Can you find the {} in this image? Give coordinates.", organ);
   const std::string rec_answer = generate::session_answer(session, input, " " + rec_question, g);
-  const auto box = eval::parse_box(rec_answer);
+  const auto box = text::parse_box(rec_answer);
 
   json example = {{"study", truth["id"]}, {"scan", "ct.nii.gz"}, {"report", report}, {"reference_report", truth["report"]},
                   {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth},
@@ -246,7 +246,7 @@ int run(const QuickstartOptions& q) {
     example["box_original_mm"] = {original.mm_min, original.mm_max};
     box_html = fmt::format("model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
                            "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
-                           eval::box_text(*box), original.index_min[0], original.index_min[1], original.index_min[2], original.index_max[0],
+                           text::box_text(*box), original.index_min[0], original.index_min[1], original.index_min[2], original.index_max[0],
                            original.index_max[1], original.index_max[2], original.mm_min[0], original.mm_min[1], original.mm_min[2],
                            original.mm_max[0], original.mm_max[1], original.mm_max[2]);
   }
