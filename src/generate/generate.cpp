@@ -95,6 +95,7 @@ GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& ca
   torch::Generator generator = at::detail::createCPUGenerator(o.seed);
   GenerationResult result;
   result.tokens.resize(B);
+  result.seg_hidden.resize(B);
   torch::Tensor seen = prompt_ids.defined() ? prompt_ids.to(long_opts) : torch::empty({B, 0}, long_opts);
   std::vector<bool> done(B, false);
   auto hidden = lm.model->forward(embeds, &cache, positions, mask);  // (B, L, D)
@@ -108,6 +109,7 @@ GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& ca
       if (done[b]) continue;
       const int64_t token = chosen[b].item<int64_t>();
       result.tokens[b].push_back(token);
+      if (token == o.seg_token_id && step > 0) result.seg_hidden[b].push_back(hidden[b][hidden.size(1) - 1].clone());  // (D)
       if (on_token && !on_token(b, token)) done[b] = true;
       for (int64_t eos : o.eos_token_id) done[b] = done[b] || token == eos;
       all_done = all_done && done[b];

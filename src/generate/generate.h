@@ -23,6 +23,9 @@ struct GenerationOptions {
   double repetition_penalty = 1.0;
   uint64_t seed = 0;
   std::vector<int64_t> eos_token_id;  // stop when one is produced (it is kept in the output)
+  // LaMed's [SEG] (config.json seg_token_id; -1: none): the final hidden states that
+  // chose it are kept in GenerationResult::seg_hidden.
+  int64_t seg_token_id = -1;
 };
 
 // Clear errors for settings outside their ranges (negative counts; when sampling,
@@ -36,6 +39,11 @@ using TokenCallback = std::function<bool(int64_t row, int64_t token)>;
 struct GenerationResult {
   std::vector<std::vector<int64_t>> tokens;  // new tokens per row, stop token included
   torch::Tensor last_logits;  // (B, V) logits of the final step, in fp32
+  // Per row, for each generated [SEG] but one chosen first: the hidden state after the
+  // final norm whose logits chose it (the position before [SEG]), (D) each. LaMed's
+  // generate (lamed_phi3.py, lamed_llama.py) reads these from hidden_states[1:], so a
+  // [SEG] at step 0, chosen from the prompt's last position, has none.
+  std::vector<std::vector<torch::Tensor>> seg_hidden;
 };
 
 // embeds (B, L, D): the prompt embeddings (from CausalLm::embed). attention_mask

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 
 #include "io/hf_config.h"
+#include "io/json_util.h"
 #include "m3d/error.h"
 
 namespace m3d::generate {
@@ -40,9 +42,22 @@ Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokeni
     const io::GenerationConfig g = io::generation_config_read(generation_path);
     session.defaults.eos_token_id = g.eos_token_id;
     if (g.max_new_tokens) session.defaults.max_new_tokens = *g.max_new_tokens;
+    // Decoding settings HF generate() takes from this file when not passed (Med3DVLM's
+    // release inherits Qwen2.5's sampling values, med3dvlm_spec.md §4.7).
+    if (g.do_sample) session.defaults.do_sample = *g.do_sample;
+    if (g.temperature) session.defaults.temperature = *g.temperature;
+    if (g.top_k) session.defaults.top_k = *g.top_k;
+    if (g.top_p) session.defaults.top_p = *g.top_p;
+    if (g.repetition_penalty) session.defaults.repetition_penalty = *g.repetition_penalty;
   }
   if (session.defaults.eos_token_id.empty() && raw.contains("eos_token_id") && raw["eos_token_id"].is_number_integer()) {
     session.defaults.eos_token_id = {raw["eos_token_id"].get<int64_t>()};
+  }
+  if (session.model.seg) {
+    session.seg_token_id = io::json_int(raw, "seg_token_id", dir + "/config.json").value_or(session.tokenizer.token_to_id("[SEG]"));
+    if (session.seg_token_id < 0) {
+      fail("{}/config.json: the model has a segmentation_module but no seg_token_id, and the tokenizer has no [SEG] token", dir);
+    }
   }
   return session;
 }
@@ -51,13 +66,14 @@ namespace {
 
 std::string image_placeholders(const Session& session) {
   std::string placeholders;
-  for (int64_t i = 0; i < session.model.lm->lamed()->lamed_config().proj_out_num; ++i) placeholders += "<im_patch>";
+  for (int64_t i = 0; i < session.model.lm->multimodal()->proj_out_num(); ++i) placeholders += "<im_patch>";
   return placeholders;
 }
 
-// Generates from `embeds` after what `cache` holds; returns the decoded answer.
+// Generates from `embeds` after what `cache` holds; returns the decoded answer and,
+// with `seg_hidden`, the final hidden states before each [SEG] (GenerationResult::seg_hidden).
 std::string answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options,
-                        const std::function<void(const std::string&)>& on_text) {
+                        const std::function<void(const std::string&)>& on_text, std::vector<at::Tensor>* seg_hidden = nullptr) {
   std::vector<int64_t> answer;
   std::string shown;
   auto emit_growth = [&](const std::string& text) {
@@ -79,7 +95,10 @@ std::string answer_from(Session& session, models::KvCache& cache, const at::Tens
     }
     return true;
   };
-  generate_continue(*session.model.lm, cache, embeds, options, {}, {}, stream);
+  GenerationOptions o = options;
+  if (seg_hidden) o.seg_token_id = session.seg_token_id;
+  GenerationResult result = generate_continue(*session.model.lm, cache, embeds, o, {}, {}, stream);
+  if (seg_hidden) *seg_hidden = std::move(result.seg_hidden[0]);
   const std::string text = session.tokenizer.decode(answer, true);
   if (on_text) emit_growth(text);
   return text;
@@ -89,25 +108,61 @@ at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(id
 
 }  // namespace
 
-std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
-                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+namespace {
+
+SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                     const std::function<void(const std::string&)>& on_text, bool with_mask) {
   torch::NoGradGuard no_grad;
   auto& lm = *session.model.lm;
-  if (image.defined() && lm.lamed() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
   const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
   const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0),
                                     lm.model->config().max_position_embeddings);
   auto cache = lm.model->make_cache(1, capacity, embeds.options());
-  return answer_from(session, cache, embeds, options, on_text);
+  SessionAnswer out;
+  const bool mask = with_mask && session.model.seg && image.defined();
+  std::vector<at::Tensor> seg_hidden;
+  out.text = answer_from(session, cache, embeds, options, on_text, mask ? &seg_hidden : nullptr);
+  if (!mask) return out;
+  auto& seg = *session.model.seg;
+  const auto& weight = seg.seg_projector->fc1->weight;
+  const auto input = image.to(weight.device(), torch::kFloat);
+  out.seg_count = static_cast<int64_t>(seg_hidden.size());
+  if (seg_hidden.empty()) {
+    // No [SEG]: lamed_phi3.py sets the logits to -inf (an empty mask).
+    out.seg_logits = at::full(input.sizes(), -std::numeric_limits<float>::infinity(), input.options());  // (1, 1, D, H, W)
+    return out;
+  }
+  const auto hidden = at::stack(seg_hidden).mean(0, true);  // (1, D_llm): several [SEG] states are averaged before projecting
+  out.seg_logits = seg.forward(input, hidden).to(torch::kFloat);  // (1, 1, D, H, W)
+  return out;
+}
+
+}  // namespace
+
+std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
+                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+  return answer(session, image, question, options, on_text, false).text;
+}
+
+SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
+                                 const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+  return answer(session, image, question, options, on_text, true);
 }
 
 ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity) {
   torch::NoGradGuard no_grad;
   auto& lm = *session.model.lm;
-  if (lm.lamed() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  if (lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   ChatState chat;
   chat.prefix_ids = session.tokenizer.encode(image_placeholders(session));  // BOS + image tokens
+  if (static_cast<int64_t>(chat.prefix_ids.size()) <= lm.multimodal()->proj_out_num()) {
+    // Med3DVLM: no BOS, so the splice replaces the question's first token (med3dvlm_spec.md §4.5).
+    fail("{}: chat needs a token before the image tokens to cache the image prefix; this model's prompts have none "
+         "(its image splice drops the question's first token): use m3d generate",
+         session.model.architecture);
+  }
   const auto embeds = lm.embed(ids_tensor(chat.prefix_ids), image);
   chat.cache = lm.model->make_cache(1, std::min(capacity, lm.model->config().max_position_embeddings), embeds.options());
   lm.model->forward(embeds, &chat.cache);

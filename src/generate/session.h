@@ -16,6 +16,7 @@ struct Session {
   models::LoadedModel model;
   text::Tokenizer tokenizer;
   GenerationOptions defaults;  // from generation_config.json / config.json
+  int64_t seg_token_id = -1;  // [SEG] (config.json seg_token_id, else the tokenizer's) when the model has a seg module
 };
 
 // Loads DIR's weights (in `dtype`), its tokenizer (Tokenizer::load; a fast one also
@@ -28,6 +29,18 @@ Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat
 // `on_text` receives the answer as it grows, one piece per token.
 std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
                            const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+
+// The answer and, when the model has a [SEG] head (model.seg) and an image is given,
+// LaMed's mask logits for it: (1, 1, D, H, W) float32 in model space, from the mean of
+// the hidden states before each generated [SEG] (seg_projector + SegVol); all -inf
+// (an empty mask) when the answer has no [SEG] (lamed_phi3.py generate, seg_enable).
+struct SessionAnswer {
+  std::string text;
+  at::Tensor seg_logits;  // undefined without a seg module or an image
+  int64_t seg_count = 0;  // [SEG] hidden states that went into the mask
+};
+SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
+                                 const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
 
 // `m3d chat`: the volume is encoded once; its prompt prefix (BOS + image tokens)
 // stays in the KV cache and each question continues from it, independently of

@@ -5,7 +5,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
+
+#include "imaging/preprocess.h"
 
 namespace m3d::imaging {
 
@@ -16,9 +19,17 @@ at::Tensor model_input_load(const std::string& path, const std::string& key = ""
 
 // Any image the CLI accepts: a model-space .npy / .safetensors as above; a scan
 // (NIfTI, DICOM file or directory, NRRD, MHA, slice folder) prepared by `recipe`
-// ("auto": the checkpoint's m3d_recipe.json when it has one, else m3d-lamed).
-// Returns (1, 1, D, H, W) float32.
+// ("auto": the checkpoint's m3d_recipe.json when it has one, else med3dvlm for a
+// DCFormer checkpoint and m3d-lamed for the rest).
+// Returns (1, 1, D, H, W) float32. For a scan, `prepared` (when given) receives the
+// way back onto it (model_mask_write); it stays empty for model-space inputs.
 at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe,
-                                 const std::string& checkpoint_dir);
+                                 const std::string& checkpoint_dir, std::optional<Prepared>* prepared = nullptr);
+
+// A model-space mask (1, 1, D, H, W) or (D, H, W), uint8, to `path`: ".npy" keeps model
+// space (1, 1, D, H, W); an image file (.nii.gz, .nii, .nrrd, .mha) is on the scan's own
+// grid with its geometry when `prepared` holds the way back (nearest sampling,
+// to_original_grid), else on the model grid with unit spacing.
+void model_mask_write(const std::string& path, const at::Tensor& mask, const std::optional<Prepared>& prepared);
 
 }  // namespace m3d::imaging

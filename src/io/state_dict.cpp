@@ -104,4 +104,11 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
   return report;
 }
 
+LoadReport state_dict_load_part(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix) {
+  LoadOptions options;
+  options.prefix = prefix;
+  options.whole_checkpoint = false;
+  return state_dict_load(module, checkpoint, options);
+}
+
 }  // namespace m3d::io

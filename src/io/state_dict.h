@@ -43,4 +43,8 @@ void module_cast_floating(torch::nn::Module& module, c10::ScalarType type);
 
 LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoint, const LoadOptions& options = {});
 
+// One part of a bigger model: the tensors under `prefix` (e.g. "model.seg_module.") load
+// strictly into `module`; keys outside it are not read.
+LoadReport state_dict_load_part(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix);
+
 }  // namespace m3d::io
