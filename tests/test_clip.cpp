@@ -145,7 +145,7 @@ TEST(Clip, BadConfigsAreClearErrors) {
     c[key] = value;
     test::expect_one_line_error([&] { ClipConfig::from_json(c, "config.json"); }, "config.json", fragment);
   };
-  with("model_type", "dec_clip", "DCFormer");
+  with("model_type", "dec_clip", "DEC_CLIP loss_type 'nce' is not supported");  // M3D-CLIP's keys read as a DEC_CLIP
   with("model_type", "clip", "model_type 'clip' is not a contrastive model");
   with("loss_type", "triplet", "loss_type 'triplet' is not supported");
   with("pos_embed", "conv", "pos_embed 'conv' is not supported");

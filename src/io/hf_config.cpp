@@ -23,7 +23,10 @@ HfConfig hf_config_read(const std::string& path) {
   HfConfig c;
   c.raw = read_object(path);
   const json& j = c.raw;
-  c.architectures = json_string_list(j, "architectures", path);
+  // Med3DVLM's merge script writes a plain string ("architectures": "VLMQwenForCausalLM").
+  const auto arch = j.find("architectures");
+  c.architectures = arch != j.end() && arch->is_string() ? std::vector<std::string>{arch->get<std::string>()}
+                                                         : json_string_list(j, "architectures", path);
   c.model_type = json_string(j, "model_type", path).value_or("");
   c.torch_dtype = json_string(j, "torch_dtype", path).value_or("");
   c.hidden_size = json_int(j, "hidden_size", path);

@@ -1,7 +1,8 @@
-// BERT / RoBERTa encoders as transformers 4.41 computes them (dropout in training
-// mode only, at HF's places): embeddings = LayerNorm(word + position + token type); each layer =
-// LayerNorm(x + attn(x)), then LayerNorm(h + W2 act(W1 h)); masked softmax
-// attention with the mask added as the dtype's lowest value.
+// BERT / RoBERTa / DistilBERT encoders as transformers 4.41 computes them (dropout in
+// training mode only, at HF's places): embeddings = LayerNorm(word + position + token
+// type); each layer = LayerNorm(x + attn(x)), then LayerNorm(h + W2 act(W1 h)); masked
+// softmax attention with the mask added as the dtype's lowest value (DistilBERT fills
+// it in instead: the same probabilities).
 // Letters: B batch, L tokens, H hidden, N heads, d head dim.
 #include "models/bert.h"
 
@@ -37,13 +38,40 @@ torch::Tensor activation(const torch::Tensor& x, const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// DistilBertConfig (transformers 4.41 configuration_distilbert.py) in BertConfig's terms.
+BertConfig distilbert_config_from_json(const json& c, const std::string& where) {
+  BertConfig config;
+  config.model_type = "distilbert";
+  config.vocab_size = c.value("vocab_size", 30522);
+  config.hidden_size = c.value("dim", 768);
+  config.num_hidden_layers = c.value("n_layers", 6);
+  config.num_attention_heads = c.value("n_heads", 12);
+  config.intermediate_size = c.value("hidden_dim", 3072);
+  config.hidden_act = c.value("activation", std::string("gelu"));
+  config.max_position_embeddings = c.value("max_position_embeddings", 512);
+  config.type_vocab_size = 1;  // none; kept positive for the range checks
+  config.pad_token_id = c.contains("pad_token_id") && c["pad_token_id"].is_number_integer() ? c["pad_token_id"].get<int64_t>() : 0;
+  config.layer_norm_eps = 1e-12;  // fixed in modeling_distilbert.py
+  config.hidden_dropout_prob = c.value("dropout", 0.1);
+  config.attention_probs_dropout_prob = c.value("attention_dropout", 0.1);
+  if (c.value("sinusoidal_pos_embds", false)) fail("{}: sinusoidal_pos_embds is not supported (ClinicalBERT learns its positions)", where);
+  return config;
+}
+
+}  // namespace
+
 BertConfig BertConfig::from_json(const json& c, const std::string& where) {
   BertConfig config;
   try {
     config.model_type = c.value("model_type", std::string("bert"));
-    if (config.model_type != "bert" && config.model_type != "roberta" && config.model_type != "xlm-roberta") {
-      fail("{}: model_type '{}' is not a BERT-family encoder (supported: bert, roberta, xlm-roberta)", where, config.model_type);
+    if (config.model_type == "distilbert") {
+      config = distilbert_config_from_json(c, where);
+    } else if (config.model_type != "bert" && config.model_type != "roberta" && config.model_type != "xlm-roberta") {
+      fail("{}: model_type '{}' is not a BERT-family encoder (supported: bert, roberta, xlm-roberta, distilbert)", where, config.model_type);
     }
+    // DistilBertConfig has none of the keys below but vocab_size / pad_token_id (read alike).
     config.vocab_size = c.value("vocab_size", config.vocab_size);
     config.hidden_size = c.value("hidden_size", config.hidden_size);
     config.num_hidden_layers = c.value("num_hidden_layers", config.num_hidden_layers);
@@ -80,6 +108,12 @@ BertConfig BertConfig::from_json(const json& c, const std::string& where) {
 }
 
 json BertConfig::to_json() const {
+  if (distilbert()) {
+    return {{"architectures", {"DistilBertModel"}}, {"model_type", "distilbert"}, {"vocab_size", vocab_size}, {"dim", hidden_size},
+            {"n_layers", num_hidden_layers}, {"n_heads", num_attention_heads}, {"hidden_dim", intermediate_size},
+            {"activation", hidden_act}, {"max_position_embeddings", max_position_embeddings}, {"pad_token_id", pad_token_id},
+            {"sinusoidal_pos_embds", false}, {"dropout", hidden_dropout_prob}, {"attention_dropout", attention_probs_dropout_prob}};
+  }
   return {{"architectures", {model_type == "bert" ? "BertModel" : "RobertaModel"}},
           {"model_type", model_type},
           {"vocab_size", vocab_size},
@@ -100,7 +134,7 @@ json BertConfig::to_json() const {
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : config_(c) {
   word_embeddings = register_module("word_embeddings", Embedding(c.vocab_size, c.hidden_size));
   position_embeddings = register_module("position_embeddings", Embedding(c.max_position_embeddings, c.hidden_size));
-  token_type_embeddings = register_module("token_type_embeddings", Embedding(c.type_vocab_size, c.hidden_size));
+  if (!c.distilbert()) token_type_embeddings = register_module("token_type_embeddings", Embedding(c.type_vocab_size, c.hidden_size));
   layer_norm = register_module("LayerNorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
@@ -117,11 +151,25 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   if (positions.max().item<int64_t>() >= config_.max_position_embeddings) {
     fail("bert: {} tokens exceed the {} position embeddings", L, config_.max_position_embeddings);
   }
-  auto x = word_embeddings(input_ids) + token_type_embeddings(token_type_ids) + position_embeddings(positions);
+  auto x = word_embeddings(input_ids) + position_embeddings(positions);
+  if (!config_.distilbert()) x = x + token_type_embeddings(token_type_ids);
   return torch::dropout(layer_norm(x), config_.hidden_dropout_prob, is_training());
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& c) : config_(c) {
+  if (c.distilbert()) {
+    auto attention = group(*this, "attention");
+    query = attention->register_module("q_lin", Linear(c.hidden_size, c.hidden_size));
+    key = attention->register_module("k_lin", Linear(c.hidden_size, c.hidden_size));
+    value = attention->register_module("v_lin", Linear(c.hidden_size, c.hidden_size));
+    attention_dense = attention->register_module("out_lin", Linear(c.hidden_size, c.hidden_size));
+    attention_norm = register_module("sa_layer_norm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+    auto ffn = group(*this, "ffn");
+    intermediate = ffn->register_module("lin1", Linear(c.hidden_size, c.intermediate_size));
+    output_dense = ffn->register_module("lin2", Linear(c.intermediate_size, c.hidden_size));
+    output_norm = register_module("output_layer_norm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+    return;
+  }
   auto attention = group(*this, "attention");
   auto self = group(*attention, "self");
   query = self->register_module("query", Linear(c.hidden_size, c.hidden_size));
@@ -147,13 +195,15 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
   const auto probs = torch::dropout(scores.softmax(-1), config_.attention_probs_dropout_prob, is_training());
   auto context = torch::matmul(probs, v).transpose(1, 2).reshape({B, Lq, N * d});
   const double p = config_.hidden_dropout_prob;
-  auto h = attention_norm(torch::dropout(attention_dense(context), p, is_training()) + xq);
+  const double p_attention_out = config_.distilbert() ? 0.0 : p;  // DistilBERT drops nothing after out_lin
+  auto h = attention_norm(torch::dropout(attention_dense(context), p_attention_out, is_training()) + xq);
   return output_norm(torch::dropout(output_dense(activation(intermediate(h), config_.hidden_act)), p, is_training()) + h);
 }
 
 BertModelImpl::BertModelImpl(const BertConfig& c, bool with_pooler) : config_(c) {
   embeddings = register_module("embeddings", BertEmbeddings(c));
-  layers = group(*this, "encoder")->register_module("layer", torch::nn::ModuleList());
+  layers = group(*this, c.distilbert() ? "transformer" : "encoder")->register_module("layer", torch::nn::ModuleList());
+  if (c.distilbert() && with_pooler) fail("bert: DistilBERT has no pooler");
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(BertLayer(c));
   if (with_pooler) pooler = group(*this, "pooler")->register_module("dense", Linear(c.hidden_size, c.hidden_size));
 }
@@ -203,7 +253,7 @@ torch::Tensor BertModelImpl::forward_first(const torch::Tensor& input_ids, const
 }
 
 std::string bert_checkpoint_prefix(const io::Checkpoint& ckpt) {
-  for (const char* prefix : {"", "bert.", "roberta.", "model.", "language_encoder."}) {
+  for (const char* prefix : {"", "bert.", "roberta.", "distilbert.", "model.", "language_encoder."}) {
     if (ckpt.tensors.count(std::string(prefix) + "embeddings.word_embeddings.weight")) return prefix;
   }
   fail("{}: no BERT encoder weights (looked for embeddings.word_embeddings.weight, with or without a bert./roberta. prefix)", ckpt.path);

@@ -1,8 +1,10 @@
 // BERT-family text encoders with Hugging Face's module names (transformers 4.41
-// modeling_bert.py / modeling_roberta.py BertModel / RobertaModel): M3D-CLIP's
-// text tower (bert-base-uncased) and the encoders BERTScore runs (RoBERTa, BERT,
-// MiniLM). Post-norm layers, absolute positions; RoBERTa counts positions from
-// padding_idx + 1 over the non-pad tokens.
+// modeling_bert.py / modeling_roberta.py / modeling_distilbert.py BertModel /
+// RobertaModel / DistilBertModel): M3D-CLIP's text tower (bert-base-uncased),
+// DCFormer_SigLIP's (ClinicalBERT, a DistilBERT) and the encoders BERTScore runs
+// (RoBERTa, BERT, MiniLM). Post-norm layers, absolute positions; RoBERTa counts
+// positions from padding_idx + 1 over the non-pad tokens; DistilBERT is the same
+// layer math without token types or pooler, under other key names.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -19,7 +21,7 @@
 namespace m3d::models {
 
 struct BertConfig {
-  std::string model_type = "bert";  // "bert" | "roberta" | "xlm-roberta"
+  std::string model_type = "bert";  // "bert" | "roberta" | "xlm-roberta" | "distilbert"
   int64_t vocab_size = 30522;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
@@ -35,7 +37,10 @@ struct BertConfig {
   double hidden_dropout_prob = 0.1, attention_probs_dropout_prob = 0.1;
 
   bool roberta_positions() const { return model_type == "roberta" || model_type == "xlm-roberta"; }
-  // From config.json contents; `where` names the file in errors.
+  bool distilbert() const { return model_type == "distilbert"; }
+  // From config.json contents (DistilBertConfig's keys dim, n_layers, n_heads,
+  // hidden_dim, activation, dropout, attention_dropout for model_type distilbert);
+  // `where` names the file in errors.
   static BertConfig from_json(const nlohmann::json& config, const std::string& where);
   nlohmann::json to_json() const;
 };
@@ -45,7 +50,7 @@ class BertEmbeddingsImpl : public torch::nn::Module {
   explicit BertEmbeddingsImpl(const BertConfig& config);
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
 
-  Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
+  Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};  // no token types in DistilBERT
   LayerNorm layer_norm{nullptr};
 
  private:
@@ -55,6 +60,9 @@ TORCH_MODULE(BertEmbeddings);
 
 class BertLayerImpl : public torch::nn::Module {
  public:
+  // BERT keys attention.self.{query,key,value}, attention.output.{dense,LayerNorm},
+  // intermediate.dense, output.{dense,LayerNorm}; DistilBERT's TransformerBlock:
+  // attention.{q_lin,k_lin,v_lin,out_lin}, sa_layer_norm, ffn.{lin1,lin2}, output_layer_norm.
   explicit BertLayerImpl(const BertConfig& config);
   // additive_mask (B, 1, 1, L): 0 where attended, a large negative number elsewhere.
   // first_only: token 0 is the only query, and only its output (B, 1, H) is computed.
@@ -101,7 +109,7 @@ class BertModelImpl : public torch::nn::Module {
 TORCH_MODULE(BertModel);
 
 // The key prefix of a BertModel inside a checkpoint: "" (BertModel.save_pretrained),
-// "bert." / "roberta." (a *ForMaskedLM / *ForPreTraining checkpoint), or one given.
+// "bert." / "roberta." / "distilbert." (a *ForMaskedLM / *ForPreTraining checkpoint), or one given.
 std::string bert_checkpoint_prefix(const io::Checkpoint& checkpoint);
 
 // A BERT-family encoder from a checkpoint directory (config.json + weights), with the

@@ -9,11 +9,12 @@
 
 #include "io/state_dict.h"
 #include "m3d/error.h"
+#include "models/med3dvlm.h"
 
 namespace m3d::models {
 
 LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit)
-    : DecoderModelImpl(decoder), lamed_(lamed) {
+    : MultimodalModelImpl(decoder), lamed_(lamed) {
   if (lamed.projector.hidden_size != decoder.hidden_size) {
     fail("lamed: projector output {} differs from the LLM hidden size {}", lamed.projector.hidden_size, decoder.hidden_size);
   }
@@ -41,22 +42,24 @@ torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) const { return d
 
 LamedModelImpl* CausalLmImpl::lamed() const { return dynamic_cast<LamedModelImpl*>(model.get()); }
 
+MultimodalModelImpl* CausalLmImpl::multimodal() const { return dynamic_cast<MultimodalModelImpl*>(model.get()); }
+
 torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& images) const {
   const auto& table = model->embed_tokens->weight;
   auto embeds = model->embed_tokens(input_ids.to(table.device()))
                     .to(compute_dtype(table.scalar_type(), table.device()));  // (B, L, D)
   if (!images.defined()) return embeds;
-  LamedModelImpl* lamed_model = lamed();
-  if (lamed_model == nullptr) fail("this model has no vision tower; it cannot take an image");
+  MultimodalModelImpl* vision_model = multimodal();
+  if (vision_model == nullptr) fail("this model has no vision tower; it cannot take an image");
   const int64_t L = input_ids.size(1);
   if (L == 1) return embeds;  // the official code passes single tokens through
-  auto image_embeds = lamed_model->encode_images(images);  // (B, N, D)
+  auto image_embeds = vision_model->encode_images(images);  // (B, N, D)
   const int64_t N = image_embeds.size(1);
   if (image_embeds.size(0) != embeds.size(0)) {
-    fail("lamed: {} images for {} prompts", image_embeds.size(0), embeds.size(0));
+    fail("image splice: {} images for {} prompts", image_embeds.size(0), embeds.size(0));
   }
-  if (L < N + 1) fail("lamed: the prompt has {} tokens, fewer than 1 + {} image tokens", L, N);
-  // cat(E[:, :1], image, E[:, N+1:]) (lamed_arch.py:120-132)
+  if (L < N + 1) fail("image splice: the prompt has {} tokens, fewer than 1 + {} image tokens", L, N);
+  // cat(E[:, :1], image, E[:, N+1:]) (lamed_arch.py:120-132; Med3DVLM vlm_arch.py prepare_inputs_for_multimodal)
   return torch::cat({embeds.slice(1, 0, 1), image_embeds, embeds.slice(1, N + 1)}, 1);  // (B, L, D)
 }
 
@@ -65,13 +68,14 @@ namespace {
 struct Architecture {
   std::string family;  // decoder family
   bool lamed;
+  bool med3dvlm = false;  // VLMQwenForCausalLM: Qwen2 + DCFormer + mixer (models/med3dvlm.h)
 };
 
 const std::map<std::string, Architecture>& architectures() {
   static const std::map<std::string, Architecture> kArchitectures = {
       {"LamedPhi3ForCausalLM", {"phi3", true}}, {"LamedLlamaForCausalLM", {"llama", true}},
       {"Phi3ForCausalLM", {"phi3", false}},     {"LlamaForCausalLM", {"llama", false}},
-      {"Qwen2ForCausalLM", {"qwen2", false}},
+      {"Qwen2ForCausalLM", {"qwen2", false}},     {"VLMQwenForCausalLM", {"qwen2", false, true}},
   };
   return kArchitectures;
 }
@@ -101,6 +105,8 @@ CausalLm model_build(const io::HfConfig& config, const std::string& where, const
     const LamedConfig lamed = LamedConfig::from_hf(config, where);
     const Vit3dConfig vit = ckpt ? vit3d_config_from_checkpoint(*ckpt, "model.vision_tower.vision_tower.", lamed) : lamed.vit3d();
     model = std::make_shared<LamedModelImpl>(decoder, lamed, vit);
+  } else if (arch.med3dvlm) {
+    model = med3dvlm_model_build(config, decoder, where, ckpt);
   } else {
     model = std::make_shared<DecoderModelImpl>(decoder);
   }
@@ -121,13 +127,18 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
     out.lm = model_build(out.config, config_path, &ckpt);
   }
   io::LoadOptions options;
-  // The [SEG] path (seg_projector + SegVol) is not built yet: its weights are skipped on purpose.
+  // The [SEG] path is a module of its own (the CausalLm is what training builds); its
+  // tensors load into it below, strictly, or are skipped when config.json has no
+  // segmentation_module (the official LamedMetaModel then builds none either).
   if (arch.lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
-  out.ignored = report.ignored;
-  if (!report.ignored.empty()) {
-    spdlog::warn("{}: {} segmentation tensors not loaded (the [SEG] mask path is not supported yet)", dir,
-                 report.ignored.size());
+  if (arch.lamed && segvol_configured(out.config)) {
+    const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);
+    out.seg = lamed_seg_load(ckpt);
+    out.seg->to(device);
+  } else if (!report.ignored.empty()) {
+    out.ignored = report.ignored;
+    spdlog::warn("{}: {} segmentation tensors not loaded: config.json has no segmentation_module", dir, report.ignored.size());
   }
   out.lm->to(device);
   return out;

@@ -14,14 +14,25 @@
 #include "io/hf_config.h"
 #include "models/lamed.h"
 #include "models/llama.h"
+#include "models/segvol.h"
 
 namespace m3d::models {
 
+// A decoder with a vision side whose image embeddings CausalLmImpl::embed splices
+// into the prompt: LaMed (below) and Med3DVLM (models/med3dvlm.h).
+class MultimodalModelImpl : public DecoderModelImpl {
+ public:
+  using DecoderModelImpl::DecoderModelImpl;
+  virtual torch::Tensor encode_images(const torch::Tensor& images) = 0;  // (B, 1, D, H, W) -> (B, proj_out_num, D_llm)
+  virtual int64_t proj_out_num() const = 0;  // image tokens in the prompt
+};
+
 // LamedPhi3Model / LamedLlamaModel: the decoder plus vision_tower and mm_projector.
-class LamedModelImpl : public DecoderModelImpl {
+class LamedModelImpl : public MultimodalModelImpl {
  public:
   LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit);
-  torch::Tensor encode_images(const torch::Tensor& images);  // (B, 1, D, H, W) -> (B, proj_out_num, D_llm)
+  torch::Tensor encode_images(const torch::Tensor& images) override;  // (B, 1, D, H, W) -> (B, proj_out_num, D_llm)
+  int64_t proj_out_num() const override { return lamed_.proj_out_num; }
   const LamedConfig& lamed_config() const { return lamed_; }
 
   Vit3dTower vision_tower{nullptr};
@@ -36,10 +47,13 @@ class CausalLmImpl : public torch::nn::Module {
   CausalLmImpl(std::shared_ptr<DecoderModelImpl> model, bool tie_word_embeddings);
   torch::Tensor logits(const torch::Tensor& hidden) const;  // (B, L, D) -> (B, L, V)
   // Token embeddings; with `images`, LaMed's positional splice (lamed_arch.py
-  // prepare_inputs_for_multimodal): rows 1..N of every sequence become the N image
-  // embeddings, row 0 keeps its own. The <im_patch> ids are never looked at.
+  // prepare_inputs_for_multimodal, copied by Med3DVLM's vlm_arch.py): rows 1..N of
+  // every sequence become the N image embeddings, row 0 keeps its own. The
+  // <im_patch> ids are never looked at; with Med3DVLM's BOS-less prompts this drops
+  // the first text token (med3dvlm_spec.md §4.5).
   torch::Tensor embed(const torch::Tensor& input_ids, const torch::Tensor& images = {}) const;
-  LamedModelImpl* lamed() const;  // null when the model has no vision side
+  LamedModelImpl* lamed() const;  // null unless the model is a LaMed
+  MultimodalModelImpl* multimodal() const;  // null when the model has no vision side
 
   std::shared_ptr<DecoderModelImpl> model;
   Linear lm_head{nullptr};
@@ -50,7 +64,10 @@ struct LoadedModel {
   std::string architecture;
   io::HfConfig config;
   CausalLm lm{nullptr};
-  std::vector<std::string> ignored;  // checkpoint keys not loaded (e.g. the seg module, until supported)
+  // LaMed's [SEG] mask path (model.seg_module + model.seg_projector), when config.json
+  // names a segmentation_module; null otherwise.
+  LamedSeg seg{nullptr};
+  std::vector<std::string> ignored;  // checkpoint keys not loaded (seg tensors of a config without segmentation_module)
 };
 
 // Builds the architecture of `config` with default-initialized weights. With a
@@ -59,7 +76,8 @@ struct LoadedModel {
 CausalLm model_build(const io::HfConfig& config, const std::string& where, const io::Checkpoint* checkpoint = nullptr);
 
 // Builds the architecture named in `dir`/config.json and loads its weights
-// strictly, converting floating weights to `dtype` and moving to `device`.
+// strictly, converting floating weights to `dtype` and moving to `device`; with the
+// [SEG] path (lamed_seg_load) when config.json has segmentation_module.
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype = torch::kFloat, c10::Device device = torch::kCPU);
 
 // Architectures model_load accepts, for messages and docs.

@@ -1,5 +1,6 @@
-// M3D-CLIP (M3D LaMed/src/model/CLIP.py) and the sigmoid loss of Med3DVLM's
-// src/model/CLIP.py. Letters: B batch, N global batch, E embedding.
+// M3D-CLIP (M3D LaMed/src/model/CLIP.py), and Med3DVLM's src/model/CLIP.py: DEC_CLIP
+// (DCFormer_SigLIP) and its sigmoid loss. Letters: B batch, N global batch / tokens,
+// C channels, E embedding.
 #include "models/clip.h"
 
 #include <ATen/ATen.h>
@@ -25,14 +26,42 @@ std::array<int64_t, 3> triple(const json& c, const char* key, std::array<int64_t
   return {values[0], values[1], values[2]};
 }
 
+// DEC_CLIPConfig (Med3DVLM src/model/CLIP.py) with its training script's values.
+ClipConfig dec_clip_config_from_json(const json& c, const std::string& where) {
+  ClipConfig config;
+  config.model_type = "dec_clip";
+  const std::string tower = c.value("vision_encoder", std::string("dcformer"));
+  if (tower != "dcformer") fail("{}: vision_encoder '{}' is not supported for DEC_CLIP (supported: dcformer, the released tower)", where, tower);
+  config.hidden_size = c.value("hidden_size", int64_t{512});  // DEC_CLIPConfig's default; train_clip.py passes 768
+  config.loss_type = c.value("loss_type", std::string("nce"));
+  if (config.loss_type != "sigmoid") {
+    fail("{}: DEC_CLIP loss_type '{}' is not supported (supported: sigmoid, what DCFormer_SigLIP trained with)", where, config.loss_type);
+  }
+  config.t_prime_init = c.value("t_prime", config.t_prime_init);
+  config.bias_init = c.value("bias", config.bias_init);
+  const auto ints = [&](const char* key, std::array<int64_t, 5> fallback) {
+    if (!c.contains(key)) return fallback;
+    const auto v = c.at(key).get<std::vector<int64_t>>();
+    if (v.size() != 5) fail("{}: {} must have 5 values (s0 .. s4), got {}", where, key, v.size());
+    return std::array<int64_t, 5>{v[0], v[1], v[2], v[3], v[4]};
+  };
+  config.dcformer.num_blocks = ints("dcformer_num_blocks", config.dcformer.num_blocks);
+  config.dcformer.channels = ints("dcformer_channels", config.dcformer.channels);
+  // ClinicalBERT (medicalai/ClinicalBERT, a multilingual-cased DistilBERT) unless text_config says otherwise.
+  json text = c.value("text_config", json{{"model_type", "distilbert"}, {"vocab_size", 119547}});
+  if (!text.contains("model_type")) text["model_type"] = "distilbert";
+  config.text = BertConfig::from_json(text, where + " (text_config)");
+  return config;
+}
+
 }  // namespace
 
 ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
   ClipConfig config;
   try {
     const std::string model_type = c.value("model_type", std::string("m3d_clip"));
-    if (model_type == "dec_clip") fail("{}: Med3DVLM's DCFormer_SigLIP (dec_clip) is not supported yet: its DCFormer tower is missing", where);
-    if (model_type != "m3d_clip") fail("{}: model_type '{}' is not a contrastive model m3d knows (supported: m3d_clip)", where, model_type);
+    if (model_type == "dec_clip") return dec_clip_config_from_json(c, where);
+    if (model_type != "m3d_clip") fail("{}: model_type '{}' is not a contrastive model m3d knows (supported: m3d_clip, dec_clip)", where, model_type);
     Vit3dConfig& v = config.vision;
     v.in_channels = c.value("in_channels", v.in_channels);
     v.img_size = triple(c, "img_size", v.img_size, where);
@@ -69,6 +98,7 @@ ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
 }
 
 json ClipConfig::to_json() const {
+  if (model_type == "dec_clip") fail("clip: writing a DEC_CLIP (DCFormer_SigLIP) config is not supported yet (no training for it)");
   json text = this->text.to_json();
   text.erase("architectures");
   return {{"architectures", {"M3DCLIP"}},
@@ -93,6 +123,15 @@ json ClipConfig::to_json() const {
 }
 
 ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
+  if (c.model_type == "dec_clip") {
+    dcformer_encoder = register_module("vision_encoder", Dcformer(c.dcformer));
+    language_encoder = register_module("language_encoder", BertModel(c.text, false));  // AutoModel: DistilBertModel
+    mm_vision_proj = register_module("mm_vision_proj", Linear(c.dcformer.channels[4], c.hidden_size));
+    mm_language_proj = register_module("mm_language_proj", Linear(c.text.hidden_size, c.hidden_size));
+    t_prime = register_parameter("t_prime", torch::full({}, c.t_prime_init));
+    bias = register_parameter("bias", torch::full({}, c.bias_init));
+    return;
+  }
   if (c.text.hidden_size != c.hidden_size && c.vision.hidden_size != c.hidden_size) {
     fail("clip: projection width {} matches neither tower", c.hidden_size);
   }
@@ -109,6 +148,10 @@ ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
 }
 
 torch::Tensor ClipModelImpl::encode_image(const torch::Tensor& image) {
+  if (dcformer_encoder) {
+    const auto last = dcformer_encoder->forward(image).back();  // (B, N, C) of stage s4
+    return l2_normalize(mm_vision_proj(last.mean(1)));  // (B, E)
+  }
   const auto cls = vision_encoder->forward_cls(image);  // (B, E_v) after the final norm
   return l2_normalize(mm_vision_proj(cls));
 }
@@ -148,24 +191,31 @@ ClipConfig clip_config_from_checkpoint(const io::Checkpoint& ckpt) {
   const std::string config_path = ckpt.directory + "/config.json";
   const json raw = io::json_read_file(config_path);
   ClipConfig config = ClipConfig::from_json(raw, config_path);
-  // The ViT's and BERT's widths and depths from the tensors (the official code
-  // takes BERT's from language_model_name_or_path, not from this config).
-  const auto& patch = ckpt.tensor("vision_encoder.patch_embedding.patch_embeddings.1.weight");
-  config.vision.hidden_size = patch.shape.at(0);
-  config.vision.mlp_dim = ckpt.tensor("vision_encoder.blocks.0.mlp.linear1.weight").shape.at(0);
-  config.vision.num_layers = 0;
-  while (ckpt.tensors.count(fmt::format("vision_encoder.blocks.{}.norm1.weight", config.vision.num_layers))) ++config.vision.num_layers;
+  // The towers' widths and depths from the tensors (the official code takes the text
+  // tower's from language_model_name_or_path, DEC_CLIP's DCFormer from decomp_small).
+  if (config.model_type == "dec_clip") {
+    config.dcformer = dcformer_config_from_checkpoint(ckpt, "vision_encoder.", config.dcformer);
+  } else {
+    const auto& patch = ckpt.tensor("vision_encoder.patch_embedding.patch_embeddings.1.weight");
+    config.vision.hidden_size = patch.shape.at(0);
+    config.vision.mlp_dim = ckpt.tensor("vision_encoder.blocks.0.mlp.linear1.weight").shape.at(0);
+    config.vision.num_layers = 0;
+    while (ckpt.tensors.count(fmt::format("vision_encoder.blocks.{}.norm1.weight", config.vision.num_layers))) ++config.vision.num_layers;
+  }
   BertConfig& t = config.text;
+  const bool distil = t.distilbert();  // DistilBERT: transformer.layer.{i}.ffn.lin{1,2}, no token types
+  const std::string layer = distil ? "language_encoder.transformer.layer." : "language_encoder.encoder.layer.";
   const auto& words = ckpt.tensor("language_encoder.embeddings.word_embeddings.weight");
   t.vocab_size = words.shape.at(0);
   t.hidden_size = words.shape.at(1);
   t.max_position_embeddings = ckpt.tensor("language_encoder.embeddings.position_embeddings.weight").shape.at(0);
-  t.type_vocab_size = ckpt.tensor("language_encoder.embeddings.token_type_embeddings.weight").shape.at(0);
-  t.intermediate_size = ckpt.tensor("language_encoder.encoder.layer.0.intermediate.dense.weight").shape.at(0);
+  if (!distil) t.type_vocab_size = ckpt.tensor("language_encoder.embeddings.token_type_embeddings.weight").shape.at(0);
+  t.intermediate_size = ckpt.tensor(layer + (distil ? "0.ffn.lin1.weight" : "0.intermediate.dense.weight")).shape.at(0);
   t.num_hidden_layers = 0;
-  while (ckpt.tensors.count(fmt::format("language_encoder.encoder.layer.{}.output.dense.weight", t.num_hidden_layers))) ++t.num_hidden_layers;
+  while (ckpt.tensors.count(fmt::format("{}{}.{}", layer, t.num_hidden_layers, distil ? "ffn.lin2.weight" : "output.dense.weight"))) ++t.num_hidden_layers;
   if (t.hidden_size % t.num_attention_heads != 0) {
-    fail("{}: BERT width {} is not divisible by {} heads; give text_config.num_attention_heads", config_path, t.hidden_size, t.num_attention_heads);
+    fail("{}: {} width {} is not divisible by {} heads; give text_config.{}", config_path, distil ? "DistilBERT" : "BERT", t.hidden_size,
+         t.num_attention_heads, distil ? "n_heads" : "num_attention_heads");
   }
   config.hidden_size = ckpt.tensor("mm_vision_proj.weight").shape.at(0);
   if (ckpt.tensors.count("t_prime")) config.loss_type = "sigmoid";

@@ -1,8 +1,10 @@
 // Contrastive image-report models: M3D-CLIP (M3D LaMed/src/model/CLIP.py: ViT3D
-// with a cls token + BERT + two linear projections + a logit scale) and its
+// with a cls token + BERT + two linear projections + a logit scale), its
 // sigmoid-loss variant as Med3DVLM trains it (t_prime and bias parameters,
-// m3d_lamed_spec.md §9, med3dvlm_spec.md §2). The losses are functions of the
-// (gathered) features so that data-parallel training can call them on all ranks'.
+// m3d_lamed_spec.md §9, med3dvlm_spec.md §2), and Med3DVLM's DCFormer_SigLIP
+// (DEC_CLIP, Med3DVLM src/model/CLIP.py: DCFormer + DistilBERT, same heads). The
+// losses are functions of the (gathered) features so that data-parallel training
+// can call them on all ranks'.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -12,6 +14,7 @@
 
 #include "io/checkpoint.h"
 #include "models/bert.h"
+#include "models/dcformer.h"
 #include "models/layers.h"
 #include "models/vit3d.h"
 
@@ -22,8 +25,13 @@ namespace m3d::models {
 //  - the text tower's BERT config: `text_config` (an HF BertConfig dict) when present,
 //    else bert-base-uncased's (what language_model_name_or_path names in the
 //    release), with widths, depth and vocabulary taken from the checkpoint's shapes.
+// DEC_CLIPConfig (model_type "dec_clip"): vision_encoder "dcformer" (decomp_small, dims
+// from the checkpoint; test-only keys dcformer_num_blocks / dcformer_channels), the
+// text tower's DistilBERT config as m3d's `text_config`, else ClinicalBERT's.
 struct ClipConfig {
-  Vit3dConfig vision;  // classification (cls token) always on
+  std::string model_type = "m3d_clip";  // "m3d_clip" | "dec_clip"
+  Vit3dConfig vision;  // m3d_clip; classification (cls token) always on
+  DcformerConfig dcformer;  // dec_clip
   BertConfig text;
   int64_t hidden_size = 768;  // projection output (= the ViT width in M3D)
   std::string loss_type = "nce";
@@ -39,16 +47,18 @@ struct ClipConfig {
 class ClipModelImpl : public torch::nn::Module {
  public:
   explicit ClipModelImpl(const ClipConfig& config);
-  // (B, 1, D, H, W) -> (B, E): normalize(mm_vision_proj(ViT(image) token 0)).
+  // (B, 1, D, H, W) -> (B, E): normalize(mm_vision_proj(ViT(image) token 0)); DEC_CLIP:
+  // of the mean of DCFormer's last-stage tokens.
   torch::Tensor encode_image(const torch::Tensor& image);
-  // (B, L) ids and mask -> (B, E): normalize(mm_language_proj(BERT(ids) token 0)).
+  // (B, L) ids and mask -> (B, E): normalize(mm_language_proj(BERT(ids) token 0)) (DistilBERT for DEC_CLIP).
   torch::Tensor encode_text(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   // The contrastive loss of this model's loss_type on features of the whole
   // (global) batch, pairs on the diagonal.
   torch::Tensor loss(const torch::Tensor& image_features, const torch::Tensor& text_features) const;
   const ClipConfig& config() const { return config_; }
 
-  Vit3d vision_encoder{nullptr};
+  Vit3d vision_encoder{nullptr};  // m3d_clip
+  Dcformer dcformer_encoder{nullptr};  // dec_clip, registered as vision_encoder
   BertModel language_encoder{nullptr};
   Linear mm_vision_proj{nullptr}, mm_language_proj{nullptr};
   torch::Tensor logit_scale, t_prime, bias;

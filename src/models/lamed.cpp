@@ -111,8 +111,13 @@ LamedVisionImpl::LamedVisionImpl(const LamedConfig& c, const Vit3dConfig& vit) {
   mm_projector = register_module("mm_projector", Projector(c.projector));
 }
 
-torch::Tensor LamedVisionImpl::forward(const torch::Tensor& image) {
-  return mm_projector->forward(vision_tower->forward(image));  // (B, proj_out_num, H)
+std::vector<torch::Tensor> LamedVisionImpl::features(const torch::Tensor& image) { return {vision_tower->forward(image)}; }
+
+std::vector<std::string> LamedVisionImpl::feature_names() const { return {"vision_features"}; }
+
+torch::Tensor LamedVisionImpl::project(const std::vector<torch::Tensor>& features) {
+  if (features.size() != 1) fail("lamed: the projector takes 1 feature map, got {}", features.size());
+  return mm_projector->forward(features[0]);  // (B, proj_out_num, H)
 }
 
 LamedVision lamed_vision_load(const io::Checkpoint& ckpt) {
@@ -123,13 +128,8 @@ LamedVision lamed_vision_load(const io::Checkpoint& ckpt) {
   LamedVision vision(config, vit);
   vision->eval();
   // Only the vision side is built here; the LLM and seg keys stay unread.
-  for (auto [module, prefix] : {std::pair<torch::nn::Module*, const char*>{vision->vision_tower.get(), "model.vision_tower."},
-                                {vision->mm_projector.get(), "model.mm_projector."}}) {
-    io::LoadOptions options;
-    options.prefix = prefix;
-    options.whole_checkpoint = false;
-    io::state_dict_load(*module, ckpt, options);
-  }
+  io::state_dict_load_part(*vision->vision_tower, ckpt, "model.vision_tower.");
+  io::state_dict_load_part(*vision->mm_projector, ckpt, "model.mm_projector.");
   return vision;
 }
 

@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
 #include "models/projector.h"
+#include "models/vision.h"
 #include "models/vit3d.h"
 
 namespace m3d::models {
@@ -60,11 +61,12 @@ class Vit3dTowerImpl : public torch::nn::Module {
 TORCH_MODULE(Vit3dTower);
 
 // Vision side of a LaMed checkpoint as the CausalLM nests it: model.vision_tower, model.mm_projector.
-class LamedVisionImpl : public torch::nn::Module {
+class LamedVisionImpl : public VisionSideImpl {
  public:
   LamedVisionImpl(const LamedConfig& config, const Vit3dConfig& vit);
-  // image (B, 1, D, H, W) -> image embeddings (B, proj_out_num, hidden_size)
-  torch::Tensor forward(const torch::Tensor& image);
+  std::vector<torch::Tensor> features(const torch::Tensor& image) override;  // [(B, N, E)]
+  std::vector<std::string> feature_names() const override;
+  torch::Tensor project(const std::vector<torch::Tensor>& features) override;  // (B, proj_out_num, hidden_size)
 
   Vit3dTower vision_tower{nullptr};
   Projector mm_projector{nullptr};

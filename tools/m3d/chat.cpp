@@ -20,12 +20,7 @@ void add_chat(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("chat", "Ask several questions about one volume (one per line on stdin)");
   cmd->add_option("--model", o->model, "LaMed checkpoint directory")->required();
-  cmd->add_option("--image", o->image, "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)")->required();
-  cmd->add_option("--image-key", o->image_key, "Tensor name when --image is a safetensors file with several");
-  cmd->add_option("--recipe", o->recipe,
-                  "How a scan (NIfTI, DICOM, NRRD, ...) becomes model input: auto (the checkpoint's m3d_recipe.json, else m3d-lamed), "
-                  "a built-in name or a recipe .json; .npy / .safetensors inputs are used as they are")
-      ->capture_default_str();
+  add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/true);
   add_generation_options(cmd, o->flags);
   add_dtype_option(cmd, o->dtype);
   cmd->callback([o] {

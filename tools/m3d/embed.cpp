@@ -1,4 +1,4 @@
-// m3d embed: M3D-CLIP image and report embeddings (L2-normalised, as encode_image /
+// m3d embed: M3D-CLIP / DCFormer_SigLIP image and report embeddings (L2-normalised, as encode_image /
 // encode_text return them), and their cosine similarities.
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -22,8 +22,8 @@ void add_embed(CLI::App& app) {
     int64_t max_length = 512;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("embed", "M3D-CLIP embeddings of scans and reports, and their cosine similarities");
-  cmd->add_option("--model", a->model, "M3D-CLIP checkpoint folder (config.json, model.safetensors, vocab.txt)")->required();
+  CLI::App* cmd = app.add_subcommand("embed", "M3D-CLIP or DCFormer_SigLIP embeddings of scans and reports, and their cosine similarities");
+  cmd->add_option("--model", a->model, "M3D-CLIP or DCFormer_SigLIP checkpoint folder (config.json, model.safetensors, vocab.txt)")->required();
   cmd->add_option("--image", a->images, "Scans or model-space volumes (repeatable)");
   cmd->add_option("--text", a->texts, "Reports (repeatable)");
   cmd->add_option("--recipe", a->recipe, "Preprocessing recipe for scans")->capture_default_str();

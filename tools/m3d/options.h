@@ -35,18 +35,36 @@ inline c10::ScalarType parse_dtype(const std::string& name) {
   fail("unknown dtype '{}' (supported: f32, bf16, f16)", name);
 }
 
-// Decoding flags of generate and chat; unset ones keep the model's defaults.
+// --image / --image-key / --recipe, as generate, chat, encode and segment take them
+// (required: whether a command cannot run without an image).
+inline void add_image_options(CLI::App* cmd, std::string& image, std::string& image_key, std::string& recipe, bool required) {
+  auto* option = cmd->add_option("--image", image,
+                                 "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)");
+  if (required) option->required();
+  cmd->add_option("--image-key", image_key, "Tensor name when --image is a safetensors file with several");
+  cmd->add_option("--recipe", recipe,
+                  "How a scan (NIfTI, DICOM, NRRD, ...) becomes model input: auto (the checkpoint's m3d_recipe.json, else m3d-lamed, or "
+                  "med3dvlm for a DCFormer checkpoint), a built-in name or a recipe .json; .npy / .safetensors inputs are used as they are")
+      ->capture_default_str();
+}
+
+// Decoding flags of generate and chat; unset ones keep the model's defaults
+// (generation_config.json).
 struct GenerationFlags {
   int64_t max_new_tokens = -1, top_k = 0;
   bool do_sample = false;
   double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
   uint64_t seed = 0;
   std::string tokenizer = "auto";
+  bool greedy = false;
+  const CLI::App* cmd = nullptr;  // to tell given flags from defaults
 };
 
 inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
   cmd->add_option("--max-new-tokens", f.max_new_tokens, "Default: generation_config.json, else 256");
   cmd->add_flag("--do-sample", f.do_sample, "Sample instead of greedy decoding (the official Bench uses greedy)");
+  cmd->add_flag("--greedy", f.greedy, "Greedy decoding even where generation_config.json samples (Med3DVLM's does)")->excludes("--do-sample");
+  f.cmd = cmd;
   cmd->add_option("--temperature", f.temperature, "Sampling temperature")->capture_default_str();
   cmd->add_option("--top-p", f.top_p, "Nucleus sampling (the official demo: 0.9)")->capture_default_str();
   cmd->add_option("--top-k", f.top_k, "Top-k sampling, 0 = off")->capture_default_str();
@@ -59,13 +77,15 @@ inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
       ->capture_default_str();
 }
 
+// Flags given override `options` (the model's generation_config.json defaults).
 inline generate::GenerationOptions generation_options(const GenerationFlags& f, generate::GenerationOptions options) {
+  auto given = [&](const char* name) { return f.cmd == nullptr || f.cmd->count(name) > 0; };
   if (f.max_new_tokens >= 0) options.max_new_tokens = f.max_new_tokens;
-  options.do_sample = f.do_sample;
-  options.temperature = f.temperature;
-  options.top_p = f.top_p;
-  options.top_k = f.top_k;
-  options.repetition_penalty = f.repetition_penalty;
+  if (given("--do-sample") || f.greedy) options.do_sample = f.do_sample;
+  if (given("--temperature")) options.temperature = f.temperature;
+  if (given("--top-p")) options.top_p = f.top_p;
+  if (given("--top-k")) options.top_k = f.top_k;
+  if (given("--repetition-penalty")) options.repetition_penalty = f.repetition_penalty;
   options.seed = f.seed;
   return options;
 }
