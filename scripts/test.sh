@@ -12,21 +12,22 @@ ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
 
 echo "== parsers, tokenizers and volume I/O tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target test_io_base test_text test_volume_io test_metrics test_meteor
+cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_text test_volume_io test_metrics test_meteor
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each GGUF, torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config
-  for target in safetensors torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_gguf fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config
+  for target in safetensors gguf torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
     case "$target" in
       safetensors) cp tests/fixtures/io/*.safetensors tests/fixtures/io/st_sharded/*.safetensors "$corpus"/ ;;
+      gguf) cp tests/fixtures/gguf/*.gguf "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       torch_bin) cp tests/fixtures/io/*.bin "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       npy) cp tests/fixtures/io/*.npy "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;
       sentencepiece) cp tests/fixtures/tokenizers/tiny_bpe.model "$corpus"/; seconds=$((fuzz_seconds / 2)) ;;

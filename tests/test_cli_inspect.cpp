@@ -3,11 +3,13 @@
 // header independently (plain JSON parsing here, not m3d's reader).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 
+#include "io/zip.h"
 #include "test_support.h"
 
 namespace m3d::test {
@@ -71,6 +73,40 @@ TEST(CliInspect, AllOfficialFixturesOpen) {
   }
 }
 
+// A GGUF file written by gguf-py (tools/reference/make_gguf_fixtures.py): counts
+// and types as that script recorded them in expected.json.
+TEST(CliInspect, GgufFileShowsArchitectureConfigAndBlockTypes) {
+  const std::string path = fixture("gguf/tiny_llama.gguf");
+  const auto expected = read_json(fixture("gguf/expected.json"))["tiny_llama"];
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " inspect --json " + path, &out, &err), 0) << err;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["architecture"], "llama");
+  EXPECT_EQ(j["format"], "gguf v3");
+  EXPECT_EQ(j["config"]["hidden_size"], expected["config"]["hidden_size"]);
+  int64_t parameters = 0;
+  std::map<std::string, int64_t> types;
+  for (const auto& [name, t] : expected["tensors"].items()) {
+    int64_t n = 1;
+    for (const auto& d : t["shape"]) n *= d.get<int64_t>();
+    parameters += n;
+    types[t["type"].get<std::string>()] += 1;
+  }
+  EXPECT_EQ(j["parameters"], parameters);
+  EXPECT_EQ(j["dtypes"].get<decltype(types)>(), types);
+  EXPECT_EQ(j["metadata"]["tokenizer.ggml.pre"], "smollm");
+  ASSERT_EQ(run_command(kM3d + " inspect " + path, &out, &err), 0) << err;
+  EXPECT_NE(out.find("Q4_0"), std::string::npos) << out;
+
+  auto bytes = read_bytes(path);
+  bytes.resize(bytes.size() - 100);
+  const std::string cut = temp_dir() + "/cut.gguf";
+  write_bytes(cut, bytes);
+  EXPECT_EQ(run_command(kM3d + " inspect " + cut, &out, &err), 1);
+  EXPECT_EQ(err.rfind("m3d: error: gguf: " + cut + ": tensor '", 0), 0u) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
 TEST(CliInspect, CorruptFileGivesOneLineErrorAndNonZeroExit) {
   const std::string dir = temp_dir();
   auto bytes = read_bytes(shared_fixture("vit3d_spp_tiny/model.safetensors"));
@@ -83,6 +119,25 @@ TEST(CliInspect, CorruptFileGivesOneLineErrorAndNonZeroExit) {
   EXPECT_EQ(err.rfind("m3d: error: " + path + ": tensor '", 0), 0u) << err;
   EXPECT_NE(err.find("exceeds the data buffer"), std::string::npos) << err;
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+// --verify reads the tensor storages too: a flipped bit there (which opening does not
+// read) fails its zip entry's CRC-32.
+TEST(CliInspect, VerifyFindsAFlippedBitInATensor) {
+  const std::string good = fixture("io/torch_state.bin");
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " inspect --verify " + good, &out, &err), 0) << err;
+  EXPECT_NE(err.find("every CRC-32 matches"), std::string::npos) << err;
+  auto bytes = read_bytes(good);
+  const auto entries = io::zip_list(*io::MappedFile::open(good));
+  const auto storage = std::find_if(entries.begin(), entries.end(), [](const auto& e) { return e.name.find("/data/") != std::string::npos && e.size >= 8; });
+  ASSERT_NE(storage, entries.end());
+  bytes[storage->data_offset + 3] ^= 0x01;
+  const std::string path = temp_dir() + "/flipped.bin";
+  write_bytes(path, bytes);
+  ASSERT_EQ(run_command(kM3d + " inspect " + path, &out, &err), 0) << err;
+  EXPECT_EQ(run_command(kM3d + " inspect --verify " + path, &out, &err), 1);
+  EXPECT_NE(err.find("CRC-32"), std::string::npos) << err;
 }
 
 TEST(CliInspect, MissingPathAndNoArgumentsFail) {

@@ -29,4 +29,9 @@ struct Checkpoint {
 // `path` is a checkpoint directory or a single weights file.
 Checkpoint checkpoint_open(const std::string& path);
 
+// Reads every byte of the weight files and checks what the format records: the CRC-32
+// of every zip entry of torch .bin/.pt files (safetensors records no checksum; its
+// header and byte ranges are checked on open). Returns one line per file.
+std::vector<std::string> checkpoint_verify(const Checkpoint& checkpoint);
+
 }  // namespace m3d::io

@@ -35,6 +35,27 @@ constexpr const char* kConfigKeys[] = {
     "mm_hidden_size", "image_size", "input_size", "patch_size", "proj_out_num", "segmentation_module",
 };
 
+// Adds one tensor to its top-level module and to the totals; modules are listed
+// in the order of their first tensor, so callers pass tensors sorted by name.
+void summary_add(CheckpointSummary& s, const std::string& name, const std::string& dtype,
+                 const std::vector<int64_t>& shape, int64_t numel, uint64_t bytes) {
+  const std::string module = module_of(name);
+  auto it = std::find_if(s.modules.begin(), s.modules.end(), [&](const ModuleSummary& m) { return m.name == module; });
+  if (it == s.modules.end()) {
+    s.modules.emplace_back();
+    s.modules.back().name = module;
+    it = s.modules.end() - 1;
+  }
+  it->parameters += numel;
+  it->bytes += bytes;
+  it->tensors += 1;
+  it->dtypes[dtype] += 1;
+  s.parameters += numel;
+  s.bytes += bytes;
+  s.dtypes[dtype] += 1;
+  s.tensors.push_back({name, dtype, shape});
+}
+
 }  // namespace
 
 std::string module_of(const std::string& key) {
@@ -62,24 +83,33 @@ CheckpointSummary checkpoint_summarize(const Checkpoint& checkpoint) {
       if (config.raw.contains(key)) s.config[key] = config.raw[key];
     }
   }
-  std::map<std::string, size_t> index;  // module name -> position, in first-seen order of sorted keys
   for (const auto& [name, record] : checkpoint.tensors) {
-    const std::string module = module_of(name);
-    auto [it, inserted] = index.emplace(module, s.modules.size());
-    if (inserted) {
-      s.modules.emplace_back();
-      s.modules.back().name = module;
+    summary_add(s, name, std::string(dtype_name(record.dtype)), record.shape, record.numel(), record.nbytes());
+  }
+  return s;
+}
+
+CheckpointSummary gguf_summarize(const GgufFile& gguf) {
+  CheckpointSummary s;
+  s.path = gguf.file->path();
+  s.format = fmt::format("gguf v{}", gguf.version);
+  s.files = {s.path};
+  s.architecture = gguf.get_string("general.architecture").value_or("");
+  s.config = nlohmann::ordered_json::object();
+  if (s.architecture == "llama" || s.architecture == "qwen2") {
+    const HfConfig config = gguf_hf_config(gguf);
+    for (const char* key : kConfigKeys) {
+      if (config.raw.contains(key)) s.config[key] = config.raw[key];
     }
-    ModuleSummary& m = s.modules[it->second];
-    const std::string dtype(dtype_name(record.dtype));
-    m.parameters += record.numel();
-    m.bytes += record.nbytes();
-    m.tensors += 1;
-    m.dtypes[dtype] += 1;
-    s.parameters += record.numel();
-    s.bytes += record.nbytes();
-    s.dtypes[dtype] += 1;
-    s.tensors.push_back({name, dtype, record.shape});
+  }
+  for (const auto& [key, value] : gguf.metadata) s.metadata[key] = value.summary();
+  std::vector<const GgufTensor*> sorted;
+  for (const auto& tensor : gguf.tensors) sorted.push_back(&tensor);
+  std::sort(sorted.begin(), sorted.end(), [](const GgufTensor* a, const GgufTensor* b) { return a->name < b->name; });
+  for (const GgufTensor* tensor : sorted) {
+    const std::string type(ggml_type_name(tensor->type));
+    summary_add(s, tensor->name, type, tensor->shape, tensor->numel(), tensor->nbytes);
+    s.dtype_bytes[type] += tensor->nbytes;
   }
   return s;
 }
@@ -91,13 +121,18 @@ std::string summary_text(const CheckpointSummary& s, bool list_tensors) {
   out += fmt::format("format        {}, {} file(s)\n", s.format, s.files.size());
   out += fmt::format("parameters    {} in {} tensors, {} ({})\n", s.parameters, s.tensors.size(), human_bytes(s.bytes),
                      dtype_counts(s.dtypes));
+  for (const auto& [type, bytes] : s.dtype_bytes) {
+    out += fmt::format("  {:<12}{:>5} tensors  {:>11}\n", type, s.dtypes.at(type), human_bytes(bytes));
+  }
   if (!s.config.empty()) {
     out += "config\n";
     for (const auto& [key, value] : s.config.items()) out += fmt::format("  {:<26}{}\n", key, value.dump());
   }
   if (!s.metadata.empty()) {
     out += "metadata\n";
-    for (const auto& [key, value] : s.metadata) out += fmt::format("  {:<26}{}\n", key, value);
+    size_t key_width = 26;  // GGUF keys run longer
+    for (const auto& [key, value] : s.metadata) key_width = std::max(key_width, key.size() + 2);
+    for (const auto& [key, value] : s.metadata) out += fmt::format("  {:<{}}{}\n", key, key_width, value);
   }
   size_t width = 6;
   for (const auto& m : s.modules) width = std::max(width, m.name.size());
@@ -123,6 +158,7 @@ nlohmann::ordered_json summary_json(const CheckpointSummary& s, bool list_tensor
   j["bytes"] = s.bytes;
   j["tensors"] = s.tensors.size();
   j["dtypes"] = s.dtypes;
+  if (!s.dtype_bytes.empty()) j["dtype_bytes"] = s.dtype_bytes;
   j["config"] = s.config;
   j["metadata"] = s.metadata;
   j["modules"] = nlohmann::ordered_json::array();

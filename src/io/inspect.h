@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/gguf.h"
 
 namespace m3d::io {
 
@@ -31,6 +32,7 @@ struct CheckpointSummary {
   uint64_t bytes = 0;
   std::vector<ModuleSummary> modules;
   std::map<std::string, size_t> dtypes;
+  std::map<std::string, uint64_t> dtype_bytes;  // GGUF only: bytes per block type
   struct Tensor {
     std::string name;
     std::string dtype;
@@ -45,6 +47,10 @@ std::string module_of(const std::string& key);
 
 // Summarizes the checkpoint and the config.json beside it, when there is one.
 CheckpointSummary checkpoint_summarize(const Checkpoint& checkpoint);
+// The same for a GGUF file: general.architecture, the config its llama.* keys
+// stand for (llama family), every metadata key shortened, tensors by GGUF name
+// with their block types (parameters are elements, bytes as stored).
+CheckpointSummary gguf_summarize(const GgufFile& gguf);
 
 std::string summary_text(const CheckpointSummary& summary, bool list_tensors);
 nlohmann::ordered_json summary_json(const CheckpointSummary& summary, bool list_tensors);

@@ -143,7 +143,13 @@ const std::vector<std::pair<PyValue*, PyValue*>>* state_dict_entries(const PyVal
 
 TorchBinFile torch_bin_read(const std::string& path) { return torch_bin_parse(MappedFile::open(path)); }
 
-TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file) {
+size_t torch_bin_verify(const MappedFile& file) {
+  const std::vector<ZipEntry> entries = zip_list(file);
+  for (const auto& entry : entries) zip_verify(file, entry);
+  return entries.size();
+}
+
+TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file, bool verify_pickle) {
   const std::string& path = file->path();
   if (!zip_has_magic(*file)) {
     if (file->size() >= 2 && file->data()[0] == 0x80) {
@@ -172,6 +178,7 @@ TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file) {
       if (order != "little") fail("{}: byte order '{}' is not supported (little-endian only)", path, order);
     }
   }
+  if (verify_pickle) zip_verify(*file, *pickle);  // a flipped bit there would silently change names, shapes or offsets
   auto root = pickle_load(file->data() + pickle->data_offset, pickle->size, path + ": data.pkl");
   const auto* items = state_dict_entries(root->root);
   if (items == nullptr) fail("{}: the pickled object is not a state dict (a mapping of names to tensors)", path);

@@ -19,6 +19,11 @@ struct TorchBinFile {
 };
 
 TorchBinFile torch_bin_read(const std::string& path);
-TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file);
+// `verify_pickle`: data.pkl's CRC-32 is checked before it is parsed (off only in the
+// fuzz target, so mutations reach the parser).
+TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file, bool verify_pickle = true);
+// Checks the CRC-32 of every entry (tensor storages included: reads the whole file);
+// returns the number of entries checked.
+size_t torch_bin_verify(const MappedFile& file);
 
 }  // namespace m3d::io

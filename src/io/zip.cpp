@@ -1,5 +1,8 @@
 #include "io/zip.h"
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "m3d/error.h"
@@ -94,6 +97,7 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
     }
     ZipEntry entry;
     entry.method = in.get<uint16_t>(pos + 10, "central header");
+    entry.crc32 = in.get<uint32_t>(pos + 16, "central header");
     uint64_t compressed = in.get<uint32_t>(pos + 20, "central header");
     uint64_t uncompressed = in.get<uint32_t>(pos + 24, "central header");
     const uint16_t name_len = in.get<uint16_t>(pos + 28, "central header");
@@ -140,6 +144,19 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
     pos += 46 + name_len + extra_len + comment_len;
   }
   return entries;
+}
+
+void zip_verify(const MappedFile& file, const ZipEntry& entry) {
+  uLong crc = ::crc32(0, nullptr, 0);
+  for (uint64_t done = 0; done < entry.size;) {  // zlib takes at most 4 GiB a call
+    const uInt chunk = static_cast<uInt>(std::min<uint64_t>(entry.size - done, uint64_t{1} << 30));
+    crc = ::crc32(crc, file.data() + entry.data_offset + done, chunk);
+    done += chunk;
+  }
+  if (static_cast<uint32_t>(crc) != entry.crc32) {
+    fail("{}: zip entry '{}': CRC-32 {:08x} differs from the recorded {:08x}: the file is damaged", file.path(), entry.name,
+         static_cast<uint32_t>(crc), entry.crc32);
+  }
 }
 
 }  // namespace m3d::io

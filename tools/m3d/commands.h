@@ -18,5 +18,6 @@ void add_train(CLI::App& app);
 void add_embed(CLI::App& app);
 void add_quickstart(CLI::App& app);
 void add_export(CLI::App& app);
+void add_segment(CLI::App& app);
 
 }  // namespace m3d::cli
