@@ -104,7 +104,7 @@ Word step1b(const Word& w) {
   }
   Word stem;
   bool succeeded = false;
-  for (const Word suffix : {Word(U"ed"), Word(U"ing")}) {
+  for (const Word& suffix : {Word(U"ed"), Word(U"ing")}) {
     if (ends_with(w, suffix)) {
       stem = cut(w, suffix.size());
       if (contains_vowel(stem)) {
