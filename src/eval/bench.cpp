@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -296,11 +298,11 @@ std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the 
 namespace {
 
 // One finished sample, on disk before the next starts (a kill loses at most the one in progress).
-void journal_append(FILE* journal, const json& record) {
+void journal_append(FILE* journal, const json& record, const std::string& path) {
   const std::string line = record.dump() + "\n";
-  std::fwrite(line.data(), 1, line.size(), journal);
-  std::fflush(journal);
-  fsync(fileno(journal));
+  if (std::fwrite(line.data(), 1, line.size(), journal) != line.size() || std::fflush(journal) != 0 || fsync(fileno(journal)) != 0) {
+    fail("{}: cannot append to the journal: {}", path, std::strerror(errno));
+  }
 }
 
 // What defines a run's predictions: the model (its folder, config and weight sizes),
@@ -350,11 +352,9 @@ std::map<int64_t, json> open_journal(const BenchOptions& o) {
   }
   io::write_file_atomic(identity_path, identity.dump(1) + "\n");
   std::map<int64_t, json> done = read_journal(journal_path, o.task);
-  {
-    std::ofstream clean(journal_path + ".tmp", std::ios::binary);
-    for (const auto& [idx, record] : done) clean << record.dump() << "\n";
-  }
-  fs::rename(journal_path + ".tmp", journal_path);
+  std::string clean;
+  for (const auto& [idx, record] : done) clean += record.dump() + "\n";
+  io::write_file_atomic(journal_path, clean);
   return done;
 }
 
@@ -391,7 +391,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       const auto text_features = model->encode_text(input, torch::ones_like(input))[0].contiguous();
       auto values = [](const at::Tensor& t) { return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()); };
       const json record = {{"task", o.task}, {"idx", i}, {"pred", ""}, {"image", values(image_features)}, {"text", values(text_features)}};
-      journal_append(journal, record);
+      journal_append(journal, record, journal_path);
       done[static_cast<int64_t>(i)] = record;
       ++finished;
       if (o.progress) {
@@ -501,7 +501,7 @@ std::string bench_run(const BenchOptions& o) {
       const at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
       const std::string pred = generate::session_answer(session, image, samples[i].question, g);
       const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
-      journal_append(journal, record);
+      journal_append(journal, record, journal_path);
       done[static_cast<int64_t>(i)] = record;
       ++finished;
       if (o.progress) {
