@@ -3,7 +3,8 @@
 // stage 2 (LoRA) leaves the base LLM weights alone, writes a peft adapter and a merged
 // final model that loads as a plain checkpoint and equals the export of its last
 // checkpoint; the quickstart's smoke run writes its table, examples and index.html
-// and reuses them on a rerun.
+// and reuses them on a rerun. `m3d encode` and `m3d generate` refuse an image off the
+// model grid with the same line.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 
 #include "data/synth.h"
 #include "io/checkpoint.h"
+#include "io/npy.h"
 #include "io/tensor.h"
 #include "models/causal_lm.h"
 #include "test_support.h"
@@ -171,6 +173,29 @@ TEST_F(CliLamed, QuickstartSmokeRunWritesEverythingAndReusesIt) {
   // A rerun trains nothing again.
   ASSERT_EQ(run_command("cd " + std::string(M3D_SOURCE_DIR) + " && " + kM3d + " quickstart --quick --no-progress -o " + dir, &out, &err), 0) << err;
   EXPECT_NE(err.find("reusing " + dir + "/lamed/final"), std::string::npos) << err;
+}
+
+// The line of `err` that reports the error ("m3d: error: ..."), or all of `err`.
+std::string error_line(const std::string& err) {
+  const size_t start = err.find("m3d: error: ");
+  if (start == std::string::npos) return err;
+  return err.substr(start, err.find('\n', start) - start);
+}
+
+// Both commands run the same vision side, which refuses an image off the model grid
+// (generate once resampled it silently, so the two disagreed), saying how to fix it.
+TEST(CliLamedGrid, EncodeAndGenerateRefuseAnImageOffTheModelGridAlike) {
+  const std::string dir = temp_dir(), model = fixture("lamed_phi3_tiny");  // config.json image_size [32, 256, 256]
+  const std::vector<float> voxels(16 * 16 * 16, 0.5f);
+  io::npy_write(dir + "/small.npy", DType::F32, {1, 16, 16, 16}, voxels.data());
+  std::string out, encode_err, generate_err;
+  EXPECT_EQ(run_command(kM3d + " encode --model " + model + " --image " + dir + "/small.npy -o " + dir + "/out.safetensors", &out, &encode_err), 1);
+  EXPECT_FALSE(fs::exists(dir + "/out.safetensors"));
+  EXPECT_EQ(run_command(kM3d + " generate --model " + model + " --image " + dir + "/small.npy --prompt hi --max-new-tokens 2", &out, &generate_err), 1);
+  EXPECT_EQ(error_line(encode_err),
+            "m3d: error: image is 1x1x16x16x16 but this model's grid is 32x256x256 (D x H x W; expected an image of shape [B, 1, 32, 256, 256]): "
+            "prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in m3d-lamed) or give a .npy already on the model grid");
+  EXPECT_EQ(error_line(generate_err), error_line(encode_err));
 }
 
 }  // namespace

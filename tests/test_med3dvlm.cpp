@@ -140,13 +140,36 @@ TEST_F(VlmQwenParity, GenerateCommandRunsIt) {
   // A scan goes through the med3dvlm recipe (128 x 256 x 256), picked for a DCFormer tower.
   ASSERT_EQ(run("--image " + test::fixture("volumes/m3d_cap_slices") + " --prompt 'What is shown?' --max-new-tokens 4 --seed 3", &out, &err), 0)
       << err;
-  // m3d chat cannot cache an image prefix for BOS-less prompts: refused, saying so.
-  EXPECT_NE(test::run_command("echo 'What is it?' | " + m3d + " chat --model " + *dir_ + " --image " + dir + "/image.npy", &out, &err), 0);
-  EXPECT_NE(err.find("chat needs a token before the image tokens"), std::string::npos) << err;
-  // A volume on another grid is refused with the shape the model needs.
-  io::npy_write(dir + "/small.npy", DType::F32, {1, 32, 256, 256}, image.data_ptr());
-  EXPECT_NE(run("--image " + dir + "/small.npy --prompt x", &out, &err), 0);
-  EXPECT_NE(err.find("expected an image of shape [B, 1, 128, 256, 256]"), std::string::npos) << err;
+  // m3d chat cannot cache an image prefix for BOS-less prompts: each question is
+  // answered from scratch, as m3d generate answers it.
+  std::string generated;
+  ASSERT_EQ(run("--image " + dir + "/image.npy --prompt 'What is it?' --max-new-tokens 4 --greedy", &generated, &err), 0) << err;
+  ASSERT_EQ(test::run_command("echo 'What is it?' | " + m3d + " chat --model " + *dir_ + " --image " + dir +
+                                  "/image.npy --max-new-tokens 4 --greedy",
+                              &out, &err),
+            0)
+      << err;
+  EXPECT_EQ(out, generated);
+}
+
+// A volume on another grid (here M3D's 32 slices): `m3d encode` and `m3d generate` run the
+// same vision side and refuse it with the same line, naming both grids and the recipe.
+TEST_F(VlmQwenParity, EncodeAndGenerateRefuseAnImageOffTheModelGridAlike) {
+  const std::string dir = test::temp_dir();
+  const at::Tensor small = fixture_image().slice(2, 0, 32).contiguous();
+  io::npy_write(dir + "/small.npy", DType::F32, {1, 32, 256, 256}, small.data_ptr());
+  const std::string m3d = std::string(M3D_BINARY_DIR) + "/m3d", image = " --image " + dir + "/small.npy";
+  std::string out, encode_err, generate_err;
+  EXPECT_EQ(test::run_command(m3d + " encode --model " + *dir_ + image + " -o " + dir + "/out.safetensors", &out, &encode_err), 1);
+  EXPECT_EQ(test::run_command(m3d + " generate --model " + *dir_ + image + " --prompt x --max-new-tokens 2", &out, &generate_err), 1);
+  const std::string message =
+      "image is 1x1x32x256x256 but this model's grid is 128x256x256 (D x H x W; expected an image of shape [B, 1, 128, 256, 256]): "
+      "prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in med3dvlm) or give a .npy already on the model grid";
+  EXPECT_NE(encode_err.find("m3d: error: " + message + "\n"), std::string::npos) << encode_err;
+  EXPECT_NE(generate_err.find("m3d: error: " + message + "\n"), std::string::npos) << generate_err;
+  // The model-level path (CausalLmImpl::embed) says the same.
+  const LoadedModel loaded = model_load(*dir_);
+  test::expect_one_line_error([&] { loaded.lm->multimodal()->encode_images(small); }, "", message);
 }
 
 TEST(VlmQwen, ConfigsThatDoNotFitAreClearErrors) {

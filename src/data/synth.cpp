@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "core/progress.h"
 #include "imaging/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/csv.h"
@@ -363,6 +364,7 @@ void synth_write(const SynthOptions& o) {
   std::vector<std::vector<json>> seg_entries(static_cast<size_t>(o.count));
   std::vector<std::vector<std::vector<std::string>>> refseg(static_cast<size_t>(o.count));
   std::atomic<int64_t> next{0}, finished{0};
+  Progress progress("m3d synth", o.count, o.progress);
   std::mutex error_mutex;
   std::string error;
   auto work = [&] {
@@ -427,8 +429,7 @@ void synth_write(const SynthOptions& o) {
         next = o.count;
         return;
       }
-      const int64_t n = ++finished;
-      if (o.progress) std::fprintf(stderr, "\r[m3d synth] %lld/%lld studies", static_cast<long long>(n), static_cast<long long>(o.count));
+      progress.update(++finished, "studies");
     }
   };
   const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -438,7 +439,7 @@ void synth_write(const SynthOptions& o) {
   for (int t = 0; t < threads; ++t) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   at::set_num_threads(intra_op);
-  if (o.progress && finished > 0) std::fprintf(stderr, "\n");  // ends the progress line
+  progress.finish();
   if (!error.empty()) fail("m3d synth: {}", error);
   json cap = {{"train", json::array()}, {"validation", json::array()}, {"test", json::array()}};
   const std::vector<std::string> header = {"Image Path", "Text", "Question Type", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer",

@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +20,7 @@
 #include <optional>
 #include <set>
 
+#include "core/progress.h"
 #include "data/sample.h"
 #include "eval/score.h"
 #include "eval/task_metrics.h"
@@ -253,11 +253,6 @@ std::map<int64_t, json> read_journal(const std::string& path, const std::string&
   return done;
 }
 
-std::string clock_text(double seconds) {
-  const auto s = static_cast<int64_t>(seconds);
-  return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
-}
-
 }  // namespace
 
 TextScorers text_scorers_load(const std::string& punkt_dir, const std::string& wordnet_dir, const BertScoreOptions& bertscore) {
@@ -277,13 +272,12 @@ ScoreOptions TextScorers::score_options() const {
   options.meteor = meteor.get();
   if (bertscore) {
     options.bert_f1 = [scorer = bertscore](const std::vector<std::string>& predictions, const std::vector<std::string>& references) {
-      const bool progress = isatty(STDERR_FILENO);
+      Progress progress("m3d BERTScore", static_cast<int64_t>(predictions.size()), isatty(STDERR_FILENO) == 1);  // no option reaches here
       std::vector<double> f1;
       for (size_t i = 0; i < predictions.size(); ++i) {
         f1.push_back(scorer->score({predictions[i]}, {{references[i]}}).at(0).fmeasure);
-        if (progress) std::fprintf(stderr, "\r[m3d] BERTScore %zu/%zu ", i + 1, predictions.size());
+        progress.update(static_cast<int64_t>(i + 1));
       }
-      if (progress) std::fprintf(stderr, "\n");
       return f1;
     };
     options.bert_f1_setting = bertscore_setting;
@@ -371,8 +365,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     const text::Tokenizer tokenizer = text::Tokenizer::load(o.model_dir);
     FILE* journal = std::fopen(journal_path.c_str(), "ab");
     if (journal == nullptr) fail("{}: cannot append to the journal", journal_path);
-    const auto start = std::chrono::steady_clock::now();
-    size_t finished = 0;
+    Progress progress("m3d bench itr", static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
     for (size_t i = 0; i < samples.size(); ++i) {
       if (done.count(static_cast<int64_t>(i))) continue;
       at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
@@ -393,15 +386,11 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       const json record = {{"task", o.task}, {"idx", i}, {"pred", ""}, {"image", values(image_features)}, {"text", values(text_features)}};
       journal_append(journal, record, journal_path);
       done[static_cast<int64_t>(i)] = record;
-      ++finished;
-      if (o.progress) {
-        const double per = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / static_cast<double>(finished);
-        std::fprintf(stderr, "\r[m3d bench itr] %zu/%zu  %.2f s/pair  ETA %s   ", done.size(), samples.size(), per,
-                     clock_text(per * static_cast<double>(samples.size() - done.size())).c_str());
-      }
+      const auto n = static_cast<int64_t>(done.size());
+      progress.update(n, fmt::format("{:.2f} s/pair", progress.seconds_per_item(n)));
     }
     std::fclose(journal);
-    if (o.progress) std::fprintf(stderr, "\n");
+    progress.finish();
   }
   const auto n = static_cast<int64_t>(samples.size());
   std::vector<std::vector<float>> images, texts;
@@ -494,25 +483,26 @@ std::string bench_run(const BenchOptions& o) {
     g.do_sample = false;
     std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
     if (journal == nullptr) fail("{}: cannot append", journal_path);
-    const auto start = std::chrono::steady_clock::now();
-    size_t finished = 0;
+    Progress progress("m3d bench " + o.task, static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
+    // M3D-Data's .npy are on 32 x 256 x 256; a LaMed trained on another grid (m3d train lamed
+    // --preset tiny: 16 x 64 x 64) gets them resized here, as its training loader resized them
+    // (load_model_volume): the model itself refuses an image off its grid.
+    const models::LamedModelImpl* lamed = session.model.lm->lamed();
     for (size_t i = 0; i < samples.size(); ++i) {
       if (done.count(static_cast<int64_t>(i))) continue;
-      const at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
+      at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
+      if (lamed != nullptr && image.sizes().slice(2) != at::IntArrayRef(lamed->image_grid())) {
+        image = at::upsample_trilinear3d(image, lamed->image_grid(), false);  // (1, C, D, H, W) on the model grid
+      }
       const std::string pred = generate::session_answer(session, image, samples[i].question, g);
       const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
       journal_append(journal, record, journal_path);
       done[static_cast<int64_t>(i)] = record;
-      ++finished;
-      if (o.progress) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double per = elapsed / static_cast<double>(finished);
-        std::fprintf(stderr, "\r[m3d bench %s] %zu/%zu  %.1f s/sample  ETA %s   ", o.task.c_str(), done.size(), samples.size(), per,
-                     clock_text(per * static_cast<double>(todo - finished)).c_str());
-      }
+      const auto n = static_cast<int64_t>(done.size());
+      progress.update(n, fmt::format("{:.1f} s/sample", progress.seconds_per_item(n)));
     }
     std::fclose(journal);
-    if (o.progress) std::fprintf(stderr, "\n");
+    progress.finish();
   }
   // The predictions CSV with the official columns, then the scores.
   io::CsvTable table;

@@ -70,21 +70,27 @@ std::string image_placeholders(const Session& session) {
   return placeholders;
 }
 
-// Generates from `embeds` after what `cache` holds; returns the decoded answer and,
-// with `seg_hidden`, the final hidden states before each [SEG] (GenerationResult::seg_hidden).
-std::string answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options,
-                        const std::function<void(const std::string&)>& on_text, std::vector<at::Tensor>* seg_hidden = nullptr) {
+// Generates from `embeds` after what `cache` holds: the decoded answer, its token
+// count and why it ended; with `seg_hidden`, the final hidden states before each
+// [SEG] (GenerationResult::seg_hidden). `keep_going` is asked before each new token.
+SessionAnswer answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options,
+                          const AnswerHooks& hooks, std::vector<at::Tensor>* seg_hidden = nullptr) {
   std::vector<int64_t> answer;
   std::string shown;
+  bool cancelled = false;
   auto emit_growth = [&](const std::string& text) {
     if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-      on_text(text.substr(shown.size()));
+      hooks.on_text(text.substr(shown.size()));
       shown = text;
     }
   };
   auto stream = [&](int64_t, int64_t token) {
     answer.push_back(token);
-    if (on_text) {
+    if (hooks.keep_going && !hooks.keep_going()) {
+      cancelled = true;
+      return false;
+    }
+    if (hooks.on_text) {
       // Emit only growth of the text. A run of byte-fallback tokens decodes as a
       // whole (valid UTF-8, else U+FFFD per byte), so it waits until the run ends;
       // a trailing U+FFFD may be an incomplete sequence (byte-level BPE) and waits too.
@@ -95,35 +101,36 @@ std::string answer_from(Session& session, models::KvCache& cache, const at::Tens
     }
     return true;
   };
+  const int64_t prompt_tokens = cache.length + embeds.size(1);  // the cached prefix and the new prompt, image tokens included
   GenerationOptions o = options;
   if (seg_hidden) o.seg_token_id = session.seg_token_id;
   GenerationResult result = generate_continue(*session.model.lm, cache, embeds, o, {}, {}, stream);
   if (seg_hidden) *seg_hidden = std::move(result.seg_hidden[0]);
-  const std::string text = session.tokenizer.decode(answer, true);
-  if (on_text) emit_growth(text);
-  return text;
+  SessionAnswer out;
+  out.text = session.tokenizer.decode(answer, true);
+  if (hooks.on_text) emit_growth(out.text);
+  out.prompt_tokens = prompt_tokens;
+  out.completion_tokens = static_cast<int64_t>(answer.size());
+  const auto& eos = options.eos_token_id;
+  if (cancelled) {
+    out.finish_reason = "cancelled";
+  } else if (!answer.empty() && std::find(eos.begin(), eos.end(), answer.back()) != eos.end()) {
+    out.finish_reason = "stop";
+  } else {
+    out.finish_reason = "length";
+  }
+  return out;
 }
 
 at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0); }
 
-}  // namespace
-
-namespace {
-
-SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                     const std::function<void(const std::string&)>& on_text, bool with_mask) {
-  torch::NoGradGuard no_grad;
-  auto& lm = *session.model.lm;
-  if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
-  const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
-  const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
-  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0),
-                                    lm.model->config().max_position_embeddings);
-  auto cache = lm.model->make_cache(1, capacity, embeds.options());
-  SessionAnswer out;
+// The answer after `embeds`, and with `with_mask` (a model with a [SEG] head and an
+// image) its mask logits from the hidden states before each generated [SEG].
+SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const at::Tensor& embeds, const at::Tensor& image,
+                               const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask) {
   const bool mask = with_mask && session.model.seg && image.defined();
   std::vector<at::Tensor> seg_hidden;
-  out.text = answer_from(session, cache, embeds, options, on_text, mask ? &seg_hidden : nullptr);
+  SessionAnswer out = answer_from(session, cache, embeds, options, hooks, mask ? &seg_hidden : nullptr);
   if (!mask) return out;
   auto& seg = *session.model.seg;
   const auto& weight = seg.seg_projector->fc1->weight;
@@ -139,38 +146,62 @@ SessionAnswer answer(Session& session, const at::Tensor& image, const std::strin
   return out;
 }
 
+SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                     const AnswerHooks& hooks, bool with_mask) {
+  torch::NoGradGuard no_grad;
+  auto& lm = *session.model.lm;
+  if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
+  const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
+  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0),
+                                    lm.model->config().max_position_embeddings);
+  auto cache = lm.model->make_cache(1, capacity, embeds.options());
+  return answer_with_mask(session, cache, embeds, image, options, hooks, with_mask);
+}
+
 }  // namespace
 
 std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
                            const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
-  return answer(session, image, question, options, on_text, false).text;
+  return answer(session, image, question, options, {on_text, {}}, false).text;
 }
 
 SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
                                  const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
-  return answer(session, image, question, options, on_text, true);
+  return answer(session, image, question, options, {on_text, {}}, true);
+}
+
+SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question,
+                                  const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask) {
+  return answer(session, image, question, options, hooks, with_mask);
+}
+
+bool session_can_chat(const Session& session) {
+  auto* multimodal = session.model.lm->multimodal();
+  if (multimodal == nullptr) return false;
+  // Med3DVLM's prompts have no BOS, so the splice replaces the question's first token (med3dvlm_spec.md §4.5).
+  return static_cast<int64_t>(session.tokenizer.encode(image_placeholders(session)).size()) > multimodal->proj_out_num();
 }
 
 ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity) {
   torch::NoGradGuard no_grad;
   auto& lm = *session.model.lm;
   if (lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
-  ChatState chat;
-  chat.prefix_ids = session.tokenizer.encode(image_placeholders(session));  // BOS + image tokens
-  if (static_cast<int64_t>(chat.prefix_ids.size()) <= lm.multimodal()->proj_out_num()) {
-    // Med3DVLM: no BOS, so the splice replaces the question's first token (med3dvlm_spec.md §4.5).
+  if (!session_can_chat(session)) {
     fail("{}: chat needs a token before the image tokens to cache the image prefix; this model's prompts have none "
          "(its image splice drops the question's first token): use m3d generate",
          session.model.architecture);
   }
+  ChatState chat;
+  chat.prefix_ids = session.tokenizer.encode(image_placeholders(session));  // BOS + image tokens
   const auto embeds = lm.embed(ids_tensor(chat.prefix_ids), image);
   chat.cache = lm.model->make_cache(1, std::min(capacity, lm.model->config().max_position_embeddings), embeds.options());
   lm.model->forward(embeds, &chat.cache);
   return chat;
 }
 
-std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
-                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const at::Tensor& image, const std::string& question,
+                                       const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask) {
   torch::NoGradGuard no_grad;
   const std::vector<int64_t> ids = session.tokenizer.encode(image_placeholders(session) + question);
   const size_t n = chat.prefix_ids.size();
@@ -179,7 +210,12 @@ std::string session_chat_answer(Session& session, ChatState& chat, const std::st
   }
   chat.cache.length = static_cast<int64_t>(n);  // forget the previous question and answer
   const auto embeds = session.model.lm->embed(ids_tensor({ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end()}));
-  return answer_from(session, chat.cache, embeds, options, on_text);
+  return answer_with_mask(session, chat.cache, embeds, image, options, hooks, with_mask);
+}
+
+std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
+                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+  return session_chat_answer_full(session, chat, {}, question, options, {on_text, {}}, false).text;
 }
 
 }  // namespace m3d::generate

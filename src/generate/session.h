@@ -38,9 +38,23 @@ struct SessionAnswer {
   std::string text;
   at::Tensor seg_logits;  // undefined without a seg module or an image
   int64_t seg_count = 0;  // [SEG] hidden states that went into the mask
+  int64_t prompt_tokens = 0;  // positions before the answer (image tokens and a cached prefix included)
+  int64_t completion_tokens = 0;  // tokens generated, a stop token included
+  std::string finish_reason;  // "stop" (a stop token), "length" (max_new_tokens or the context) or "cancelled"
+};
+
+// Streaming and cancellation: `on_text` receives the answer as it grows; generation
+// stops after the current token when `keep_going` returns false (a client gone).
+struct AnswerHooks {
+  std::function<void(const std::string&)> on_text;
+  std::function<bool()> keep_going;
 };
 SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
                                  const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+
+// The same with usage counts, cancellation and, with `with_mask`, the [SEG] mask.
+SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question,
+                                  const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask);
 
 // `m3d chat`: the volume is encoded once; its prompt prefix (BOS + image tokens)
 // stays in the KV cache and each question continues from it, independently of
@@ -53,5 +67,12 @@ struct ChatState {
 ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity);
 std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
                                 const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+// The same with usage counts, cancellation and, with `with_mask` (and `image`, the
+// volume the chat started from), the [SEG] mask.
+SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const at::Tensor& image, const std::string& question,
+                                       const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask);
+// Whether the model's prompts let the image prefix be cached (LaMed: BOS first;
+// Med3DVLM: no BOS, each question is answered from scratch).
+bool session_can_chat(const Session& session);
 
 }  // namespace m3d::generate

@@ -1,5 +1,5 @@
-// Causal-LM assembly and the architecture registry. LaMed classes: BAAI-DCAI/M3D
-// LaMed/src/model/language_model/lamed_phi3.py, lamed_llama.py, lamed_arch.py.
+// Causal-LM assembly and the architecture registry; the multimodal models are
+// LaMed's (models/lamed.h) and Med3DVLM's (models/med3dvlm.h).
 // Letters: B batch, L tokens, N image tokens, D hidden, V vocab.
 #include "models/causal_lm.h"
 
@@ -12,23 +12,6 @@
 #include "models/med3dvlm.h"
 
 namespace m3d::models {
-
-LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit)
-    : MultimodalModelImpl(decoder), lamed_(lamed) {
-  if (lamed.projector.hidden_size != decoder.hidden_size) {
-    fail("lamed: projector output {} differs from the LLM hidden size {}", lamed.projector.hidden_size, decoder.hidden_size);
-  }
-  vision_tower = register_module("vision_tower", Vit3dTower(vit, lamed.vision_select_layer, lamed.vision_select_feature));
-  mm_projector = register_module("mm_projector", Projector(lamed.projector));
-}
-
-torch::Tensor LamedModelImpl::encode_images(const torch::Tensor& images) {
-  const auto& weight = embed_tokens->weight;
-  auto x = images.to(weight.device(), compute_dtype(weight.scalar_type(), weight.device()));
-  const std::vector<int64_t> grid(lamed_.image_size.begin(), lamed_.image_size.end());
-  if (x.dim() == 5 && x.sizes().slice(2).vec() != grid) x = at::upsample_trilinear3d(x, grid, false);  // another grid: to the model's
-  return mm_projector->forward(vision_tower->forward(x));  // (B, N, D)
-}
 
 CausalLmImpl::CausalLmImpl(std::shared_ptr<DecoderModelImpl> decoder, bool tie_word_embeddings) {
   model = register_module("model", std::move(decoder));

@@ -18,30 +18,6 @@
 
 namespace m3d::models {
 
-// A decoder with a vision side whose image embeddings CausalLmImpl::embed splices
-// into the prompt: LaMed (below) and Med3DVLM (models/med3dvlm.h).
-class MultimodalModelImpl : public DecoderModelImpl {
- public:
-  using DecoderModelImpl::DecoderModelImpl;
-  virtual torch::Tensor encode_images(const torch::Tensor& images) = 0;  // (B, 1, D, H, W) -> (B, proj_out_num, D_llm)
-  virtual int64_t proj_out_num() const = 0;  // image tokens in the prompt
-};
-
-// LamedPhi3Model / LamedLlamaModel: the decoder plus vision_tower and mm_projector.
-class LamedModelImpl : public MultimodalModelImpl {
- public:
-  LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit);
-  torch::Tensor encode_images(const torch::Tensor& images) override;  // (B, 1, D, H, W) -> (B, proj_out_num, D_llm)
-  int64_t proj_out_num() const override { return lamed_.proj_out_num; }
-  const LamedConfig& lamed_config() const { return lamed_; }
-
-  Vit3dTower vision_tower{nullptr};
-  Projector mm_projector{nullptr};
-
- private:
-  LamedConfig lamed_;
-};
-
 class CausalLmImpl : public torch::nn::Module {
  public:
   CausalLmImpl(std::shared_ptr<DecoderModelImpl> model, bool tie_word_embeddings);

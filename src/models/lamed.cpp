@@ -1,6 +1,7 @@
 // M3D-LaMed (Bai et al. 2024, arXiv:2404.00578), BAAI-DCAI/M3D
-// LaMed/src/model/lamed_arch.py and multimodal_encoder/vit.py (ViT3DTower).
-// Vision side so far; the decoder and the [SEG] path follow.
+// LaMed/src/model/lamed_arch.py, multimodal_encoder/vit.py (ViT3DTower) and
+// language_model/lamed_phi3.py, lamed_llama.py (the decoder from models/llama.h; the
+// image splice is CausalLmImpl::embed). The [SEG] path is models/segvol.h (LamedSeg).
 // Letters: B batch, N tokens, E vision width, H LLM width.
 #include "models/lamed.h"
 
@@ -106,18 +107,35 @@ torch::Tensor Vit3dTowerImpl::forward(const torch::Tensor& image) {
   return last;
 }
 
-LamedVisionImpl::LamedVisionImpl(const LamedConfig& c, const Vit3dConfig& vit) {
+LamedVisionImpl::LamedVisionImpl(const LamedConfig& c, const Vit3dConfig& vit) : config_(c) {
   vision_tower = register_module("vision_tower", Vit3dTower(vit, c.vision_select_layer, c.vision_select_feature));
   mm_projector = register_module("mm_projector", Projector(c.projector));
 }
 
-std::vector<torch::Tensor> LamedVisionImpl::features(const torch::Tensor& image) { return {vision_tower->forward(image)}; }
+void LamedVisionImpl::check_image(const torch::Tensor& image) const {
+  vision_check_image(image, config_.image_channel, config_.image_size, "m3d-lamed");
+}
+
+std::vector<torch::Tensor> LamedVisionImpl::features(const torch::Tensor& image) {
+  check_image(image);
+  return {vision_tower->forward(image)};  // [(B, N, E)]
+}
 
 std::vector<std::string> LamedVisionImpl::feature_names() const { return {"vision_features"}; }
 
 torch::Tensor LamedVisionImpl::project(const std::vector<torch::Tensor>& features) {
   if (features.size() != 1) fail("lamed: the projector takes 1 feature map, got {}", features.size());
   return mm_projector->forward(features[0]);  // (B, proj_out_num, H)
+}
+
+LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit)
+    : MultimodalModelImpl(decoder) {
+  if (lamed.projector.hidden_size != decoder.hidden_size) {
+    fail("lamed: projector output {} differs from the LLM hidden size {}", lamed.projector.hidden_size, decoder.hidden_size);
+  }
+  vision = LamedVision(lamed, vit);
+  vision_tower = register_module("vision_tower", vision->vision_tower);
+  mm_projector = register_module("mm_projector", vision->mm_projector);
 }
 
 LamedVision lamed_vision_load(const io::Checkpoint& ckpt) {

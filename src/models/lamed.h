@@ -1,14 +1,18 @@
-// M3D-LaMed: the multimodal wrapper around a decoder LLM (lamed_arch.py).
-// This header: the LaMed config keys and the vision side (ViT3D tower with
-// feature selection + mm_projector), which `m3d encode` runs on its own.
+// M3D-LaMed: the multimodal wrapper around a decoder LLM (lamed_arch.py): its
+// config keys, the vision side (ViT3D tower with feature selection + mm_projector),
+// which `m3d encode` runs on its own, and LamedPhi3Model / LamedLlamaModel, the
+// decoder with that same vision side, which the architecture registry (causal_lm.h) builds.
 #pragma once
 
 #include <torch/nn/module.h>
 
+#include <array>
 #include <string>
+#include <vector>
 
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
+#include "models/llama.h"
 #include "models/projector.h"
 #include "models/vision.h"
 #include "models/vit3d.h"
@@ -64,14 +68,36 @@ TORCH_MODULE(Vit3dTower);
 class LamedVisionImpl : public VisionSideImpl {
  public:
   LamedVisionImpl(const LamedConfig& config, const Vit3dConfig& vit);
+  void check_image(const torch::Tensor& image) const override;  // (B, image_channel, image_size)
   std::vector<torch::Tensor> features(const torch::Tensor& image) override;  // [(B, N, E)]
   std::vector<std::string> feature_names() const override;
   torch::Tensor project(const std::vector<torch::Tensor>& features) override;  // (B, proj_out_num, hidden_size)
+  const LamedConfig& config() const { return config_; }
 
   Vit3dTower vision_tower{nullptr};
   Projector mm_projector{nullptr};
+
+ private:
+  LamedConfig config_;
 };
 TORCH_MODULE(LamedVision);
+
+// LamedPhi3Model / LamedLlamaModel (lamed_phi3.py, lamed_llama.py; LamedMetaModel in
+// lamed_arch.py): the decoder plus one LamedVision, whose two children are registered
+// here as model.vision_tower and model.mm_projector (the checkpoint's keys) rather
+// than under a module of its own.
+class LamedModelImpl : public MultimodalModelImpl {
+ public:
+  LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit);
+  int64_t proj_out_num() const override { return vision->config().proj_out_num; }
+  std::array<int64_t, 3> image_grid() const override { return vision->config().image_size; }
+  VisionSideImpl& vision_side() const override { return *vision.ptr(); }
+  const LamedConfig& lamed_config() const { return vision->config(); }
+
+  LamedVision vision{nullptr};
+  Vit3dTower vision_tower{nullptr};  // vision->vision_tower
+  Projector mm_projector{nullptr};  // vision->mm_projector
+};
 
 // Builds the vision side from a checkpoint directory's config.json and weights.
 LamedVision lamed_vision_load(const io::Checkpoint& checkpoint);

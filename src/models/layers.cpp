@@ -13,14 +13,14 @@
 namespace m3d::models {
 namespace {
 
+std::atomic<CpuHalfActivations> cpu_half_mode{CpuHalfActivations::kAuto};
+
+}  // namespace
+
 bool cpu_has_bf16_arithmetic() {
   static const bool has = __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
   return has;
 }
-
-std::atomic<CpuHalfActivations> cpu_half_mode{CpuHalfActivations::kAuto};
-
-}  // namespace
 
 void cpu_half_activations_set(CpuHalfActivations mode) { cpu_half_mode.store(mode); }
 

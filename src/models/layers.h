@@ -23,6 +23,11 @@ enum class CpuHalfActivations { kAuto, kHalf, kFloat };
 void cpu_half_activations_set(CpuHalfActivations mode);
 // True when 16-bit weights on the CPU compute in their own dtype (bf16 activations).
 bool cpu_half_activations();
+// Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX). Without it, libtorch
+// 1.13's bf16 kernels (measured on an AVX2 EPYC) drift far beyond PyTorch-on-AVX512
+// bounds (logits max diff / std ~2 on the tiny LaMed), which is one reason kAuto keeps
+// activations in f32 there.
+bool cpu_has_bf16_arithmetic();
 
 // x W^T + b for activations x of compute_dtype and weights of any float dtype.
 // Mixed f32 x 16-bit: many rows (prefill) multiply in f32 with the weight

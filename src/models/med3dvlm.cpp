@@ -114,13 +114,20 @@ std::vector<torch::Tensor> DcformerTowerImpl::forward(const torch::Tensor& image
   return {hidden_states.end() - num_selected(), hidden_states.end()};  // hidden_states[select_layer:]
 }
 
-Med3dvlmVisionImpl::Med3dvlmVisionImpl(const Med3dvlmConfig& c, const DcformerConfig& dcformer) {
+Med3dvlmVisionImpl::Med3dvlmVisionImpl(const Med3dvlmConfig& c, const DcformerConfig& dcformer) : config_(c) {
   check_projector_fits(c, dcformer);
   vision_tower = register_module("vision_tower", DcformerTower(dcformer, c.vision_select_layer));
   mm_projector = register_module("mm_projector", MixerLowHighHybridMlp(c.projector));
 }
 
-std::vector<torch::Tensor> Med3dvlmVisionImpl::features(const torch::Tensor& image) { return vision_tower->forward(image); }
+void Med3dvlmVisionImpl::check_image(const torch::Tensor& image) const {
+  vision_check_image(image, dcformer_config().in_channels, dcformer_config().image_size, "med3dvlm");
+}
+
+std::vector<torch::Tensor> Med3dvlmVisionImpl::features(const torch::Tensor& image) {
+  check_image(image);
+  return vision_tower->forward(image);  // [low (B, N_low, C3), high (B, N_high, C4)]
+}
 
 std::vector<std::string> Med3dvlmVisionImpl::feature_names() const { return {"low_features", "high_features"}; }
 
@@ -130,17 +137,10 @@ torch::Tensor Med3dvlmVisionImpl::project(const std::vector<torch::Tensor>& feat
 }
 
 Med3dvlmModelImpl::Med3dvlmModelImpl(const DecoderConfig& decoder, const Med3dvlmConfig& c, const DcformerConfig& dcformer)
-    : MultimodalModelImpl(decoder), config_(c) {
-  check_projector_fits(c, dcformer);
-  vision_tower = register_module("vision_tower", DcformerTower(dcformer, c.vision_select_layer));
-  mm_projector = register_module("mm_projector", MixerLowHighHybridMlp(c.projector));
-}
-
-torch::Tensor Med3dvlmModelImpl::encode_images(const torch::Tensor& images) {
-  const auto& weight = embed_tokens->weight;
-  const auto x = images.to(weight.device(), compute_dtype(weight.scalar_type(), weight.device()));
-  const std::vector<torch::Tensor> features = vision_tower->forward(x);  // [low (B, N_low, C3), high (B, N_high, C4)]
-  return mm_projector->forward(features[0], features[1]);  // (B, proj_out_num, H)
+    : MultimodalModelImpl(decoder) {
+  vision = Med3dvlmVision(c, dcformer);
+  vision_tower = register_module("vision_tower", vision->vision_tower);
+  mm_projector = register_module("mm_projector", vision->mm_projector);
 }
 
 std::shared_ptr<Med3dvlmModelImpl> med3dvlm_model_build(const io::HfConfig& hf, const DecoderConfig& decoder, const std::string& where,

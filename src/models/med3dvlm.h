@@ -6,13 +6,14 @@
 
 #include <torch/nn/module.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
-#include "models/causal_lm.h"
 #include "models/dcformer.h"
+#include "models/llama.h"
 #include "models/mixer_projector.h"
 #include "models/vision.h"
 
@@ -56,32 +57,37 @@ TORCH_MODULE(DcformerTower);
 class Med3dvlmVisionImpl : public VisionSideImpl {
  public:
   Med3dvlmVisionImpl(const Med3dvlmConfig& config, const DcformerConfig& dcformer);
+  // (B, in_channels, 128, 256, 256): the mixer's token counts need the trained grid
+  void check_image(const torch::Tensor& image) const override;
   std::vector<torch::Tensor> features(const torch::Tensor& image) override;  // [low (B, 256, 384), high (B, 32, 768)]
   std::vector<std::string> feature_names() const override;
   torch::Tensor project(const std::vector<torch::Tensor>& features) override;  // (B, proj_out_num, hidden_size)
-
-  DcformerTower vision_tower{nullptr};
-  MixerLowHighHybridMlp mm_projector{nullptr};
-};
-TORCH_MODULE(Med3dvlmVision);
-
-// VLMQwenModel (src/model/llm/qwen.py): the Qwen2 decoder plus model.vision_tower
-// and model.mm_projector. Prompts are "<im_patch>" x proj_out_num + text, with no
-// BOS and no chat template (spec §4.4); CausalLmImpl::embed splices the image in.
-class Med3dvlmModelImpl : public MultimodalModelImpl {
- public:
-  Med3dvlmModelImpl(const DecoderConfig& decoder, const Med3dvlmConfig& config, const DcformerConfig& dcformer);
-  // (B, 1, 128, 256, 256) -> (B, proj_out_num, D_llm); other grids are refused (the
-  // mixer's token counts need the trained one).
-  torch::Tensor encode_images(const torch::Tensor& images) override;
-  int64_t proj_out_num() const override { return config_.proj_out_num; }
-  const Med3dvlmConfig& med3dvlm_config() const { return config_; }
+  const Med3dvlmConfig& config() const { return config_; }
+  const DcformerConfig& dcformer_config() const { return vision_tower->vision_tower->config(); }
 
   DcformerTower vision_tower{nullptr};
   MixerLowHighHybridMlp mm_projector{nullptr};
 
  private:
   Med3dvlmConfig config_;
+};
+TORCH_MODULE(Med3dvlmVision);
+
+// VLMQwenModel (src/model/llm/qwen.py): the Qwen2 decoder plus one Med3dvlmVision,
+// whose two children are registered here as model.vision_tower and model.mm_projector
+// (the checkpoint's keys). Prompts are "<im_patch>" x proj_out_num + text, with no
+// BOS and no chat template (spec §4.4); CausalLmImpl::embed splices the image in.
+class Med3dvlmModelImpl : public MultimodalModelImpl {
+ public:
+  Med3dvlmModelImpl(const DecoderConfig& decoder, const Med3dvlmConfig& config, const DcformerConfig& dcformer);
+  int64_t proj_out_num() const override { return vision->config().proj_out_num; }
+  std::array<int64_t, 3> image_grid() const override { return vision->dcformer_config().image_size; }
+  VisionSideImpl& vision_side() const override { return *vision.ptr(); }
+  const Med3dvlmConfig& med3dvlm_config() const { return vision->config(); }
+
+  Med3dvlmVision vision{nullptr};
+  DcformerTower vision_tower{nullptr};  // vision->vision_tower
+  MixerLowHighHybridMlp mm_projector{nullptr};  // vision->mm_projector
 };
 
 // The VLMQwenModel of a config.json (model_type vlm_qwen); DCFormer dims from the

@@ -2,6 +2,7 @@
 #include "train/lamed_train.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -513,7 +514,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
     resize(lm->model->embed_tokens->weight);
     if (lm->lm_head) resize(lm->lm_head->weight);
     model_config["vocab_size"] = vocab;
-    if (main_rank && options.progress) std::fprintf(stderr, "[m3d train] vocabulary resized from %lld to %lld for LaMed's tokens\n", static_cast<long long>(old_vocab), static_cast<long long>(vocab));
+    if (main_rank && options.progress) spdlog::info("vocabulary resized from {} to {} for LaMed's tokens", old_vocab, vocab);
   }
   auto* lamed = lm->lamed();
   if (!config.vision_init.empty()) {  // train.py pretrain_vision_model: the CLIP's ViT

@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/progress.h"
 #include "imaging/model_input.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -33,11 +35,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
-
-std::string clock_text(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  return fmt::format("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
-}
 
 
 }  // namespace
@@ -280,7 +277,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
         in.close();
         std::ofstream(log_path, std::ios::trunc) << kept;
       }
-      if (main_rank && options.progress) std::fprintf(stderr, "[m3d train] resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(last), static_cast<long long>(total));
+      if (main_rank && options.progress) spdlog::info("resuming from {} (step {} of {})", dir, last, total);
     }
   }
   if (main_rank) {
@@ -360,6 +357,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   }
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = step;
+  Progress progress("m3d train", total, main_rank && options.progress, first_step);
   while (step < total) {
     double loss_value = 0;
     for (int64_t m = 0; m < A; ++m) {
@@ -391,11 +389,7 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
                  .dump()
           << "\n" << std::flush;
     }
-    if (main_rank && options.progress) {
-      std::fprintf(stderr, "\r[m3d train] step %lld/%lld  loss %.4f  lr %.2e  %.1f samples/s  ETA %s   ", static_cast<long long>(step),
-                   static_cast<long long>(total), loss_value, lr, static_cast<double>(G) / per_step,
-                   clock_text(per_step * static_cast<double>(total - step)).c_str());
-    }
+    progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.1f} samples/s", loss_value, lr, static_cast<double>(G) / per_step));
     bool stop = options.stop != nullptr && options.stop->load();
     if (comm) {  // stop together
       auto flag = torch::tensor({stop ? 1.0f : 0.0f});
@@ -407,19 +401,25 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
       if (main_rank && hooks.evaluate) {
         result.last_eval = hooks.evaluate();
         log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
-        if (options.progress) std::fprintf(stderr, "\n[m3d train] step %lld eval %s\n", static_cast<long long>(step), result.last_eval.dump().c_str());
+        if (options.progress) {
+          progress.finish();
+          spdlog::info("step {} eval {}", step, result.last_eval.dump());
+        }
       }
       if (comm) comm->barrier();
     }
     if (step % s.save_steps == 0 || step == total || stop) save(step);
     if (stop) {
       result.stopped = true;
-      if (main_rank && options.progress) std::fprintf(stderr, "\n[m3d train] stopped at step %lld; --resume continues\n", static_cast<long long>(step));
+      if (main_rank && options.progress) {
+        progress.finish();
+        spdlog::info("stopped at step {}; --resume continues", step);
+      }
       break;
     }
   }
   for (auto& pending : queue) pending.wait();
-  if (main_rank && options.progress) std::fprintf(stderr, "\n");
+  progress.finish();
   return result;
 }
 

@@ -1,5 +1,6 @@
 // m3d: the one command-line program. Options are parsed here and in the
 // per-subcommand files; all work happens in the m3d library.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   CLI::App app{"m3d: native engine for 3D medical vision-language models (M3D-LaMed, M3D-CLIP, Med3DVLM)"};
   app.set_version_flag("--version", M3D_VERSION);
   app.require_subcommand(1);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("m3d"));  // logs on stderr; stdout carries only results
   m3d::runtime_set_threads();
   app.add_option_function<int>("-t,--threads", [](int threads) { m3d::runtime_set_threads(threads); },
                                "CPU threads (default: OMP_NUM_THREADS, else all CPUs)");

@@ -9,6 +9,7 @@
 #include "eval/bertscore.h"
 #include "generate/generate.h"
 #include "m3d/error.h"
+#include "m3d/session.h"
 #include "text/tokenizer.h"
 
 namespace m3d::cli {
@@ -87,6 +88,28 @@ inline generate::GenerationOptions generation_options(const GenerationFlags& f, 
   if (given("--top-k")) options.top_k = f.top_k;
   if (given("--repetition-penalty")) options.repetition_penalty = f.repetition_penalty;
   options.seed = f.seed;
+  return options;
+}
+
+// The same flags for the public Session API (include/m3d/session.h).
+inline AskOptions ask_options(const GenerationFlags& f) {
+  auto given = [&](const char* name) { return f.cmd == nullptr || f.cmd->count(name) > 0; };
+  AskOptions ask;
+  if (f.max_new_tokens >= 0) ask.max_new_tokens = f.max_new_tokens;
+  if (given("--do-sample") || f.greedy) ask.sample = f.do_sample;
+  if (given("--temperature")) ask.temperature = f.temperature;
+  if (given("--top-p")) ask.top_p = f.top_p;
+  if (given("--top-k")) ask.top_k = f.top_k;
+  if (given("--repetition-penalty")) ask.repetition_penalty = f.repetition_penalty;
+  ask.seed = f.seed;
+  return ask;
+}
+
+inline ModelOptions model_options(const GenerationFlags& f, const std::string& dtype) {
+  parse_dtype(dtype);  // the CLI's message for f16
+  ModelOptions options;
+  options.dtype = dtype;
+  options.tokenizer = f.tokenizer;
   return options;
 }
 

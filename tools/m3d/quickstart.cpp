@@ -212,9 +212,11 @@ int run(const QuickstartOptions& q) {
   imaging::volume_write(ct_path, imaging::volume_to_raw(ct));
   const imaging::Prepared prepared =
       imaging::prepare(imaging::volume_from_raw(imaging::volume_read(ct_path)), imaging::recipe_load("m3d-lamed").ops);
-  const at::Tensor input = prepared.volume.voxels.to(torch::kFloat).unsqueeze(0).unsqueeze(0);  // (1, 1, D, H, W)
-
   generate::Session session = generate::session_open(model);
+  // The tiny LaMed's grid (16 x 64 x 64) is not the recipe's: the volume is resized as its
+  // training loader resized M3D-Data's (load_model_volume); the model refuses another grid.
+  const at::Tensor input = at::upsample_trilinear3d(prepared.volume.voxels.to(torch::kFloat).unsqueeze(0).unsqueeze(0),
+                                                    session.model.lm->lamed()->image_grid(), false);  // (1, 1, D, H, W)
   generate::GenerationOptions g = session.defaults;
   g.do_sample = false;
   g.max_new_tokens = 160;

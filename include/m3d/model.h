@@ -1,0 +1,47 @@
+// Public API: open a checkpoint directory as it was released (config.json, weights
+// in safetensors or PyTorch files, the tokenizer, generation_config.json) as a typed
+// handle. One Model may serve several Sessions (include/m3d/session.h), each used
+// by one thread at a time.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace m3d {
+
+struct ModelOptions {
+  std::string dtype = "f32";  // compute precision: f32 (reference), bf16 (f16: GPU only)
+  std::string tokenizer = "auto";  // slow (tokenizer.model), fast (tokenizer.json), auto: slow when tokenizer.model exists
+};
+
+struct ModelInfo {
+  std::string dir, architecture;  // e.g. LamedPhi3ForCausalLM, VLMQwenForCausalLM
+  std::string family;  // lamed, med3dvlm or text (a decoder without a vision side)
+  bool takes_images = false;
+  bool segments = false;  // a [SEG] head (SegVol) answering with masks
+  std::array<int64_t, 3> image_grid{0, 0, 0};  // (D, H, W) the vision side expects
+  int64_t image_tokens = 0;  // prompt positions one image takes
+  int64_t context_length = 0;  // max_position_embeddings
+};
+
+class Model {
+ public:
+  // Throws m3d::Error naming the missing file, the unknown architecture
+  // (model_architectures lists the known ones) or every weight that does not fit.
+  static Model open(const std::string& dir, const ModelOptions& options = {});
+  const ModelInfo& info() const;
+
+  struct Impl;  // the library's side (src/generate/api.h)
+  const std::shared_ptr<Impl>& impl() const { return impl_; }
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// config.json architectures Model::open accepts.
+std::vector<std::string> model_architectures();
+
+}  // namespace m3d

@@ -1,0 +1,71 @@
+// Public API: ask a model about a scan. A Session encodes its scan once; the image
+// prompt prefix stays in the KV cache and every question continues from it,
+// answered exactly as if asked alone (the same text as `m3d generate`). Answers
+// carry text and structure: the box the model gave on the model grid, the scan's
+// voxels and LPS millimetres; a mask on the scan's grid for models with a [SEG] head.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "m3d/model.h"
+#include "m3d/recipe.h"
+#include "m3d/volume.h"
+
+namespace m3d {
+
+// Decoding settings; unset ones keep the model's (generation_config.json, else
+// greedy with 256 new tokens).
+struct AskOptions {
+  std::optional<int64_t> max_new_tokens;
+  std::optional<bool> sample;  // false: greedy (what M3D-Bench uses)
+  std::optional<double> temperature, top_p, repetition_penalty;
+  std::optional<int64_t> top_k;
+  uint64_t seed = 0;
+  bool mask = true;  // compute the [SEG] mask (models with a [SEG] head, a scan set)
+  // Asked before each new token; returning true stops the answer there (finish_reason
+  // "cancelled"), e.g. when the client is gone.
+  std::function<bool()> should_stop;
+};
+
+struct Answer {
+  std::string text;
+  std::optional<ScanBox> box;  // the first box in the text (M3D box text), on the scan when it has a map
+  std::optional<RawVolume> mask;  // [SEG] models: U8 on the scan's grid (PreparedScan::mask_to_scan); empty when no [SEG]
+  std::vector<uint8_t> model_mask;  // the same on the model grid, D * H * W row-major (empty when no [SEG])
+  int64_t mask_voxels = 0;  // foreground voxels on the model grid
+  int64_t seg_tokens = 0;  // [SEG] tokens behind the mask
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  std::string finish_reason;  // stop, length or cancelled
+};
+
+// Receives the answer as it grows; return false to stop generating (a client gone).
+using TextCallback = std::function<bool(const std::string& piece)>;
+
+class Session {
+ public:
+  explicit Session(Model model);
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  // Encodes `scan` (on the model's grid, else m3d::Error naming the grids and the
+  // recipe to use) and caches its prompt prefix for the questions that follow.
+  void set_scan(PreparedScan scan);
+  void clear_scan();  // text-only questions from now on
+  const std::optional<PreparedScan>& scan() const;
+
+  Answer ask(const std::string& question, const AskOptions& options = {}, const TextCallback& on_text = {});
+
+  const Model& model() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace m3d

@@ -1,0 +1,144 @@
+// m3d::Model and m3d::Session (include/m3d/model.h, session.h) over generate::Session:
+// one scan encoded once (its prompt prefix cached where the model's prompts allow),
+// answers with their box on the scan and their [SEG] mask.
+#include "generate/api.h"
+
+#include <ATen/ATen.h>
+
+#include "imaging/scan.h"
+#include "m3d/error.h"
+#include "m3d/session.h"
+#include "models/lamed.h"
+#include "text/box.h"
+
+namespace m3d {
+namespace {
+
+c10::ScalarType dtype_named(const std::string& name) {
+  if (name == "f32") return c10::kFloat;
+  if (name == "bf16") return c10::kBFloat16;
+  if (name == "f16") fail("dtype f16 runs on a GPU only, and this m3d computes on the CPU: use bf16 or f32");
+  fail("unknown dtype '{}' (supported: f32, bf16, f16)", name);
+}
+
+text::Tokenizer::Kind tokenizer_named(const std::string& name) {
+  if (name == "slow") return text::Tokenizer::Kind::Slow;
+  if (name == "fast") return text::Tokenizer::Kind::Fast;
+  if (name == "auto" || name.empty()) return text::Tokenizer::Kind::Auto;
+  fail("unknown tokenizer kind '{}' (supported: auto, slow, fast)", name);
+}
+
+ModelInfo info_of(const std::string& dir, const generate::Session& session) {
+  ModelInfo info;
+  info.dir = dir;
+  info.architecture = session.model.architecture;
+  const auto& lm = *session.model.lm;
+  info.context_length = lm.model->config().max_position_embeddings;
+  auto* multimodal = lm.multimodal();
+  info.family = multimodal == nullptr ? "text" : lm.lamed() != nullptr ? "lamed" : "med3dvlm";
+  info.takes_images = multimodal != nullptr;
+  info.segments = static_cast<bool>(session.model.seg);
+  if (multimodal != nullptr) {
+    info.image_tokens = multimodal->proj_out_num();
+    info.image_grid = multimodal->image_grid();
+  }
+  return info;
+}
+
+generate::GenerationOptions options_for(const AskOptions& ask, generate::GenerationOptions options) {
+  if (ask.max_new_tokens) options.max_new_tokens = *ask.max_new_tokens;
+  if (ask.sample) options.do_sample = *ask.sample;
+  if (ask.temperature) options.temperature = *ask.temperature;
+  if (ask.top_p) options.top_p = *ask.top_p;
+  if (ask.top_k) options.top_k = *ask.top_k;
+  if (ask.repetition_penalty) options.repetition_penalty = *ask.repetition_penalty;
+  options.seed = ask.seed;
+  return options;
+}
+
+}  // namespace
+
+Model Model::open(const std::string& dir, const ModelOptions& options) {
+  Model model;
+  generate::Session session = generate::session_open(dir, dtype_named(options.dtype), tokenizer_named(options.tokenizer));
+  ModelInfo info = info_of(dir, session);
+  model.impl_ = std::make_shared<Impl>(Impl{std::move(session), std::move(info)});
+  return model;
+}
+
+const ModelInfo& Model::info() const { return impl_->info; }
+
+std::vector<std::string> model_architectures() { return models::model_architectures(); }
+
+struct Session::State {
+  Model model;
+  std::optional<PreparedScan> scan;
+  std::optional<generate::ChatState> chat;  // the scan's cached prefix (models whose prompts allow it)
+};
+
+Session::Session(Model model) : state_(std::make_unique<State>(State{std::move(model), {}, {}})) {}
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+const Model& Session::model() const { return state_->model; }
+const std::optional<PreparedScan>& Session::scan() const { return state_->scan; }
+
+void Session::set_scan(PreparedScan scan) {
+  generate::Session& session = state_->model.impl()->session;
+  if (session.model.lm->multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
+  state_->chat.reset();
+  state_->scan.reset();
+  const at::Tensor& input = scan.impl()->input;
+  if (generate::session_can_chat(session)) {
+    state_->chat = generate::session_chat_start(session, input, session.model.lm->model->config().max_position_embeddings);
+  } else {
+    session.model.lm->multimodal()->check_image(input);  // the same error now as at the first question
+  }
+  state_->scan = std::move(scan);
+}
+
+void Session::clear_scan() {
+  state_->chat.reset();
+  state_->scan.reset();
+}
+
+Answer Session::ask(const std::string& question, const AskOptions& ask, const TextCallback& on_text) {
+  generate::Session& session = state_->model.impl()->session;
+  const generate::GenerationOptions options = options_for(ask, session.defaults);
+  bool stopped = false;  // the text callback said stop
+  generate::AnswerHooks hooks;
+  if (on_text) {
+    hooks.on_text = [&](const std::string& piece) {
+      if (!stopped && !on_text(piece)) stopped = true;
+    };
+  }
+  hooks.keep_going = [&] { return !stopped && !(ask.should_stop && ask.should_stop()); };
+  const at::Tensor image = state_->scan ? state_->scan->impl()->input : at::Tensor();
+  // A mask answer goes through the whole prompt at once, as the official generate
+  // (seg_enable) does; a cached prefix serves text answers.
+  const bool mask = ask.mask && state_->model.info().segments;
+  const generate::SessionAnswer raw =
+      state_->chat && !mask ? generate::session_chat_answer_full(session, *state_->chat, image, question, options, hooks, ask.mask)
+                   : generate::session_answer_full(session, image, question, options, hooks, ask.mask);
+  Answer answer;
+  answer.text = raw.text;
+  answer.prompt_tokens = raw.prompt_tokens;
+  answer.completion_tokens = raw.completion_tokens;
+  answer.finish_reason = raw.finish_reason;
+  answer.seg_tokens = raw.seg_count;
+  if (state_->scan) {
+    if (const auto box = text::parse_box(raw.text); box && std::all_of(box->begin(), box->end(), [](double v) { return v >= 0 && v <= 1; })) {
+      answer.box = state_->scan->box(*box);
+    }
+    if (raw.seg_logits.defined() && raw.seg_count > 0) {
+      const at::Tensor mask = (raw.seg_logits > 0).to(at::kByte).reshape({-1}).contiguous();
+      answer.mask_voxels = mask.sum().item<int64_t>();
+      answer.model_mask.assign(mask.data_ptr<uint8_t>(), mask.data_ptr<uint8_t>() + mask.numel());
+      answer.mask = state_->scan->mask_to_scan(answer.model_mask);
+    }
+  }
+  return answer;
+}
+
+}  // namespace m3d

@@ -1,0 +1,174 @@
+// The public API (include/m3d/) end to end: examples/simple.cpp on a real NIfTI
+// (nibabel's anatomical.nii) with the tiny LaMed fixture maps a box to the same LPS
+// millimetres as `m3d volume back --box`; a Session answers as `m3d generate` does,
+// question after question on one cached scan; streaming, cancellation and the
+// model-space case.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <regex>
+#include <sstream>
+
+#include "generate/api.h"
+#include "imaging/scan.h"
+#include "io/npy.h"
+#include "m3d/error.h"
+#include "m3d/session.h"
+#include "test_support.h"
+
+namespace m3d::test {
+namespace {
+
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+const std::string kSimple = std::string(M3D_BINARY_DIR) + "/m3d_example_simple";
+const std::string kScan = "/usr/lib/python3/dist-packages/nibabel/tests/data/anatomical.nii";
+
+std::string model_dir() { return fixture("lamed_phi3_tiny"); }
+
+// The six numbers after `label` ... "[a, b, c] to [d, e, f]" on one line of `text`.
+std::vector<double> numbers_after(const std::string& text, const std::string& label) {
+  const auto at = text.find(label);
+  EXPECT_NE(at, std::string::npos) << label << " not in:\n" << text;
+  if (at == std::string::npos) return {};
+  const std::string line = text.substr(at, text.find('\n', at) - at);
+  std::vector<double> out;
+  const std::regex number(R"([-+]?\d+\.\d+)");
+  for (auto it = std::sregex_iterator(line.begin(), line.end(), number); it != std::sregex_iterator(); ++it) out.push_back(std::stod(it->str()));
+  return out;
+}
+
+TEST(Example, BoxInMillimetresEqualsVolumeBack) {
+  const std::string dir = temp_dir();
+  const std::string box = "[0.1, 0.2, 0.3, 0.6, 0.7, 0.9]";
+  std::string out, err;
+  ASSERT_EQ(run_command(kSimple + " " + model_dir() + " " + kScan + " 'Where is the lesion?' --box '" + box + "'", &out, &err), 0) << err;
+  EXPECT_NE(out.find("answer: "), std::string::npos) << out;
+  const std::vector<double> mm = numbers_after(out, "given box: LPS mm");
+  ASSERT_EQ(mm.size(), 6u) << out;
+
+  ASSERT_EQ(run_command(kM3d + " volume prep " + kScan + " --recipe m3d-lamed -o " + dir + "/prep.npy --map " + dir + "/map.json", &out, &err), 0) << err;
+  ASSERT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --box '" + box + "'", &out, &err), 0) << err;
+  const nlohmann::json back = nlohmann::json::parse(out);
+  for (int a = 0; a < 3; ++a) {
+    EXPECT_NEAR(mm[a], back["mm_min_lps"][a].get<double>(), 5e-4) << "axis " << a;
+    EXPECT_NEAR(mm[3 + a], back["mm_max_lps"][a].get<double>(), 5e-4) << "axis " << a;
+  }
+}
+
+TEST(Example, UsageAndErrors) {
+  std::string out, err;
+  EXPECT_EQ(run_command(kSimple, &out, &err), 1);
+  EXPECT_NE(err.find("usage: simple"), std::string::npos) << err;
+  EXPECT_EQ(run_command(kSimple + " " + model_dir() + " /nonexistent/scan.nii.gz", &out, &err), 1);
+  EXPECT_NE(err.find("/nonexistent/scan.nii.gz"), std::string::npos) << err;
+}
+
+class Api : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = new Model(Model::open(model_dir()));
+    PrepareOptions prepare;
+    prepare.model_dir = model_dir();
+    scan_ = new PreparedScan(PreparedScan::prepare(kScan, prepare));
+  }
+  static void TearDownTestSuite() {
+    delete scan_;
+    delete model_;
+  }
+  static AskOptions greedy(int64_t tokens) {
+    AskOptions ask;
+    ask.sample = false;
+    ask.max_new_tokens = tokens;
+    return ask;
+  }
+  static inline Model* model_ = nullptr;
+  static inline PreparedScan* scan_ = nullptr;
+};
+
+TEST_F(Api, ModelInfo) {
+  const ModelInfo& info = model_->info();
+  EXPECT_EQ(info.architecture, "LamedPhi3ForCausalLM");
+  EXPECT_EQ(info.family, "lamed");
+  EXPECT_TRUE(info.takes_images);
+  EXPECT_FALSE(info.segments);
+  EXPECT_EQ(info.image_grid, (std::array<int64_t, 3>{32, 256, 256}));
+  EXPECT_EQ(info.image_tokens, 256);
+  EXPECT_EQ(scan_->model_size(), (std::array<int64_t, 3>{32, 256, 256}));
+  EXPECT_TRUE(scan_->has_map());
+  EXPECT_EQ(scan_->model_voxels().size(), 32u * 256 * 256);
+}
+
+TEST_F(Api, AnswersEqualGenerateQuestionAfterQuestion) {
+  // The cached image prefix answers as the whole prompt at once does (the path the
+  // official fixtures check, generate::session_answer), question after question;
+  // m3d generate prints the same.
+  Session session(*model_);
+  session.set_scan(*scan_);
+  generate::GenerationOptions reference = model_->impl()->session.defaults;
+  reference.do_sample = false;
+  reference.max_new_tokens = 12;
+  for (const std::string question : {"What is shown?", "Is there a lesion?", "What is shown?"}) {
+    const Answer answer = session.ask(question, greedy(12));
+    EXPECT_EQ(answer.text, generate::session_answer(model_->impl()->session, scan_->impl()->input, question, reference));
+    std::string out, err;
+    ASSERT_EQ(run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question +
+                              "' --greedy --max-new-tokens 12",
+                          &out, &err),
+              0)
+        << err;
+    EXPECT_EQ(answer.text + "\n", out) << question;
+    EXPECT_EQ(answer.completion_tokens, 12) << "the tiny model never stops early on these prompts";
+    EXPECT_EQ(answer.finish_reason, "length");
+    EXPECT_GT(answer.prompt_tokens, 256);
+  }
+}
+
+TEST_F(Api, StreamingAndCancel) {
+  Session session(*model_);
+  session.set_scan(*scan_);
+  std::string streamed;
+  const Answer full = session.ask("What is shown?", greedy(10), [&](const std::string& piece) {
+    streamed += piece;
+    return true;
+  });
+  EXPECT_EQ(streamed, full.text);
+  AskOptions ask = greedy(10);
+  int asked = 0;
+  ask.should_stop = [&] { return ++asked > 3; };
+  const Answer cut = session.ask("What is shown?", ask);
+  EXPECT_EQ(cut.finish_reason, "cancelled");
+  EXPECT_EQ(cut.completion_tokens, 4) << "asked before each new token after the first";
+  // The session goes on after a cancel, answering as before.
+  EXPECT_EQ(session.ask("What is shown?", greedy(10)).text, full.text);
+}
+
+TEST_F(Api, ModelSpaceInputHasNoMap) {
+  const std::string path = temp_dir() + "/model.npy";
+  std::vector<float> zeros(32 * 256 * 256, 0.5f);
+  io::npy_write(path, DType::F32, {1, 32, 256, 256}, zeros.data());
+  const PreparedScan scan = PreparedScan::prepare(path);
+  EXPECT_FALSE(scan.has_map());
+  const ScanBox box = scan.box({0.25, 0.5, 0.5, 0.75, 1.0, 1.0});
+  EXPECT_FALSE(box.on_scan);
+  EXPECT_EQ(box.model_min, (std::array<double, 3>{128, 128, 8}));
+  EXPECT_EQ(box.mm_max, box.model_max);
+  EXPECT_THROW(scan.map_json(), Error);
+  EXPECT_THROW(scan.box({0.5, 0, 0, 1.5, 1, 1}), Error);
+}
+
+TEST_F(Api, WrongGridIsAClearError) {
+  const std::string path = temp_dir() + "/small.npy";
+  std::vector<float> zeros(8 * 16 * 16, 0.0f);
+  io::npy_write(path, DType::F32, {1, 8, 16, 16}, zeros.data());
+  Session session(*model_);
+  try {
+    session.set_scan(PreparedScan::prepare(path));
+    FAIL() << "a 8x16x16 volume was accepted by a 32x256x256 model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("32x256x256"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(session.scan().has_value());
+}
+
+}  // namespace
+}  // namespace m3d::test
