@@ -19,5 +19,6 @@ void add_embed(CLI::App& app);
 void add_quickstart(CLI::App& app);
 void add_export(CLI::App& app);
 void add_segment(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace m3d::cli

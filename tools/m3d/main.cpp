@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   m3d::cli::add_quickstart(app);
   m3d::cli::add_export(app);
   m3d::cli::add_segment(app);
+  m3d::cli::add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version

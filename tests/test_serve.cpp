@@ -1,0 +1,396 @@
+// `m3d serve` end to end over HTTP on loopback, with the tiny LaMed fixture and
+// nibabel's anatomical.nii: the study's geometry is nibabel's; a greedy chat answer,
+// streamed and not, equals `m3d generate`'s; studies survive a restart; bad requests
+// get the documented status with a JSON error and leave nothing on disk; the API key
+// guards /v1/.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include "test_support.h"
+
+namespace m3d::test {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::string kM3d = std::string(M3D_BINARY_DIR) + "/m3d";
+const std::string kScan = "/usr/lib/python3/dist-packages/nibabel/tests/data/anatomical.nii";
+// The tiny fixture answers these with text that tells them apart ("cVVV...", "VVV...";
+// most other prompts decode to byte tokens, U+FFFD alike whatever the tokens).
+const std::string kQuestion = "Where is it?";
+const std::string kSecondQuestion = "hello";
+
+std::string model_dir() { return fixture("lamed_phi3_tiny"); }
+
+// A port nothing listens on now: the kernel's pick for port 0.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// A running `m3d serve` child process, stopped (SIGTERM, then SIGKILL) when destroyed.
+class Server {
+ public:
+  Server(const std::string& data_dir, const std::vector<std::string>& extra = {}) : port_(free_port()), log_(data_dir + ".log") {
+    std::vector<std::string> args = {kM3d, "serve", "--model", model_dir(), "--port", std::to_string(port_), "--data-dir", data_dir};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::unsetenv("M3D_API_KEY");
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < until && !ready_) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      const auto res = client().Get("/health");
+      ready_ = res && res->status == 200;
+      if (!ready_) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(ready_) << "m3d serve did not answer /health; its log:\n" << log();
+  }
+  ~Server() { stop(); }
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // SIGTERM and wait; the exit status (-1 when it had to be killed).
+  int stop() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return -1;
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  bool ready() const { return ready_; }
+  std::string log() const {
+    const auto bytes = read_bytes(log_);
+    return std::string(bytes.begin(), bytes.end());
+  }
+
+ private:
+  int port_;
+  std::string log_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+std::string file_text(const std::string& path) {
+  const auto bytes = read_bytes(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+json body_of(const httplib::Result& res) { return res ? json::parse(res->body, nullptr, false) : json(); }
+
+json upload(const Server& server, const std::string& path, const std::string& filename) {
+  const auto res = server.client().Post(("/v1/studies?filename=" + filename).c_str(), file_text(path), "application/octet-stream");
+  EXPECT_TRUE(res && res->status == 201) << (res ? res->body : "no response");
+  return body_of(res);
+}
+
+json chat_request(const std::string& study, const std::string& question, bool stream) {
+  const json content = {{{"type", "image_url"}, {"image_url", {{"url", "m3d://studies/" + study}}}}, {{"type", "text"}, {"text", question}}};
+  return {{"model", "lamed_phi3_tiny"}, {"messages", {{{"role", "user"}, {"content", content}}}}, {"max_tokens", 12}, {"stream", stream}};
+}
+
+httplib::Result post_json(const Server& server, const std::string& path, const std::string& body) {
+  return server.client().Post(path.c_str(), body, "application/json");
+}
+
+// `m3d generate --json` for the same scan, question and greedy settings (cached per question).
+json generate_answer(const std::string& question) {
+  static std::map<std::string, json> answers;
+  if (answers.count(question)) return answers[question];
+  std::string out, err;
+  EXPECT_EQ(run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question +
+                            "' --greedy --max-new-tokens 12 --json",
+                        &out, &err),
+            0)
+      << err;
+  return answers[question] = json::parse(out);
+}
+
+// The `data:` payloads of a server-sent event stream.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    const size_t end = body.find("\n\n", at);
+    out.push_back(body.substr(at + 6, end - at - 6));
+    at = end;
+  }
+  return out;
+}
+
+void expect_error(const httplib::Result& res, int status, const std::string& fragment) {
+  ASSERT_TRUE(res) << "no response";
+  EXPECT_EQ(res->status, status) << res->body;
+  const json body = json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(body.contains("error")) << res->body;
+  EXPECT_EQ(body["error"]["code"], status);
+  EXPECT_TRUE(body["error"]["type"].is_string());
+  EXPECT_NE(body["error"]["message"].get<std::string>().find(fragment), std::string::npos) << res->body;
+}
+
+size_t entries(const std::string& dir) { return fs::exists(dir) ? std::distance(fs::directory_iterator(dir), fs::directory_iterator()) : 0; }
+
+TEST(Serve, StudyGeometryListAndDelete) {
+  const std::string data = temp_dir() + "/data";
+  Server server(data);
+  ASSERT_TRUE(server.ready());
+  const json study = upload(server, kScan, "anatomical.nii");
+  // nibabel: shape (33, 41, 25), zooms 2 mm, affine diag(-2, 2, 2) at (32, -40, -16) RAS = LPS (-32, 40, -16), axes L A S.
+  EXPECT_EQ(study["scan"]["size_ijk"], json({33, 41, 25}));
+  EXPECT_EQ(study["scan"]["spacing"], json({2.0, 2.0, 2.0}));
+  EXPECT_EQ(study["scan"]["origin"], json({-32.0, 40.0, -16.0}));
+  EXPECT_EQ(study["scan"]["direction"], json({1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0}));
+  EXPECT_EQ(study["model_grid"], json({32, 256, 256}));
+  EXPECT_EQ(study["bytes"], fs::file_size(kScan));
+  EXPECT_EQ(study["filename"], "anatomical.nii");
+  const std::string id = study["id"];
+  EXPECT_EQ(body_of(server.client().Get(("/v1/studies/" + id).c_str())), study);
+  const json list = body_of(server.client().Get("/v1/studies"));
+  ASSERT_EQ(list["data"].size(), 1u);
+  EXPECT_EQ(list["data"][0], study);
+  EXPECT_TRUE(fs::exists(data + "/studies/" + id + "/meta.json"));
+
+  const auto deleted = server.client().Delete(("/v1/studies/" + id).c_str());
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(deleted->status, 204);
+  expect_error(server.client().Get(("/v1/studies/" + id).c_str()), 404, id);
+  expect_error(server.client().Delete(("/v1/studies/" + id).c_str()), 404, id);
+  expect_error(server.client().Get("/v1/studies/NOT-HEX"), 404, "16 hex digits");
+  EXPECT_EQ(entries(data + "/studies"), 0u);
+  EXPECT_EQ(entries(data + "/tmp"), 0u);
+}
+
+TEST(Serve, ChatEqualsGenerateStreamedAndNot) {
+  Server server(temp_dir() + "/data");
+  ASSERT_TRUE(server.ready());
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  const json expected = generate_answer(kQuestion);
+
+  const json answer = body_of(post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, false).dump()));
+  ASSERT_TRUE(answer.contains("choices")) << answer;
+  EXPECT_EQ(answer["object"], "chat.completion");
+  EXPECT_EQ(answer["model"], "lamed_phi3_tiny");
+  EXPECT_EQ(answer["choices"][0]["message"]["content"], expected["text"]);
+  EXPECT_EQ(answer["choices"][0]["finish_reason"], expected["finish_reason"]);
+  EXPECT_EQ(answer["usage"]["completion_tokens"], expected["usage"]["completion_tokens"]);
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], expected["usage"]["prompt_tokens"]);
+  EXPECT_EQ(answer["m3d"]["box"], expected["box"]);
+  EXPECT_EQ(answer["m3d"]["study"], id);
+
+  const auto streamed = post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, true).dump());
+  ASSERT_TRUE(streamed && streamed->status == 200);
+  EXPECT_EQ(streamed->get_header_value("Content-Type"), "text/event-stream");
+  const std::vector<std::string> events = sse_data(streamed->body);
+  EXPECT_EQ(events.back(), "[DONE]");
+  ASSERT_GE(events.size(), 4u) << "a role chunk, the text, the final chunk, [DONE]:\n" << streamed->body;
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json chunk = json::parse(events[i]);
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    text += chunk["choices"][0]["delta"].value("content", "");
+  }
+  EXPECT_EQ(text, expected["text"]);
+  const json last = json::parse(events[events.size() - 2]);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], expected["finish_reason"]);
+  EXPECT_EQ(last["m3d"]["text"], expected["text"]);
+
+  // A follow-up on the cached study: the image in the first message, the question in the last.
+  json follow = chat_request(id, kQuestion, false);
+  follow["messages"].push_back({{"role", "assistant"}, {"content", answer["choices"][0]["message"]["content"]}});
+  follow["messages"].push_back({{"role", "user"}, {"content", kSecondQuestion}});
+  const json second = body_of(post_json(server, "/v1/chat/completions", follow.dump()));
+  ASSERT_TRUE(second.contains("choices")) << second;
+  EXPECT_EQ(second["choices"][0]["message"]["content"], generate_answer(kSecondQuestion)["text"]);
+  EXPECT_NE(expected["text"], generate_answer(kSecondQuestion)["text"]) << "the two questions must tell answers apart";
+
+  const auto metrics = server.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("m3d_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 3"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("m3d_request_seconds_count"), std::string::npos);
+  EXPECT_NE(metrics->body.find("m3d_generated_tokens_total"), std::string::npos);
+}
+
+// m3d_generated_tokens_total from /metrics.
+int64_t generated_tokens(const Server& server) {
+  const auto metrics = server.client().Get("/metrics");
+  const std::string name = "m3d_generated_tokens_total ";
+  const size_t at = metrics ? metrics->body.find("\n" + name) : std::string::npos;
+  EXPECT_NE(at, std::string::npos);
+  return at == std::string::npos ? -1 : std::stoll(metrics->body.substr(at + 1 + name.size()));
+}
+
+// A streamed question about `study` that generates 240 tokens, the most the fixture's
+// 512 positions leave after the image and the question; its content_receiver is the caller's.
+httplib::Request long_stream_request(const std::string& study) {
+  json request = chat_request(study, kSecondQuestion, true);
+  request["max_tokens"] = 240;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = request.dump();
+  req.set_header("Content-Type", "application/json");
+  return req;
+}
+
+TEST(Serve, ClientGoneCancelsStream) {
+  Server server(temp_dir() + "/data");
+  ASSERT_TRUE(server.ready());
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  httplib::Request req = long_stream_request(id);
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };  // hang up after a few pieces
+  const int64_t before = generated_tokens(server);
+  server.client().send(req);
+  EXPECT_EQ(chunks, 3);
+  // The generation stopped well short of 240 tokens, and the slot is free for the next request.
+  const json answer = body_of(post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, false).dump()));
+  ASSERT_TRUE(answer.contains("choices")) << answer;
+  EXPECT_EQ(answer["choices"][0]["message"]["content"], generate_answer(kQuestion)["text"]);
+  const int64_t cancelled = generated_tokens(server) - before - answer["usage"]["completion_tokens"].get<int64_t>();
+  std::printf("the stream stopped after %lld of 240 tokens\n", static_cast<long long>(cancelled));
+  EXPECT_LT(cancelled, 40) << server.log();
+  EXPECT_NE(server.log().find("the client went away"), std::string::npos) << server.log();
+}
+
+TEST(Serve, FullQueueIs429) {
+  Server server(temp_dir() + "/data", {"--queue", "0"});
+  ASSERT_TRUE(server.ready());
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  httplib::Request req = long_stream_request(id);
+  std::optional<httplib::Result> second;
+  // The first chunk comes before the study is even encoded: the slot is taken, and no one may wait.
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+    if (!second) second.emplace(post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, false).dump()));
+    return true;
+  };
+  const auto first = server.client().send(req);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  ASSERT_TRUE(second.has_value());
+  expect_error(*second, 429, "--queue 0");
+  const auto third = post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, false).dump());
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->status, 200) << third->body;
+}
+
+TEST(Serve, StudySurvivesRestart) {
+  const std::string data = temp_dir() + "/data";
+  json study;
+  {
+    Server first(data);
+    ASSERT_TRUE(first.ready());
+    study = upload(first, kScan, "anatomical.nii");
+    EXPECT_EQ(first.stop(), 0) << first.log();  // SIGTERM stops it cleanly
+  }
+  Server second(data);
+  ASSERT_TRUE(second.ready());
+  const std::string id = study["id"];
+  EXPECT_EQ(body_of(second.client().Get(("/v1/studies/" + id).c_str())), study);
+  // Prepared again from disk, it answers as before.
+  const json answer = body_of(post_json(second, "/v1/chat/completions", chat_request(id, kQuestion, false).dump()));
+  ASSERT_TRUE(answer.contains("choices")) << answer;
+  EXPECT_EQ(answer["choices"][0]["message"]["content"], generate_answer(kQuestion)["text"]);
+}
+
+TEST(Serve, BadRequestsAreJsonErrorsAndLeaveNothing) {
+  const std::string data = temp_dir() + "/data";
+  Server server(data, {"--max-body-mb", "1", "--max-new-tokens-limit", "64"});
+  ASSERT_TRUE(server.ready());
+  const std::string chat = "/v1/chat/completions";
+  expect_error(post_json(server, chat, "{\"messages\": ["), 400, "malformed JSON");
+  expect_error(post_json(server, chat, "{\"model\": \"lamed_phi3_tiny\"}"), 400, "'messages'");
+  json request = chat_request("0123456789abcdef", kQuestion, false);
+  expect_error(post_json(server, chat, request.dump()), 404, "0123456789abcdef");
+  request["max_tokens"] = 65;
+  expect_error(post_json(server, chat, request.dump()), 400, "'max_tokens'");
+  request = chat_request("0123456789abcdef", kQuestion, false);
+  request["messages"][0]["content"][0]["image_url"]["url"] = "file:///etc/passwd";
+  expect_error(post_json(server, chat, request.dump()), 400, "messages[0].content[0].image_url.url");
+  request["model"] = "gpt-4o";
+  expect_error(post_json(server, chat, request.dump()), 404, "gpt-4o");
+
+  const std::string garbage(4096, 'x');
+  expect_error(server.client().Post("/v1/studies?filename=scan.nii", garbage, "application/octet-stream"), 400, "scan.nii");
+  expect_error(server.client().Post("/v1/studies", garbage, "application/octet-stream"), 400, "cannot tell");
+  expect_error(server.client().Post("/v1/studies?filename=scan.nii", std::string(2 << 20, 'x'), "application/octet-stream"), 413,
+               "--max-body-mb");
+  EXPECT_EQ(entries(data + "/studies"), 0u);
+  EXPECT_EQ(entries(data + "/tmp"), 0u);
+
+  expect_error(server.client().Post("/v1/segment", "{}", "application/json"), 501, "not built yet");
+  expect_error(server.client().Post("/v1/embeddings", "{}", "application/json"), 501, "not built yet");
+  expect_error(server.client().Get("/v1/nothing"), 404, "no route");
+  const auto metrics = server.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("m3d_requests_total{route=\"/v1/studies\",status=\"413\"} 1"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("m3d_queue_depth 0"), std::string::npos);
+}
+
+TEST(Serve, ApiKeyGuardsV1) {
+  Server server(temp_dir() + "/data", {"--api-key", "s3cret"});
+  ASSERT_TRUE(server.ready());
+  auto client = server.client();
+  const auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  expect_error(client.Get("/v1/models"), 401, "missing API key");
+  expect_error(client.Get("/v1/models", {{"Authorization", "Bearer s3creT"}}), 401, "invalid API key");
+  expect_error(client.Post("/v1/studies?filename=a.nii", file_text(kScan), "application/octet-stream"), 401, "API key");
+  const json models = body_of(client.Get("/v1/models", {{"Authorization", "Bearer s3cret"}}));
+  ASSERT_EQ(models["data"].size(), 1u) << models;
+  EXPECT_EQ(models["data"][0]["id"], "lamed_phi3_tiny");
+  EXPECT_EQ(models["data"][0]["m3d"]["image_grid"], json({32, 256, 256}));
+  EXPECT_EQ(models["data"][0]["m3d"]["family"], "lamed");
+}
+
+}  // namespace
+}  // namespace m3d::test

@@ -1,0 +1,294 @@
+// POST /v1/chat/completions, OpenAI-compatible: the last user message's text is the
+// question, an image part with url m3d://studies/<id> (in it or an earlier message)
+// the study. Each question is answered as `m3d generate` answers it alone (M3D's
+// models are single-turn: earlier turns are not context). One generation runs at a
+// time; each study keeps a Session whose encoded scan prefix later questions reuse.
+// "stream": true answers as server-sent events; a client that goes away cancels.
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+#include <optional>
+
+#include "answer.h"
+#include "m3d/error.h"
+#include "serve_api.h"
+
+namespace m3d::cli {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct ChatRequest {
+  std::string question, study;  // study empty: a text-only question
+  AskOptions ask;
+  bool stream = false;
+};
+
+// One request's generation: what it asks, and the slot it holds while it runs.
+struct Generation {
+  Generation(ServeContext& c, ChatRequest r) : ctx(c), request(std::move(r)) {}
+  ServeContext& ctx;
+  ChatRequest request;
+  std::string id = "chatcmpl-" + random_hex(24);
+  int64_t created = static_cast<int64_t>(std::time(nullptr));
+  Clock::time_point deadline;
+  std::unique_lock<std::timed_mutex> slot;
+  bool timed_out = false;
+};
+
+std::optional<json> field(const json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  return *it;
+}
+
+double number_in(const json& body, const char* name, double low, double high) {
+  const json value = *field(body, name);
+  if (!value.is_number() || value.get<double>() < low || value.get<double>() > high) {
+    throw ApiError(400, fmt::format("'{}' must be a number from {} to {}", name, low, high));
+  }
+  return value.get<double>();
+}
+
+// The study an image part names: m3d://studies/<id>.
+std::string study_of_part(const json& part, const std::string& where) {
+  const json image = part.value("image_url", json());
+  const json url = image.is_string() ? image : image.is_object() ? image.value("url", json()) : json();
+  const std::string prefix = "m3d://studies/";
+  if (!url.is_string() || url.get<std::string>().rfind(prefix, 0) != 0 || !study_id_valid(url.get<std::string>().substr(prefix.size()))) {
+    throw ApiError(400, where + ".image_url.url: expected m3d://studies/<id> with the id POST /v1/studies returned "
+                                "(data: and http(s): images are not accepted)");
+  }
+  return url.get<std::string>().substr(prefix.size());
+}
+
+// A message's text (its text parts joined by newlines) and the study it shows, if any.
+std::pair<std::string, std::string> message_content(const json& message, const std::string& where) {
+  const json content = message.value("content", json());
+  if (content.is_null()) return {};
+  if (content.is_string()) return {content.get<std::string>(), ""};
+  if (!content.is_array()) throw ApiError(400, where + ".content: expected a string or an array of parts");
+  std::string text, study;
+  for (size_t j = 0; j < content.size(); ++j) {
+    const std::string part_where = fmt::format("{}.content[{}]", where, j);
+    const json& part = content[j];
+    const std::string type = part.is_object() && part.value("type", json()).is_string() ? part["type"].get<std::string>() : "";
+    if (type == "text" && part.value("text", json()).is_string()) {
+      text += (text.empty() ? "" : "\n") + part["text"].get<std::string>();
+    } else if (type == "image_url") {
+      const std::string id = study_of_part(part, part_where);
+      if (!study.empty() && id != study) throw ApiError(400, where + ": one study per message (several image_url parts name different studies)");
+      study = id;
+    } else {
+      throw ApiError(400, part_where + ": expected {\"type\": \"text\", \"text\": ...} or {\"type\": \"image_url\", \"image_url\": {\"url\": ...}}");
+    }
+  }
+  return {text, study};
+}
+
+// The question and the study: the last user message's text, and the image of that
+// message or, failing that, of the latest earlier message with one.
+void parse_messages(const json& body, ChatRequest& request) {
+  const std::optional<json> messages = field(body, "messages");
+  if (!messages || !messages->is_array() || messages->empty()) throw ApiError(400, "'messages' must be a non-empty array");
+  std::optional<size_t> last_user;
+  std::vector<std::pair<std::string, std::string>> contents;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& message = (*messages)[i];
+    const std::string where = fmt::format("messages[{}]", i);
+    if (!message.is_object() || !message.value("role", json()).is_string()) throw ApiError(400, where + ": expected an object with a 'role'");
+    contents.push_back(message_content(message, where));
+    if (message["role"] == "user") last_user = i;
+  }
+  if (!last_user) throw ApiError(400, "'messages' has no message with role 'user'");
+  request.question = contents[*last_user].first;
+  if (request.question.empty()) throw ApiError(400, fmt::format("messages[{}]: the user message has no text (the question)", *last_user));
+  for (size_t i = *last_user + 1; i-- > 0 && request.study.empty();) request.study = contents[i].second;
+}
+
+// Decoding settings, OpenAI's way: temperature 0 or absent (and no top_p) is greedy,
+// what `m3d generate --greedy` does; temperature > 0 or top_p samples (an absent one
+// keeps the model's generation_config.json value).
+void parse_sampling(const json& body, const ServeContext& ctx, ChatRequest& request) {
+  AskOptions& ask = request.ask;
+  const char* tokens_name = field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  if (const auto tokens = field(body, tokens_name)) {
+    const int64_t limit = ctx.options.max_new_tokens_limit;
+    if (!tokens->is_number_integer() || tokens->get<int64_t>() < 1 || tokens->get<int64_t>() > limit) {
+      throw ApiError(400, fmt::format("'{}' must be an integer from 1 to {} (the server's --max-new-tokens-limit)", tokens_name, limit));
+    }
+    ask.max_new_tokens = tokens->get<int64_t>();
+  }
+  const std::optional<double> temperature = field(body, "temperature") ? std::optional(number_in(body, "temperature", 0, 2)) : std::nullopt;
+  const std::optional<double> top_p = field(body, "top_p") ? std::optional(number_in(body, "top_p", 0, 1)) : std::nullopt;
+  ask.sample = temperature ? *temperature > 0 : top_p.has_value();
+  if (*ask.sample) {
+    if (temperature) ask.temperature = *temperature;
+    if (top_p) ask.top_p = *top_p;
+  }
+  if (const auto seed = field(body, "seed")) {
+    if (!seed->is_number_integer() || seed->get<int64_t>() < 0) throw ApiError(400, "'seed' must be a non-negative integer");
+    ask.seed = seed->get<uint64_t>();
+  }
+  ask.mask = false;  // masks come with POST /v1/segment (not built yet)
+}
+
+ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, std::string("malformed JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  ChatRequest request;
+  if (const auto model = field(body, "model"); model && (!model->is_string() || *model != ctx.model_id)) {
+    throw ApiError(404, fmt::format("model {} is not served here: this server has '{}' (GET /v1/models)", model->dump(), ctx.model_id));
+  }
+  if (const auto n = field(body, "n"); n && *n != 1) throw ApiError(400, "'n' must be 1 (one answer per request)");
+  if (const auto stream = field(body, "stream")) {
+    if (!stream->is_boolean()) throw ApiError(400, "'stream' must be true or false");
+    request.stream = stream->get<bool>();
+  }
+  parse_messages(body, request);
+  parse_sampling(body, ctx, request);
+  if (!request.study.empty()) {
+    if (!ctx.model.info().takes_images) throw ApiError(400, fmt::format("model '{}' takes no image: send text only", ctx.model_id));
+    if (!ctx.store.get(request.study)) throw ApiError(404, "no study '" + request.study + "'");
+  }
+  return request;
+}
+
+// The study's Session, its scan encoded once; used only while holding the slot.
+std::shared_ptr<Session> session_for(ServeContext& ctx, const std::string& study) {
+  if (auto cached = ctx.sessions.get(study)) return *cached;
+  auto session = std::make_shared<Session>(ctx.model);
+  if (!study.empty()) {
+    const std::optional<PreparedScan> scan = ctx.store.scan(study);
+    if (!scan) throw ApiError(404, "no study '" + study + "'");
+    session->set_scan(*scan);
+  }
+  ctx.sessions.put(study, session);
+  return session;
+}
+
+// Runs the generation (the slot held). `on_piece` gets the text as it grows;
+// `stop_check`, asked before each new token, may stop it (a client gone); so does
+// the deadline.
+Answer generate(Generation& g, const TextCallback& on_piece, const std::function<bool()>& stop_check = {}) {
+  struct Active {
+    std::atomic<int>& count;
+    explicit Active(std::atomic<int>& c) : count(c) { ++count; }
+    ~Active() { --count; }
+  } active(g.ctx.metrics.active_generations);
+  try {
+    const std::shared_ptr<Session> session = session_for(g.ctx, g.request.study);
+    AskOptions ask = g.request.ask;
+    ask.should_stop = [&] {
+      g.timed_out = g.timed_out || Clock::now() > g.deadline;
+      return g.timed_out || (stop_check && stop_check());
+    };
+    Answer answer = session->ask(g.request.question, ask, on_piece);
+    g.ctx.metrics.add_tokens(answer.completion_tokens);
+    return answer;
+  } catch (const Error& e) {  // the library refusing this question (too long for the context, ...)
+    throw ApiError(400, e.what());
+  }
+}
+
+json extras(const Generation& g, const Answer& answer) {
+  json out = answer_json(answer);
+  out["study"] = g.request.study.empty() ? json(nullptr) : json(g.request.study);
+  return out;
+}
+
+json usage(const Answer& answer) {
+  return {{"prompt_tokens", answer.prompt_tokens},
+          {"completion_tokens", answer.completion_tokens},
+          {"total_tokens", answer.prompt_tokens + answer.completion_tokens}};
+}
+
+json completion(const Generation& g, const Answer& answer) {
+  const json choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", answer.text}}}, {"finish_reason", answer.finish_reason}};
+  return {{"id", g.id},         {"object", "chat.completion"}, {"created", g.created}, {"model", g.ctx.model_id},
+          {"choices", json::array({choice})}, {"usage", usage(answer)},       {"m3d", extras(g, answer)}};
+}
+
+json chunk(const Generation& g, json delta, json finish_reason) {
+  const json choice = {{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}};
+  return {{"id", g.id}, {"object", "chat.completion.chunk"}, {"created", g.created}, {"model", g.ctx.model_id}, {"choices", json::array({choice})}};
+}
+
+ApiError timeout_error(const ServeContext& ctx) {
+  return ApiError(408, fmt::format("the answer took longer than the server's --timeout-s {}", ctx.options.timeout_s));
+}
+
+// The whole answer as server-sent events: a role chunk, one chunk per piece, a final
+// chunk with finish_reason, usage and the m3d extras, then [DONE]; an error after the
+// headers went out is an event {"error": ...}. A token that adds no text yet (a run
+// of byte tokens decodes at its end) sends an SSE comment line instead, so a client
+// that hung up is noticed within a few tokens. False when the client is gone.
+bool stream_answer(Generation& g, httplib::DataSink& sink) {
+  bool alive = true, wrote = true;
+  const auto send = [&](const std::string& data) {
+    wrote = true;
+    return alive = alive && sink.write(data.data(), data.size());
+  };
+  const auto event = [&](const json& body) { return send("data: " + json_text(body) + "\n\n"); };
+  const auto client_gone = [&] {
+    if (!wrote) send(":\n\n");
+    wrote = false;
+    return !alive;
+  };
+  event(chunk(g, {{"role", "assistant"}, {"content", ""}}, nullptr));
+  std::optional<Answer> answer;
+  httplib::Response failed;
+  try {
+    answer = generate(
+        g, [&](const std::string& piece) { return event(chunk(g, {{"content", piece}}, nullptr)); }, client_gone);
+    if (g.timed_out) throw timeout_error(g.ctx);
+  } catch (...) {
+    send_current_exception(failed);
+  }
+  g.slot.unlock();
+  if (!alive) {
+    spdlog::info("chat {}: the client went away; generation stopped", g.id);
+    return false;
+  }
+  if (!failed.body.empty()) {
+    send("data: " + failed.body + "\n");  // the body ends with its own newline
+  } else {
+    json last = chunk(g, json::object(), answer->finish_reason);
+    last["usage"] = usage(*answer);
+    last["m3d"] = extras(g, *answer);
+    event(last);
+  }
+  send("data: [DONE]\n\n");
+  if (alive) sink.done();
+  return alive;
+}
+
+void chat_completions(ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  const auto start = Clock::now();
+  auto g = std::make_shared<Generation>(ctx, parse_chat(req.body, ctx));
+  g->deadline = start + std::chrono::seconds(ctx.options.timeout_s);
+  g->slot = ctx.slot.acquire(g->deadline);
+  if (!g->request.stream) {
+    const Answer answer = generate(*g, {});
+    if (g->timed_out) throw timeout_error(ctx);
+    send_json(res, 200, completion(*g, answer));
+    return;
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");  // proxies: pass events on as they come
+  res.set_chunked_content_provider("text/event-stream", [g](size_t, httplib::DataSink& sink) { return stream_answer(*g, sink); });
+}
+
+}  // namespace
+
+void serve_add_chat(httplib::Server& server, ServeContext& ctx) {
+  server.Post("/v1/chat/completions", guarded([&ctx](const httplib::Request& req, httplib::Response& res) { chat_completions(ctx, req, res); }));
+}
+
+}  // namespace m3d::cli
