@@ -14,7 +14,7 @@ void add_bench(CLI::App& app) {
   auto o = std::make_shared<eval::BenchOptions>();
   auto dtype = std::make_shared<std::string>("f32");
   CLI::App* cmd = app.add_subcommand("bench", "Run an M3D-Bench task (itr, report, vqa-closed, vqa-open, rec, reg) and score it; resumable");
-  cmd->add_option("--model", o->model_dir, "Checkpoint directory (not needed with --predictor oracle|constant)");
+  add_model_option(cmd, o->model_dir, "LaMed or Med3DVLM (not needed with --predictor oracle|constant)", /*required=*/false);
   cmd->add_option("--predictor", o->predictor, "model, or a baseline: oracle (the references) or constant (one fixed answer)")
       ->check(CLI::IsMember({"model", "oracle", "constant"}))
       ->capture_default_str();

@@ -22,7 +22,7 @@ void add_chat(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("chat", "Ask several questions about one volume (one per line on stdin)");
-  cmd->add_option("--model", o->model, "LaMed or Med3DVLM checkpoint directory")->required();
+  add_model_option(cmd, o->model, "LaMed or Med3DVLM");
   add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/true);
   add_generation_options(cmd, o->flags);
   cmd->add_flag("--json", o->json, "One JSON object per answer (text, box, usage) instead of streamed text");

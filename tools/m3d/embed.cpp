@@ -10,6 +10,7 @@
 #include "imaging/model_input.h"
 #include "io/npy.h"
 #include "m3d/error.h"
+#include "options.h"
 #include "models/clip.h"
 #include "text/tokenizer.h"
 
@@ -23,10 +24,10 @@ void add_embed(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("embed", "M3D-CLIP or DCFormer_SigLIP embeddings of scans and reports, and their cosine similarities");
-  cmd->add_option("--model", a->model, "M3D-CLIP or DCFormer_SigLIP checkpoint folder (config.json, model.safetensors, vocab.txt)")->required();
+  add_model_option(cmd, a->model, "M3D-CLIP or DCFormer_SigLIP");
   cmd->add_option("--image", a->images, "Scans or model-space volumes (repeatable)");
   cmd->add_option("--text", a->texts, "Reports (repeatable)");
-  cmd->add_option("--recipe", a->recipe, "Preprocessing recipe for scans")->capture_default_str();
+  add_recipe_option(cmd, a->recipe);
   cmd->add_option("--image-key", a->image_key, "Tensor name inside a .safetensors image");
   cmd->add_option("--max-length", a->max_length, "Report tokens kept (M3D: 512)")->capture_default_str();
   cmd->add_option("-o,--output", a->output, "Write the embeddings as .npy (images first, then texts) instead of JSON on stdout");

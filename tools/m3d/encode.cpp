@@ -18,7 +18,7 @@ void add_encode(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("encode", "Encode a volume into the LLM's image tokens (vision tower + projector)");
-  cmd->add_option("--model", o->model, "LaMed or Med3DVLM checkpoint directory")->required();
+  add_model_option(cmd, o->model, "LaMed or Med3DVLM");
   add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/true);
   cmd->add_option("-o,--output", o->output,
                   "Output .safetensors: image_embeddings and the tower's features (vision_features, or low_features and high_features)")

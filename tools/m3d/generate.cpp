@@ -20,7 +20,7 @@ void add_generate(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Answer a prompt about a volume (report, VQA, positioning) with a LaMed or Med3DVLM model");
-  cmd->add_option("--model", o->model, "Checkpoint directory (config.json, weights, tokenizer.model or tokenizer.json)")->required();
+  add_model_option(cmd, o->model, "LaMed, Med3DVLM or text-only LLM");
   add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/false);
   cmd->add_option("--prompt", o->prompt, "The question, e.g. \"Please describe this CT scan.\"")->required();
   add_generation_options(cmd, o->flags);

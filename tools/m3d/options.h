@@ -14,6 +14,21 @@
 
 namespace m3d::cli {
 
+// --model: one help text; `kinds` names the checkpoints the command takes.
+inline CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string& kinds, bool required = true) {
+  auto* option = cmd->add_option("--model", dir, kinds + " checkpoint directory (config.json, weights, tokenizer files)");
+  if (required) option->required();
+  return option;
+}
+
+// --recipe: how a scan becomes model input.
+inline void add_recipe_option(CLI::App* cmd, std::string& recipe) {
+  cmd->add_option("--recipe", recipe,
+                  "How a scan (NIfTI, DICOM, NRRD, ...) becomes model input: auto (the checkpoint's m3d_recipe.json, else m3d-lamed, or "
+                  "med3dvlm for a DCFormer checkpoint), a built-in name or a recipe .json; .npy / .safetensors inputs are used as they are")
+      ->capture_default_str();
+}
+
 inline void add_dtype_option(CLI::App* cmd, std::string& dtype) {
   cmd->add_option("--dtype", dtype, "Compute precision: f32 (reference), bf16, f16 (GPU only)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
@@ -43,10 +58,7 @@ inline void add_image_options(CLI::App* cmd, std::string& image, std::string& im
                                  "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)");
   if (required) option->required();
   cmd->add_option("--image-key", image_key, "Tensor name when --image is a safetensors file with several");
-  cmd->add_option("--recipe", recipe,
-                  "How a scan (NIfTI, DICOM, NRRD, ...) becomes model input: auto (the checkpoint's m3d_recipe.json, else m3d-lamed, or "
-                  "med3dvlm for a DCFormer checkpoint), a built-in name or a recipe .json; .npy / .safetensors inputs are used as they are")
-      ->capture_default_str();
+  add_recipe_option(cmd, recipe);
 }
 
 // Decoding flags of generate and chat; unset ones keep the model's defaults

@@ -27,7 +27,7 @@ void add_segment(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("segment", "Segment a volume with a LaMed [SEG] head: from a prompt, or from a given [SEG] hidden state");
-  cmd->add_option("--model", o->model, "LaMed checkpoint directory with a SegVol head (config.json segmentation_module)")->required();
+  add_model_option(cmd, o->model, "LaMed with a SegVol head (config.json segmentation_module)");
   add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/true);
   auto* prompt = cmd->add_option("--prompt", o->prompt,
                                  "The request, e.g. \"Can you segment the liver?\": the LLM answers (printed) and the hidden states before "

@@ -13,13 +13,14 @@
 
 #include "commands.h"
 #include "m3d/error.h"
+#include "options.h"
 #include "serve_api.h"
 
 namespace m3d::cli {
 namespace {
 
 void add_serve_options(CLI::App* cmd, ServeOptions& o) {
-  cmd->add_option("--model", o.model_dir, "Checkpoint directory (LaMed or Med3DVLM), opened once at start")->required();
+  add_model_option(cmd, o.model_dir, "LaMed or Med3DVLM (opened once at start)");
   cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0: every interface; set --api-key then)")->capture_default_str();
   cmd->add_option("--port", o.port, "TCP port")->capture_default_str()->check(CLI::Range(1, 65535));
   cmd->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on every /v1/ request")->envname("M3D_API_KEY");
@@ -33,7 +34,7 @@ void add_serve_options(CLI::App* cmd, ServeOptions& o) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--queue", o.queue, "Requests that may wait for the generation slot; more: 429")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--timeout-s", o.timeout_s, "Longest a chat request may wait and generate; longer: 408")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--dtype", o.dtype, "Compute precision: f32 (reference) or bf16")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  add_dtype_option(cmd, o.dtype);
 }
 
 // SIGINT and SIGTERM are taken by a thread of their own that stops the server (a
@@ -60,6 +61,7 @@ void serve(const ServeOptions& options) {
   if (options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1" && options.api_key.empty()) {
     spdlog::warn("listening on {} without --api-key: anyone who reaches this port can upload studies and run the model", options.host);
   }
+  parse_dtype(options.dtype);  // the CLI's message for f16
   Model model = Model::open(options.model_dir, ModelOptions{options.dtype, "auto"});
   StoreOptions store{options.data_dir, options.model_dir, model.info().image_grid, options.max_voxels, 4};
   ServeContext ctx(options, std::move(model), std::move(store));

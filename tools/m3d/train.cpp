@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "options.h"
 #include "train/clip_train.h"
 #include "train/lamed_train.h"
 #include "train/distributed.h"
@@ -213,7 +214,7 @@ void add_train(CLI::App& app) {
   };
   auto e = std::make_shared<EvalArgs>();
   CLI::App* eval = cmd->add_subcommand("eval", "Image-text retrieval recall@1/5/10 of a CLIP checkpoint on an M3D-Cap split");
-  eval->add_option("--model", e->model, "CLIP checkpoint folder")->required();
+  add_model_option(eval, e->model, "M3D-CLIP or DCFormer_SigLIP");
   eval->add_option("--data", e->data, "Folder with M3D_Cap_npy/M3D_Cap.json")->required();
   eval->add_option("--split", e->split, "Split")->capture_default_str();
   eval->add_option("--limit", e->limit, "Score the first N pairs (recall among N candidates)")->capture_default_str();
