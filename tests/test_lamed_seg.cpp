@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 
@@ -31,7 +33,8 @@ const std::string kScan = "/usr/lib/python3/dist-packages/nibabel/tests/data/ana
 // tensors, whose image encoder is also the vision tower's ViT (see the script's docstring).
 std::string assemble_checkpoint() {
   const std::string source = fixture("lamed_seg_tiny");
-  const std::string dir = std::string(M3D_BINARY_DIR) + "/test_tmp/LamedSeg.checkpoint";  // once per suite: no test is current
+  // Once per suite (no test is current), per process: ctest -j runs this suite's tests side by side.
+  const std::string dir = std::string(M3D_BINARY_DIR) + "/test_tmp/LamedSeg.checkpoint." + std::to_string(::getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::copy_file(source + "/config.json", dir + "/config.json");
@@ -72,6 +75,8 @@ class LamedSeg : public ::testing::Test {
     delete session_;
     delete expected_;
     delete images_;
+    std::error_code ignored;
+    fs::remove_all(*dir_, ignored);
     delete dir_;
   }
   static at::Tensor expected(const std::string& name) { return io::tensor_from_record(expected_->tensor(name)).clone(); }

@@ -2,6 +2,7 @@
 // to posterior, z: inferior to superior, 0 at the diaphragm dome); the model grid is
 // laid over it by region and plane. Random draws come from one splitmix64 stream per
 // study, so the output depends only on (seed, index).
+// synth_check is in synth_check.cpp.
 #include "data/synth.h"
 
 #include <ATen/ATen.h>
@@ -13,18 +14,14 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <regex>
-#include <set>
 #include <thread>
 
 #include "core/progress.h"
 #include "imaging/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/csv.h"
-#include "io/json_util.h"
 #include "io/npy.h"
 #include "m3d/error.h"
 #include "text/box.h"
@@ -35,7 +32,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr int64_t D = 32, H = 256, W = 256;
+constexpr int64_t D = kSynthDepth, H = kSynthHeight, W = kSynthWidth;
 
 class Random {
  public:
@@ -187,22 +184,19 @@ json Study::truth() const {
           {"organs", organs_present}, {"findings", f}, {"report", report}, {"vqa", q}};
 }
 
-Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& regions) {
-  Random rng(seed * 0x100000001B3ull + static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull + 1);
-  for (const auto& r : regions) {
-    if (std::find(kRegions.begin(), kRegions.end(), r) == kRegions.end()) fail("m3d synth: unknown region '{}' (chest, abdomen, chest-abdomen-pelvis)", r);
-  }
-  Study s;
-  s.id = fmt::format("{:06d}", index);
-  s.region = rng.pick(regions.empty() ? kRegions : regions);
-  s.plane = rng.pick(kPlanes);
-  const int phase_index = static_cast<int>(rng.below(4));
-  s.phase = kPhases[static_cast<size_t>(phase_index)];
-  const double body_rx = rng.uniform(150, 185), body_ry = rng.uniform(105, 135);
-  const Grid g = make_grid(s.region, s.plane, rng, body_rx, body_ry);
-  s.spacing_dhw = g.spacing_dhw;
+namespace {
 
-  // Anatomy, jittered.
+// An organ smaller than this is not in view; a finding needs as many free voxels to be placed.
+constexpr int64_t kMinVoxels = 200;
+
+int64_t organ_label(const std::string& organ) {
+  const auto& names = organ_names();
+  return static_cast<int64_t>(std::find(names.begin(), names.end(), organ) - names.begin()) + 1;
+}
+
+// Body, spine, aorta and the organs (jittered ellipsoids) on grid `g`, in HU and as
+// organ labels; sets s.organs_present.
+void synth_anatomy(Study& s, const Grid& g, Random& rng, int phase_index, double body_rx, double body_ry, at::Tensor& hu, at::Tensor& organs) {
   auto jitter = [&](double v, double amount) { return v + rng.uniform(-amount, amount); };
   auto grow = [&](double v) { return v * rng.uniform(0.85, 1.15); };
   std::vector<Ellipsoid> anatomy = {
@@ -218,8 +212,8 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
       {"bladder", "", {jitter(0, 5), jitter(-40, 5), jitter(-370, 8)}, {grow(45), grow(40), grow(40)}},
   };
   const double wobble = rng.uniform(0.03, 0.08), wobble_phase = rng.uniform(0, 6.28);
-  at::Tensor hu = at::full({D, H, W}, -1000.0f);
-  at::Tensor organs = at::zeros({D, H, W}, at::kByte);
+  hu = at::full({D, H, W}, -1000.0f);
+  organs = at::zeros({D, H, W}, at::kByte);
   const at::Tensor body = (g.x / body_rx).pow(2) + (g.y / body_ry).pow(2) <= 1.0;
   const at::Tensor inner = (g.x / (body_rx - 12)).pow(2) + (g.y / (body_ry - 12)).pow(2) <= 1.0;
   hu = at::where(body.expand({D, H, W}), at::full({}, -100.0f), hu);  // fat
@@ -228,25 +222,25 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
     hu.masked_fill_(mask.expand({D, H, W}), value);
     if (label > 0) organs.masked_fill_(mask.expand({D, H, W}), static_cast<uint8_t>(label));
   };
-  const auto& names = organ_names();
-  auto label_of = [&](const std::string& organ) { return static_cast<int64_t>(std::find(names.begin(), names.end(), organ) - names.begin()) + 1; };
   // Spine and aorta: cylinders along z.
   const double spine_y = body_ry - 35, spine_r = rng.uniform(16, 20);
-  paint(((g.x).pow(2) + (g.y - spine_y).pow(2) <= spine_r * spine_r) & inner, organ_hu().at("spine")[phase_index], label_of("spine"));
+  paint(((g.x).pow(2) + (g.y - spine_y).pow(2) <= spine_r * spine_r) & inner, organ_hu().at("spine")[phase_index], organ_label("spine"));
   const double aorta_x = jitter(12, 3), aorta_y = spine_y - spine_r - 14, aorta_r = rng.uniform(10, 14);
   paint(((g.x - aorta_x).pow(2) + (g.y - aorta_y).pow(2) <= aorta_r * aorta_r) & (g.z < 150) & (g.z > -300), organ_hu().at("aorta")[phase_index],
-        label_of("aorta"));
+        organ_label("aorta"));
   for (const auto& e : anatomy) {
     const at::Tensor mask = inside(g, e, wobble, wobble_phase) & inner;
-    paint(mask, organ_hu().at(e.organ)[phase_index] + rng.uniform(-5, 5), label_of(e.organ));
+    paint(mask, organ_hu().at(e.organ)[phase_index] + rng.uniform(-5, 5), organ_label(e.organ));
   }
-  const int64_t min_voxels = 200;
-  for (const auto& name : names) {
-    if ((organs == label_of(name)).sum().item<int64_t>() >= min_voxels) s.organs_present.push_back(name);
+  for (const auto& name : organ_names()) {
+    if ((organs == organ_label(name)).sum().item<int64_t>() >= kMinVoxels) s.organs_present.push_back(name);
   }
+}
 
-  // Findings inside organs that are in view.
-  at::Tensor lesions = at::zeros({D, H, W}, at::kByte);
+// Up to three findings inside organs that are in view, painted into `hu` and `lesions`.
+void synth_findings(Study& s, const Grid& g, Random& rng, int phase_index, double body_ry, at::Tensor& hu, const at::Tensor& organs,
+                    at::Tensor& lesions) {
+  lesions = at::zeros({D, H, W}, at::kByte);
   const int64_t wanted = rng.below(4);
   const std::map<std::string, std::vector<std::string>> where_found = {
       {"cyst", {"liver", "kidney", "spleen"}}, {"hypodense mass", {"liver", "kidney", "pancreas", "spleen"}}, {"hyperdense mass", {"liver", "kidney"}},
@@ -256,7 +250,7 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
     const std::string organ = rng.pick(where_found.at(type));
     if (std::find(s.organs_present.begin(), s.organs_present.end(), organ) == s.organs_present.end()) continue;
     std::string side;
-    at::Tensor region_mask = organs == label_of(organ);
+    at::Tensor region_mask = organs == organ_label(organ);
     if (organ == "lung" || organ == "kidney") {
       side = rng.uniform() < 0.5 ? "right" : "left";
       region_mask = region_mask & (side == "right" ? g.x < 0 : g.x > 0);
@@ -270,7 +264,7 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
       mask = region_mask & (g.y > body_ry * level - 40);
     } else {
       const at::Tensor candidates = (region_mask & (lesions == 0)).nonzero();
-      if (candidates.size(0) < min_voxels) continue;
+      if (candidates.size(0) < kMinVoxels) continue;
       const at::Tensor centre = candidates[rng.below(candidates.size(0))];
       const int64_t cd = centre[0].item<int64_t>(), ch = centre[1].item<int64_t>(), cw = centre[2].item<int64_t>();
       const double cx = g.x.expand({D, H, W})[cd][ch][cw].item<double>();
@@ -295,16 +289,10 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
     f.box = box_of(mask);
     s.findings.push_back(f);
   }
-  // Scanner: correlated noise, a slight in-plane blur (partial volume).
-  at::Generator generator = at::detail::createCPUGenerator(seed ^ (static_cast<uint64_t>(index) << 20));
-  at::Tensor noise = at::normal(0.0, 1.0, {1, 1, D, H, W}, generator);
-  noise = at::avg_pool3d(noise, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}).squeeze(0).squeeze(0) * 18.0;
-  hu = at::avg_pool3d(hu.unsqueeze(0).unsqueeze(0), {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, false, false).squeeze(0).squeeze(0) + noise;
-  s.hu = hu.clamp(-1024, 3071).contiguous();
-  s.organs = organs;
-  s.lesions = lesions;
+}
 
-  // The report, from the truth.
+// The report, from the truth: a sentence per finding, normal organs, then the impression.
+std::string synth_report(const Study& s, Random& rng) {
   std::vector<std::string> sentences;
   for (const auto& f : s.findings) {
     sentences.push_back(rng.uniform() < 0.5 ? "There is " + finding_phrase(f) + "." : capital(finding_phrase(f)) + " is noted.");
@@ -329,9 +317,11 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
     for (const auto& f : s.findings) impression += (impression.empty() ? "" : "; ") + capital(f.type) + " of the " + where(f);
     impression += ".";
   }
-  s.report = fmt::format("{} {} CT, {} phase. Findings: {} Impression: {}", capital(s.plane), s.region, s.phase, findings_text, impression);
+  return fmt::format("{} {} CT, {} phase. Findings: {} Impression: {}", capital(s.plane), s.region, s.phase, findings_text, impression);
+}
 
-  // VQA from the truth (question types as M3D-VQA).
+// VQA from the truth (question types as M3D-VQA).
+void synth_vqa(Study& s, Random& rng) {
   s.vqa.push_back(closed(1, "In which plane is this CT image taken?", capital(s.plane), {"Axial", "Coronal", "Sagittal", "Oblique"}, rng));
   std::vector<std::string> phase_choices;
   for (const auto& p : kPhases) phase_choices.push_back(capital(p));
@@ -339,7 +329,7 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
   if (!s.findings.empty()) {
     const Finding& f = s.findings[static_cast<size_t>(rng.below(static_cast<int64_t>(s.findings.size())))];
     std::vector<std::string> others;
-    for (const auto& n : names) {
+    for (const auto& n : organ_names()) {
       if (n != f.organ) others.push_back(capital(n));
     }
     s.vqa.push_back(closed(3, fmt::format("Which organ contains the {}?", f.type), capital(f.organ), others, rng));
@@ -350,19 +340,148 @@ Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& 
       s.vqa.push_back(closed(5, fmt::format("On which side is the {} located?", f.type), capital(f.side), {"Left", "Right", "Bilateral", "Midline"}, rng));
     }
   }
+}
+
+}  // namespace
+
+Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& regions) {
+  Random rng(seed * 0x100000001B3ull + static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull + 1);
+  for (const auto& r : regions) {
+    if (std::find(kRegions.begin(), kRegions.end(), r) == kRegions.end()) fail("m3d synth: unknown region '{}' (chest, abdomen, chest-abdomen-pelvis)", r);
+  }
+  Study s;
+  s.id = fmt::format("{:06d}", index);
+  s.region = rng.pick(regions.empty() ? kRegions : regions);
+  s.plane = rng.pick(kPlanes);
+  const int phase_index = static_cast<int>(rng.below(4));
+  s.phase = kPhases[static_cast<size_t>(phase_index)];
+  const double body_rx = rng.uniform(150, 185), body_ry = rng.uniform(105, 135);
+  const Grid g = make_grid(s.region, s.plane, rng, body_rx, body_ry);
+  s.spacing_dhw = g.spacing_dhw;
+  at::Tensor hu, organs, lesions;
+  synth_anatomy(s, g, rng, phase_index, body_rx, body_ry, hu, organs);
+  synth_findings(s, g, rng, phase_index, body_ry, hu, organs, lesions);
+  // Scanner: correlated noise, a slight in-plane blur (partial volume).
+  at::Generator generator = at::detail::createCPUGenerator(seed ^ (static_cast<uint64_t>(index) << 20));
+  at::Tensor noise = at::normal(0.0, 1.0, {1, 1, D, H, W}, generator);
+  noise = at::avg_pool3d(noise, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}).squeeze(0).squeeze(0) * 18.0;
+  hu = at::avg_pool3d(hu.unsqueeze(0).unsqueeze(0), {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, false, false).squeeze(0).squeeze(0) + noise;
+  s.hu = hu.clamp(-1024, 3071).contiguous();
+  s.organs = organs;
+  s.lesions = lesions;
+  s.report = synth_report(s, rng);
+  synth_vqa(s, rng);
   return s;
 }
+
+namespace {
+
+// What one study adds to the index files (M3D_Cap.json, the VQA, RefSeg and Seg lists).
+struct StudyRows {
+  json cap_entry;
+  std::vector<std::vector<std::string>> vqa, refseg;
+  std::vector<json> seg;
+};
+
+// Writes study i's files (image, masks, report, truth; NIfTI and M3D-Seg masks when
+// asked) and returns its index rows.
+StudyRows synth_write_study(const SynthOptions& o, int64_t i) {
+  StudyRows out;
+  const Study s = synth_study(o.seed, i, o.regions);
+  const std::string rel = fmt::format("M3D_Cap_npy/synth/{}", s.id);
+  fs::create_directories(o.output + "/" + rel);
+  const std::string image = fmt::format("{}/{}_{}.npy", rel, s.plane, s.phase == "non-contrast" ? "non_contrast" : s.phase == "portal venous" ? "portal_venous" : s.phase);
+  at::Tensor unit = s.hu - s.hu.min();
+  unit = (unit / std::max(unit.max().item<double>(), 1e-8)).contiguous();
+  io::npy_write(o.output + "/" + image, DType::F32, {1, D, H, W}, unit.data_ptr<float>());
+  const at::Tensor lesions = s.lesions.contiguous(), organs = s.organs.contiguous();
+  io::npy_write(o.output + "/" + rel + "/lesions.npy", DType::U8, {1, D, H, W}, lesions.data_ptr<uint8_t>());
+  io::npy_write(o.output + "/" + rel + "/organs.npy", DType::U8, {1, D, H, W}, organs.data_ptr<uint8_t>());
+  io::write_file_atomic(o.output + "/" + rel + "/text.txt", s.report);
+  if (o.nifti) {  // the HU volume and label maps with their spacing (LPS axes as the grid's D, H, W)
+    imaging::Volume v;
+    v.geometry.spacing = {s.spacing_dhw[2], s.spacing_dhw[1], s.spacing_dhw[0]};
+    v.voxels = s.hu.round().to(at::kShort);
+    imaging::volume_write(o.output + "/" + rel + "/ct.nii.gz", imaging::volume_to_raw(v));
+    v.voxels = s.lesions;
+    imaging::volume_write(o.output + "/" + rel + "/lesions.nii.gz", imaging::volume_to_raw(v));
+    v.voxels = s.organs;
+    imaging::volume_write(o.output + "/" + rel + "/organs.nii.gz", imaging::volume_to_raw(v));
+  }
+  for (const auto& f : s.findings) {  // M3D-RefSeg style: region id = the finding's label in lesions.npy
+    out.refseg.push_back({image, rel + "/lesions.npy", std::to_string(f.label), "0", fmt::format("Please segment the {} in the {}.", f.type, where(f)),
+                          fmt::format("Sure, it is [SEG] in the {}.", where(f))});
+    out.refseg.push_back({image, rel + "/lesions.npy", std::to_string(f.label), "1",
+                          fmt::format("Where is the abnormality of the {}? Please segment it.", where(f)), fmt::format("The {} is [SEG].", f.type)});
+  }
+  io::write_file_atomic(o.output + "/" + rel + "/truth.json", s.truth().dump(1) + "\n");
+  out.cap_entry = {{"image", image}, {"text", rel + "/text.txt"}};
+  if (i % 10 == 9) {  // the test split also in the M3D-Seg layout: one mask per organ class, absent ones as (1,1,1,1) zeros
+    const std::string seg = fmt::format("M3D_Seg_npy/synth/{}/masks", s.id);
+    fs::create_directories(o.output + "/" + seg);
+    const auto& names = organ_names();
+    for (size_t c = 0; c < names.size(); ++c) {
+      const at::Tensor mask = (s.organs == static_cast<int64_t>(c + 1)).to(at::kByte).contiguous();
+      const std::string path = fmt::format("{}/{}/mask_{}.npy", o.output, seg, c);
+      if (std::find(s.organs_present.begin(), s.organs_present.end(), names[c]) != s.organs_present.end()) {
+        io::npy_write(path, DType::U8, {1, D, H, W}, mask.data_ptr<uint8_t>());
+      } else {
+        const int64_t zero = 0;
+        io::npy_write(path, DType::I64, {1, 1, 1, 1}, &zero);
+      }
+      out.seg.push_back({{"image", image}, {"label", fmt::format("{}/mask_{}.npy", seg, c)}});
+    }
+  }
+  for (const auto& q : s.vqa) {
+    out.vqa.push_back({image, s.report, std::to_string(q.question_type), q.question, q.choices[0], q.choices[1], q.choices[2], q.choices[3], q.answer,
+                       std::string(1, q.answer_choice)});
+  }
+  return out;
+}
+
+// M3D_Cap.json, the M3D-VQA and M3D-RefSeg csv files and the M3D-Seg json; splits 80/10/10 by index.
+void synth_write_indexes(const SynthOptions& o, const std::vector<StudyRows>& studies) {
+  const std::string cap_dir = o.output + "/M3D_Cap_npy", vqa_dir = o.output + "/M3D-VQA";
+  json cap = {{"train", json::array()}, {"validation", json::array()}, {"test", json::array()}};
+  const std::vector<std::string> header = {"Image Path", "Text", "Question Type", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer",
+                                           "Answer Choice"};
+  std::map<std::string, std::string> csv = {{"train", io::csv_line(header)}, {"validation", io::csv_line(header)}, {"test", io::csv_line(header)}};
+  for (int64_t i = 0; i < o.count; ++i) {
+    const std::string split = i % 10 == 8 ? "validation" : i % 10 == 9 ? "test" : "train";
+    cap[split].push_back(studies[static_cast<size_t>(i)].cap_entry);
+    for (const auto& row : studies[static_cast<size_t>(i)].vqa) csv[split] += io::csv_line(row);
+  }
+  io::write_file_atomic(cap_dir + "/M3D_Cap.json", cap.dump(1) + "\n");
+  json labels = {{"0", "background"}};
+  for (size_t c = 0; c < organ_names().size(); ++c) labels[std::to_string(c + 1)] = organ_names()[c];
+  json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()},
+              {"test", json::array()}};
+  for (const auto& study : studies) {
+    for (const auto& e : study.seg) seg["test"].push_back(e);
+  }
+  const std::vector<std::string> refseg_header = {"Image", "Mask", "Mask_ID", "Question_Type", "Question", "Answer"};
+  std::string refseg_train = io::csv_line(refseg_header), refseg_test = io::csv_line(refseg_header);
+  for (int64_t i = 0; i < o.count; ++i) {
+    for (const auto& row : studies[static_cast<size_t>(i)].refseg) (i % 10 == 9 ? refseg_test : refseg_train) += io::csv_line(row);
+  }
+  fs::create_directories(o.output + "/M3D_RefSeg_npy");
+  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv", refseg_train);
+  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_test.csv", refseg_test);
+  fs::create_directories(o.output + "/M3D_Seg_npy/synth");
+  io::write_file_atomic(o.output + "/M3D_Seg_npy/synth/synth.json", seg.dump(1) + "\n");
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_train.csv", csv["train"]);
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_val.csv", csv["validation"]);
+  io::write_file_atomic(vqa_dir + "/M3D_VQA_test.csv", csv["test"]);
+}
+
+}  // namespace
 
 void synth_write(const SynthOptions& o) {
   if (o.output.empty()) fail("m3d synth: give an output folder");
   if (o.count <= 0 || o.count > 1000000) fail("m3d synth: --n must be between 1 and 1000000, got {}", o.count);
-  const std::string cap_dir = o.output + "/M3D_Cap_npy", vqa_dir = o.output + "/M3D-VQA";
-  fs::create_directories(cap_dir);
-  fs::create_directories(vqa_dir);
-  std::vector<json> entries(static_cast<size_t>(o.count));
-  std::vector<std::vector<std::vector<std::string>>> rows(static_cast<size_t>(o.count));
-  std::vector<std::vector<json>> seg_entries(static_cast<size_t>(o.count));
-  std::vector<std::vector<std::vector<std::string>>> refseg(static_cast<size_t>(o.count));
+  fs::create_directories(o.output + "/M3D_Cap_npy");
+  fs::create_directories(o.output + "/M3D-VQA");
+  std::vector<StudyRows> studies(static_cast<size_t>(o.count));
   std::atomic<int64_t> next{0}, finished{0};
   Progress progress("m3d synth", o.count, o.progress);
   std::mutex error_mutex;
@@ -372,57 +491,7 @@ void synth_write(const SynthOptions& o) {
       const int64_t i = next++;
       if (i >= o.count) return;
       try {
-        const Study s = synth_study(o.seed, i, o.regions);
-        const std::string rel = fmt::format("M3D_Cap_npy/synth/{}", s.id);
-        fs::create_directories(o.output + "/" + rel);
-        const std::string image = fmt::format("{}/{}_{}.npy", rel, s.plane, s.phase == "non-contrast" ? "non_contrast" : s.phase == "portal venous" ? "portal_venous" : s.phase);
-        at::Tensor unit = s.hu - s.hu.min();
-        unit = (unit / std::max(unit.max().item<double>(), 1e-8)).contiguous();
-        io::npy_write(o.output + "/" + image, DType::F32, {1, D, H, W}, unit.data_ptr<float>());
-        const at::Tensor lesions = s.lesions.contiguous(), organs = s.organs.contiguous();
-        io::npy_write(o.output + "/" + rel + "/lesions.npy", DType::U8, {1, D, H, W}, lesions.data_ptr<uint8_t>());
-        io::npy_write(o.output + "/" + rel + "/organs.npy", DType::U8, {1, D, H, W}, organs.data_ptr<uint8_t>());
-        io::write_file_atomic(o.output + "/" + rel + "/text.txt", s.report);
-        if (o.nifti) {  // the HU volume and label maps with their spacing (LPS axes as the grid's D, H, W)
-          imaging::Volume v;
-          v.geometry.spacing = {s.spacing_dhw[2], s.spacing_dhw[1], s.spacing_dhw[0]};
-          v.voxels = s.hu.round().to(at::kShort);
-          imaging::volume_write(o.output + "/" + rel + "/ct.nii.gz", imaging::volume_to_raw(v));
-          v.voxels = s.lesions;
-          imaging::volume_write(o.output + "/" + rel + "/lesions.nii.gz", imaging::volume_to_raw(v));
-          v.voxels = s.organs;
-          imaging::volume_write(o.output + "/" + rel + "/organs.nii.gz", imaging::volume_to_raw(v));
-        }
-        for (const auto& f : s.findings) {  // M3D-RefSeg style: region id = the finding's label in lesions.npy
-          refseg[static_cast<size_t>(i)].push_back({image, rel + "/lesions.npy", std::to_string(f.label), "0",
-                                                    fmt::format("Please segment the {} in the {}.", f.type, where(f)),
-                                                    fmt::format("Sure, it is [SEG] in the {}.", where(f))});
-          refseg[static_cast<size_t>(i)].push_back({image, rel + "/lesions.npy", std::to_string(f.label), "1",
-                                                    fmt::format("Where is the abnormality of the {}? Please segment it.", where(f)),
-                                                    fmt::format("The {} is [SEG].", f.type)});
-        }
-        io::write_file_atomic(o.output + "/" + rel + "/truth.json", s.truth().dump(1) + "\n");
-        entries[static_cast<size_t>(i)] = {{"image", image}, {"text", rel + "/text.txt"}};
-        if (i % 10 == 9) {  // the test split also in the M3D-Seg layout: one mask per organ class, absent ones as (1,1,1,1) zeros
-          const std::string seg = fmt::format("M3D_Seg_npy/synth/{}/masks", s.id);
-          fs::create_directories(o.output + "/" + seg);
-          const auto& names = organ_names();
-          for (size_t c = 0; c < names.size(); ++c) {
-            const at::Tensor mask = (s.organs == static_cast<int64_t>(c + 1)).to(at::kByte).contiguous();
-            const std::string path = fmt::format("{}/{}/mask_{}.npy", o.output, seg, c);
-            if (std::find(s.organs_present.begin(), s.organs_present.end(), names[c]) != s.organs_present.end()) {
-              io::npy_write(path, DType::U8, {1, D, H, W}, mask.data_ptr<uint8_t>());
-            } else {
-              const int64_t zero = 0;
-              io::npy_write(path, DType::I64, {1, 1, 1, 1}, &zero);
-            }
-            seg_entries[static_cast<size_t>(i)].push_back({{"image", image}, {"label", fmt::format("{}/mask_{}.npy", seg, c)}});
-          }
-        }
-        for (const auto& q : s.vqa) {
-          rows[static_cast<size_t>(i)].push_back({image, s.report, std::to_string(q.question_type), q.question, q.choices[0], q.choices[1], q.choices[2],
-                                                  q.choices[3], q.answer, std::string(1, q.answer_choice)});
-        }
+        studies[static_cast<size_t>(i)] = synth_write_study(o, i);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(error_mutex);
         error = e.what();
@@ -441,193 +510,7 @@ void synth_write(const SynthOptions& o) {
   at::set_num_threads(intra_op);
   progress.finish();
   if (!error.empty()) fail("m3d synth: {}", error);
-  json cap = {{"train", json::array()}, {"validation", json::array()}, {"test", json::array()}};
-  const std::vector<std::string> header = {"Image Path", "Text", "Question Type", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer",
-                                           "Answer Choice"};
-  std::map<std::string, std::string> csv = {{"train", io::csv_line(header)}, {"validation", io::csv_line(header)}, {"test", io::csv_line(header)}};
-  for (int64_t i = 0; i < o.count; ++i) {
-    const std::string split = i % 10 == 8 ? "validation" : i % 10 == 9 ? "test" : "train";
-    cap[split].push_back(entries[static_cast<size_t>(i)]);
-    for (const auto& row : rows[static_cast<size_t>(i)]) csv[split] += io::csv_line(row);
-  }
-  io::write_file_atomic(cap_dir + "/M3D_Cap.json", cap.dump(1) + "\n");
-  json labels = {{"0", "background"}};
-  for (size_t c = 0; c < organ_names().size(); ++c) labels[std::to_string(c + 1)] = organ_names()[c];
-  json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()},
-              {"test", json::array()}};
-  for (const auto& list : seg_entries) {
-    for (const auto& e : list) seg["test"].push_back(e);
-  }
-  const std::vector<std::string> refseg_header = {"Image", "Mask", "Mask_ID", "Question_Type", "Question", "Answer"};
-  std::string refseg_train = io::csv_line(refseg_header), refseg_test = io::csv_line(refseg_header);
-  for (int64_t i = 0; i < o.count; ++i) {
-    for (const auto& row : refseg[static_cast<size_t>(i)]) (i % 10 == 9 ? refseg_test : refseg_train) += io::csv_line(row);
-  }
-  fs::create_directories(o.output + "/M3D_RefSeg_npy");
-  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_train.csv", refseg_train);
-  io::write_file_atomic(o.output + "/M3D_RefSeg_npy/M3D_RefSeg_test.csv", refseg_test);
-  fs::create_directories(o.output + "/M3D_Seg_npy/synth");
-  io::write_file_atomic(o.output + "/M3D_Seg_npy/synth/synth.json", seg.dump(1) + "\n");
-  io::write_file_atomic(vqa_dir + "/M3D_VQA_train.csv", csv["train"]);
-  io::write_file_atomic(vqa_dir + "/M3D_VQA_val.csv", csv["validation"]);
-  io::write_file_atomic(vqa_dir + "/M3D_VQA_test.csv", csv["test"]);
-}
-
-std::vector<std::string> synth_check(const std::string& dir) {
-  std::vector<std::string> problems;
-  const json cap = io::json_read_file(dir + "/M3D_Cap_npy/M3D_Cap.json");
-  std::map<std::string, json> truth_by_image;
-  const std::regex sentence(R"((\d+) mm (cyst|hypodense mass|hyperdense mass|calcification|lung nodule|ground-glass nodule|pleural effusion|kidney stone) in the ((left|right) )?(\w+))");
-  for (const auto& split : {"train", "validation", "test"}) {
-    for (const auto& item : cap.at(split)) {
-      const std::string image = item.at("image");
-      const std::string folder = dir + "/" + fs::path(image).parent_path().string();
-      const json truth = io::json_read_file(folder + "/truth.json");
-      truth_by_image[image] = truth;
-      const std::string id = truth.at("id");
-      try {  // the image itself: complete, and on the grid of its masks
-        const io::NpyFile volume = io::npy_read(dir + "/" + image);
-        if (volume.array.shape != std::vector<int64_t>{1, D, H, W}) {
-          problems.push_back(fmt::format("{}: {} has shape [{}], expected [1, {}, {}, {}]", id, image, fmt::join(volume.array.shape, ", "), D, H, W));
-        }
-      } catch (const Error& e) {
-        problems.push_back(fmt::format("{}: {}", id, e.what()));
-        continue;
-      }
-      std::ifstream in(dir + "/" + item.at("text").get<std::string>());
-      const std::string report((std::istreambuf_iterator<char>(in)), {});
-      const io::NpyFile lesions = io::npy_read(folder + "/lesions.npy"), organs = io::npy_read(folder + "/organs.npy");
-      const auto spacing = truth.at("spacing_dhw_mm").get<std::array<double, 3>>();
-      // Every finding the report names is in the masks, in its organ and side, at its size.
-      std::set<int64_t> named;
-      for (auto it = std::sregex_iterator(report.begin(), report.end(), sentence); it != std::sregex_iterator(); ++it) {
-        const double size = std::stod((*it)[1]);
-        const std::string type = (*it)[2], side = (*it)[4], organ = (*it)[5];
-        const json* match = nullptr;
-        for (const auto& f : truth.at("findings")) {
-          if (f.at("type") == type && f.at("organ") == organ && f.at("side") == side) match = &f;
-        }
-        if (match == nullptr) {
-          problems.push_back(fmt::format("{}: the report names a {} in the {} that the truth does not have", id, type, (side.empty() ? "" : side + " ") + organ));
-          continue;
-        }
-        const int64_t label = match->at("label");
-        named.insert(label);
-        std::vector<std::array<int64_t, 3>> voxels;
-        int64_t in_organ = 0;
-        const auto& names = organ_names();
-        const uint8_t organ_label = static_cast<uint8_t>(std::find(names.begin(), names.end(), organ) - names.begin() + 1);
-        std::array<int64_t, 3> lo{D, H, W}, hi{-1, -1, -1};
-        for (int64_t n = 0; n < D * H * W; ++n) {
-          if (lesions.array.data[n] != label) continue;
-          const int64_t idx[3] = {n / (H * W), (n / W) % H, n % W};
-          for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], idx[a]), hi[a] = std::max(hi[a], idx[a]);
-          in_organ += organs.array.data[n] == organ_label;
-          voxels.push_back({idx[0], idx[1], idx[2]});
-        }
-        if (voxels.empty()) {
-          problems.push_back(fmt::format("{}: the {} of the report has no voxels in lesions.npy", id, type));
-          continue;
-        }
-        if (in_organ * 2 < static_cast<int64_t>(voxels.size())) problems.push_back(fmt::format("{}: the {} lies outside the {}", id, type, organ));
-        double extent = 0, tolerance = 0;
-        for (int a = 0; a < 3; ++a) {
-          extent = std::max(extent, static_cast<double>(hi[a] - lo[a] + 1) * spacing[a]);
-          tolerance = std::max(tolerance, spacing[a]);
-        }
-        if (std::abs(extent - size) > tolerance + 0.5) {
-          problems.push_back(fmt::format("{}: the report says {} mm for the {}, the mask measures {:.1f} mm", id, size, type, extent));
-        }
-        // The box equals the mask's box.
-        std::vector<uint8_t> mask(static_cast<size_t>(D * H * W), 0);
-        for (const auto& v : voxels) mask[static_cast<size_t>((v[0] * H + v[1]) * W + v[2])] = 1;
-        const auto box = text::mask_to_box(mask, D, H, W);
-        const auto want = match->at("box").get<std::array<double, 6>>();
-        if (!box || *box != want) problems.push_back(fmt::format("{}: the box of the {} is not its mask's box", id, type));
-      }
-      for (const auto& f : truth.at("findings")) {
-        if (!named.count(f.at("label").get<int64_t>())) problems.push_back(fmt::format("{}: the report does not name its {}", id, f.at("type").get<std::string>()));
-        if (f.at("type") == "pleural effusion" && report.find("No pleural effusion") != std::string::npos) {
-          problems.push_back(fmt::format("{}: the report denies a pleural effusion the truth has", id));
-        }
-      }
-    }
-  }
-  // VQA answers agree with the truth; letters are balanced.
-  std::map<char, int64_t> letters;
-  int64_t questions = 0;
-  for (const char* name : {"M3D_VQA_train.csv", "M3D_VQA_val.csv", "M3D_VQA_test.csv"}) {
-    const io::CsvTable t = io::csv_read(dir + "/M3D-VQA/" + name);
-    for (const auto& row : t.rows) {
-      const json& truth = truth_by_image.at(row[static_cast<size_t>(t.column("Image Path"))]);
-      const int type = std::stoi(row[static_cast<size_t>(t.column("Question Type"))]);
-      const std::string answer = row[static_cast<size_t>(t.column("Answer"))], choice = row[static_cast<size_t>(t.column("Answer Choice"))];
-      const std::string question = row[static_cast<size_t>(t.column("Question"))];
-      const int chosen = choice.empty() ? -1 : choice[0] - 'A';
-      if (chosen < 0 || chosen > 3 || row[static_cast<size_t>(t.column(std::string("Choice ") + choice))] != answer) {
-        problems.push_back(fmt::format("{}: answer choice {} is not the answer '{}'", truth.at("id").get<std::string>(), choice, answer));
-      }
-      auto lower = [](std::string s) {
-        for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        return s;
-      };
-      bool ok = true;
-      if (type == 1) ok = lower(answer) == truth.at("plane").get<std::string>();
-      if (type == 2) ok = lower(answer) == truth.at("phase").get<std::string>();
-      if (type >= 3) {
-        ok = false;
-        for (const auto& f : truth.at("findings")) {
-          const std::string t = f.at("type"), organ = f.at("organ"), side = f.at("side");
-          if (type == 3) ok |= question.find(t) != std::string::npos && lower(answer) == organ;
-          if (type == 4) ok |= question.find((side.empty() ? "" : side + " ") + organ + "?") != std::string::npos && lower(answer) == t;
-          if (type == 5) ok |= question.find(t) != std::string::npos && lower(answer) == side;
-        }
-      }
-      if (!ok) problems.push_back(fmt::format("{}: '{}' answered '{}' disagrees with the truth", truth.at("id").get<std::string>(), question, answer));
-      ++letters[choice.empty() ? '?' : choice[0]];
-      ++questions;
-    }
-  }
-  // Referring expressions point at a finding of their study.
-  for (const char* name : {"M3D_RefSeg_train.csv", "M3D_RefSeg_test.csv"}) {
-    const std::string path = dir + "/M3D_RefSeg_npy/" + name;
-    if (!fs::exists(path)) {
-      problems.push_back(fmt::format("{}: missing", path));
-      continue;
-    }
-    const io::CsvTable t = io::csv_read(path);
-    for (const auto& row : t.rows) {
-      const auto found = truth_by_image.find(row[static_cast<size_t>(t.column("Image"))]);
-      if (found == truth_by_image.end()) {
-        problems.push_back(fmt::format("{}: a row names an image that is not in M3D_Cap.json", name));
-        continue;
-      }
-      const int64_t label = std::stoll(row[static_cast<size_t>(t.column("Mask_ID"))]);
-      bool ok = false;
-      for (const auto& f : found->second.at("findings")) {
-        const std::string side = f.at("side"), organ = f.at("organ");
-        ok |= f.at("label").get<int64_t>() == label && row[static_cast<size_t>(t.column("Question"))].find((side.empty() ? "" : side + " ") + organ) !=
-                                                          std::string::npos;
-      }
-      if (!ok) problems.push_back(fmt::format("{}: the referring expression for region {} does not match a finding", found->second.at("id").get<std::string>(), label));
-    }
-  }
-  // The answer letter is drawn uniformly: Pearson's chi-square against 1/4 each (3 degrees of
-  // freedom) rejects only at p < 0.001 (16.27), so a correct set of any size passes 999 times in 1000.
-  if (questions > 0) {
-    const double expected = static_cast<double>(questions) / 4;
-    double chi2 = 0;
-    char worst = 'A';
-    for (char c : {'A', 'B', 'C', 'D'}) {
-      chi2 += (letters[c] - expected) * (letters[c] - expected) / expected;
-      if (std::abs(letters[c] - expected) > std::abs(letters[worst] - expected)) worst = c;
-    }
-    if (chi2 > 16.27) {
-      problems.push_back(fmt::format("answer letter {} is {:.0f}% of {} questions: unlikely for letters drawn uniformly (chi-square {:.1f} > 16.27, p < 0.001)",
-                                     worst, 100.0 * static_cast<double>(letters[worst]) / static_cast<double>(questions), questions, chi2));
-    }
-  }
-  return problems;
+  synth_write_indexes(o, studies);
 }
 
 }  // namespace m3d::data

@@ -48,6 +48,9 @@ struct Study {
   nlohmann::json truth() const;  // everything above but the voxels
 };
 
+// The model grid every study is generated on (D x H x W).
+inline constexpr int64_t kSynthDepth = 32, kSynthHeight = 256, kSynthWidth = 256;
+
 const std::vector<std::string>& organ_names();
 // `regions`: the scan regions to draw from (chest, abdomen, chest-abdomen-pelvis; empty: all).
 Study synth_study(uint64_t seed, int64_t index, const std::vector<std::string>& regions = {});

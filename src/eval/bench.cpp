@@ -21,10 +21,11 @@
 #include <set>
 
 #include "core/progress.h"
+#include "data/m3d_data.h"
+#include "data/retrieval.h"
 #include "data/sample.h"
 #include "eval/score.h"
 #include "eval/task_metrics.h"
-#include "io/npy.h"
 #include "generate/session.h"
 #include "imaging/model_input.h"
 #include "io/atomic_file.h"
@@ -49,20 +50,6 @@ struct Sample {
   std::string mask;  // seg: the reference mask file
 };
 
-// The explicit file when given (it must exist), else the first existing of the usual places.
-std::string first_existing(const std::vector<std::string>& candidates, const std::string& what) {
-  if (!candidates.front().empty()) {
-    if (!fs::exists(candidates.front())) fail("{}: no such file (the {})", candidates.front(), what);
-    return candidates.front();
-  }
-  for (const auto& c : candidates) {
-    if (!c.empty() && fs::exists(c)) return c;
-  }
-  std::string list;
-  for (const auto& c : candidates) list += (list.empty() ? "" : ", ") + c;
-  fail("no {} found (looked for {})", what, list);
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open", path);
@@ -76,27 +63,6 @@ std::string pandas(const std::string& value) {
   return na.count(value) ? "nan" : value;
 }
 
-// An M3D-Seg mask file (.npy of any dtype) as 0/1 per voxel; `shape` receives its shape.
-std::vector<uint8_t> read_mask(const std::string& path, std::vector<int64_t>* shape) {
-  const io::NpyFile mask = io::npy_read(path);
-  std::vector<uint8_t> bits(static_cast<size_t>(mask.array.numel()));
-  const size_t bytes = dtype_size(mask.array.dtype);
-  for (size_t i = 0; i < bits.size(); ++i) {
-    for (size_t b = 0; b < bytes && !bits[i]; ++b) bits[i] = mask.array.data[i * bytes + b] != 0;
-  }
-  if (shape != nullptr) *shape = mask.array.shape;
-  return bits;
-}
-
-// A path in an M3D-Seg json: absolute, or relative to the data root, the json's folder or the working directory.
-std::string resolve(const std::string& path, const BenchOptions& o, const std::string& json_path) {
-  if (!path.empty() && path[0] == '/') return path;
-  for (const std::string& base : {o.data_dir, fs::path(json_path).parent_path().string(), std::string(".")}) {
-    if (fs::exists(base + "/" + path)) return base + "/" + path;
-  }
-  return o.data_dir + "/" + path;
-}
-
 // REC / REG over M3D-Seg (m3d_bench_spec.md §2.5-2.6, §4.4): one sample per image x class mask; the box is
 // mask2box of the model-space mask. One template each, from M3D's prompt_templates.py (the official
 // scripts draw one of many at random): REC "Can you find the {} in this image? Give coordinates." /
@@ -104,40 +70,16 @@ std::string resolve(const std::string& path, const BenchOptions& o, const std::s
 // "The target is {}." (REG keeps the classes present in the image).
 void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::vector<std::string>* header) {
   const std::string code = o.seg_dataset;
-  const std::string path =
-      first_existing({o.seg_json, o.data_dir + "/M3D_Seg_npy/" + code + "/" + code + ".json", o.data_dir + "/" + code + ".json"}, "M3D-Seg json");
-  const json root = io::json_read_file(path);
-  std::vector<std::string> labels = o.labels;
-  if (labels.empty() && root.contains("labels") && root["labels"].is_object()) {  // {"0": "background", "1": first class, ...}
-    for (size_t c = 1; root["labels"].contains(std::to_string(c)); ++c) labels.push_back(root["labels"][std::to_string(c)].get<std::string>());
-  }
-  if (labels.empty()) {
-    static const std::map<std::string, std::vector<std::string>> known = {{"0003", {"liver", "kidney", "spleen", "pancreas"}},
-                                                                         {"0012", {"liver", "bladder", "lungs", "kidneys", "bone", "brain"}}};
-    auto it = known.find(code);
-    if (it == known.end()) fail("M3D-Seg dataset {}: give the class names with --labels (m3d knows 0003 and 0012)", code);
-    labels = it->second;
-  }
-  if (!root.contains("test") || !root["test"].is_array()) fail("{}: no \"test\" list", path);
-  for (const auto& item : root["test"]) {
-    if (!item.contains("image") || !item.contains("label")) fail("{}: every item needs \"image\" and \"label\"", path);
-    const std::string mask_path = resolve(item["label"].get<std::string>(), o, path);
-    const std::string stem = fs::path(mask_path).stem().string();  // mask_<c>
-    const size_t underscore = stem.rfind('_');
-    int64_t c = -1;
-    try {
-      c = underscore == std::string::npos ? -1 : std::stoll(stem.substr(underscore + 1));
-    } catch (const std::exception&) {
-    }
-    if (c < 0 || c >= static_cast<int64_t>(labels.size())) fail("{}: mask file {} does not name a known class (mask_<index>.npy)", path, mask_path);
-    const std::string& name = labels[static_cast<size_t>(c)];
+  const data::SegList list = data::seg_read(data::seg_json_find(o.data_dir, code, o.seg_json), o.data_dir, code, o.labels);
+  for (const auto& item : list.items) {
+    const std::string& name = list.labels[item.class_index];
     std::vector<int64_t> shape;
-    const std::vector<uint8_t> bits = read_mask(mask_path, &shape);
+    const std::vector<uint8_t> bits = data::seg_mask_read(item.mask, &shape);
     std::optional<Box> box;
     if (shape.size() >= 3 && bits.size() > 1) box = text::mask_to_box(bits, shape[shape.size() - 3], shape[shape.size() - 2], shape[shape.size() - 1]);
     Sample s;
-    s.image = resolve(item["image"].get<std::string>(), o, path);
-    s.mask = mask_path;
+    s.image = item.image;
+    s.mask = item.mask;
     if (o.task == "seg") {
       const std::string question = fmt::format("Can you segment the {} in this image?", name);
       s.question = " " + question;
@@ -169,47 +111,32 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
 std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
   std::vector<Sample> samples;
   if (o.task == "report" || o.task == "itr") {
-    const std::string path = first_existing({o.cap_json, o.data_dir + "/M3D_Cap_npy/M3D_Cap.json", o.data_dir + "/M3D_Cap.json"}, "M3D-Cap json");
-    const json root = io::json_read_file(path);
-    if (!root.contains(o.split) || !root[o.split].is_array()) fail("{}: no \"{}\" list", path, o.split);
-    for (const auto& item : root[o.split]) {
-      if (!item.contains("image") || !item.contains("text")) fail("{}: every item needs \"image\" and \"text\"", path);
+    for (const auto& pair : data::cap_read(data::cap_find(o.data_dir, o.cap_json), o.split, o.task == "itr" ? o.limit : -1)) {
       Sample s;
-      s.image = o.data_dir + "/" + item["image"].get<std::string>();
-      s.reference = read_text(o.data_dir + "/" + item["text"].get<std::string>());
+      s.image = pair.image;
+      s.reference = read_text(pair.text);
       s.question = o.report_prompt;
       s.fields = {o.report_prompt, s.reference};
-      if (o.task == "itr") s.fields = {item["image"].get<std::string>(), item["text"].get<std::string>()};
+      if (o.task == "itr") s.fields = {pair.image_entry, pair.text_entry};
       samples.push_back(s);
-      if (o.limit >= 0 && static_cast<int64_t>(samples.size()) >= o.limit && o.task == "itr") break;
     }
     *header = {"idx", "Question", "Ground Truth", "pred", "bleu", "rouge1", "meteor", "bert_f1"};
     if (o.task == "itr") *header = {"idx", "image", "text", "image_to_text_rank", "text_to_image_rank", "image_to_text_top1", "text_to_image_top1"};
   } else if (o.task == "vqa-closed" || o.task == "vqa-open") {
-    const std::string path =
-        first_existing({o.vqa_csv, o.data_dir + "/M3D-VQA/M3D_VQA_test.csv", o.data_dir + "/M3D_VQA_test.csv"}, "M3D-VQA test csv");
-    const io::CsvTable table = io::csv_read(path);
     const bool closed = o.task == "vqa-closed";
-    std::vector<std::string> needed = {"Image Path", "Question Type", "Question", "Answer"};
-    if (closed) needed.insert(needed.end(), {"Choice A", "Choice B", "Choice C", "Choice D", "Answer Choice"});
-    std::map<std::string, int> col;
-    for (const auto& n : needed) {
-      col[n] = table.column(n);
-      if (col[n] < 0) fail("{}: missing column '{}'", path, n);
-    }
-    for (const auto& row : table.rows) {
+    for (const auto& row : data::vqa_read(data::vqa_csv_find(o.data_dir, "test", o.vqa_csv), o.data_dir, closed, true)) {
       Sample s;
-      s.image = o.data_dir + "/" + row[col["Image Path"]];
-      const std::string question = pandas(row[col["Question"]]);
+      s.image = row.image;
+      const std::string question = pandas(row.question);
       s.question = " " + question;
       if (closed) {
-        s.question += fmt::format(" Choices: A. {} B. {} C. {} D. {}", pandas(row[col["Choice A"]]), pandas(row[col["Choice B"]]),
-                                  pandas(row[col["Choice C"]]), pandas(row[col["Choice D"]]));
-        s.reference = row[col["Answer Choice"]];
-        s.fields = {row[col["Question Type"]], question, pandas(row[col["Answer"]]), s.reference};
+        s.question += fmt::format(" Choices: A. {} B. {} C. {} D. {}", pandas(row.choices[0]), pandas(row.choices[1]), pandas(row.choices[2]),
+                                  pandas(row.choices[3]));
+        s.reference = row.answer_choice;
+        s.fields = {row.question_type, question, pandas(row.answer), s.reference};
       } else {
-        s.reference = pandas(row[col["Answer"]]);
-        s.fields = {row[col["Question Type"]], question, s.reference};
+        s.reference = pandas(row.answer);
+        s.fields = {row.question_type, question, s.reference};
       }
       samples.push_back(s);
     }
@@ -285,7 +212,7 @@ ScoreOptions TextScorers::score_options() const {
   return options;
 }
 
-std::vector<std::string> bench_task_names() { return {"itr", "report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}; }
+std::vector<std::string> bench_task_names() { return data::task_names(data::TaskUser::Bench); }
 
 std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the SegVol mask decoder (not built yet)"}; }
 
@@ -425,8 +352,8 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
   io::write_file_atomic(o.output_dir + "/predictions.csv", csv);
   json metrics;
   for (int64_t k : {1, 5, 10}) {
-    metrics[fmt::format("IR_R{}", k)] = recall_at_k(similarity, n, k);
-    metrics[fmt::format("TR_R{}", k)] = recall_at_k_transposed(similarity, n, k);
+    metrics[fmt::format("IR_R{}", k)] = data::recall_at_k(similarity, n, k);
+    metrics[fmt::format("TR_R{}", k)] = data::recall_at_k_transposed(similarity, n, k);
   }
   json summary = {{"task", "itr"}, {"samples", n}, {"metrics", metrics}, {"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split},
                   {"naming", "as eval_itr.py: IR = image->text (rows are images), TR = text->image"}};
@@ -437,72 +364,85 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
   return summary.dump(2);
 }
 
+// The baselines (--predictor oracle|constant) on the samples not yet in the journal.
+void predict_baseline(const BenchOptions& o, const std::vector<Sample>& samples, std::map<int64_t, json>& done) {
+  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  if (o.predictor != "oracle" && o.predictor != "constant") fail("m3d bench: --predictor must be model, oracle or constant, got '{}'", o.predictor);
+  std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
+  if (journal == nullptr) fail("{}: cannot append", journal_path);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (done.count(static_cast<int64_t>(i))) continue;
+    std::string pred;
+    json record = {{"task", o.task}, {"idx", i}};
+    if (o.task == "seg") {
+      // The mask is the reference (oracle) or empty (constant); Dice as eval_seg.py on the model grid.
+      const std::vector<uint8_t> bits = data::seg_mask_read(samples[i].mask, nullptr);
+      const std::vector<float> g(bits.begin(), bits.end());
+      const std::vector<float> p = o.predictor == "oracle" ? g : std::vector<float>(g.size(), 0.0f);
+      pred = o.predictor == "oracle" ? samples[i].reference : "It is [SEG].";
+      record["dice"] = g.size() == 1 ? 0.0 : dice_soft(p, g);  // a negative's (1,1,1,1) mask: Dice 0, as the official broadcast
+      record["dice_hard"] = dice_hard(p, g);
+    } else if (o.predictor == "oracle") {
+      pred = o.task == "vqa-closed" ? samples[i].reference + ". " + samples[i].fields[2] : samples[i].reference;
+    } else {
+      pred = o.task == "vqa-closed" ? "A." : o.task == "rec" ? "Coordinates are [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]." : "No acute abnormality.";
+    }
+    record["pred"] = pred;
+    const std::string line = record.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), journal);
+    done[static_cast<int64_t>(i)] = record;
+  }
+  std::fclose(journal);
+}
+
+// The model's answers (greedy) on the samples not yet in the journal.
+void predict_model(const BenchOptions& o, const std::vector<Sample>& samples, std::map<int64_t, json>& done) {
+  const std::string journal_path = o.output_dir + "/predictions.jsonl";
+  generate::Session session = generate::session_open(o.model_dir, o.dtype);
+  generate::GenerationOptions g = session.defaults;
+  g.max_new_tokens = o.max_new_tokens;
+  g.do_sample = false;
+  std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
+  if (journal == nullptr) fail("{}: cannot append", journal_path);
+  Progress progress("m3d bench " + o.task, static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
+  // M3D-Data's .npy are on 32 x 256 x 256; a LaMed trained on another grid (m3d train lamed
+  // --preset tiny: 16 x 64 x 64) gets them resized here, as its training loader resized them
+  // (load_model_volume): the model itself refuses an image off its grid.
+  const models::LamedModelImpl* lamed = session.model.lm->lamed();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (done.count(static_cast<int64_t>(i))) continue;
+    at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
+    if (lamed != nullptr && image.sizes().slice(2) != at::IntArrayRef(lamed->image_grid())) {
+      image = at::upsample_trilinear3d(image, lamed->image_grid(), false);  // (1, C, D, H, W) on the model grid
+    }
+    const std::string pred = generate::session_answer(session, image, samples[i].question, g);
+    const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
+    journal_append(journal, record, journal_path);
+    done[static_cast<int64_t>(i)] = record;
+    const auto n = static_cast<int64_t>(done.size());
+    progress.update(n, fmt::format("{:.1f} s/sample", progress.seconds_per_item(n)));
+  }
+  std::fclose(journal);
+  progress.finish();
+}
+
 }  // namespace
 
-std::string bench_run(const BenchOptions& o) {
+std::string bench_run(const BenchOptions& options) {
+  BenchOptions o = options;
+  if (const std::string canonical = data::task_canonical(o.task); !canonical.empty()) o.task = canonical;  // vqa_closed: vqa-closed
   std::vector<std::string> header;
   const std::vector<Sample> samples = load_samples(o, &header);
   if (o.task == "itr") return run_itr(o, samples, header);
   // Before any generation, so that missing metric data stops the run at once.
   const TextScorers scorers = score_task_is_text(o.task) ? text_scorers_load(o.punkt_dir, o.wordnet_dir, o.bertscore) : TextScorers{};
-  const std::string journal_path = o.output_dir + "/predictions.jsonl";
   std::map<int64_t, json> done = open_journal(o);
   size_t todo = 0;
   for (size_t i = 0; i < samples.size(); ++i) todo += !done.count(static_cast<int64_t>(i));
   if (todo > 0 && o.predictor != "model") {
-    if (o.predictor != "oracle" && o.predictor != "constant") fail("m3d bench: --predictor must be model, oracle or constant, got '{}'", o.predictor);
-    std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
-    if (journal == nullptr) fail("{}: cannot append", journal_path);
-    for (size_t i = 0; i < samples.size(); ++i) {
-      if (done.count(static_cast<int64_t>(i))) continue;
-      std::string pred;
-      json record = {{"task", o.task}, {"idx", i}};
-      if (o.task == "seg") {
-        // The mask is the reference (oracle) or empty (constant); Dice as eval_seg.py on the model grid.
-        const std::vector<uint8_t> bits = read_mask(samples[i].mask, nullptr);
-        const std::vector<float> g(bits.begin(), bits.end());
-        const std::vector<float> p = o.predictor == "oracle" ? g : std::vector<float>(g.size(), 0.0f);
-        pred = o.predictor == "oracle" ? samples[i].reference : "It is [SEG].";
-        record["dice"] = g.size() == 1 ? 0.0 : dice_soft(p, g);  // a negative's (1,1,1,1) mask: Dice 0, as the official broadcast
-        record["dice_hard"] = dice_hard(p, g);
-      } else if (o.predictor == "oracle") {
-        pred = o.task == "vqa-closed" ? samples[i].reference + ". " + samples[i].fields[2] : samples[i].reference;
-      } else {
-        pred = o.task == "vqa-closed" ? "A." : o.task == "rec" ? "Coordinates are [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]." : "No acute abnormality.";
-      }
-      record["pred"] = pred;
-      const std::string line = record.dump() + "\n";
-      std::fwrite(line.data(), 1, line.size(), journal);
-      done[static_cast<int64_t>(i)] = record;
-    }
-    std::fclose(journal);
+    predict_baseline(o, samples, done);
   } else if (todo > 0) {
-    generate::Session session = generate::session_open(o.model_dir, o.dtype);
-    generate::GenerationOptions g = session.defaults;
-    g.max_new_tokens = o.max_new_tokens;
-    g.do_sample = false;
-    std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
-    if (journal == nullptr) fail("{}: cannot append", journal_path);
-    Progress progress("m3d bench " + o.task, static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
-    // M3D-Data's .npy are on 32 x 256 x 256; a LaMed trained on another grid (m3d train lamed
-    // --preset tiny: 16 x 64 x 64) gets them resized here, as its training loader resized them
-    // (load_model_volume): the model itself refuses an image off its grid.
-    const models::LamedModelImpl* lamed = session.model.lm->lamed();
-    for (size_t i = 0; i < samples.size(); ++i) {
-      if (done.count(static_cast<int64_t>(i))) continue;
-      at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
-      if (lamed != nullptr && image.sizes().slice(2) != at::IntArrayRef(lamed->image_grid())) {
-        image = at::upsample_trilinear3d(image, lamed->image_grid(), false);  // (1, C, D, H, W) on the model grid
-      }
-      const std::string pred = generate::session_answer(session, image, samples[i].question, g);
-      const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
-      journal_append(journal, record, journal_path);
-      done[static_cast<int64_t>(i)] = record;
-      const auto n = static_cast<int64_t>(done.size());
-      progress.update(n, fmt::format("{:.1f} s/sample", progress.seconds_per_item(n)));
-    }
-    std::fclose(journal);
-    progress.finish();
+    predict_model(o, samples, done);
   }
   // The predictions CSV with the official columns, then the scores.
   io::CsvTable table;

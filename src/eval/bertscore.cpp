@@ -85,6 +85,36 @@ struct BertScorer::State {
     text::truncate_keeping_last(ids, max_length);
     return ids;
   }
+
+  // Each sentence's token embeddings (layer num_layers, L2-normalized), longest first
+  // in padded batches of batch_size as bert_score runs them.
+  std::vector<torch::Tensor> embed(const std::vector<std::vector<int64_t>>& ids) const {
+    std::vector<size_t> order(ids.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ids[a].size() > ids[b].size(); });
+    std::vector<torch::Tensor> embeddings(ids.size());
+    const auto batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
+    const int64_t pad = model->config().pad_token_id;
+    for (size_t start = 0; start < order.size(); start += batch) {
+      const size_t end = std::min(order.size(), start + batch);
+      const auto L = static_cast<int64_t>(ids[order[start]].size());
+      auto input = torch::full({static_cast<int64_t>(end - start), L}, pad, torch::kLong);
+      auto mask = torch::zeros({static_cast<int64_t>(end - start), L}, torch::kLong);
+      for (size_t row = start; row < end; ++row) {
+        const auto& t = ids[order[row]];
+        const auto n = static_cast<int64_t>(t.size());
+        input[static_cast<int64_t>(row - start)].slice(0, 0, n).copy_(torch::tensor(t, torch::kLong));
+        mask[static_cast<int64_t>(row - start)].slice(0, 0, n).fill_(1);
+      }
+      auto out = model->forward(input.to(options.device), mask.to(options.device), {}, false, options.num_layers).last_hidden_state;
+      out = out.to(torch::kCPU);
+      for (size_t row = start; row < end; ++row) {
+        auto e = out[static_cast<int64_t>(row - start)].slice(0, 0, static_cast<int64_t>(ids[order[row]].size()));
+        embeddings[order[row]] = e / e.norm(2, -1, true);
+      }
+    }
+    return embeddings;
+  }
 };
 
 BertScorer::BertScorer(const BertScoreOptions& options) : state_(std::make_unique<State>(options)) {
@@ -164,30 +194,8 @@ std::vector<Prf> BertScorer::score(const std::vector<std::string>& candidates, c
     return std::log((static_cast<double>(documents) + 1.0) / (static_cast<double>(it == document_frequency.end() ? 0 : it->second) + 1.0));
   };
   // Embeddings, longest first, in padded batches.
-  std::vector<size_t> order(ids.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ids[a].size() > ids[b].size(); });
-  std::vector<torch::Tensor> embeddings(ids.size());
+  const std::vector<torch::Tensor> embeddings = s.embed(ids);
   const auto batch = static_cast<size_t>(std::max<int64_t>(1, s.options.batch_size));
-  const int64_t pad = s.model->config().pad_token_id;
-  for (size_t start = 0; start < order.size(); start += batch) {
-    const size_t end = std::min(order.size(), start + batch);
-    const auto L = static_cast<int64_t>(ids[order[start]].size());
-    auto input = torch::full({static_cast<int64_t>(end - start), L}, pad, torch::kLong);
-    auto mask = torch::zeros({static_cast<int64_t>(end - start), L}, torch::kLong);
-    for (size_t row = start; row < end; ++row) {
-      const auto& t = ids[order[row]];
-      const auto n = static_cast<int64_t>(t.size());
-      input[static_cast<int64_t>(row - start)].slice(0, 0, n).copy_(torch::tensor(t, torch::kLong));
-      mask[static_cast<int64_t>(row - start)].slice(0, 0, n).fill_(1);
-    }
-    auto out = s.model->forward(input.to(s.options.device), mask.to(s.options.device), {}, false, s.options.num_layers).last_hidden_state;
-    out = out.to(torch::kCPU);
-    for (size_t row = start; row < end; ++row) {
-      auto e = out[static_cast<int64_t>(row - start)].slice(0, 0, static_cast<int64_t>(ids[order[row]].size()));
-      embeddings[order[row]] = e / e.norm(2, -1, true);
-    }
-  }
   // bert_score matches the flattened (candidate, reference) pairs in batches of
   // batch_size, padded to the batch's longest candidate and reference, with the
   // similarity to a padded position 0 -- inside the max: a token whose best cosine

@@ -1,6 +1,5 @@
 // See task_metrics.h. Sources: Bench/eval/eval_vqa.py (closed-VQA rule),
-// Bench/utils.py (calculate_iou), Bench/eval/metrics.py
-// (BinaryDice), Bench/eval/eval_itr.py (calculate_recall).
+// Bench/utils.py (calculate_iou), Bench/eval/metrics.py (BinaryDice).
 #include "eval/task_metrics.h"
 
 #include <algorithm>
@@ -10,22 +9,6 @@ namespace m3d::eval {
 namespace {
 
 double extent(double lo, double hi) { return std::max(0.0, hi - lo); }
-
-double recall(const std::vector<float>& s, int64_t n, int64_t k, bool transposed) {
-  if (n <= 0 || static_cast<int64_t>(s.size()) != n * n) return 0.0;
-  k = std::min(k, n);
-  int64_t hits = 0;
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    auto value = [&](int64_t j) { return transposed ? s[static_cast<size_t>(j * n + i)] : s[static_cast<size_t>(i * n + j)]; };
-    for (int64_t j = 0; j < n; ++j) order[static_cast<size_t>(j)] = j;
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-      return value(a) > value(b) || (value(a) == value(b) && a < b);
-    });
-    hits += std::find(order.begin(), order.begin() + k, i) != order.begin() + k;
-  }
-  return static_cast<double>(hits) / static_cast<double>(n);
-}
 
 }  // namespace
 
@@ -75,8 +58,5 @@ double dice_hard(const std::vector<float>& p, const std::vector<float>& g) {
   }
   return count_p + count_g == 0 ? 1.0 : 2.0 * static_cast<double>(both) / static_cast<double>(count_p + count_g);
 }
-
-double recall_at_k(const std::vector<float>& s, int64_t n, int64_t k) { return recall(s, n, k, false); }
-double recall_at_k_transposed(const std::vector<float>& s, int64_t n, int64_t k) { return recall(s, n, k, true); }
 
 }  // namespace m3d::eval

@@ -1,7 +1,8 @@
 // The non-text metrics of M3D-Bench with the official rules (m3d_bench_spec.md §2):
 // closed-VQA correctness, the official "IoU" (enclosing-box denominator) and the true
-// IoU, Dice (the official soft Dice and a hard Dice), retrieval recall@k in both
-// directions. Torch-free. Boxes themselves (text, parsing, from a mask): text/box.h.
+// IoU, Dice (the official soft Dice and a hard Dice); retrieval recall@k in both
+// directions comes from data/retrieval.h (training's evaluation scores with it too).
+// Torch-free. Boxes themselves (text, parsing, from a mask): text/box.h.
 #pragma once
 
 #include <array>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "data/retrieval.h"
 #include "text/box.h"
 
 namespace m3d::eval {
@@ -30,10 +32,8 @@ double dice_soft(const std::vector<float>& probabilities, const std::vector<floa
 // Hard Dice of p > 0.5 against g > 0: 2|P n G| / (|P| + |G|); 1 when both are empty.
 double dice_hard(const std::vector<float>& probabilities, const std::vector<float>& target);
 
-// calculate_recall: the fraction of rows i whose column i is among the row's k
-// largest similarities (row-major n x n; ties: the lower index first).
-double recall_at_k(const std::vector<float>& similarity, int64_t n, int64_t k);
-// The same on the transpose (text -> image when rows are images).
-double recall_at_k_transposed(const std::vector<float>& similarity, int64_t n, int64_t k);
+// Retrieval recall@k (eval_itr.py calculate_recall), defined in data/retrieval.h.
+using data::recall_at_k;
+using data::recall_at_k_transposed;
 
 }  // namespace m3d::eval

@@ -1,3 +1,5 @@
+// See gguf.h: the GGUF container (header, metadata values, tensor infos and their
+// bounds); the llama-family mappings are in gguf_llama.cpp.
 #include "io/gguf.h"
 
 #include <fmt/format.h>
@@ -304,29 +306,13 @@ bool gguf_has_magic(const std::string& path) {
 
 GgufFile gguf_read(const std::string& path) { return gguf_parse(MappedFile::open(path)); }
 
-GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
-  const std::string& path = file->path();
-  Cursor in(*file);
-  if (file->size() < 4 || std::memcmp(file->data(), kMagic, 4) != 0) {
-    fail("gguf: {}: not a GGUF file (the first 4 bytes are not 'GGUF')", path);
-  }
-  in.take(4, "magic");
-  GgufFile out;
-  out.file = file;
-  out.version = in.u32("version");
-  if ((out.version & 0xFFFF) == 0 && out.version != 0) {
-    fail("gguf: {}: version field {:#x} looks byte-swapped: big-endian GGUF files are not supported", path, out.version);
-  }
-  if (out.version != 2 && out.version != 3) {
-    fail("gguf: {}: version {} is not supported (supported: 2, 3; version 1 files must be re-converted)", path, out.version);
-  }
-  // The smallest tensor info: 8-byte name length, n_dims, type, offset; the smallest
-  // key/value: 8-byte key length, type, one byte.
-  const uint64_t tensor_count = in.count("tensor count", 8 + 4 + 4 + 8);
-  const uint64_t kv_count = in.count("metadata count", 8 + 4 + 1);
+namespace {
 
+// The key/value pairs of the header; keys must be unique and non-empty.
+void read_metadata(Cursor& in, uint64_t kv_count, GgufFile& out) {
+  const std::string& path = in.path();
   out.metadata.reserve(kv_count);
-  std::unordered_set<std::string> seen;  // keys, then tensor names
+  std::unordered_set<std::string> seen;
   for (uint64_t i = 0; i < kv_count; ++i) {
     std::string key = in.string(fmt::format("metadata key {}", i));
     const std::string what = fmt::format("metadata '{}'", key);
@@ -335,28 +321,33 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
     const uint32_t type = in.u32(what + ": type");
     out.metadata.emplace_back(std::move(key), read_value(in, type, what));
   }
+}
 
-  if (const GgufValue* alignment = out.find("general.alignment")) {
-    if (alignment->type != GgufType::U32) {
-      fail("gguf: {}: metadata 'general.alignment' is {}, expected UINT32", path, alignment->type_string());
-    }
-    out.alignment = load<uint32_t>(alignment->data);
-    if (out.alignment == 0 || (out.alignment & (out.alignment - 1)) != 0) {
-      fail("gguf: {}: general.alignment {} is not a power of two", path, out.alignment);
-    }
-  } else {
-    out.alignment = kDefaultAlignment;
+// general.alignment (a power of two), or GGUF's default.
+uint64_t read_alignment(const GgufFile& gguf, const std::string& path) {
+  const GgufValue* alignment = gguf.find("general.alignment");
+  if (alignment == nullptr) return kDefaultAlignment;
+  if (alignment->type != GgufType::U32) {
+    fail("gguf: {}: metadata 'general.alignment' is {}, expected UINT32", path, alignment->type_string());
   }
+  const uint64_t value = load<uint32_t>(alignment->data);
+  if (value == 0 || (value & (value - 1)) != 0) fail("gguf: {}: general.alignment {} is not a power of two", path, value);
+  return value;
+}
 
-  struct Info {
-    std::vector<uint64_t> dims;  // innermost first
-    uint32_t type;
-    uint64_t offset;
-  };
-  std::vector<Info> infos;
+struct TensorInfo {
+  std::vector<uint64_t> dims;  // innermost first
+  uint32_t type;
+  uint64_t offset;
+};
+
+// The tensor infos of the header: out.tensors gets their (unique) names.
+std::vector<TensorInfo> read_tensor_infos(Cursor& in, uint64_t tensor_count, GgufFile& out) {
+  const std::string& path = in.path();
+  std::vector<TensorInfo> infos;
   infos.reserve(tensor_count);
   out.tensors.reserve(tensor_count);
-  seen.clear();
+  std::unordered_set<std::string> seen;
   for (uint64_t i = 0; i < tensor_count; ++i) {
     GgufTensor tensor;
     tensor.name = in.string(fmt::format("tensor {} name", i));
@@ -366,7 +357,7 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
       fail("{}: name is {} bytes long, more than GGUF's {}", where, tensor.name.size(), kGgufMaxName);
     }
     if (!seen.insert(tensor.name).second) fail("{}: appears twice", where);
-    Info info;
+    TensorInfo info;
     const uint32_t n_dims = in.u32(what + ": n_dims");
     if (n_dims > kGgufMaxDims) fail("{}: {} dimensions, more than ggml's {}", where, n_dims, kGgufMaxDims);
     for (uint32_t d = 0; d < n_dims; ++d) info.dims.push_back(in.u64(fmt::format("{}: dimension {}", what, d)));
@@ -375,14 +366,13 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
     out.tensors.push_back(std::move(tensor));
     infos.push_back(std::move(info));
   }
+  return infos;
+}
 
-  out.data_offset = align_up(in.pos(), out.alignment);
-  if (tensor_count > 0 && out.data_offset > file->size()) {
-    fail("gguf: {}: the data section would start at offset {}, past the end of the file ({} bytes; truncated file?)", path,
-         out.data_offset, file->size());
-  }
-  const uint64_t data_size = tensor_count > 0 ? file->size() - out.data_offset : 0;
-
+// Each tensor's type, shape and bytes in the data section of `data_size` bytes: every
+// size is checked against the section before it is used, and no two tensors overlap.
+void place_tensors(const MappedFile& file, const std::vector<TensorInfo>& infos, uint64_t data_size, GgufFile& out) {
+  const std::string& path = file.path();
   struct Span {
     uint64_t begin, end;
     size_t index;
@@ -390,7 +380,7 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
   std::vector<Span> spans;
   for (size_t i = 0; i < out.tensors.size(); ++i) {
     GgufTensor& tensor = out.tensors[i];
-    const Info& info = infos[i];
+    const TensorInfo& info = infos[i];
     const std::string where = fmt::format("gguf: {}: tensor '{}'", path, tensor.name);
     const auto type = ggml_type_info(info.type);
     if (!type) fail("{}: unknown ggml type {}", where, info.type);
@@ -424,7 +414,7 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
       fail("{}: byte range [{}, {}) exceeds the data section of {} bytes (truncated file?)", where, info.offset,
            info.offset + tensor.nbytes, data_size);
     }
-    tensor.data = file->data() + out.data_offset + info.offset;
+    tensor.data = file.data() + out.data_offset + info.offset;
     spans.push_back({info.offset, info.offset + tensor.nbytes, i});
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
@@ -437,6 +427,40 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
     }
     previous = &span;
   }
+}
+
+}  // namespace
+
+GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
+  const std::string& path = file->path();
+  Cursor in(*file);
+  if (file->size() < 4 || std::memcmp(file->data(), kMagic, 4) != 0) {
+    fail("gguf: {}: not a GGUF file (the first 4 bytes are not 'GGUF')", path);
+  }
+  in.take(4, "magic");
+  GgufFile out;
+  out.file = file;
+  out.version = in.u32("version");
+  if ((out.version & 0xFFFF) == 0 && out.version != 0) {
+    fail("gguf: {}: version field {:#x} looks byte-swapped: big-endian GGUF files are not supported", path, out.version);
+  }
+  if (out.version != 2 && out.version != 3) {
+    fail("gguf: {}: version {} is not supported (supported: 2, 3; version 1 files must be re-converted)", path, out.version);
+  }
+  // The smallest tensor info: 8-byte name length, n_dims, type, offset; the smallest
+  // key/value: 8-byte key length, type, one byte.
+  const uint64_t tensor_count = in.count("tensor count", 8 + 4 + 4 + 8);
+  const uint64_t kv_count = in.count("metadata count", 8 + 4 + 1);
+  read_metadata(in, kv_count, out);
+  out.alignment = read_alignment(out, path);
+  const std::vector<TensorInfo> infos = read_tensor_infos(in, tensor_count, out);
+  out.data_offset = align_up(in.pos(), out.alignment);
+  if (tensor_count > 0 && out.data_offset > file->size()) {
+    fail("gguf: {}: the data section would start at offset {}, past the end of the file ({} bytes; truncated file?)", path,
+         out.data_offset, file->size());
+  }
+  const uint64_t data_size = tensor_count > 0 ? file->size() - out.data_offset : 0;
+  place_tensors(*file, infos, data_size, out);
   return out;
 }
 
@@ -467,189 +491,6 @@ std::optional<TensorRecord> gguf_tensor_record(const GgufFile& gguf, const GgufT
   record.data = tensor.data;
   record.file = gguf.file;
   return record;
-}
-
-// --- llama family ---
-
-namespace {
-
-// llama.cpp's names (gguf-py tensor_mapping.py, MODEL_TENSOR for LLM_ARCH_LLAMA)
-// beside the HF ones; per-layer entries omit the "blk.N." / "model.layers.N." prefix.
-constexpr std::pair<const char*, const char*> kGlobalNames[] = {
-    {"token_embd", "model.embed_tokens"},
-    {"output_norm", "model.norm"},
-    {"output", "lm_head"},
-};
-constexpr std::pair<const char*, const char*> kLayerNames[] = {
-    {"attn_norm", "input_layernorm"},
-    {"attn_q", "self_attn.q_proj"},
-    {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},
-    {"attn_qkv", "self_attn.qkv_proj"},
-    {"attn_output", "self_attn.o_proj"},
-    {"ffn_norm", "post_attention_layernorm"},
-    {"ffn_gate", "mlp.gate_proj"},
-    {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},
-};
-
-// Splits "stem.weight" / "stem.bias" into stem and suffix.
-bool split_suffix(const std::string& name, std::string* stem, std::string* suffix) {
-  for (const char* s : {".weight", ".bias"}) {
-    const size_t n = std::strlen(s);
-    if (name.size() > n && name.compare(name.size() - n, n, s) == 0) {
-      *stem = name.substr(0, name.size() - n);
-      *suffix = s;
-      return true;
-    }
-  }
-  return false;
-}
-
-// "<prefix><digits>.<rest>" -> digits and rest.
-bool split_layer(const std::string& stem, const std::string& prefix, std::string* layer, std::string* rest) {
-  if (stem.compare(0, prefix.size(), prefix) != 0) return false;
-  const size_t dot = stem.find('.', prefix.size());
-  if (dot == std::string::npos || dot == prefix.size()) return false;
-  *layer = stem.substr(prefix.size(), dot - prefix.size());
-  if (!std::all_of(layer->begin(), layer->end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
-  *rest = stem.substr(dot + 1);
-  return true;
-}
-
-std::optional<std::string> rename(const std::string& name, bool to_hf) {
-  std::string stem, suffix;
-  if (!split_suffix(name, &stem, &suffix)) return std::nullopt;
-  for (const auto& [gguf, hf] : kGlobalNames) {
-    if (stem == (to_hf ? gguf : hf)) return std::string(to_hf ? hf : gguf) + suffix;
-  }
-  std::string layer, rest;
-  if (!split_layer(stem, to_hf ? "blk." : "model.layers.", &layer, &rest)) return std::nullopt;
-  for (const auto& [gguf, hf] : kLayerNames) {
-    if (rest == (to_hf ? gguf : hf)) {
-      return (to_hf ? "model.layers." : "blk.") + layer + "." + (to_hf ? hf : gguf) + suffix;
-    }
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-std::optional<std::string> gguf_name_to_hf(const std::string& gguf_name) { return rename(gguf_name, true); }
-std::optional<std::string> gguf_name_from_hf(const std::string& hf_name) { return rename(hf_name, false); }
-
-std::vector<int64_t> gguf_rope_unpermute_rows(int64_t rows, int64_t heads) {
-  if (heads <= 0 || rows <= 0 || rows % (2 * heads) != 0) {
-    fail("gguf: cannot undo the rotary permutation of {} rows over {} heads: rows must be a multiple of 2 x heads", rows,
-         heads);
-  }
-  const int64_t d = rows / heads, half = d / 2;
-  std::vector<int64_t> source(static_cast<size_t>(rows));
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t i = 0; i < 2; ++i) {
-      for (int64_t j = 0; j < half; ++j) source[h * d + i * half + j] = h * d + 2 * j + i;
-    }
-  }
-  return source;
-}
-
-bool gguf_arch_permutes_qk(const std::string& architecture) { return architecture == "llama"; }
-
-HfConfig gguf_hf_config(const GgufFile& gguf) {
-  const std::string& path = gguf.file->path();
-  const std::string arch = gguf.architecture();
-  static const std::map<std::string, std::string> kArchitectures = {{"llama", "LlamaForCausalLM"},
-                                                                    {"qwen2", "Qwen2ForCausalLM"}};
-  auto hf_arch = kArchitectures.find(arch);
-  if (hf_arch == kArchitectures.end()) {
-    fail("gguf: {}: architecture '{}' has no config mapping (supported: llama, qwen2)", path, arch);
-  }
-  auto key = [&](const char* suffix) { return arch + "." + suffix; };
-  auto require = [&](const char* suffix) {
-    auto value = gguf.get_int(key(suffix));
-    if (!value) fail("gguf: {}: metadata '{}' is required for a {} model", path, key(suffix), arch);
-    return *value;
-  };
-  HfConfig c;
-  c.architectures = {hf_arch->second};
-  c.model_type = arch;
-  c.hidden_size = require("embedding_length");
-  c.intermediate_size = require("feed_forward_length");
-  c.num_hidden_layers = require("block_count");
-  c.num_attention_heads = require("attention.head_count");
-  c.num_key_value_heads = gguf.get_int(key("attention.head_count_kv")).value_or(*c.num_attention_heads);
-  c.max_position_embeddings = gguf.get_int(key("context_length"));
-  c.rms_norm_eps = gguf.get_float(key("attention.layer_norm_rms_epsilon"));
-  c.rope_theta = gguf.get_float(key("rope.freq_base"));
-  c.vocab_size = gguf.get_int(key("vocab_size"));
-  if (!c.vocab_size) {
-    if (const GgufValue* tokens = gguf.find("tokenizer.ggml.tokens")) c.vocab_size = static_cast<int64_t>(tokens->count);
-  }
-  if (!c.vocab_size) fail("gguf: {}: neither '{}' nor 'tokenizer.ggml.tokens' gives the vocabulary size", path, key("vocab_size"));
-  // The converter drops lm_head when it is tied to the embedding.
-  c.tie_word_embeddings = gguf.find_tensor("output.weight") == nullptr;
-
-  nlohmann::json& raw = c.raw;
-  raw["architectures"] = c.architectures;
-  raw["model_type"] = c.model_type;
-  raw["hidden_size"] = *c.hidden_size;
-  raw["intermediate_size"] = *c.intermediate_size;
-  raw["num_hidden_layers"] = *c.num_hidden_layers;
-  raw["num_attention_heads"] = *c.num_attention_heads;
-  raw["num_key_value_heads"] = *c.num_key_value_heads;
-  raw["vocab_size"] = *c.vocab_size;
-  raw["tie_word_embeddings"] = *c.tie_word_embeddings;
-  if (c.max_position_embeddings) raw["max_position_embeddings"] = *c.max_position_embeddings;
-  if (c.rms_norm_eps) raw["rms_norm_eps"] = *c.rms_norm_eps;
-  if (c.rope_theta) raw["rope_theta"] = *c.rope_theta;
-  if (auto head_dim = gguf.get_int(key("attention.key_length"))) raw["head_dim"] = *head_dim;
-  if (auto type = gguf.get_string(key("rope.scaling.type")); type && *type != "none") {
-    raw["rope_scaling"] = {{"type", *type}};
-    if (auto factor = gguf.get_float(key("rope.scaling.factor"))) raw["rope_scaling"]["factor"] = *factor;
-  }
-  if (gguf.find_tensor("rope_freqs.weight") != nullptr) {
-    // Llama-3.1-style frequency factors are stored as a tensor, not a key.
-    raw["rope_scaling"] = {{"rope_type", "llama3"}, {"source", "rope_freqs.weight"}};
-  }
-  return c;
-}
-
-GgufTokenizer gguf_tokenizer(const GgufFile& gguf) {
-  const std::string& path = gguf.file->path();
-  GgufTokenizer t;
-  auto model = gguf.get_string("tokenizer.ggml.model");
-  if (!model) fail("gguf: {}: metadata 'tokenizer.ggml.model' is missing: the file carries no tokenizer", path);
-  t.model = *model;
-  t.pre = gguf.get_string("tokenizer.ggml.pre").value_or("");
-  t.tokens = gguf.get_strings("tokenizer.ggml.tokens");
-  if (t.tokens.empty()) fail("gguf: {}: metadata 'tokenizer.ggml.tokens' is missing or empty", path);
-  for (double s : gguf.get_floats("tokenizer.ggml.scores")) t.scores.push_back(static_cast<float>(s));
-  for (int64_t type : gguf.get_ints("tokenizer.ggml.token_type")) t.token_types.push_back(static_cast<int32_t>(type));
-  t.merges = gguf.get_strings("tokenizer.ggml.merges");
-  const size_t n = t.tokens.size();
-  if (!t.scores.empty() && t.scores.size() != n) {
-    fail("gguf: {}: tokenizer.ggml.scores has {} entries for {} tokens", path, t.scores.size(), n);
-  }
-  if (!t.token_types.empty() && t.token_types.size() != n) {
-    fail("gguf: {}: tokenizer.ggml.token_type has {} entries for {} tokens", path, t.token_types.size(), n);
-  }
-  auto special = [&](const char* name) {
-    const std::string k = std::string("tokenizer.ggml.") + name;
-    auto id = gguf.get_int(k);
-    if (id && (*id < 0 || static_cast<size_t>(*id) >= n)) {
-      fail("gguf: {}: metadata '{}' = {} is outside the {} tokens", path, k, *id, n);
-    }
-    return id;
-  };
-  t.bos_token_id = special("bos_token_id");
-  t.eos_token_id = special("eos_token_id");
-  t.unknown_token_id = special("unknown_token_id");
-  t.padding_token_id = special("padding_token_id");
-  t.add_bos_token = gguf.get_bool("tokenizer.ggml.add_bos_token");
-  t.add_eos_token = gguf.get_bool("tokenizer.ggml.add_eos_token");
-  t.add_space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix");
-  t.chat_template = gguf.get_string("tokenizer.chat_template").value_or("");
-  return t;
 }
 
 }  // namespace m3d::io

@@ -1,6 +1,6 @@
 // The interface behind m3d::text::Tokenizer: one implementation per tokenizer
-// family (tokenizer.json in tokenizer.cpp, the slow SentencePiece LlamaTokenizer
-// in slow_llama.cpp). Internal to src/text.
+// family (tokenizer.json BPE in bpe.cpp, WordPiece in wordpiece.cpp, the slow
+// SentencePiece LlamaTokenizer in slow_llama.cpp). Internal to src/text.
 #pragma once
 
 #include <cstdint>
@@ -28,10 +28,8 @@ class TokenizerBackend {
 // transformers' clean_up_tokenization: " ." -> "." and the like (tokenizer.cpp).
 std::string clean_up_tokenization(std::string text);
 
-// Unicode NFC / NFD of valid UTF-8 (tokenizer.cpp; utf8proc).
-std::string nfc(const std::string& text);
-std::string nfd(const std::string& text);
-
+// bpe.cpp: a tokenizer.json whose model is BPE (json errors propagate to the caller).
+std::unique_ptr<TokenizerBackend> load_fast_bpe(const nlohmann::json& root, const std::string& path);
 // wordpiece.cpp: transformers' slow BertTokenizer from a directory with vocab.txt
 // (+ tokenizer_config.json, special_tokens_map.json).
 std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir);

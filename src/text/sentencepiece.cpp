@@ -193,27 +193,31 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
     fail("{}: SentencePiece normalization rules (precompiled_charsmap) are not supported; only the identity normalizer", name);
   }
   if (whitespace_as_suffix) fail("{}: treat_whitespace_as_suffix is not supported", name);
+  model.index_pieces();
+  return model;
+}
+
+void SentencePieceModel::index_pieces() {
   int unknowns = 0;
-  for (size_t i = 0; i < model.pieces_.size(); ++i) {
-    const Piece& piece = model.pieces_[i];
-    if (piece.text.empty()) fail("{}: piece {} is empty", name, i);
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    const Piece& piece = pieces_[i];
+    if (piece.text.empty()) fail("{}: piece {} is empty", name_, i);
     const bool mergeable = piece.type == Type::Normal || piece.type == Type::UserDefined || piece.type == Type::Unused;
-    auto& map = mergeable ? model.mergeable_ : model.reserved_;
-    if (model.mergeable_.count(piece.text) || model.reserved_.count(piece.text)) fail("{}: piece '{}' appears twice", name, piece.text);
+    auto& map = mergeable ? mergeable_ : reserved_;
+    if (mergeable_.count(piece.text) || reserved_.count(piece.text)) fail("{}: piece '{}' appears twice", name_, piece.text);
     map.emplace(piece.text, static_cast<int64_t>(i));
     if (piece.type == Type::Unknown) {
-      model.unk_id_ = static_cast<int64_t>(i);
+      unk_id_ = static_cast<int64_t>(i);
       ++unknowns;
     }
-    if (piece.type == Type::UserDefined) model.user_defined_.push_back(piece.text);
+    if (piece.type == Type::UserDefined) user_defined_.push_back(piece.text);
     if (piece.type == Type::Byte) {
       const int b = piece_byte(piece.text);
-      if (b < 0) fail("{}: byte piece '{}' is not of the form <0xXX>", name, piece.text);
-      model.byte_ids_[b] = static_cast<int64_t>(i);
+      if (b < 0) fail("{}: byte piece '{}' is not of the form <0xXX>", name_, piece.text);
+      byte_ids_[b] = static_cast<int64_t>(i);
     }
   }
-  if (unknowns != 1) fail("{}: a SentencePiece model needs exactly one unknown piece, found {}", name, unknowns);
-  return model;
+  if (unknowns != 1) fail("{}: a SentencePiece model needs exactly one unknown piece, found {}", name_, unknowns);
 }
 
 size_t SentencePieceModel::match_user_defined(std::string_view text) const {

@@ -45,6 +45,8 @@ class SentencePieceModel {
   };
   std::string normalize(std::string_view text) const;
   size_t match_user_defined(std::string_view text) const;  // longest user-defined piece at the start, or 0
+  // After parsing: the piece maps, the unknown and byte ids, with their checks.
+  void index_pieces();
 
   std::string name_;
   std::vector<Piece> pieces_;

@@ -18,6 +18,7 @@
 #include "io/json_util.h"
 #include "m3d/error.h"
 #include "text/backend.h"
+#include "text/unicode.h"
 #include "text/utf8.h"
 
 namespace m3d::text {

@@ -22,7 +22,8 @@
 #include <set>
 #include <thread>
 
-#include "eval/task_metrics.h"
+#include "data/m3d_data.h"
+#include "data/retrieval.h"
 #include "imaging/model_input.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -42,33 +43,18 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-struct Sample {
-  std::string image, text;
-};
-
-std::vector<Sample> read_split(const std::string& data, const std::string& split, int64_t limit) {
-  std::string path = data;
-  if (fs::is_directory(data)) {
-    path = fs::exists(data + "/M3D_Cap_npy/M3D_Cap.json") ? data + "/M3D_Cap_npy/M3D_Cap.json" : data + "/M3D_Cap.json";
-  }
-  if (!fs::exists(path)) fail("{}: no M3D_Cap_npy/M3D_Cap.json (the M3D-Cap layout; `m3d synth` writes one)", data);
-  const std::string root = fs::is_directory(data) ? data : fs::path(data).parent_path().parent_path().string();
-  const json cap = io::json_read_file(path);
-  if (!cap.contains(split) || !cap[split].is_array()) fail("{}: no \"{}\" split", path, split);
-  std::vector<Sample> out;
-  for (const auto& item : cap[split]) {
-    if (limit >= 0 && static_cast<int64_t>(out.size()) >= limit) break;
-    if (!item.contains("image") || !item.contains("text")) fail("{}: every item needs \"image\" and \"text\"", path);
-    out.push_back({root + "/" + item["image"].get<std::string>(), root + "/" + item["text"].get<std::string>()});
-  }
-  if (out.empty()) fail("{}: the \"{}\" split is empty", path, split);
-  return out;
+// The `split` pairs of the M3D-Cap json of `source` (a data root or the json itself), at most `limit`.
+std::vector<data::CapPair> cap_pairs(const std::string& source, const std::string& split, int64_t limit) {
+  const data::CapFile file = data::cap_find(source);
+  std::vector<data::CapPair> pairs = data::cap_read(file, split, limit);
+  if (pairs.empty()) fail("{}: the \"{}\" split is empty", file.json, split);
+  return pairs;
 }
 
 // Loads, resizes, augments and tokenizes; keeps resized volumes when asked.
 class Loader {
  public:
-  Loader(std::vector<Sample> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config,
+  Loader(std::vector<data::CapPair> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config,
          bool train)
       : samples_(std::move(samples)), tokenizer_(tokenizer), vision_(vision), config_(config), train_(train) {}
 
@@ -119,7 +105,7 @@ class Loader {
     return image;
   }
 
-  std::vector<Sample> samples_;
+  std::vector<data::CapPair> samples_;
   const text::Tokenizer& tokenizer_;
   models::Vit3dConfig vision_;
   const ClipTrainConfig& config_;
@@ -173,8 +159,8 @@ json evaluate(models::ClipModelImpl& model, Loader& loader, int64_t batch_size) 
   const std::vector<float> values(similarity.data_ptr<float>(), similarity.data_ptr<float>() + similarity.numel());
   json out = {{"samples", n}};
   for (int64_t k : {1, 5, 10}) {
-    out[fmt::format("image_to_text_R@{}", k)] = eval::recall_at_k(values, n, k);
-    out[fmt::format("text_to_image_R@{}", k)] = eval::recall_at_k_transposed(values, n, k);
+    out[fmt::format("image_to_text_R@{}", k)] = data::recall_at_k(values, n, k);
+    out[fmt::format("text_to_image_R@{}", k)] = data::recall_at_k_transposed(values, n, k);
   }
   return out;
 }
@@ -327,12 +313,12 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   AdamW optimizer(parameters, adam);
 
   // The data and the schedule.
-  Loader train_data(read_split(config.data, config.train_split, -1), tokenizer, model->config().vision, config, true);
+  Loader train_data(cap_pairs(config.data, config.train_split, -1), tokenizer, model->config().vision, config, true);
   const LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
   const int64_t B = config.batch_size;
   std::unique_ptr<Loader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
-    eval_data = std::make_unique<Loader>(read_split(config.data, config.eval_split, config.eval_limit), tokenizer, model->config().vision, config, false);
+    eval_data = std::make_unique<Loader>(cap_pairs(config.data, config.eval_split, config.eval_limit), tokenizer, model->config().vision, config, false);
   }
 
   LoopHooks hooks;
@@ -364,7 +350,7 @@ json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, c
   const text::Tokenizer tokenizer = text::Tokenizer::load(checkpoint_dir);
   ClipTrainConfig config;
   config.init = checkpoint_dir;
-  Loader loader(read_split(data, split, limit), tokenizer, model->config().vision, config, false);
+  Loader loader(cap_pairs(data, split, limit), tokenizer, model->config().vision, config, false);
   return evaluate(*model, loader, 8);
 }
 

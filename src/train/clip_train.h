@@ -30,8 +30,8 @@ struct ClipTrainConfig : TrainSchedule {
   // Parameters whose names start with one of these are frozen (e.g.
   // "language_encoder.embeddings", "language_encoder.encoder.layer.0.").
   std::vector<std::string> freeze;
-  // Data: a directory with M3D_Cap_npy/M3D_Cap.json (paths inside relative to the
-  // directory), or that json file.
+  // Data: an M3D-Data directory with M3D_Cap_npy/M3D_Cap.json (or M3D_Cap.json), or that
+  // json file (data::cap_find; the paths inside: data::data_path_resolve).
   std::string data;
   std::string train_split = "train", eval_split = "validation";
   int64_t eval_limit = 512;  // the official validation set is the first 512 pairs

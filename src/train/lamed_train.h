@@ -80,9 +80,10 @@ struct LamedTrainConfig : TrainSchedule {
   // Data: an M3D-Data directory (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_train.csv;
   // positioning from the m3d synth label maps). `mixture`: task -> weight, each
   // task contributing weight x its size samples per epoch (1: natural proportions, as
-  // the official ConcatDataset; 0: off). Tasks: cap, vqa_closed, vqa_open, rec, reg, and
-  // refseg (M3D-RefSeg's questions and [SEG] answers as text: the mask loss needs the
-  // segmentation module, not in m3d yet).
+  // the official ConcatDataset; 0: off). Tasks (data::task_names): cap, vqa-closed, vqa-open,
+  // rec, reg, and refseg (M3D-RefSeg's questions and [SEG] answers as text: the mask loss needs
+  // the segmentation module, not in m3d yet); vqa_closed / vqa_open name the same tasks. Keys
+  // are kept as written, so that a run resumes with the config it saved.
   std::string data;
   std::map<std::string, double> mixture;
   std::string train_split = "train", eval_split = "validation";

@@ -230,57 +230,206 @@ LoopSettings TrainSchedule::loop_settings(size_t dataset_size, int world_size, j
   return s;
 }
 
+namespace {
+
+// What the steps of one training_loop call share.
+struct Run {
+  const LoopSettings& s;
+  torch::nn::Module& model;
+  AdamW& optimizer;
+  Communicator* comm;
+  const DistEnv& env;
+  const LoopHooks& hooks;
+  const TrainRunOptions& options;
+  bool main_rank;
+  int64_t B, W, A, G;  // per-rank batch, ranks, accumulation, global batch
+  std::string log_path;  // metrics.jsonl
+};
+
+// Drops the log lines written after the checkpoint at step `last`.
+void log_truncate_after(const std::string& log_path, int64_t last) {
+  std::ifstream in(log_path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t{0}) <= last) kept += line + "\n";
+    } catch (const json::exception&) {
+    }
+  }
+  in.close();
+  std::ofstream(log_path, std::ios::trunc) << kept;
+}
+
+// With --resume: the newest complete checkpoint's weights, AdamW moments and this
+// rank's random state, after checking it was saved by the same config. Returns its
+// step (0 without one).
+int64_t run_resume(const Run& r) {
+  const LoopSettings& s = r.s;
+  if (!r.options.resume) return 0;
+  const auto checkpoints = list_checkpoints(s.output_dir);
+  if (checkpoints.empty()) return 0;
+  const auto& [last, dir] = checkpoints.back();
+  const json state = io::json_read_file(dir + "/trainer_state.json");
+  if (const std::string changed = config_changes(state.value("train_config", json::object()), s.config); !changed.empty()) {
+    fail("{}: --resume with another config than the run it continues (changed: {}); resume with the same settings or train into a new folder",
+         dir, changed);
+  }
+  if (state.value("global_batch", r.G) != r.G) {
+    fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", r.G), r.G);
+  }
+  const io::Checkpoint weights = io::checkpoint_open(dir + "/model.safetensors");
+  io::state_dict_load(r.model, weights);
+  const io::Checkpoint moments = io::checkpoint_open(dir + "/optimizer.safetensors");
+  std::map<std::string, torch::Tensor> saved;
+  for (const auto& [name, record] : moments.tensors) saved[name] = io::tensor_from_record(record).clone();
+  r.optimizer.load_state(saved, dir + "/optimizer.safetensors");
+  const std::string rng = fmt::format("{}/rng_state_{}.safetensors", dir, r.env.rank);
+  if (!fs::exists(rng)) fail("{}: no random state for rank {} (saved by {} ranks)", dir, r.env.rank, state.value("world_size", 1));
+  const io::Checkpoint rng_state = io::checkpoint_open(rng);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+  generator.set_state(io::tensor_from_record(rng_state.tensor("cpu")).clone());
+  if (r.main_rank && fs::exists(r.log_path)) log_truncate_after(r.log_path, last);
+  if (r.main_rank && r.options.progress) spdlog::info("resuming from {} (step {} of {})", dir, last, s.total_steps);
+  return last;
+}
+
+// checkpoint-<at_step>: written into a .partial folder by every rank, then renamed
+// (the checkpoint appears complete or not at all); the oldest beyond save_total_limit go.
+void run_save(const Run& r, int64_t at_step, TrainResult& result) {
+  const LoopSettings& s = r.s;
+  const std::string final_dir = s.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
+  if (r.main_rank) {
+    fs::remove_all(partial);
+    fs::create_directories(partial);
+  }
+  if (r.comm) r.comm->barrier();
+  // Each rank's dropout generator, as HF Trainer's rng_state_<rank>.pth.
+  io::safetensors_save(fmt::format("{}/rng_state_{}.safetensors", partial, r.env.rank), {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+  if (r.comm) r.comm->barrier();
+  if (r.main_rank) {
+    save_model_weights(r.model, partial + "/model.safetensors");
+    io::safetensors_save(partial + "/optimizer.safetensors", r.optimizer.state());
+    if (r.hooks.save_files) r.hooks.save_files(partial);
+    const json state = {{"global_step", at_step}, {"total_steps", s.total_steps},
+                        {"epoch", static_cast<double>(at_step) / static_cast<double>(s.steps_per_epoch)},
+                        {"global_batch", r.G}, {"world_size", r.W}, {"train_config", s.config}};
+    {
+      io::AtomicFile file(partial + "/trainer_state.json");
+      const std::string text = state.dump(2) + "\n";
+      file.write(text.data(), text.size());
+      file.commit();
+    }
+    if (const char* delay = std::getenv("M3D_TEST_SLOW_SAVE_MS")) {  // fault injection for the kill-during-save test
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(delay)));
+    }
+    if (fs::exists(final_dir)) fs::remove_all(final_dir);
+    fs::rename(partial, final_dir);  // the checkpoint appears complete or not at all
+    result.checkpoint = final_dir;
+    auto checkpoints = list_checkpoints(s.output_dir);
+    while (s.save_total_limit > 0 && static_cast<int64_t>(checkpoints.size()) > s.save_total_limit) {
+      fs::remove_all(checkpoints.front().second);
+      checkpoints.erase(checkpoints.begin());
+    }
+  }
+  if (r.comm) r.comm->barrier();
+}
+
+// Micro-batches are prepared ahead on `workers` threads, in step order.
+class Prefetcher {
+ public:
+  Prefetcher(const Run& r, int64_t first_step) : r_(r), next_step_(first_step) {}
+
+  Batch next() {
+    fill();
+    Batch batch = queue_.front().get();
+    queue_.pop_front();
+    return batch;
+  }
+  void wait_all() {
+    for (auto& pending : queue_) pending.wait();
+  }
+
+ private:
+  // This rank's sample indices of micro-batch m of step `at`.
+  std::vector<int64_t> micro_indices(int64_t at, int64_t m) {
+    const LoopSettings& s = r_.s;
+    const int64_t epoch = at / s.steps_per_epoch, k = at % s.steps_per_epoch;
+    if (order_cache_.first != epoch) order_cache_ = {epoch, epoch_order(s.dataset_size, s.seed, epoch, s.groups, r_.G)};
+    const auto first = order_cache_.second.begin() + k * r_.G + (m * r_.W + r_.env.rank) * r_.B;
+    return std::vector<int64_t>(first, first + r_.B);
+  }
+  void fill() {
+    const LoopSettings& s = r_.s;
+    while (static_cast<int64_t>(queue_.size()) < s.workers + 1 && next_step_ < s.total_steps) {
+      const int64_t at = next_step_, m = next_micro_, epoch = at / s.steps_per_epoch;
+      const auto indices = micro_indices(at, m);
+      const LoopHooks* hooks = &r_.hooks;
+      queue_.push_back(std::async(std::launch::async, [hooks, indices, epoch] { return hooks->load(indices, epoch); }));
+      if (++next_micro_ == r_.A) next_micro_ = 0, ++next_step_;
+    }
+  }
+
+  const Run& r_;
+  std::pair<int64_t, std::vector<int64_t>> order_cache_{-1, {}};
+  std::deque<std::future<Batch>> queue_;
+  int64_t next_step_, next_micro_ = 0;
+};
+
+// The forward and backward passes of one step's A micro-batches (the gradients summed
+// across ranks while the last backward runs); returns the step's loss.
+double run_accumulate(const Run& r, Prefetcher& batches, OverlappedGradientSum* gradient_sum, c10::DeviceType device) {
+  double loss_value = 0;
+  for (int64_t m = 0; m < r.A; ++m) {
+    Batch batch = batches.next();
+    torch::Tensor loss;
+    {
+      models::AutocastGuard autocast(r.s.bf16, device);
+      loss = r.hooks.loss(batch) / static_cast<double>(r.A);
+    }
+    if (gradient_sum && m == r.A - 1) gradient_sum->arm();
+    loss.backward();
+    loss_value += loss.item<double>();
+  }
+  if (gradient_sum) gradient_sum->finish();
+  return loss_value;
+}
+
+// Whether any rank was asked to stop (all ranks stop together).
+bool run_stop_requested(const Run& r) {
+  bool stop = r.options.stop != nullptr && r.options.stop->load();
+  if (r.comm) {
+    auto flag = torch::tensor({stop ? 1.0f : 0.0f});
+    r.comm->all_reduce_sum({flag});
+    stop = flag.item<float>() > 0;
+  }
+  return stop;
+}
+
+// hooks.evaluate on the main rank, logged; the other ranks wait for it.
+void run_evaluate(const Run& r, int64_t step, TrainResult& result, std::ofstream& log, Progress& progress) {
+  if (r.main_rank && r.hooks.evaluate) {
+    result.last_eval = r.hooks.evaluate();
+    log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
+    if (r.options.progress) {
+      progress.finish();
+      spdlog::info("step {} eval {}", step, result.last_eval.dump());
+    }
+  }
+  if (r.comm) r.comm->barrier();
+}
+
+}  // namespace
+
 TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
                           const LoopHooks& hooks, const TrainRunOptions& options) {
-  const bool main_rank = env.is_main();
-  const int64_t B = s.batch_size, W = env.world_size, A = s.grad_accum, G = B * W * A;
-  const int64_t total = s.total_steps, steps_per_epoch = s.steps_per_epoch;
+  const int64_t B = s.batch_size, W = env.world_size, A = s.grad_accum;
+  const Run r{s, model, optimizer, comm, env, hooks, options, env.is_main(), B, W, A, B * W * A, s.output_dir + "/metrics.jsonl"};
+  const int64_t total = s.total_steps, G = r.G;
   const auto& parameters = optimizer.parameters();
   const auto device = parameters.empty() ? c10::DeviceType::CPU : parameters.front().tensor.device().type();
   const int64_t warmup = warmup_steps(total, s.warmup_ratio), eval_every = s.eval_every;
-  // Resume.
-  int64_t step = 0;
-  const std::string log_path = s.output_dir + "/metrics.jsonl";
-  if (options.resume) {
-    const auto checkpoints = list_checkpoints(s.output_dir);
-    if (!checkpoints.empty()) {
-      const auto& [last, dir] = checkpoints.back();
-      const json state = io::json_read_file(dir + "/trainer_state.json");
-      if (const std::string changed = config_changes(state.value("train_config", json::object()), s.config); !changed.empty()) {
-        fail("{}: --resume with another config than the run it continues (changed: {}); resume with the same settings or train into a new folder",
-             dir, changed);
-      }
-      if (state.value("global_batch", G) != G) {
-        fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", G), G);
-      }
-      const io::Checkpoint weights = io::checkpoint_open(dir + "/model.safetensors");
-      io::state_dict_load(model, weights);
-      const io::Checkpoint moments = io::checkpoint_open(dir + "/optimizer.safetensors");
-      std::map<std::string, torch::Tensor> saved;
-      for (const auto& [name, record] : moments.tensors) saved[name] = io::tensor_from_record(record).clone();
-      optimizer.load_state(saved, dir + "/optimizer.safetensors");
-      const std::string rng = fmt::format("{}/rng_state_{}.safetensors", dir, env.rank);
-      if (!fs::exists(rng)) fail("{}: no random state for rank {} (saved by {} ranks)", dir, env.rank, state.value("world_size", 1));
-      const io::Checkpoint rng_state = io::checkpoint_open(rng);
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
-      generator.set_state(io::tensor_from_record(rng_state.tensor("cpu")).clone());
-      step = last;
-      if (main_rank && fs::exists(log_path)) {  // drop log lines written after that checkpoint
-        std::ifstream in(log_path);
-        std::string kept, line;
-        while (std::getline(in, line)) {
-          try {
-            if (json::parse(line).value("step", int64_t{0}) <= last) kept += line + "\n";
-          } catch (const json::exception&) {
-          }
-        }
-        in.close();
-        std::ofstream(log_path, std::ios::trunc) << kept;
-      }
-      if (main_rank && options.progress) spdlog::info("resuming from {} (step {} of {})", dir, last, total);
-    }
-  }
-  if (main_rank) {
+  int64_t step = run_resume(r);
+  if (r.main_rank) {
     for (const auto& entry : fs::directory_iterator(s.output_dir)) {  // half-written checkpoints of a killed run
       if (entry.path().extension() == ".partial") fs::remove_all(entry.path());
     }
@@ -288,67 +437,10 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   }
 
   std::ofstream log;
-  if (main_rank) log.open(log_path, std::ios::app);
+  if (r.main_rank) log.open(r.log_path, std::ios::app);
   TrainResult result;
   result.total_steps = total;
-
-  auto save = [&](int64_t at_step) {
-    const std::string final_dir = s.output_dir + "/" + checkpoint_name(at_step), partial = final_dir + ".partial";
-    if (main_rank) {
-      fs::remove_all(partial);
-      fs::create_directories(partial);
-    }
-    if (comm) comm->barrier();
-    // Each rank's dropout generator, as HF Trainer's rng_state_<rank>.pth.
-    io::safetensors_save(fmt::format("{}/rng_state_{}.safetensors", partial, env.rank), {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
-    if (comm) comm->barrier();
-    if (main_rank) {
-      save_model_weights(model, partial + "/model.safetensors");
-      io::safetensors_save(partial + "/optimizer.safetensors", optimizer.state());
-      if (hooks.save_files) hooks.save_files(partial);
-      const json state = {{"global_step", at_step}, {"total_steps", total}, {"epoch", static_cast<double>(at_step) / static_cast<double>(steps_per_epoch)},
-                          {"global_batch", G}, {"world_size", W}, {"train_config", s.config}};
-      {
-        io::AtomicFile file(partial + "/trainer_state.json");
-        const std::string text = state.dump(2) + "\n";
-        file.write(text.data(), text.size());
-        file.commit();
-      }
-      if (const char* delay = std::getenv("M3D_TEST_SLOW_SAVE_MS")) {  // fault injection for the kill-during-save test
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(delay)));
-      }
-      if (fs::exists(final_dir)) fs::remove_all(final_dir);
-      fs::rename(partial, final_dir);  // the checkpoint appears complete or not at all
-      result.checkpoint = final_dir;
-      auto checkpoints = list_checkpoints(s.output_dir);
-      while (s.save_total_limit > 0 && static_cast<int64_t>(checkpoints.size()) > s.save_total_limit) {
-        fs::remove_all(checkpoints.front().second);
-        checkpoints.erase(checkpoints.begin());
-      }
-    }
-    if (comm) comm->barrier();
-  };
-
-  // Micro-batches are prepared ahead on `workers` threads, in step order.
-  std::pair<int64_t, std::vector<int64_t>> order_cache{-1, {}};
-  auto micro_indices = [&](int64_t at, int64_t m) {
-    const int64_t epoch = at / steps_per_epoch, k = at % steps_per_epoch;
-    if (order_cache.first != epoch) order_cache = {epoch, epoch_order(s.dataset_size, s.seed, epoch, s.groups, G)};
-    const auto first = order_cache.second.begin() + k * G + (m * W + env.rank) * B;
-    return std::vector<int64_t>(first, first + B);
-  };
-  std::deque<std::future<Batch>> queue;
-  int64_t next_step = step, next_micro = 0;
-  auto fill = [&] {
-    while (static_cast<int64_t>(queue.size()) < s.workers + 1 && next_step < total) {
-      const int64_t at = next_step, m = next_micro, epoch = at / steps_per_epoch;
-      const auto indices = micro_indices(at, m);
-      queue.push_back(std::async(std::launch::async, [&hooks, indices, epoch] { return hooks.load(indices, epoch); }));
-      if (++next_micro == A) next_micro = 0, ++next_step;
-    }
-  };
-
-  // Gradients are summed across ranks while the last micro-batch's backward runs.
+  Prefetcher batches(r, step);
   std::unique_ptr<OverlappedGradientSum> gradient_sum;
   if (comm) {
     std::vector<torch::Tensor> tensors;
@@ -357,23 +449,9 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   }
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = step;
-  Progress progress("m3d train", total, main_rank && options.progress, first_step);
+  Progress progress("m3d train", total, r.main_rank && options.progress, first_step);
   while (step < total) {
-    double loss_value = 0;
-    for (int64_t m = 0; m < A; ++m) {
-      fill();
-      Batch batch = queue.front().get();
-      queue.pop_front();
-      torch::Tensor loss;
-      {
-        models::AutocastGuard autocast(s.bf16, device);
-        loss = hooks.loss(batch) / static_cast<double>(A);
-      }
-      if (gradient_sum && m == A - 1) gradient_sum->arm();
-      loss.backward();
-      loss_value += loss.item<double>();
-    }
-    if (gradient_sum) gradient_sum->finish();
+    const double loss_value = run_accumulate(r, batches, gradient_sum.get(), device);
     const double grad_norm = clip_grad_norm(parameters, s.max_grad_norm);
     const double lr = s.lr * cosine_with_warmup(step, warmup, total);
     optimizer.step(lr);
@@ -383,45 +461,28 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double per_step = elapsed / static_cast<double>(step - first_step);
-    if (main_rank && (step % s.log_steps == 0 || step == total)) {
-      log << json{{"step", step}, {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)}, {"loss", loss_value},
+    if (r.main_rank && (step % s.log_steps == 0 || step == total)) {
+      log << json{{"step", step}, {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)}, {"loss", loss_value},
                   {"lr", lr}, {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step}, {"elapsed_s", elapsed}}
                  .dump()
           << "\n" << std::flush;
     }
     progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.1f} samples/s", loss_value, lr, static_cast<double>(G) / per_step));
-    bool stop = options.stop != nullptr && options.stop->load();
-    if (comm) {  // stop together
-      auto flag = torch::tensor({stop ? 1.0f : 0.0f});
-      comm->all_reduce_sum({flag});
-      stop = flag.item<float>() > 0;
-    }
-    const bool evaluate_now = eval_every > 0 && (step % eval_every == 0 || step == total);
-    if (evaluate_now) {
-      if (main_rank && hooks.evaluate) {
-        result.last_eval = hooks.evaluate();
-        log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
-        if (options.progress) {
-          progress.finish();
-          spdlog::info("step {} eval {}", step, result.last_eval.dump());
-        }
-      }
-      if (comm) comm->barrier();
-    }
-    if (step % s.save_steps == 0 || step == total || stop) save(step);
+    const bool stop = run_stop_requested(r);
+    if (eval_every > 0 && (step % eval_every == 0 || step == total)) run_evaluate(r, step, result, log, progress);
+    if (step % s.save_steps == 0 || step == total || stop) run_save(r, step, result);
     if (stop) {
       result.stopped = true;
-      if (main_rank && options.progress) {
+      if (r.main_rank && options.progress) {
         progress.finish();
         spdlog::info("stopped at step {}; --resume continues", step);
       }
       break;
     }
   }
-  for (auto& pending : queue) pending.wait();
+  batches.wait_all();
   progress.finish();
   return result;
 }
-
 
 }  // namespace m3d::train
