@@ -20,6 +20,9 @@
 #include <optional>
 #include <thread>
 
+#include "imaging/volume_io.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 namespace m3d::test {
@@ -53,8 +56,9 @@ int free_port() {
 // A running `m3d serve` child process, stopped (SIGTERM, then SIGKILL) when destroyed.
 class Server {
  public:
-  Server(const std::string& data_dir, const std::vector<std::string>& extra = {}) : port_(free_port()), log_(data_dir + ".log") {
-    std::vector<std::string> args = {kM3d, "serve", "--model", model_dir(), "--port", std::to_string(port_), "--data-dir", data_dir};
+  Server(const std::string& data_dir, const std::vector<std::string>& extra = {}, const std::string& model = model_dir())
+      : port_(free_port()), log_(data_dir + ".log") {
+    std::vector<std::string> args = {kM3d, "serve", "--model", model, "--port", std::to_string(port_), "--data-dir", data_dir};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -366,13 +370,81 @@ TEST(Serve, BadRequestsAreJsonErrorsAndLeaveNothing) {
   EXPECT_EQ(entries(data + "/studies"), 0u);
   EXPECT_EQ(entries(data + "/tmp"), 0u);
 
-  expect_error(server.client().Post("/v1/segment", "{}", "application/json"), 501, "not built yet");
+  expect_error(server.client().Post("/v1/segment", "{}", "application/json"), 400, "has no [SEG] segmentation head");
   expect_error(server.client().Post("/v1/embeddings", "{}", "application/json"), 501, "not built yet");
   expect_error(server.client().Get("/v1/nothing"), 404, "no route");
   const auto metrics = server.client().Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find("m3d_requests_total{route=\"/v1/studies\",status=\"413\"} 1"), std::string::npos) << metrics->body;
   EXPECT_NE(metrics->body.find("m3d_queue_depth 0"), std::string::npos);
+}
+
+// The tiny LaMed with a [SEG] head as tools/reference/make_lamed_seg_fixtures.py builds it:
+// tests/fixtures/lamed_seg_tiny's tensors plus ../shared/fixtures/segvol_small's, whose
+// image encoder is also the vision tower's ViT (as tests/test_lamed_seg.cpp assembles it).
+std::string seg_model_dir(const std::string& under) {
+  const std::string source = fixture("lamed_seg_tiny"), dir = under + "/lamed_seg";
+  fs::create_directories(dir);
+  fs::copy_file(source + "/config.json", dir + "/config.json");
+  fs::copy_file(source + "/tokenizer.json", dir + "/tokenizer.json");
+  const io::Checkpoint lamed = io::checkpoint_open(source + "/model.safetensors");
+  const io::Checkpoint segvol = io::checkpoint_open(shared_fixture("segvol_small") + "/model.safetensors");
+  std::vector<io::TensorBytes> tensors;
+  auto add = [&](const std::string& name, const io::TensorRecord& record) {
+    EXPECT_TRUE(record.is_contiguous()) << name;
+    tensors.push_back({name, record.dtype, record.shape, record.data, record.nbytes()});
+  };
+  for (const auto& [name, record] : lamed.tensors) add(name, record);
+  const std::string encoder = "model.seg_module.image_encoder.";
+  for (const auto& [name, record] : segvol.tensors) {
+    add(name, record);
+    if (name.compare(0, encoder.size(), encoder) == 0) add("model.vision_tower.vision_tower." + name.substr(encoder.size()), record);
+  }
+  io::safetensors_write(dir + "/model.safetensors", tensors);
+  return dir;
+}
+
+TEST(Serve, SegmentEqualsCliMaskOnTheScanGrid) {
+  // POST /v1/segment answers as `m3d segment` does and saves the same mask on the
+  // scan's own grid; GET of its URL returns that NIfTI; bad requests are JSON errors.
+  const std::string dir = temp_dir();
+  const std::string model = seg_model_dir(dir);
+  const std::string prompt = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json")["prompt"];
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " segment --model " + model + " --image " + kScan + " --prompt '" + prompt + "' --greedy --max-new-tokens 16 -o " +
+                            dir + "/cli.nii.gz",
+                        &out, &err),
+            0)
+      << err;
+  Server server(dir + "/data", {}, model);
+  ASSERT_TRUE(server.ready()) << server.log();
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  const json request = {{"study", id}, {"prompt", prompt}, {"max_tokens", 16}};
+  const auto res = post_json(server, "/v1/segment", request.dump());
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no response") << server.log();
+  const json answer = body_of(res);
+  EXPECT_EQ(answer["m3d"]["text"].get<std::string>() + "\n", out);
+  ASSERT_TRUE(answer["mask"].is_object()) << answer;
+  EXPECT_GT(answer["mask"]["seg_tokens"].get<int64_t>(), 0);
+  const auto mask = server.client().Get(answer["mask"]["url"].get<std::string>().c_str());
+  ASSERT_TRUE(mask && mask->status == 200) << (mask ? mask->body : "no response");
+  write_bytes(dir + "/served.nii.gz", std::vector<uint8_t>(mask->body.begin(), mask->body.end()));
+  const imaging::RawVolume served = imaging::volume_read(dir + "/served.nii.gz"), cli = imaging::volume_read(dir + "/cli.nii.gz");
+  EXPECT_EQ(served.size, imaging::volume_read(kScan).size);
+  EXPECT_EQ(served.size, cli.size);
+  EXPECT_EQ(served.dtype, DType::U8);
+  EXPECT_EQ(served.data, cli.data);
+  int64_t ones = 0;
+  for (uint8_t v : served.data) ones += v != 0;
+  EXPECT_GT(ones, 0);
+  EXPECT_EQ(answer["mask"]["scan_voxels"], ones);
+
+  expect_error(post_json(server, "/v1/segment", json{{"study", id}}.dump()), 400, "'prompt'");
+  expect_error(post_json(server, "/v1/segment", json{{"study", "../etc"}, {"prompt", "x"}}.dump()), 400, "'study'");
+  expect_error(post_json(server, "/v1/segment", json{{"study", "0123456789abcdef"}, {"prompt", "x"}}.dump()), 404, "0123456789abcdef");
+  expect_error(server.client().Get(("/v1/studies/" + id + "/masks/0123456789abcdef.nii.gz").c_str()), 404, "no mask");
+  ASSERT_EQ(server.client().Delete(("/v1/studies/" + id).c_str())->status, 204);
+  expect_error(server.client().Get(answer["mask"]["url"].get<std::string>().c_str()), 404, "no mask");
 }
 
 TEST(Serve, ApiKeyGuardsV1) {

@@ -235,7 +235,6 @@ void serve_add_common(httplib::Server& server, ServeContext& ctx) {
   server.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200, {{"object", "list"}, {"data", {model_json(ctx)}}});
   });
-  not_yet(server, "/v1/segment", "POST /v1/segment is not built yet: use `m3d segment` (or `m3d generate --seg-out`) for [SEG] masks");
   not_yet(server, "/v1/embeddings", "POST /v1/embeddings is not built yet: use `m3d embed` for CLIP embeddings");
   not_yet(server, "/v1/studies/import",
           "POST /v1/studies/import (DICOMweb) is not built yet: upload the series as one NIfTI/NRRD/MHA file with POST /v1/studies");

@@ -6,7 +6,10 @@
 // "stream": true answers as server-sent events; a client that goes away cancels.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <ctime>
+#include <fstream>
+#include <iterator>
 #include <optional>
 
 #include "answer.h"
@@ -131,10 +134,11 @@ void parse_sampling(const json& body, const ServeContext& ctx, ChatRequest& requ
     if (!seed->is_number_integer() || seed->get<int64_t>() < 0) throw ApiError(400, "'seed' must be a non-negative integer");
     ask.seed = seed->get<uint64_t>();
   }
-  ask.mask = false;  // masks come with POST /v1/segment (not built yet)
+  ask.mask = false;  // masks come with POST /v1/segment
 }
 
-ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
+// The request's JSON object; its "model", when given, must be the one served.
+json request_body(const std::string& text, const ServeContext& ctx) {
   json body;
   try {
     body = json::parse(text);
@@ -142,10 +146,15 @@ ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
     throw ApiError(400, std::string("malformed JSON: ") + e.what());
   }
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
-  ChatRequest request;
   if (const auto model = field(body, "model"); model && (!model->is_string() || *model != ctx.model_id)) {
     throw ApiError(404, fmt::format("model {} is not served here: this server has '{}' (GET /v1/models)", model->dump(), ctx.model_id));
   }
+  return body;
+}
+
+ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
+  const json body = request_body(text, ctx);
+  ChatRequest request;
   if (const auto n = field(body, "n"); n && *n != 1) throw ApiError(400, "'n' must be 1 (one answer per request)");
   if (const auto stream = field(body, "stream")) {
     if (!stream->is_boolean()) throw ApiError(400, "'stream' must be true or false");
@@ -285,10 +294,68 @@ void chat_completions(ServeContext& ctx, const httplib::Request& req, httplib::R
   res.set_chunked_content_provider("text/event-stream", [g](size_t, httplib::DataSink& sink) { return stream_answer(*g, sink); });
 }
 
+// POST /v1/segment {"study": id, "prompt": "Can you segment the liver?", sampling as
+// chat}: the model answers; the hidden states before its [SEG] tokens make the mask,
+// which is saved on the study's own grid (the recipe's way back) as a NIfTI beside
+// the study. The reply is the answer's JSON (as chat's "m3d" extras) with the mask's
+// URL, or "mask": null when the answer has no [SEG].
+void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  const auto start = Clock::now();
+  const json body = request_body(req.body, ctx);
+  if (!ctx.model.info().segments) {
+    throw ApiError(400, fmt::format("model '{}' has no [SEG] segmentation head (config.json segmentation_module)", ctx.model_id));
+  }
+  ChatRequest request;
+  const auto study = field(body, "study");
+  if (!study || !study->is_string() || !study_id_valid(study->get<std::string>())) {
+    throw ApiError(400, "'study' must be the id POST /v1/studies returned");
+  }
+  request.study = study->get<std::string>();
+  if (!ctx.store.get(request.study)) throw ApiError(404, "no study '" + request.study + "'");
+  const auto prompt = field(body, "prompt");
+  if (!prompt || !prompt->is_string() || prompt->get<std::string>().empty()) {
+    throw ApiError(400, "'prompt' must be a non-empty string, e.g. \"Can you segment the liver?\"");
+  }
+  request.question = prompt->get<std::string>();
+  parse_sampling(body, ctx, request);
+  request.ask.mask = true;
+  Generation g(ctx, std::move(request));
+  g.id = "seg-" + random_hex(24);
+  g.deadline = start + std::chrono::seconds(ctx.options.timeout_s);
+  g.slot = ctx.slot.acquire(g.deadline);
+  const Answer answer = generate(g, {});
+  g.slot.unlock();
+  if (g.timed_out) throw timeout_error(ctx);
+  json out = {{"id", g.id}, {"object", "segmentation"}, {"created", g.created}, {"model", ctx.model_id}, {"study", g.request.study},
+              {"usage", usage(answer)}, {"m3d", extras(g, answer)}, {"mask", nullptr}};
+  if (answer.mask) {
+    const std::string mask_id = ctx.store.mask_save(g.request.study, *answer.mask);
+    const auto& size = answer.mask->size;
+    const int64_t on_scan = std::count_if(answer.mask->data.begin(), answer.mask->data.end(), [](uint8_t v) { return v != 0; });
+    out["mask"] = {{"id", mask_id},
+                   {"url", "/v1/studies/" + g.request.study + "/masks/" + mask_id + ".nii.gz"},
+                   {"format", "nifti"},
+                   {"size_ijk", {size[0], size[1], size[2]}},
+                   {"scan_voxels", on_scan},
+                   {"seg_tokens", answer.seg_tokens},
+                   {"model_voxels", answer.mask_voxels}};
+  }
+  send_json(res, 200, out);
+}
+
 }  // namespace
 
 void serve_add_chat(httplib::Server& server, ServeContext& ctx) {
   server.Post("/v1/chat/completions", guarded([&ctx](const httplib::Request& req, httplib::Response& res) { chat_completions(ctx, req, res); }));
+  server.Post("/v1/segment", guarded([&ctx](const httplib::Request& req, httplib::Response& res) { segment(ctx, req, res); }));
+  server.Get(R"(/v1/studies/([^/]+)/masks/([^/]+)\.nii\.gz)", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+               const std::optional<std::string> path = ctx.store.mask_path(req.matches[1], req.matches[2]);
+               if (!path) throw ApiError(404, fmt::format("no mask '{}' of study '{}'", req.matches[2].str(), req.matches[1].str()));
+               std::ifstream in(*path, std::ios::binary);
+               std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+               if (!in.good() && !in.eof()) throw ApiError(500, "cannot read " + *path);
+               res.set_content(bytes, "application/gzip");
+             }));
 }
 
 }  // namespace m3d::cli

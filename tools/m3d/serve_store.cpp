@@ -265,6 +265,30 @@ std::optional<PreparedScan> StudyStore::scan(const std::string& id) {
   return scan;
 }
 
+std::string StudyStore::mask_save(const std::string& id, const RawVolume& mask) {
+  const std::string mask_id = random_hex(16);
+  const std::string staged = options_.data_dir + "/tmp/mask-" + mask_id + ".nii.gz";
+  volume_write(staged, mask);  // itself temp -> read back -> rename
+  std::lock_guard<std::mutex> lock(mutex_);  // remove() takes a study out of studies_ before moving its folder
+  if (studies_.count(id) == 0) {
+    std::error_code ignored;
+    fs::remove(staged, ignored);
+    throw StudyRejected(404, "no study '" + id + "' (deleted while its mask was computed)");
+  }
+  const std::string dir = study_dir(id) + "/masks";
+  fs::create_directories(dir);
+  fs::rename(staged, dir + "/" + mask_id + ".nii.gz");
+  fsync_dir(dir);
+  return mask_id;
+}
+
+std::optional<std::string> StudyStore::mask_path(const std::string& id, const std::string& mask_id) const {
+  if (!study_id_valid(mask_id) || !get(id)) return std::nullopt;
+  const std::string path = study_dir(id) + "/masks/" + mask_id + ".nii.gz";
+  if (!fs::is_regular_file(path)) return std::nullopt;
+  return path;
+}
+
 size_t StudyStore::size() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return studies_.size();

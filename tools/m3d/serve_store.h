@@ -117,6 +117,12 @@ class StudyStore {
   // The study prepared for the model (cached); std::nullopt for an unknown id.
   std::optional<PreparedScan> scan(const std::string& id);
   size_t size() const;
+  // Saves a [SEG] mask (U8 on the study's own grid) beside the study as
+  // masks/<mask id>.nii.gz, written whole before it appears there; its id. StudyRejected
+  // 404 when the study was deleted meanwhile (nothing is left behind).
+  std::string mask_save(const std::string& id, const RawVolume& mask);
+  // The file of a saved mask; std::nullopt when the study or the mask is not there.
+  std::optional<std::string> mask_path(const std::string& id, const std::string& mask_id) const;
 
  private:
   std::string study_dir(const std::string& id) const;
