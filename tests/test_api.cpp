@@ -5,7 +5,9 @@
 // model-space case.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <regex>
 #include <sstream>
 
@@ -14,6 +16,7 @@
 #include "io/npy.h"
 #include "m3d/error.h"
 #include "m3d/session.h"
+#include "models/causal_lm.h"
 #include "test_support.h"
 
 namespace m3d::test {
@@ -168,6 +171,52 @@ TEST_F(Api, WrongGridIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("32x256x256"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(session.scan().has_value());
+}
+
+// Model::open answers questions; a contrastive checkpoint is named as such with the
+// command that opens it, and the architecture list is every one the fixtures'
+// config.json files (written by the official classes' save_pretrained) name.
+TEST(ApiOpen, ClipCheckpointSaysWhatItIsAndWhatOpensIt) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {fixture("clip/tiny_nce"), "M3DCLIP is M3D-CLIP (ViT3D + BERT), a contrastive image-report model"},
+      {fixture("med3dvlm/dec_clip_tiny"), "DEC_CLIP is Med3DVLM's DCFormer_SigLIP (DCFormer + DistilBERT), a contrastive image-report model"},
+  };
+  for (const auto& [dir, what] : cases) {
+    try {
+      Model::open(dir);
+      FAIL() << dir << " opened as a generative model";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), dir + ": " + what + "; it embeds scans and reports but answers no questions: use `m3d embed --model " + dir + "`");
+    }
+    // The library's own loader refuses it too, before reading any weight.
+    try {
+      models::model_load(dir);
+      FAIL() << dir << " loaded as a causal LM";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), dir + "/config.json: " + what + ", not a causal LM; clip_load opens it (m3d embed --model DIR)");
+    }
+  }
+}
+
+TEST(ApiOpen, ArchitecturesAreEveryKindAndUnknownOnesListThem) {
+  const std::vector<std::string> names = model_architectures();
+  for (const std::string dir : {"lamed_phi3_tiny", "lamed_llama_tiny", "qwen2_tiny", "med3dvlm/vlm_qwen_tiny", "clip/tiny_nce", "med3dvlm/dec_clip_tiny"}) {
+    const nlohmann::json config = nlohmann::json::parse(std::ifstream(fixture(dir) + "/config.json"));
+    const nlohmann::json& arch = config.at("architectures");
+    const std::string name = arch.is_string() ? arch.get<std::string>() : arch.at(0).get<std::string>();
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name << " of " << dir;
+  }
+  EXPECT_EQ(names.size(), 8u);
+  const std::string dir = temp_dir();
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["GPT2LMHeadModel"]})";
+  try {
+    Model::open(dir);
+    FAIL() << "GPT2LMHeadModel opened";
+  } catch (const Error& e) {
+    std::string supported;
+    for (const auto& name : names) supported += (supported.empty() ? "" : ", ") + name;
+    EXPECT_EQ(std::string(e.what()), dir + "/config.json: architecture 'GPT2LMHeadModel' is not supported (supported: " + supported + ")");
+  }
 }
 
 }  // namespace

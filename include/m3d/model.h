@@ -29,8 +29,10 @@ struct ModelInfo {
 
 class Model {
  public:
-  // Throws m3d::Error naming the missing file, the unknown architecture
-  // (model_architectures lists the known ones) or every weight that does not fit.
+  // Opens a generative model (LaMed, Med3DVLM or a text LM). Throws m3d::Error naming
+  // the missing file, the unknown architecture (model_architectures lists the known
+  // ones), a contrastive (CLIP) checkpoint with what opens it (`m3d embed`), or every
+  // weight that does not fit.
   static Model open(const std::string& dir, const ModelOptions& options = {});
   const ModelInfo& info() const;
 
@@ -41,7 +43,9 @@ class Model {
   std::shared_ptr<Impl> impl_;
 };
 
-// config.json architectures Model::open accepts.
+// Every config.json architecture m3d opens: the generative ones Model::open takes
+// (LamedPhi3ForCausalLM, ..., VLMQwenForCausalLM) and the contrastive ones `m3d embed`
+// takes (M3DCLIP, DEC_CLIP).
 std::vector<std::string> model_architectures();
 
 }  // namespace m3d

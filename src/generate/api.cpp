@@ -9,6 +9,7 @@
 #include "m3d/error.h"
 #include "m3d/session.h"
 #include "models/lamed.h"
+#include "models/registry.h"
 #include "text/box.h"
 
 namespace m3d {
@@ -35,7 +36,7 @@ ModelInfo info_of(const std::string& dir, const generate::Session& session) {
   const auto& lm = *session.model.lm;
   info.context_length = lm.model->config().max_position_embeddings;
   auto* multimodal = lm.multimodal();
-  info.family = multimodal == nullptr ? "text" : lm.lamed() != nullptr ? "lamed" : "med3dvlm";
+  info.family = models::model_kind_name(models::architecture_of(session.model.config, dir + "/config.json").kind);
   info.takes_images = multimodal != nullptr;
   info.segments = static_cast<bool>(session.model.seg);
   if (multimodal != nullptr) {
@@ -59,6 +60,13 @@ generate::GenerationOptions options_for(const AskOptions& ask, generate::Generat
 }  // namespace
 
 Model Model::open(const std::string& dir, const ModelOptions& options) {
+  // Fails on an unknown architecture with the supported list; a contrastive model is
+  // known but answers nothing.
+  const models::Architecture& arch = models::architecture_of_dir(dir);
+  if (arch.kind == models::ModelKind::Clip) {
+    fail("{}: {} is {}; it embeds scans and reports but answers no questions: use `m3d embed --model {}`", dir, arch.name,
+         arch.description, dir);
+  }
   Model model;
   generate::Session session = generate::session_open(dir, dtype_named(options.dtype), tokenizer_named(options.tokenizer));
   ModelInfo info = info_of(dir, session);

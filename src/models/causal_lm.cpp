@@ -1,15 +1,14 @@
-// Causal-LM assembly and the architecture registry; the multimodal models are
-// LaMed's (models/lamed.h) and Med3DVLM's (models/med3dvlm.h).
+// Causal-LM assembly from the architecture registry's rows (models/registry.h); the
+// multimodal models are LaMed's (models/lamed.h) and Med3DVLM's (models/med3dvlm.h).
 // Letters: B batch, L tokens, N image tokens, D hidden, V vocab.
 #include "models/causal_lm.h"
 
 #include <spdlog/spdlog.h>
 
-#include <map>
-
 #include "io/state_dict.h"
 #include "m3d/error.h"
 #include "models/med3dvlm.h"
+#include "models/registry.h"
 
 namespace m3d::models {
 
@@ -48,47 +47,26 @@ torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::T
 
 namespace {
 
-struct Architecture {
-  std::string family;  // decoder family
-  bool lamed;
-  bool med3dvlm = false;  // VLMQwenForCausalLM: Qwen2 + DCFormer + mixer (models/med3dvlm.h)
-};
-
-const std::map<std::string, Architecture>& architectures() {
-  static const std::map<std::string, Architecture> kArchitectures = {
-      {"LamedPhi3ForCausalLM", {"phi3", true}}, {"LamedLlamaForCausalLM", {"llama", true}},
-      {"Phi3ForCausalLM", {"phi3", false}},     {"LlamaForCausalLM", {"llama", false}},
-      {"Qwen2ForCausalLM", {"qwen2", false}},     {"VLMQwenForCausalLM", {"qwen2", false, true}},
-  };
-  return kArchitectures;
+// The registry row of `config`, refused unless model_load builds it (a causal LM).
+const Architecture& causal_lm_architecture_of(const io::HfConfig& config, const std::string& where) {
+  const Architecture& arch = architecture_of(config, where);
+  if (arch.kind == ModelKind::Clip) {
+    fail("{}: {} is {}, not a causal LM; clip_load opens it (m3d embed --model DIR)", where, arch.name, arch.description);
+  }
+  return arch;
 }
 
 }  // namespace
 
-std::vector<std::string> model_architectures() {
-  std::vector<std::string> names;
-  for (const auto& [name, arch] : architectures()) names.push_back(name);
-  return names;
-}
-
-const Architecture& architecture_of(const io::HfConfig& config, const std::string& where) {
-  auto it = architectures().find(config.architecture());
-  if (it == architectures().end()) {
-    fail("{}: architecture '{}' is not supported (supported: {})", where,
-         config.architecture().empty() ? "(none given)" : config.architecture(), fmt::join(model_architectures(), ", "));
-  }
-  return it->second;
-}
-
 CausalLm model_build(const io::HfConfig& config, const std::string& where, const io::Checkpoint* ckpt) {
-  const Architecture& arch = architecture_of(config, where);
+  const Architecture& arch = causal_lm_architecture_of(config, where);
   const DecoderConfig decoder = DecoderConfig::from_hf(config, arch.family, where);
   std::shared_ptr<DecoderModelImpl> model;
-  if (arch.lamed) {
+  if (arch.kind == ModelKind::Lamed) {
     const LamedConfig lamed = LamedConfig::from_hf(config, where);
     const Vit3dConfig vit = ckpt ? vit3d_config_from_checkpoint(*ckpt, "model.vision_tower.vision_tower.", lamed) : lamed.vit3d();
     model = std::make_shared<LamedModelImpl>(decoder, lamed, vit);
-  } else if (arch.med3dvlm) {
+  } else if (arch.kind == ModelKind::Med3dvlm) {
     model = med3dvlm_model_build(config, decoder, where, ckpt);
   } else {
     model = std::make_shared<DecoderModelImpl>(decoder);
@@ -103,7 +81,7 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
   LoadedModel out;
   out.config = io::hf_config_read(config_path);
   out.architecture = out.config.architecture();
-  const Architecture& arch = architecture_of(out.config, config_path);
+  const Architecture& arch = causal_lm_architecture_of(out.config, config_path);
   const io::Checkpoint ckpt = io::checkpoint_open(dir);
   {
     const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);  // parameters born in `dtype`
@@ -113,9 +91,9 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
   // The [SEG] path is a module of its own (the CausalLm is what training builds); its
   // tensors load into it below, strictly, or are skipped when config.json has no
   // segmentation_module (the official LamedMetaModel then builds none either).
-  if (arch.lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
+  if (arch.kind == ModelKind::Lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
-  if (arch.lamed && segvol_configured(out.config)) {
+  if (arch.kind == ModelKind::Lamed && segvol_configured(out.config)) {
     const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);
     out.seg = lamed_seg_load(ckpt);
     out.seg->to(device);

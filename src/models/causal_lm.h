@@ -1,6 +1,6 @@
 // A causal LM as HF nests it: `model` (a decoder, possibly with vision modules,
-// as in LaMed) and `lm_head` (absent when tied). The architecture registry builds
-// one from a checkpoint directory.
+// as in LaMed) and `lm_head` (absent when tied). model_load builds one from a
+// checkpoint directory whose architecture the registry (models/registry.h) knows.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -46,7 +46,8 @@ struct LoadedModel {
   std::vector<std::string> ignored;  // checkpoint keys not loaded (seg tensors of a config without segmentation_module)
 };
 
-// Builds the architecture of `config` with default-initialized weights. With a
+// Builds the architecture of `config` (a registry row of kind Text, Lamed or
+// Med3dvlm; CLIP is refused) with default-initialized weights. With a
 // checkpoint, dims the official code does not take from config (the ViT's) come
 // from its tensor shapes; without one, from config.
 CausalLm model_build(const io::HfConfig& config, const std::string& where, const io::Checkpoint* checkpoint = nullptr);
@@ -55,8 +56,5 @@ CausalLm model_build(const io::HfConfig& config, const std::string& where, const
 // strictly, converting floating weights to `dtype` and moving to `device`; with the
 // [SEG] path (lamed_seg_load) when config.json has segmentation_module.
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype = torch::kFloat, c10::Device device = torch::kCPU);
-
-// Architectures model_load accepts, for messages and docs.
-std::vector<std::string> model_architectures();
 
 }  // namespace m3d::models
