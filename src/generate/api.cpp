@@ -46,7 +46,10 @@ ModelInfo info_of(const std::string& dir, const generate::Session& session) {
   return info;
 }
 
-generate::GenerationOptions options_for(const AskOptions& ask, generate::GenerationOptions options) {
+
+}  // namespace
+
+generate::GenerationOptions generation_options_from(const AskOptions& ask, generate::GenerationOptions options) {
   if (ask.max_new_tokens) options.max_new_tokens = *ask.max_new_tokens;
   if (ask.sample) options.do_sample = *ask.sample;
   if (ask.temperature) options.temperature = *ask.temperature;
@@ -56,8 +59,6 @@ generate::GenerationOptions options_for(const AskOptions& ask, generate::Generat
   options.seed = ask.seed;
   return options;
 }
-
-}  // namespace
 
 Model Model::open(const std::string& dir, const ModelOptions& options) {
   // Fails on an unknown architecture with the supported list; a contrastive model is
@@ -113,7 +114,7 @@ void Session::clear_scan() {
 
 Answer Session::ask(const std::string& question, const AskOptions& ask, const TextCallback& on_text) {
   generate::Session& session = state_->model.impl()->session;
-  const generate::GenerationOptions options = options_for(ask, session.defaults);
+  const generate::GenerationOptions options = generation_options_from(ask, session.defaults);
   bool stopped = false;  // the text callback said stop
   generate::AnswerHooks hooks;
   if (on_text) {

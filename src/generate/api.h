@@ -4,6 +4,7 @@
 
 #include "generate/session.h"
 #include "m3d/model.h"
+#include "m3d/session.h"
 
 namespace m3d {
 
@@ -11,5 +12,8 @@ struct Model::Impl {
   generate::Session session;
   ModelInfo info;
 };
+
+// `options` (the model's generation_config.json defaults) with what `ask` sets.
+generate::GenerationOptions generation_options_from(const AskOptions& ask, generate::GenerationOptions options);
 
 }  // namespace m3d

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "eval/bertscore.h"
+#include "generate/api.h"
 #include "generate/generate.h"
 #include "m3d/error.h"
 #include "m3d/session.h"
@@ -90,20 +91,8 @@ inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
       ->capture_default_str();
 }
 
-// Flags given override `options` (the model's generation_config.json defaults).
-inline generate::GenerationOptions generation_options(const GenerationFlags& f, generate::GenerationOptions options) {
-  auto given = [&](const char* name) { return f.cmd == nullptr || f.cmd->count(name) > 0; };
-  if (f.max_new_tokens >= 0) options.max_new_tokens = f.max_new_tokens;
-  if (given("--do-sample") || f.greedy) options.do_sample = f.do_sample;
-  if (given("--temperature")) options.temperature = f.temperature;
-  if (given("--top-p")) options.top_p = f.top_p;
-  if (given("--top-k")) options.top_k = f.top_k;
-  if (given("--repetition-penalty")) options.repetition_penalty = f.repetition_penalty;
-  options.seed = f.seed;
-  return options;
-}
-
-// The same flags for the public Session API (include/m3d/session.h).
+// Flags given, for the public Session API (include/m3d/session.h); unset ones keep the
+// model's generation_config.json defaults.
 inline AskOptions ask_options(const GenerationFlags& f) {
   auto given = [&](const char* name) { return f.cmd == nullptr || f.cmd->count(name) > 0; };
   AskOptions ask;
@@ -115,6 +104,12 @@ inline AskOptions ask_options(const GenerationFlags& f) {
   if (given("--repetition-penalty")) ask.repetition_penalty = f.repetition_penalty;
   ask.seed = f.seed;
   return ask;
+}
+
+// The same flags over `options` (the model's generation_config.json defaults), for
+// the commands that run the library's own generate (segment, bench).
+inline generate::GenerationOptions generation_options(const GenerationFlags& f, generate::GenerationOptions options) {
+  return generation_options_from(ask_options(f), std::move(options));
 }
 
 inline ModelOptions model_options(const GenerationFlags& f, const std::string& dtype) {
