@@ -3,8 +3,9 @@
 // stage 2 (LoRA) leaves the base LLM weights alone, writes a peft adapter and a merged
 // final model that loads as a plain checkpoint and equals the export of its last
 // checkpoint; the quickstart's smoke run writes its table, examples and index.html
-// and reuses them on a rerun. `m3d encode` and `m3d generate` refuse an image off the
-// model grid with the same line.
+// and reuses them on a rerun, and its model (with its own m3d_recipe.json) answers
+// `m3d generate` on the example scan as the quickstart did. `m3d encode` and
+// `m3d generate` refuse an image off the model grid with the same line.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -49,10 +50,11 @@ class CliLamed : public ::testing::Test {
     return out;
   }
   // The tiny LaMed fixture (32x256x256 input, 300-token vocabulary) on the synthetic set.
-  static std::string train(const std::string& name, const std::string& preset, const std::string& extra) {
+  static std::string train(const std::string& name, const std::string& preset, const std::string& extra,
+                           const std::string& init = fixture("lamed_phi3_tiny")) {
     const std::string out = *root_ + "/" + name;
     std::string stdout_text, stderr_text;
-    const std::string command = kM3d + " train lamed -q --preset " + preset + " --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
+    const std::string command = kM3d + " train lamed -q --preset " + preset + " --init " + init + " --data " + *root_ +
                                 "/data -o " + out + " --max-steps 2 --set batch_size=2 --set max_length=400 --set workers=1 --set save_steps=1" +
                                 " --set save_total_limit=1 --set eval_limit=2 --set eval_fraction=0.5 " + extra;
     EXPECT_EQ(run_command(command, &stdout_text, &stderr_text), 0) << stderr_text;
@@ -88,6 +90,7 @@ TEST_F(CliLamed, Stage1TrainsOnlyTheProjectorAndInputEmbeddings) {
     }
   }
   EXPECT_EQ(changed, 4u);
+  EXPECT_FALSE(fs::exists(out + "/final/m3d_recipe.json")) << "on m3d-lamed's grid the built-in recipe serves";
   std::ifstream log(out + "/metrics.jsonl");
   std::string text((std::istreambuf_iterator<char>(log)), {});
   EXPECT_NE(text.find("caption_loss"), std::string::npos) << "the validation loss is logged";
@@ -120,6 +123,22 @@ TEST_F(CliLamed, Stage2LoraWritesAnAdapterAndAMergedModelEqualToTheExport) {
   EXPECT_NE(stderr_text.find("already holds a model"), std::string::npos) << stderr_text;
   EXPECT_NE(run_command(kM3d + " export --merge-lora " + fixture("lamed_phi3_tiny") + " -o " + *root_ + "/x", &stdout_text, &stderr_text), 0);
   EXPECT_NE(stderr_text.find("no LoRA adapter"), std::string::npos) << stderr_text;
+}
+
+// A checkpoint with its own recipe passes it on to what is trained from it.
+TEST_F(CliLamed, TrainingFromACheckpointKeepsItsRecipe) {
+  const std::string init = *root_ + "/init_with_recipe";
+  fs::create_directories(init);
+  for (const auto& entry : fs::directory_iterator(fixture("lamed_phi3_tiny"))) fs::copy_file(entry.path(), init + "/" + entry.path().filename().string());
+  const nlohmann::json recipe = {{"name", "ct-abdomen"}, {"source", "a test"},
+                                 {"ops", {{{"op", "window"}, {"preset", "abdomen"}}, {{"op", "resize"}, {"size", {32, 256, 256}}}}}};
+  std::ofstream(init + "/m3d_recipe.json") << recipe.dump();
+  const std::string out = train("with_recipe", "stage1", "", init);
+  for (const char* dir : {"/checkpoint-2", "/final"}) {
+    const auto written = read_json(out + dir + "/m3d_recipe.json");
+    EXPECT_EQ(written["name"], "ct-abdomen") << dir;
+    EXPECT_EQ(written["ops"], recipe["ops"]) << dir;
+  }
 }
 
 TEST_F(CliLamed, Stage2TrainsUnderBf16AutocastWithCheckpointedVitBlocks) {
@@ -170,6 +189,17 @@ TEST_F(CliLamed, QuickstartSmokeRunWritesEverythingAndReusesIt) {
   EXPECT_NE(out.find("closed VQA accuracy"), std::string::npos) << out;
   const auto example = read_json(dir + "/examples/example.json");
   EXPECT_TRUE(example.contains("report") && example.contains("vqa_answer") && example.contains("rec_answer"));
+  // The tiny LaMed carries its recipe (M3D-Data's preparation, then its 16x64x64 grid), so
+  // m3d generate takes the scan as it is and answers as the worked example did.
+  const auto recipe = read_json(dir + "/lamed/final/m3d_recipe.json");
+  EXPECT_EQ(recipe["ops"].back()["size"], nlohmann::json({16, 64, 64})) << recipe.dump();
+  std::string answer;
+  ASSERT_EQ(run_command(kM3d + " generate --model " + dir + "/lamed/final --image " + dir + "/examples/ct.nii.gz --prompt ' " +
+                            example["rec_question"].get<std::string>() + "' --greedy --max-new-tokens 48 --json",
+                        &answer, &err),
+            0)
+      << err;
+  EXPECT_EQ(nlohmann::json::parse(answer)["text"], example["rec_answer"]);
   // A rerun trains nothing again.
   ASSERT_EQ(run_command("cd " + std::string(M3D_SOURCE_DIR) + " && " + kM3d + " quickstart --quick --no-progress -o " + dir, &out, &err), 0) << err;
   EXPECT_NE(err.find("reusing " + dir + "/lamed/final"), std::string::npos) << err;

@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "io/state_dict.h"
+#include "imaging/preprocess.h"
 #include "m3d/error.h"
 #include "models/causal_lm.h"
 #include "models/layers.h"
@@ -180,10 +181,27 @@ json caption_loss(models::CausalLmImpl& lm, LamedLoader& data, int64_t batch_siz
   return {{"caption_loss", sum / static_cast<double>(std::max<int64_t>(batches, 1))}, {"samples", data.size()}};
 }
 
+// The m3d_recipe.json a run's checkpoints carry (empty: none, the built-in m3d-lamed
+// serves): `init`'s own, else, for a grid that is not m3d-lamed's, M3D-Data's
+// preparation (m3d-lamed, which made the .npy volumes it trains on) followed by the
+// resize to the model grid that load_model_volume applies to them, so a scan given to
+// `m3d generate` reaches the model as its training volumes did.
+std::string recipe_text(const LamedTrainConfig& config, const std::array<int64_t, 3>& grid) {
+  if (!config.init.empty() && fs::exists(config.init + "/m3d_recipe.json")) {
+    return imaging::recipe_to_json(imaging::recipe_load(config.init + "/m3d_recipe.json")) + "\n";
+  }
+  imaging::Recipe recipe = imaging::recipe_builtin("m3d-lamed");
+  if (recipe.ops.back().params.at("size") == json(grid)) return "";
+  recipe.name = fmt::format("m3d-lamed-{}x{}x{}", grid[0], grid[1], grid[2]);
+  recipe.source = "m3d train lamed: " + recipe.source + ", then Resize to the model grid as the training loader resizes M3D-Data volumes";
+  recipe.ops.push_back({"resize", {{"size", grid}, {"mode", "trilinear"}}});
+  return imaging::recipe_to_json(recipe) + "\n";
+}
+
 // The final model, loadable by m3d generate / bench / the official code: adapters merged,
 // written to output_dir/final through a .partial folder. Returns that folder.
 std::string final_model_write(const LamedTrainConfig& config, models::CausalLmImpl& lm, const json& model_config, const LamedTokenizer& tokenizer,
-                              bool lora) {
+                              const std::string& recipe, bool lora) {
   const std::string final_dir = config.output_dir + "/final", partial = final_dir + ".partial";
   fs::remove_all(partial);
   fs::create_directories(partial);
@@ -192,6 +210,7 @@ std::string final_model_write(const LamedTrainConfig& config, models::CausalLmIm
   save_model_weights(lm, partial + "/model.safetensors");
   io::write_file_atomic(partial + "/config.json", model_config.dump(2) + "\n");
   tokenizer_write(tokenizer, partial);
+  if (!recipe.empty()) io::write_file_atomic(partial + "/m3d_recipe.json", recipe);
   fs::remove_all(final_dir);
   fs::rename(partial, final_dir);
   return final_dir;
@@ -260,6 +279,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   const auto& lc = lm->lamed()->lamed_config();
   const std::vector<int64_t> size(lc.image_size.begin(), lc.image_size.end());
   const int64_t image_tokens = lc.proj_out_num;
+  const std::string recipe = recipe_text(config, lc.image_size);
   LamedLoader train_data(lamed_mixture_items(config), tokenizer.tokenizer, templates, config, image_tokens, lc.image_channel, size, true);
   std::unique_ptr<LamedLoader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
@@ -280,11 +300,12 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   hooks.save_files = [&](const std::string& dir) {
     io::write_file_atomic(dir + "/config.json", model.config.dump(2) + "\n");
     tokenizer_write(tokenizer, dir);
+    if (!recipe.empty()) io::write_file_atomic(dir + "/m3d_recipe.json", recipe);
     if (!lora_targets.empty()) models::lora_save_adapter(*lm, config.lora, dir + "/adapter");
   };
   TrainResult result = training_loop(settings, *lm, optimizer, comm.get(), env, hooks, options);
   if (main_rank && !result.stopped && result.steps == total) {
-    result.checkpoint = final_model_write(config, *lm, model.config, tokenizer, !lora_targets.empty());
+    result.checkpoint = final_model_write(config, *lm, model.config, tokenizer, recipe, !lora_targets.empty());
   }
   return result;
 }

@@ -119,7 +119,8 @@ std::vector<std::string> lamed_train_presets();
 
 // Runs on this process's rank; rank 0 writes checkpoints that `m3d generate`/`bench`
 // load (config.json, model.safetensors with any adapters merged in `final/`, the
-// tokenizer with added_tokens.json, and the adapter in peft's layout).
+// tokenizer with added_tokens.json, the adapter in peft's layout, and m3d_recipe.json
+// when the model grid is not m3d-lamed's or `init` has one).
 TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& options);
 
 // `m3d export --merge-lora`: a model with LoRA adapters as one plain checkpoint in

@@ -18,12 +18,12 @@
 #include "commands.h"
 #include "data/synth.h"
 #include "eval/bench.h"
-#include "generate/session.h"
 #include "imaging/preprocess.h"
 #include "imaging/volume_io.h"
 #include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "m3d/session.h"
 #include "text/box.h"
 #include "train/clip_train.h"
 #include "train/lamed_train.h"
@@ -82,15 +82,15 @@ std::string html_escape(const std::string& text) {
   return out;
 }
 
-// A (D, H, W) unit-range volume's slice `d` as 8-bit grey with a box outline.
-void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, const std::optional<text::Box>& box, int64_t scale) {
+// A (D, H, W) unit-range volume's slice `d` as 8-bit grey, `scale` times larger, with a box outline.
+void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, const std::optional<ScanBox>& box, int64_t scale) {
   const int64_t D = volume.size(0), H = volume.size(1), W = volume.size(2);
   auto slice = volume[std::clamp<int64_t>(d, 0, D - 1)].clamp(0, 1).mul(255).to(torch::kUInt8).contiguous();
   if (scale > 1) slice = slice.repeat_interleave(scale, 0).repeat_interleave(scale, 1).contiguous();
   const int64_t h = H * scale, w = W * scale;
   std::vector<uint8_t> grey(slice.data_ptr<uint8_t>(), slice.data_ptr<uint8_t>() + h * w);
   if (box) {
-    const auto& b = *box;
+    const auto& b = box->normalized;
     const int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(b[1] * H * scale), 0, h - 1), y1 = std::clamp<int64_t>(static_cast<int64_t>((b[4] * H + 1) * scale), 0, h - 1);
     const int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(b[2] * W * scale), 0, w - 1), x1 = std::clamp<int64_t>(static_cast<int64_t>((b[5] * W + 1) * scale), 0, w - 1);
     for (int64_t x = x0; x <= x1; ++x) grey[static_cast<size_t>(y0 * w + x)] = grey[static_cast<size_t>(y1 * w + x)] = 255;
@@ -202,7 +202,7 @@ int run(const QuickstartOptions& q) {
   const std::string study_dir = fs::path(data + "/" + image_rel).parent_path().string();
   const json truth = io::json_read_file(study_dir + "/truth.json");
   // The "original scan": the study's HU volume as a NIfTI with its spacing, prepared
-  // by the m3d-lamed recipe like any hospital scan.
+  // like any hospital scan.
   const int64_t index = std::stoll(fs::path(study_dir).filename().string());  // studies are named by index
   const data::Study study = data::synth_study(0, index);
   imaging::Volume ct;
@@ -210,18 +210,16 @@ int run(const QuickstartOptions& q) {
   ct.voxels = study.hu.round().to(at::kShort);
   const std::string ct_path = examples + "/ct.nii.gz";
   imaging::volume_write(ct_path, imaging::volume_to_raw(ct));
-  const imaging::Prepared prepared =
-      imaging::prepare(imaging::volume_from_raw(imaging::volume_read(ct_path)), imaging::recipe_load("m3d-lamed").ops);
-  generate::Session session = generate::session_open(model);
-  // The tiny LaMed's grid (16 x 64 x 64) is not the recipe's: the volume is resized as its
-  // training loader resized M3D-Data's (load_model_volume); the model refuses another grid.
-  const at::Tensor input = at::upsample_trilinear3d(prepared.volume.voxels.to(torch::kFloat).unsqueeze(0).unsqueeze(0),
-                                                    session.model.lm->lamed()->image_grid(), false);  // (1, 1, D, H, W)
-  generate::GenerationOptions g = session.defaults;
-  g.do_sample = false;
-  g.max_new_tokens = 160;
-  const std::string report = generate::session_answer(session, input, "Describe the findings of the medical image you see.", g);
-  g.max_new_tokens = 48;
+  // As any program would (m3d generate, examples/simple.cpp): the public API, the scan
+  // prepared by the model's own recipe (lamed/final/m3d_recipe.json: m3d-lamed, then
+  // the resize to the tiny LaMed's 16 x 64 x 64 grid that its training volumes had).
+  Session session(Model::open(model));
+  session.set_scan(PreparedScan::prepare(ct_path, {"auto", model, ""}));
+  AskOptions ask;
+  ask.sample = false;
+  ask.max_new_tokens = 160;
+  const std::string report = session.ask("Describe the findings of the medical image you see.", ask).text;
+  ask.max_new_tokens = 48;
   std::string vqa_question, vqa_truth;
   for (const auto& item : truth["vqa"]) {
     if (item.value("type", 0) == 1) {  // plane
@@ -231,32 +229,32 @@ int run(const QuickstartOptions& q) {
       break;
     }
   }
-  const std::string vqa_answer = vqa_question.empty() ? "" : generate::session_answer(session, input, " " + vqa_question, g);
+  const std::string vqa_answer = vqa_question.empty() ? "" : session.ask(" " + vqa_question, ask).text;
   const std::string organ = truth["organs"].empty() ? "liver" : truth["organs"][0].get<std::string>();
   const std::string rec_question = fmt::format("Can you find the {} in this image? Give coordinates.", organ);
-  const std::string rec_answer = generate::session_answer(session, input, " " + rec_question, g);
-  const auto box = text::parse_box(rec_answer);
+  const Answer rec = session.ask(" " + rec_question, ask);
+  const std::optional<ScanBox>& box = rec.box;
 
   json example = {{"study", truth["id"]}, {"scan", "ct.nii.gz"}, {"report", report}, {"reference_report", truth["report"]},
                   {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth},
-                  {"rec_question", rec_question}, {"rec_answer", rec_answer}};
+                  {"rec_question", rec_question}, {"rec_answer", rec.text}};
   std::string box_html = "the model gave no box";
   if (box) {
-    const auto original = imaging::box_to_original(prepared, *box);
-    example["box_model"] = *box;
-    example["box_original_voxels"] = {original.index_min, original.index_max};
-    example["box_original_mm"] = {original.mm_min, original.mm_max};
+    example["box_model"] = box->normalized;
+    example["box_original_voxels"] = {box->scan_min, box->scan_max};
+    example["box_original_mm"] = {box->mm_min, box->mm_max};
     box_html = fmt::format("model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
                            "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
-                           text::box_text(*box), original.index_min[0], original.index_min[1], original.index_min[2], original.index_max[0],
-                           original.index_max[1], original.index_max[2], original.mm_min[0], original.mm_min[1], original.mm_min[2],
-                           original.mm_max[0], original.mm_max[1], original.mm_max[2]);
+                           text::box_text(box->normalized), box->scan_min[0], box->scan_min[1], box->scan_min[2], box->scan_max[0],
+                           box->scan_max[1], box->scan_max[2], box->mm_min[0], box->mm_min[1], box->mm_min[2], box->mm_max[0],
+                           box->mm_max[1], box->mm_max[2]);
   }
-  const at::Tensor shown = prepared.volume.voxels.to(torch::kFloat);
-  const int64_t middle = box ? static_cast<int64_t>((*box)[0] * static_cast<double>(shown.size(0)) + ((*box)[3] - (*box)[0]) * static_cast<double>(shown.size(0)) / 2)
-                             : shown.size(0) / 2;
-  preview_png(examples + "/preview.png", shown, shown.size(0) / 2, std::nullopt, 1);
-  preview_png(examples + "/rec_box.png", shown, middle, box, 1);
+  // The previews show what the model sees: its grid, scaled up 4x.
+  const auto dhw = session.scan()->model_size();
+  const at::Tensor shown = at::from_blob(const_cast<float*>(session.scan()->model_voxels().data()), {dhw[0], dhw[1], dhw[2]}, at::kFloat);
+  const int64_t middle = box ? static_cast<int64_t>((box->normalized[0] + box->normalized[3]) / 2 * static_cast<double>(dhw[0])) : dhw[0] / 2;
+  preview_png(examples + "/preview.png", shown, dhw[0] / 2, std::nullopt, 4);
+  preview_png(examples + "/rec_box.png", shown, middle, box, 4);
   io::write_file_atomic(examples + "/example.json", example.dump(2) + "\n");
 
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
@@ -272,12 +270,13 @@ int run(const QuickstartOptions& q) {
                         r["metric"].get<std::string>(), r["model"].get<double>(), r["constant"].get<double>(), r["samples"].get<int64_t>());
   }
   html << "</table><h2>Study " << html_escape(truth["id"].get<std::string>()) << "</h2>"
-       << "<p>The original scan <a href=examples/ct.nii.gz>ct.nii.gz</a>, prepared by the m3d-lamed recipe (the model grid, middle slice):</p>"
+       << "<p>The original scan <a href=examples/ct.nii.gz>ct.nii.gz</a>, prepared by the model's recipe (<code>lamed/final/m3d_recipe.json</code>: "
+       << "m3d-lamed, then resized to the model grid; its middle slice):</p>"
        << "<img src=examples/preview.png>"
        << "<h3>Report</h3><pre>" << html_escape(report) << "</pre><p>Reference:</p><pre>" << html_escape(truth["report"].get<std::string>()) << "</pre>"
        << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer) << "</pre><p>Reference: "
        << html_escape(vqa_truth) << "</p>"
-       << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec_answer) << "</pre><p>" << box_html
+       << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec.text) << "</pre><p>" << box_html
        << "</p><img src=examples/rec_box.png>"
        << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>clip/</code>, <code>lamed/final</code>.</p>", minutes);
   io::write_file_atomic(out + "/index.html", html.str());
