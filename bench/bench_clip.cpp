@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   m3d::models::ClipModel model(config);
   {  // random weights at a trained model's scale: LayerNorms at identity (near-zero norm weights would
-     // shrink activations into denormal floats, which the CPU computes far more slowly)
+    // shrink activations into denormal floats, which the CPU computes far more slowly)
     torch::NoGradGuard no_grad;
     for (auto& p : model->parameters()) p.normal_(0, 0.02);
     for (const auto& item : model->named_modules()) {
@@ -98,9 +98,17 @@ int main(int argc, char** argv) {
   nlohmann::json phases;
   for (const auto& [name, seconds] : phase_s) phases[name] = m3d::bench::median(seconds);
   const double median = m3d::bench::median(step_s);
-  std::printf("%s\n", nlohmann::json{{"impl", "m3d"}, {"batch", batch}, {"text_tokens", width}, {"step_s", step_s}, {"median_step_s", median},
-                                     {"pairs_per_s", static_cast<double>(batch) / median}, {"median_phase_s", phases},
-                                     {"bf16", bf16}, {"gradient_checkpointing", checkpointing}, {"peak_rss_gb", m3d::bench::peak_rss_gb()}, {"threads", at::get_num_threads()}}
+  std::printf("%s\n", nlohmann::json{{"impl", "m3d"},
+                                     {"batch", batch},
+                                     {"text_tokens", width},
+                                     {"step_s", step_s},
+                                     {"median_step_s", median},
+                                     {"pairs_per_s", static_cast<double>(batch) / median},
+                                     {"median_phase_s", phases},
+                                     {"bf16", bf16},
+                                     {"gradient_checkpointing", checkpointing},
+                                     {"peak_rss_gb", m3d::bench::peak_rss_gb()},
+                                     {"threads", at::get_num_threads()}}
                           .dump()
                           .c_str());
   return 0;

@@ -13,8 +13,7 @@ namespace {
 
 // A checkpoint of `layers` 1024x1024 f32 matrices (4 MiB each), written once.
 std::string make_checkpoint(int layers) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("m3d_bench_" + std::to_string(layers) + ".safetensors")).string();
+  const std::string path = (std::filesystem::temp_directory_path() / ("m3d_bench_" + std::to_string(layers) + ".safetensors")).string();
   if (!std::filesystem::exists(path)) {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (int i = 0; i < layers; ++i) tensors.emplace_back("model.layers." + std::to_string(i) + ".weight", at::randn({1024, 1024}));

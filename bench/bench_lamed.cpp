@@ -78,15 +78,13 @@ int main(int argc, char** argv) {
   }
   double weight_bytes = 0;  // the decoder's weights; the vision side is not read while decoding
   for (const auto& p : lm.named_parameters()) {
-    if (p.key().rfind("model.vision_tower.", 0) != 0 && p.key().rfind("model.mm_projector.", 0) != 0) {
-      weight_bytes += p.value().nbytes();
-    }
+    if (p.key().rfind("model.vision_tower.", 0) != 0 && p.key().rfind("model.mm_projector.", 0) != 0) { weight_bytes += p.value().nbytes(); }
   }
   const double roofline = median(copy_gbs) * 1e9 / weight_bytes;
   std::printf(
       "{\"impl\": \"m3d\", \"dtype\": \"%s\", \"threads\": %d, \"load_s\": %.2f, \"encode_s\": %.3f, \"prefill_s\": %.3f, "
       "\"decode_tok_s\": %.3f, \"copy_gb_s\": %.1f, \"roofline_tok_s\": %.3f, \"peak_rss_gb\": %.2f}\n",
-      dtype_name.c_str(), at::get_num_threads(), load_s, median(encode_s), median(prefill_s), median(decode_tps),
-      median(copy_gbs), roofline, m3d::bench::peak_rss_gb());
+      dtype_name.c_str(), at::get_num_threads(), load_s, median(encode_s), median(prefill_s), median(decode_tps), median(copy_gbs), roofline,
+      m3d::bench::peak_rss_gb());
   return 0;
 }

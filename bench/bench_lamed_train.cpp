@@ -97,10 +97,21 @@ int main(int argc, char** argv) {
     if (r > 0) step_s.push_back(m3d::bench::seconds_since(start));
   }
   const double median = m3d::bench::median(step_s);
-  std::printf("%s\n", nlohmann::json{{"impl", "m3d"}, {"llm_layers", llm_layers}, {"vit_layers", vit_layers}, {"batch", batch}, {"seq", seq},
-                                     {"answer_tokens", answer}, {"lora_r", lora_r}, {"trainable_params", trainable}, {"device", device_name},
-                                     {"dtype", dtype_name}, {"loss", loss_value}, {"step_s", step_s}, {"median_step_s", median},
-                                     {"samples_per_s", static_cast<double>(batch) / median}, {"threads", at::get_num_threads()}}
+  std::printf("%s\n", nlohmann::json{{"impl", "m3d"},
+                                     {"llm_layers", llm_layers},
+                                     {"vit_layers", vit_layers},
+                                     {"batch", batch},
+                                     {"seq", seq},
+                                     {"answer_tokens", answer},
+                                     {"lora_r", lora_r},
+                                     {"trainable_params", trainable},
+                                     {"device", device_name},
+                                     {"dtype", dtype_name},
+                                     {"loss", loss_value},
+                                     {"step_s", step_s},
+                                     {"median_step_s", median},
+                                     {"samples_per_s", static_cast<double>(batch) / median},
+                                     {"threads", at::get_num_threads()}}
                           .dump()
                           .c_str());
   return 0;

@@ -19,9 +19,7 @@
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+double seconds_since(std::chrono::steady_clock::time_point start) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -75,7 +73,7 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"impl\": \"m3d\", \"pairs\": %lld, \"meteor_load_s\": %.3f, \"bleu1_rouge_s\": %.3f, \"meteor_s\": %.3f, \"total_s\": %.3f, "
       "\"score_predictions_s\": %.3f, \"checksum_bleu_rouge\": %.6f, \"checksum_meteor\": %.6f}\n",
-      static_cast<long long>(pairs), median(load), median(bleu_rouge), median(meteor), median(total), median(score_path),
-      checksum_bleu_rouge / repeat, checksum_meteor / repeat);
+      static_cast<long long>(pairs), median(load), median(bleu_rouge), median(meteor), median(total), median(score_path), checksum_bleu_rouge / repeat,
+      checksum_meteor / repeat);
   return 0;
 }

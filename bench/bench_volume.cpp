@@ -26,8 +26,7 @@ using m3d::bench::seconds_since;
 void make_phantom(const std::string& path) {
   const int64_t X = 512, Y = 512, Z = 300;
   at::manual_seed(0);
-  const at::Tensor z = at::arange(Z, at::kFloat).view({Z, 1, 1}), y = at::arange(Y, at::kFloat).view({1, Y, 1}),
-                   x = at::arange(X, at::kFloat).view({1, 1, X});
+  const at::Tensor z = at::arange(Z, at::kFloat).view({Z, 1, 1}), y = at::arange(Y, at::kFloat).view({1, Y, 1}), x = at::arange(X, at::kFloat).view({1, 1, X});
   const at::Tensor body = ((x - 256) / 200).pow(2) + ((y - 270) / 150).pow(2) < 1;
   const at::Tensor spine = ((x - 256) / 25).pow(2) + ((y - 360) / 25).pow(2) < 1;
   at::Tensor hu = at::full({Z, Y, X}, -1000.0f);
@@ -72,7 +71,7 @@ int main(int argc, char** argv) {
     reads.push_back(read), preps.push_back(prep), totals.push_back(read + prep);
     if (r == 0) std::fprintf(stderr, "output %s\n", prepared.volume.voxels.sizes().vec().size() == 3 ? "ok" : "?");
   }
-  std::printf("{\"impl\": \"m3d\", \"threads\": %d, \"read_s\": %.3f, \"recipe_s\": %.3f, \"total_s\": %.3f, \"repeat\": %d}\n",
-              at::get_num_threads(), median(reads), median(preps), median(totals), repeat);
+  std::printf("{\"impl\": \"m3d\", \"threads\": %d, \"read_s\": %.3f, \"recipe_s\": %.3f, \"total_s\": %.3f, \"repeat\": %d}\n", at::get_num_threads(),
+              median(reads), median(preps), median(totals), repeat);
   return 0;
 }

@@ -22,10 +22,10 @@ namespace {
 void print_box(const char* label, const m3d::ScanBox& box) {
   const auto& lo = box.mm_min;
   const auto& hi = box.mm_max;
-  std::printf("%s model voxels (i, j, k) [%.1f, %.1f, %.1f] to [%.1f, %.1f, %.1f]\n", label, box.model_min[0], box.model_min[1],
-              box.model_min[2], box.model_max[0], box.model_max[1], box.model_max[2]);
-  std::printf("%s scan voxels (i, j, k) [%.2f, %.2f, %.2f] to [%.2f, %.2f, %.2f]\n", label, box.scan_min[0], box.scan_min[1],
-              box.scan_min[2], box.scan_max[0], box.scan_max[1], box.scan_max[2]);
+  std::printf("%s model voxels (i, j, k) [%.1f, %.1f, %.1f] to [%.1f, %.1f, %.1f]\n", label, box.model_min[0], box.model_min[1], box.model_min[2],
+              box.model_max[0], box.model_max[1], box.model_max[2]);
+  std::printf("%s scan voxels (i, j, k) [%.2f, %.2f, %.2f] to [%.2f, %.2f, %.2f]\n", label, box.scan_min[0], box.scan_min[1], box.scan_min[2], box.scan_max[0],
+              box.scan_max[1], box.scan_max[2]);
   std::printf("%s LPS mm [%.3f, %.3f, %.3f] to [%.3f, %.3f, %.3f]\n", label, lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]);
 }
 

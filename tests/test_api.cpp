@@ -114,10 +114,9 @@ TEST_F(Api, AnswersEqualGenerateQuestionAfterQuestion) {
     const Answer answer = session.ask(question, greedy(12));
     EXPECT_EQ(answer.text, generate::session_answer(model_->impl()->session, scan_->impl()->input, question, reference));
     std::string out, err;
-    ASSERT_EQ(run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question +
-                              "' --greedy --max-new-tokens 12",
-                          &out, &err),
-              0)
+    ASSERT_EQ(
+        run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question + "' --greedy --max-new-tokens 12", &out, &err),
+        0)
         << err;
     EXPECT_EQ(answer.text + "\n", out) << question;
     EXPECT_EQ(answer.completion_tokens, 12) << "the tiny model never stops early on these prompts";
@@ -167,9 +166,7 @@ TEST_F(Api, WrongGridIsAClearError) {
   try {
     session.set_scan(PreparedScan::prepare(path));
     FAIL() << "a 8x16x16 volume was accepted by a 32x256x256 model";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("32x256x256"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("32x256x256"), std::string::npos) << e.what(); }
   EXPECT_FALSE(session.scan().has_value());
 }
 

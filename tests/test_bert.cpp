@@ -53,9 +53,7 @@ void expect_encoder_parity(models::BertModel& model, const io::Checkpoint& expec
     ++compared;
   }
   EXPECT_GE(compared, 2);
-  if (expected.tensors.count("last_hidden_state")) {
-    EXPECT_LE(max_diff(out.last_hidden_state, tensor("last_hidden_state")), tolerance);
-  }
+  if (expected.tensors.count("last_hidden_state")) { EXPECT_LE(max_diff(out.last_hidden_state, tensor("last_hidden_state")), tolerance); }
   if (expected.tensors.count("pooler_output")) {
     ASSERT_TRUE(out.pooler_output.defined());
     EXPECT_LE(max_diff(out.pooler_output, tensor("pooler_output")), tolerance);
@@ -171,9 +169,9 @@ void expect_bertscore_parity(const std::string& run, eval::BertScoreOptions opti
   double worst = 0;
   size_t within = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::max({std::abs(got[i].precision - want["P"][i].get<double>()) * scale[0],
-                                  std::abs(got[i].recall - want["R"][i].get<double>()) * scale[1],
-                                  std::abs(got[i].fmeasure - want["F"][i].get<double>()) * scale[2]});
+    const double diff =
+        std::max({std::abs(got[i].precision - want["P"][i].get<double>()) * scale[0], std::abs(got[i].recall - want["R"][i].get<double>()) * scale[1],
+                  std::abs(got[i].fmeasure - want["F"][i].get<double>()) * scale[2]});
     worst = std::max(worst, diff);
     within += diff <= 1e-6;
     EXPECT_LE(diff, 1e-6) << "pair " << i << ": " << candidates[i];

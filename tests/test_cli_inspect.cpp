@@ -158,11 +158,7 @@ TEST(CliEncode, MatchesOfficialProjectorOutput) {
   const std::string dir = shared_fixture("vit3d_spp_tiny");
   const std::string out_path = temp_dir() + "/feats.safetensors";
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors --image-key images -o " +
-                            out_path,
-                        &out, &err),
-            0)
-      << err;
+  ASSERT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors --image-key images -o " + out_path, &out, &err), 0) << err;
   // Compare raw f32 values with the fixture's, read with plain JSON + memcpy.
   auto tensor_values = [](const std::string& file, const std::string& name) {
     const auto bytes = read_bytes(file);
@@ -187,13 +183,9 @@ TEST(CliEncode, MatchesOfficialProjectorOutput) {
 TEST(CliEncode, BadInputsFailClearly) {
   const std::string dir = shared_fixture("vit3d_spp_tiny");
   std::string out, err;
-  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors -o /tmp/x.safetensors",
-                        &out, &err),
-            1);
+  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + dir + "/expected.safetensors -o /tmp/x.safetensors", &out, &err), 1);
   EXPECT_NE(err.find("say which one is the image"), std::string::npos) << err;
-  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + fixture("io/npy_image_f32.npy") + " -o /tmp/x.safetensors",
-                        &out, &err),
-            1);
+  EXPECT_EQ(run_command(kM3d + " encode --model " + dir + " --image " + fixture("io/npy_image_f32.npy") + " -o /tmp/x.safetensors", &out, &err), 1);
   EXPECT_NE(err.find("expected an image of shape [B, 1, 32, 256, 256]"), std::string::npos) << err;
 }
 
@@ -211,9 +203,8 @@ TEST(CliGenerate, AnswerMatchesTransformers) {
     const auto want = read_json(fixture(std::string(name) + "/generate_expected.json"));
     const std::string image = shared_fixture("vit3d_spp_tiny/expected.safetensors");
     std::string out, err;
-    const std::string command = kM3d + " generate --model " + fixture(name) + " --image " + image +
-                                " --image-key images --max-new-tokens " + std::to_string(want["max_new_tokens"].get<int>()) +
-                                " --prompt '" + want["prompt"].get<std::string>() + "'";
+    const std::string command = kM3d + " generate --model " + fixture(name) + " --image " + image + " --image-key images --max-new-tokens " +
+                                std::to_string(want["max_new_tokens"].get<int>()) + " --prompt '" + want["prompt"].get<std::string>() + "'";
     ASSERT_EQ(run_command(command, &out, &err), 0) << err;
     EXPECT_EQ(out, want["text"].get<std::string>() + "\n");
     ASSERT_EQ(run_command(command + " --stream", &out, &err), 0) << err;
@@ -239,8 +230,8 @@ TEST(CliGenerate, SlowTokenizerCheckpointMatchesTransformers) {
   }
   const auto want = read_json(fixture("tokenizers/tiny_lamed_slow/expected.json"));
   const std::string command = kM3d + " generate --model " + dir + " --image " + shared_fixture("vit3d_spp_tiny/expected.safetensors") +
-                              " --image-key images --max-new-tokens " + std::to_string(want["max_new_tokens"].get<int>()) +
-                              " --prompt '" + want["prompt"].get<std::string>() + "'";
+                              " --image-key images --max-new-tokens " + std::to_string(want["max_new_tokens"].get<int>()) + " --prompt '" +
+                              want["prompt"].get<std::string>() + "'";
   std::string out, err;
   ASSERT_EQ(run_command(command, &out, &err), 0) << err;
   EXPECT_EQ(out, want["text"].get<std::string>() + "\n");

@@ -50,12 +50,11 @@ class CliLamed : public ::testing::Test {
     return out;
   }
   // The tiny LaMed fixture (32x256x256 input, 300-token vocabulary) on the synthetic set.
-  static std::string train(const std::string& name, const std::string& preset, const std::string& extra,
-                           const std::string& init = fixture("lamed_phi3_tiny")) {
+  static std::string train(const std::string& name, const std::string& preset, const std::string& extra, const std::string& init = fixture("lamed_phi3_tiny")) {
     const std::string out = *root_ + "/" + name;
     std::string stdout_text, stderr_text;
-    const std::string command = kM3d + " train lamed -q --preset " + preset + " --init " + init + " --data " + *root_ +
-                                "/data -o " + out + " --max-steps 2 --set batch_size=2 --set max_length=400 --set workers=1 --set save_steps=1" +
+    const std::string command = kM3d + " train lamed -q --preset " + preset + " --init " + init + " --data " + *root_ + "/data -o " + out +
+                                " --max-steps 2 --set batch_size=2 --set max_length=400 --set workers=1 --set save_steps=1" +
                                 " --set save_total_limit=1 --set eval_limit=2 --set eval_fraction=0.5 " + extra;
     EXPECT_EQ(run_command(command, &stdout_text, &stderr_text), 0) << stderr_text;
     return out;
@@ -76,9 +75,7 @@ TEST_F(CliLamed, Stage1TrainsOnlyTheProjectorAndInputEmbeddings) {
   for (const auto& [name, tensor] : after) {
     if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
       EXPECT_EQ(tensor.size(0), 303) << name << ": resized to the tokenizer";
-      if (name == "lm_head.weight") {
-        EXPECT_TRUE(torch::equal(tensor.slice(0, 0, 300), before.at(name))) << "lm_head is frozen in stage 1";
-      }
+      if (name == "lm_head.weight") { EXPECT_TRUE(torch::equal(tensor.slice(0, 0, 300), before.at(name))) << "lm_head is frozen in stage 1"; }
       continue;
     }
     const bool same = torch::equal(tensor, before.at(name));
@@ -130,8 +127,8 @@ TEST_F(CliLamed, TrainingFromACheckpointKeepsItsRecipe) {
   const std::string init = *root_ + "/init_with_recipe";
   fs::create_directories(init);
   for (const auto& entry : fs::directory_iterator(fixture("lamed_phi3_tiny"))) fs::copy_file(entry.path(), init + "/" + entry.path().filename().string());
-  const nlohmann::json recipe = {{"name", "ct-abdomen"}, {"source", "a test"},
-                                 {"ops", {{{"op", "window"}, {"preset", "abdomen"}}, {{"op", "resize"}, {"size", {32, 256, 256}}}}}};
+  const nlohmann::json recipe = {
+      {"name", "ct-abdomen"}, {"source", "a test"}, {"ops", {{{"op", "window"}, {"preset", "abdomen"}}, {{"op", "resize"}, {"size", {32, 256, 256}}}}}};
   std::ofstream(init + "/m3d_recipe.json") << recipe.dump();
   const std::string out = train("with_recipe", "stage1", "", init);
   for (const char* dir : {"/checkpoint-2", "/final"}) {
@@ -162,13 +159,13 @@ TEST_F(CliLamed, Stage2TrainsUnderBf16AutocastWithCheckpointedVitBlocks) {
 
 TEST_F(CliLamed, BadConfigsFailClearly) {
   std::string out, err;
-  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
-                            "/data -o " + *root_ + "/bad --set stage=sideways",
+  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ + "/data -o " + *root_ +
+                            "/bad --set stage=sideways",
                         &out, &err),
             0);
   EXPECT_NE(err.find("stage must be pretrain, finetune or full"), std::string::npos) << err;
-  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ +
-                            "/data -o " + *root_ + "/bad --set 'mixture={\"captions\":1}'",
+  EXPECT_NE(run_command(kM3d + " train lamed --preset stage2 --init " + fixture("lamed_phi3_tiny") + " --data " + *root_ + "/data -o " + *root_ +
+                            "/bad --set 'mixture={\"captions\":1}'",
                         &out, &err),
             0);
   EXPECT_NE(err.find("unknown mixture task 'captions'"), std::string::npos) << err;

@@ -32,8 +32,7 @@ class CliSegment : public ::testing::Test {
     reference_ = io::tensor_from_record(expected.tensor("seg_logits")).clone();
   }
   std::string command(const std::string& hidden, const std::string& image) const {
-    return kM3d + " segment --model " + model_ + " --image " + image + " --seg-hidden " + hidden + " --logits " + dir_ +
-           "/logits.npy -o " + dir_ + "/mask.npy";
+    return kM3d + " segment --model " + model_ + " --image " + image + " --seg-hidden " + hidden + " --logits " + dir_ + "/logits.npy -o " + dir_ + "/mask.npy";
   }
   std::string model_, expected_, dir_, hidden_;
   at::Tensor reference_;
@@ -71,10 +70,8 @@ TEST_F(CliSegment, BadInputsAreClearErrors) {
   EXPECT_NE(err.find("expected an image of shape [B, 1, 32, 256, 256]"), std::string::npos) << err;
   // A checkpoint without a seg module.
   const std::string no_seg = shared_fixture("vit3d_spp_tiny");
-  EXPECT_EQ(run_command(kM3d + " segment --model " + no_seg + " --image " + image + " --seg-hidden " + hidden_ + " --logits " + dir_ +
-                            "/logits.npy",
-                        &out, &err),
-            1);
+  EXPECT_EQ(
+      run_command(kM3d + " segment --model " + no_seg + " --image " + image + " --seg-hidden " + hidden_ + " --logits " + dir_ + "/logits.npy", &out, &err), 1);
   EXPECT_NE(err.find("'segmentation_module' is not set"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir_ + "/logits.npy"));
   EXPECT_FALSE(fs::exists(dir_ + "/mask.npy"));

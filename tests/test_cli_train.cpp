@@ -52,17 +52,36 @@ class CliTrain : public ::testing::Test {
   }
   // A training config of a tiny model; `extra` fields override.
   static std::string config(const std::string& name, const nlohmann::json& extra) {
-    nlohmann::json c = {
-        {"model",
-         {{"model_type", "m3d_clip"}, {"img_size", {8, 16, 16}}, {"patch_size", {4, 8, 8}}, {"hidden_size", 32}, {"mlp_dim", 48},
-          {"num_layers", 2}, {"num_heads", 4}, {"loss_type", "nce"},
-          {"text_config",
-           {{"vocab_size", 30522}, {"hidden_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"intermediate_size", 37},
-            {"max_position_embeddings", 64}}}}},
-        {"tokenizer", std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2"},
-        {"data", *root_ + "/data"}, {"max_length", 32}, {"batch_size", 4}, {"max_steps", 12}, {"lr", 1e-3}, {"warmup_ratio", 0.2},
-        {"eval_split", ""}, {"eval_fraction", 0}, {"save_steps", 3}, {"save_total_limit", 2}, {"cache_images", true}, {"workers", 1},
-        {"log_steps", 1}};
+    nlohmann::json c = {{"model",
+                         {{"model_type", "m3d_clip"},
+                          {"img_size", {8, 16, 16}},
+                          {"patch_size", {4, 8, 8}},
+                          {"hidden_size", 32},
+                          {"mlp_dim", 48},
+                          {"num_layers", 2},
+                          {"num_heads", 4},
+                          {"loss_type", "nce"},
+                          {"text_config",
+                           {{"vocab_size", 30522},
+                            {"hidden_size", 32},
+                            {"num_hidden_layers", 2},
+                            {"num_attention_heads", 4},
+                            {"intermediate_size", 37},
+                            {"max_position_embeddings", 64}}}}},
+                        {"tokenizer", std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2"},
+                        {"data", *root_ + "/data"},
+                        {"max_length", 32},
+                        {"batch_size", 4},
+                        {"max_steps", 12},
+                        {"lr", 1e-3},
+                        {"warmup_ratio", 0.2},
+                        {"eval_split", ""},
+                        {"eval_fraction", 0},
+                        {"save_steps", 3},
+                        {"save_total_limit", 2},
+                        {"cache_images", true},
+                        {"workers", 1},
+                        {"log_steps", 1}};
     for (const auto& [key, value] : extra.items()) {
       if (key == "text_dropout") {  // BERT's dropouts (default 0.1, as HF's)
         c["model"]["text_config"]["hidden_dropout_prob"] = value;
@@ -238,8 +257,10 @@ TEST_F(CliTrain, EmbedWritesTheModelsNormalisedFeatures) {
   const std::string checkpoint = run + "/checkpoint-2";
   const auto volume = torch::rand({1, 8, 16, 16});
   io::npy_write(*root_ + "/v.npy", DType::F32, {1, 8, 16, 16}, volume.data_ptr<float>());
-  ASSERT_EQ(run_command(kM3d + " embed --model " + checkpoint + " --image " + *root_ + "/v.npy --text 'The liver is normal.' --text 'Axial chest CT.'",
-                        &out, &err), 0) << err;
+  ASSERT_EQ(
+      run_command(kM3d + " embed --model " + checkpoint + " --image " + *root_ + "/v.npy --text 'The liver is normal.' --text 'Axial chest CT.'", &out, &err),
+      0)
+      << err;
   const auto result = nlohmann::json::parse(out);
   ASSERT_EQ(result["image"].size(), 1u);
   ASSERT_EQ(result["text"].size(), 2u);

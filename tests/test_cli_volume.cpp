@@ -41,9 +41,8 @@ TEST(CliVolume, PrepMatchesMonaiAndBackLandsOnTheScanGrid) {
   const std::string dir = temp_dir();
   const std::string scan = kNibabel + "/anatomical.nii";
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " volume prep " + scan + " --recipe m3d-lamed -o " + dir + "/x.npy --preview " + dir + "/p.png --map " + dir +
-                            "/map.json",
-                        &out, &err),
+  ASSERT_EQ(run_command(kM3d + " volume prep " + scan + " --recipe m3d-lamed -o " + dir + "/x.npy --preview " + dir + "/p.png --map " + dir + "/map.json", &out,
+                        &err),
             0)
       << err;
   const at::Tensor x = imaging::model_input_load(dir + "/x.npy");
@@ -66,8 +65,7 @@ TEST(CliVolume, PrepMatchesMonaiAndBackLandsOnTheScanGrid) {
   // A model-space mask (upper half of the intensities) back onto the original 33 x 41 x 25 grid.
   const at::Tensor mask = (x.squeeze() > 0.5).to(at::kFloat).contiguous();
   io::npy_write(dir + "/mask.npy", DType::F32, {32, 256, 256}, mask.data_ptr<float>());
-  ASSERT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --mask " + dir + "/mask.npy -o " + dir + "/mask.nii.gz", &out, &err), 0)
-      << err;
+  ASSERT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --mask " + dir + "/mask.npy -o " + dir + "/mask.nii.gz", &out, &err), 0) << err;
   const imaging::RawVolume back = imaging::volume_read(dir + "/mask.nii.gz");
   const imaging::RawVolume original = imaging::volume_read(scan);
   EXPECT_EQ(back.size, original.size);
@@ -184,9 +182,9 @@ TEST(CliScore, WritesScoredCsvSummaryAndTable) {
   EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/vqa_closed_predictions.csv") + " -o " + dir, &out, &err), 0);
   EXPECT_EQ(run_command(kM3d + " score --task rec --pred /nonexistent.csv", &out, &err), 1);
   EXPECT_NE(err.find("/nonexistent.csv: cannot open"), std::string::npos) << err;
-  EXPECT_EQ(run_command("M3D_PUNKT_DIR=/nonexistent " + kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir,
-                        &out, &err),
-            1);
+  EXPECT_EQ(
+      run_command("M3D_PUNKT_DIR=/nonexistent " + kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir, &out, &err),
+      1);
   EXPECT_NE(err.find("/nonexistent/abbrev_types.txt is missing"), std::string::npos) << err;
   EXPECT_NE(err.find("scripts/fetch_vocab.sh"), std::string::npos) << err;
 }
@@ -197,8 +195,8 @@ TEST(CliScore, MeteorAndBertScoreColumnsMatchNltkAndBertScore) {
   const std::string dir = temp_dir();
   const std::string minilm = std::string(M3D_SOURCE_DIR) + "/third_party/models/all-MiniLM-L6-v2";
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir +
-                            " --bertscore-model " + minilm + " --bertscore-layers 4",
+  ASSERT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir + " --bertscore-model " + minilm +
+                            " --bertscore-layers 4",
                         &out, &err),
             0)
       << err;
@@ -215,8 +213,8 @@ TEST(CliScore, MeteorAndBertScoreColumnsMatchNltkAndBertScore) {
   EXPECT_NEAR(summary["metrics"]["m3d_bert_f1"].get<double>(), sum / 92.0, 1e-6);
   EXPECT_FALSE(summary.contains("not_computed"));
   EXPECT_NE(summary["bert_f1_setting"].get<std::string>().find("4 layers, idf off, not rescaled"), std::string::npos);
-  EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir +
-                            " --bertscore-model " + minilm + " --bertscore-layers 9",
+  EXPECT_EQ(run_command(kM3d + " score --task report --pred " + fixture("metrics/report_predictions.csv") + " -o " + dir + " --bertscore-model " + minilm +
+                            " --bertscore-layers 9",
                         &out, &err),
             1);
   EXPECT_NE(err.find("9 layers asked, the model has 6"), std::string::npos) << err;
@@ -257,8 +255,8 @@ std::string tiny_m3d_data(const std::string& root) {
     const int64_t empty[1] = {0};
     io::npy_write(case_dir + "/masks/mask_2.npy", DType::I64, {1, 1, 1, 1}, empty);
     for (const char* m : {"mask_0.npy", "mask_2.npy"}) {
-      seg_json["test"].push_back({{"image", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/image.npy"},
-                                  {"label", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/masks/" + m}});
+      seg_json["test"].push_back(
+          {{"image", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/image.npy"}, {"label", "M3D_Seg_npy/0003/case" + std::to_string(n) + "/masks/" + m}});
     }
   }
   std::ofstream(seg + "/0003.json") << seg_json.dump();
@@ -307,13 +305,13 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   ASSERT_EQ(run_command(copied, &out, &err), 0) << err;
   EXPECT_EQ(read_bytes(out3 + "/predictions.csv"), csv);
   // Another model or setting into a used folder is refused (it would mix two runs), unless --overwrite.
-  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_phi3_tiny") + " --data " + data + " --max-new-tokens 4 --task vqa-closed -o " + out2,
-                        &out, &err),
-            1);
+  EXPECT_EQ(
+      run_command(kM3d + " bench --model " + fixture("lamed_phi3_tiny") + " --data " + data + " --max-new-tokens 4 --task vqa-closed -o " + out2, &out, &err),
+      1);
   EXPECT_NE(err.find("holds predictions of another run (different model)"), std::string::npos) << err;
-  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + data + " --max-new-tokens 5 --task vqa-closed -o " + out2,
-                        &out, &err),
-            1);
+  EXPECT_EQ(
+      run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + data + " --max-new-tokens 5 --task vqa-closed -o " + out2, &out, &err),
+      1);
   EXPECT_NE(err.find("(different max_new_tokens)"), std::string::npos) << err;
   ASSERT_EQ(run_command(base + " --task vqa-closed --overwrite -o " + out2, &out, &err), 0) << err;
   EXPECT_EQ(read_bytes(out2 + "/predictions.csv"), csv);
@@ -369,8 +367,7 @@ TEST(CliBench, RunsScoresAndResumesToTheSameNumbers) {
   std::ofstream(root + "/bad_seg.json") << R"({"test": [{"image": "x.npy", "label": "masks/tumour.npy"}]})";
   EXPECT_EQ(run_command(base + " --task rec --seg-json " + root + "/bad_seg.json -o " + out1 + "_w", &out, &err), 1);
   EXPECT_NE(err.find("does not name a known class (mask_<index>.npy)"), std::string::npos) << err;
-  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + root + "/empty --task vqa-closed -o " + out1 + "_y",
-                        &out, &err),
+  EXPECT_EQ(run_command(kM3d + " bench --model " + fixture("lamed_llama_tiny") + " --data " + root + "/empty --task vqa-closed -o " + out1 + "_y", &out, &err),
             1);
   EXPECT_NE(err.find("no M3D-VQA test csv found"), std::string::npos) << err;
 }

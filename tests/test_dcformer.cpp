@@ -70,8 +70,8 @@ io::Checkpoint* DcformerParity::expected_ = nullptr;
 TEST(Dcformer, VariantParameterCountsMatchTheOfficialModel) {
   // Parameter counts of dcformer.py's factory functions, measured in PyTorch (med3dvlm_spec.md §1.1).
   const std::vector<std::pair<std::string, int64_t>> counts = {
-      {"decomp_nano", 789216},     {"decomp_naive", 5851680},  {"decomp_tiny", 14657472},
-      {"decomp_small", 18244800},  {"decomp_base", 33868864},  {"decomp_large", 185125440},
+      {"decomp_nano", 789216},    {"decomp_naive", 5851680}, {"decomp_tiny", 14657472},
+      {"decomp_small", 18244800}, {"decomp_base", 33868864}, {"decomp_large", 185125440},
   };
   for (const auto& [name, count] : counts) {
     Dcformer model(dcformer_variant(name));
@@ -158,10 +158,14 @@ TEST_F(DcformerParity, Bf16StaysClose) {
 
 TEST_F(DcformerParity, WrongGridIsAClearError) {
   Med3dvlmVision vision = med3dvlm_vision_load(*checkpoint_);
-  test::expect_one_line_error([&] { vision->forward(torch::zeros({1, 1, 32, 256, 256})); }, "",
-                              "image is 1x1x32x256x256 but this model's grid is 128x256x256 (D x H x W; expected an image of shape "
-                              "[B, 1, 128, 256, 256]): prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in "
-                              "med3dvlm) or give a .npy already on the model grid");
+  test::expect_one_line_error(
+      [&] {
+        vision->forward(torch::zeros({1, 1, 32, 256, 256}));
+      },
+      "",
+      "image is 1x1x32x256x256 but this model's grid is 128x256x256 (D x H x W; expected an image of shape "
+      "[B, 1, 128, 256, 256]): prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in "
+      "med3dvlm) or give a .npy already on the model grid");
 }
 
 TEST_F(DcformerParity, ArchitecturesAsAPlainStringLoads) {
@@ -205,8 +209,11 @@ TEST_F(DcformerParity, ConfigsThatDoNotFitAreClearErrors) {
   refused([](auto& c) { c["proj_out_num"] = 256; }, "proj_out_num 256 does not match the mixer projector, which makes 32 + 32 tokens");
   refused([](auto& c) { c["high_output_size"] = {16}; }, "must have the same length");
   // The released decomp_small widths against the tiny tower's weights.
-  refused([](auto& c) { c["low_input_size"] = {256, 384}; },
-          "low_input_size [256, 384] does not fit the DCFormer, whose stage s3 gives 256 tokens x 24 channels at 128x256x256");
+  refused(
+      [](auto& c) {
+        c["low_input_size"] = {256, 384};
+      },
+      "low_input_size [256, 384] does not fit the DCFormer, whose stage s3 gives 256 tokens x 24 channels at 128x256x256");
 }
 
 TEST_F(DcformerParity, EncodeCommandMatchesOfficial) {
@@ -244,9 +251,7 @@ TEST_F(DcformerParity, EncodePreparesAScanWithTheMed3dvlmRecipe) {
   std::string err;
   ASSERT_EQ(encode("auto", dir + "/auto.safetensors", &err), 0) << err;
   ASSERT_EQ(encode("med3dvlm", dir + "/named.safetensors", &err), 0) << err;
-  const auto embeddings = [](const std::string& file) {
-    return io::tensor_from_record(io::checkpoint_open(file).tensor("image_embeddings")).clone();
-  };
+  const auto embeddings = [](const std::string& file) { return io::tensor_from_record(io::checkpoint_open(file).tensor("image_embeddings")).clone(); };
   const at::Tensor automatic = embeddings(dir + "/auto.safetensors");
   EXPECT_EQ(automatic.sizes().vec(), (std::vector<int64_t>{1, 64, 64}));
   EXPECT_TRUE(torch::equal(automatic, embeddings(dir + "/named.safetensors")));

@@ -45,9 +45,7 @@ void expect_bits_equal(const std::vector<float>& got, const std::vector<float>& 
   ASSERT_EQ(got.size(), want.size()) << what;
   size_t mismatches = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    if (std::memcmp(&got[i], &want[i], 4) != 0 && mismatches++ < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: " << got[i] << " != gguf-py's " << want[i];
-    }
+    if (std::memcmp(&got[i], &want[i], 4) != 0 && mismatches++ < 5) { ADD_FAILURE() << what << "[" << i << "]: " << got[i] << " != gguf-py's " << want[i]; }
   }
   EXPECT_EQ(mismatches, 0u) << what;
 }
@@ -65,8 +63,8 @@ TEST(GgufBlocks, EveryTypeDequantizesLikeGgufPy) {
     expect_bits_equal(gguf_dequantize(tensor), expected_values("blocks/" + tensor.name), tensor.name);
     types.insert(want["type"].get<std::string>());
   }
-  for (const char* type : {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
-                           "Q6_K", "Q8_K", "F64", "I8", "I16", "I32"}) {
+  for (const char* type :
+       {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "F64", "I8", "I16", "I32"}) {
     EXPECT_TRUE(types.count(type)) << type << " is not covered by the fixture";
   }
 }
@@ -74,8 +72,8 @@ TEST(GgufBlocks, EveryTypeDequantizesLikeGgufPy) {
 TEST(GgufBlocks, TypeSizesMatchGgufPy) {
   // GGML_QUANT_SIZES in gguf-py's constants.py.
   const std::map<GgmlType, std::pair<int64_t, size_t>> sizes = {
-      {GgmlType::Q4_0, {32, 18}},  {GgmlType::Q4_1, {32, 20}},   {GgmlType::Q5_0, {32, 22}},  {GgmlType::Q5_1, {32, 24}},
-      {GgmlType::Q8_0, {32, 34}},  {GgmlType::Q2_K, {256, 84}},  {GgmlType::Q3_K, {256, 110}}, {GgmlType::Q4_K, {256, 144}},
+      {GgmlType::Q4_0, {32, 18}},   {GgmlType::Q4_1, {32, 20}},   {GgmlType::Q5_0, {32, 22}},   {GgmlType::Q5_1, {32, 24}},
+      {GgmlType::Q8_0, {32, 34}},   {GgmlType::Q2_K, {256, 84}},  {GgmlType::Q3_K, {256, 110}}, {GgmlType::Q4_K, {256, 144}},
       {GgmlType::Q5_K, {256, 176}}, {GgmlType::Q6_K, {256, 210}}, {GgmlType::Q8_K, {256, 292}}, {GgmlType::BF16, {1, 2}},
   };
   for (const auto& [type, size] : sizes) {
@@ -107,8 +105,7 @@ TEST(GgufBlocks, ReferenceQuantizersWriteGgufPysBytes) {
   test::expect_one_line_error([&] { ggml_quantize(GgmlType::Q4_K, x, out.data(), 256); }, "", "no reference quantizer for Q4_K");
   test::expect_one_line_error([&] { ggml_quantize(GgmlType::Q8_0, x, out.data(), 33); }, "", "not a whole number of Q8_0 blocks");
   std::vector<float> y(256);
-  test::expect_one_line_error([&] { ggml_dequantize(GgmlType::IQ2_XXS, out.data(), y.data(), 256); }, "",
-                              "no reference dequantizer for IQ2_XXS");
+  test::expect_one_line_error([&] { ggml_dequantize(GgmlType::IQ2_XXS, out.data(), y.data(), 256); }, "", "no reference dequantizer for IQ2_XXS");
 }
 
 TEST(GgufBlocks, HalfConversionsRoundToNearestEven) {
@@ -123,9 +120,7 @@ TEST(GgufBlocks, HalfConversionsRoundToNearestEven) {
   EXPECT_EQ(fp16_to_f32(0x0001), 5.960464477539063e-08f);
   EXPECT_EQ(fp16_to_f32(0xFC00), -INFINITY);
   EXPECT_TRUE(std::isnan(fp16_to_f32(f32_to_fp16(NAN))));
-  for (uint32_t h = 0; h < 0x7C00; ++h) {
-    ASSERT_EQ(f32_to_fp16(fp16_to_f32(static_cast<uint16_t>(h))), h) << "every finite half round-trips";
-  }
+  for (uint32_t h = 0; h < 0x7C00; ++h) { ASSERT_EQ(f32_to_fp16(fp16_to_f32(static_cast<uint16_t>(h))), h) << "every finite half round-trips"; }
   EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3F80) << "tie goes to even";
   EXPECT_EQ(bf16_to_f32(0x3F81), 1.0078125f);
 }
@@ -141,17 +136,25 @@ void expect_value(const GgufFile& gguf, const std::string& key, const nlohmann::
   ASSERT_EQ(v->count, values.size());
   for (uint64_t i = 0; i < v->count; ++i) {
     switch (v->element) {
-      case GgufType::STRING: EXPECT_EQ(v->strings[i], values[i].get<std::string>()); break;
-      case GgufType::BOOL: EXPECT_EQ(v->bool_at(i, key), values[i].get<bool>()); break;
+      case GgufType::STRING:
+        EXPECT_EQ(v->strings[i], values[i].get<std::string>());
+        break;
+      case GgufType::BOOL:
+        EXPECT_EQ(v->bool_at(i, key), values[i].get<bool>());
+        break;
       case GgufType::F32:
-      case GgufType::F64: EXPECT_EQ(v->float_at(i, key), values[i].get<double>()); break;
+      case GgufType::F64:
+        EXPECT_EQ(v->float_at(i, key), values[i].get<double>());
+        break;
       case GgufType::U64: {
         uint64_t raw;
         std::memcpy(&raw, v->data + 8 * i, 8);
         EXPECT_EQ(raw, values[i].get<uint64_t>());
         break;
       }
-      default: EXPECT_EQ(v->int_at(i, key), values[i].get<int64_t>()); break;
+      default:
+        EXPECT_EQ(v->int_at(i, key), values[i].get<int64_t>());
+        break;
     }
   }
 }
@@ -297,8 +300,7 @@ TEST(GgufLlama, TokenizerFromMetadata) {
   EXPECT_EQ(t.add_bos_token, false);
   EXPECT_FALSE(t.add_eos_token.has_value());
   EXPECT_EQ(t.chat_template, meta["tokenizer.chat_template"]["value"].get<std::string>());
-  test::expect_one_line_error([] { gguf_tokenizer(gguf_read(fixture("gguf/blocks.gguf"))); }, "blocks.gguf",
-                              "'tokenizer.ggml.model' is missing");
+  test::expect_one_line_error([] { gguf_tokenizer(gguf_read(fixture("gguf/blocks.gguf"))); }, "blocks.gguf", "'tokenizer.ggml.model' is missing");
 }
 
 TEST(GgufInspect, SummaryCountsElementsAndStoredBytesPerModuleAndType) {
@@ -336,10 +338,16 @@ TEST(GgufInspect, SummaryCountsElementsAndStoredBytesPerModuleAndType) {
 
 struct Bytes {
   std::vector<uint8_t> b;
-  Bytes& u8(uint8_t v) { b.push_back(v); return *this; }
+  Bytes& u8(uint8_t v) {
+    b.push_back(v);
+    return *this;
+  }
   Bytes& u32(uint32_t v) { return raw(&v, 4); }
   Bytes& u64(uint64_t v) { return raw(&v, 8); }
-  Bytes& str(const std::string& s) { u64(s.size()); return raw(s.data(), s.size()); }
+  Bytes& str(const std::string& s) {
+    u64(s.size());
+    return raw(s.data(), s.size());
+  }
   Bytes& raw(const void* p, size_t n) {
     const auto* c = static_cast<const uint8_t*>(p);
     b.insert(b.end(), c, c + n);
@@ -358,8 +366,7 @@ Bytes tensor_info(const std::string& name, const std::vector<uint64_t>& dims, ui
 }
 
 // A file with the given key/values and tensor infos, padded to `alignment`, then `data` zero bytes.
-std::vector<uint8_t> gguf_file(const std::vector<Bytes>& kvs, const std::vector<Bytes>& infos, size_t data,
-                               uint32_t version = 3, uint64_t alignment = 32) {
+std::vector<uint8_t> gguf_file(const std::vector<Bytes>& kvs, const std::vector<Bytes>& infos, size_t data, uint32_t version = 3, uint64_t alignment = 32) {
   Bytes out;
   out.raw("GGUF", 4).u32(version).u64(infos.size()).u64(kvs.size());
   for (const auto& kv : kvs) out.add(kv);

@@ -45,9 +45,7 @@ TEST(HfConfig, WrongTypesNameFileAndKey) {
   try {
     hf_config_read(path);
     FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), path + ": key 'hidden_size': expected an integer, found string");
-  }
+  } catch (const Error& e) { EXPECT_EQ(std::string(e.what()), path + ": key 'hidden_size': expected an integer, found string"); }
 }
 
 TEST(HfConfig, MalformedJsonNamesFile) {
@@ -55,9 +53,7 @@ TEST(HfConfig, MalformedJsonNamesFile) {
   try {
     hf_config_read(path);
     FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()).rfind(path + ": not valid JSON", 0), 0u) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_EQ(std::string(e.what()).rfind(path + ": not valid JSON", 0), 0u) << e.what(); }
   EXPECT_THROW(hf_config_read(write("c2.json", "[1]")), Error);
   EXPECT_THROW(hf_config_read(test::temp_dir() + "/absent.json"), Error);
 }
@@ -102,8 +98,8 @@ TEST(AddedTokens, ReadsIdsAndRejectsBadOnes) {
 }
 
 TEST(SpecialTokensMap, Reads) {
-  auto s = special_tokens_map_read(write("special_tokens_map.json",
-                                         R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "additional_special_tokens": ["<bx_start>", "<bx_end>"]})"));
+  auto s = special_tokens_map_read(
+      write("special_tokens_map.json", R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "additional_special_tokens": ["<bx_start>", "<bx_end>"]})"));
   EXPECT_EQ(s.bos_token, "<s>");
   EXPECT_EQ(s.eos_token, "</s>");
   EXPECT_EQ(s.additional_special_tokens.size(), 2u);

@@ -34,8 +34,7 @@ class LamedParity : public ::testing::TestWithParam<Case> {
   void SetUp() override {
     dir_ = test::fixture(GetParam().dir);
     expected_ = std::make_unique<io::Checkpoint>(io::checkpoint_open(dir_ + "/expected.safetensors"));
-    shared_ = std::make_unique<io::Checkpoint>(
-        io::checkpoint_open(test::shared_fixture("vit3d_spp_tiny/expected.safetensors")));
+    shared_ = std::make_unique<io::Checkpoint>(io::checkpoint_open(test::shared_fixture("vit3d_spp_tiny/expected.safetensors")));
   }
   at::Tensor expected(const std::string& name) const { return io::tensor_from_record(expected_->tensor(name)); }
   at::Tensor image() const { return io::tensor_from_record(shared_->tensor("images")); }
@@ -135,8 +134,7 @@ TEST_P(LamedParity, Bf16ActivationsAreNoFurtherFromF32ThanPyTorchInBf16) {
   const io::Checkpoint bf16_reference = io::checkpoint_open(dir_ + "/bf16_reference.safetensors");
   const double pytorch = max_diff(io::tensor_from_record(bf16_reference.tensor("logits_bf16")), reference) / std;
   const double m3d = max_diff(run.logits, reference) / std;
-  std::printf("%s bf16 activations: logits max abs diff / std = %.4f (PyTorch bf16: %.4f)\n", GetParam().dir, m3d,
-              pytorch);
+  std::printf("%s bf16 activations: logits max abs diff / std = %.4f (PyTorch bf16: %.4f)\n", GetParam().dir, m3d, pytorch);
   EXPECT_LE(m3d, pytorch);
   const at::Tensor want = expected("greedy_ids").flatten().slice(0, 0, 10);
   EXPECT_EQ(run.greedy, std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + 10));
@@ -180,8 +178,7 @@ TEST_P(LamedParity, StopTokenEndsGeneration) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, LamedParity,
-                         ::testing::Values(Case{"lamed_phi3_tiny", "LamedPhi3ForCausalLM"},
-                                           Case{"lamed_llama_tiny", "LamedLlamaForCausalLM"}),
+                         ::testing::Values(Case{"lamed_phi3_tiny", "LamedPhi3ForCausalLM"}, Case{"lamed_llama_tiny", "LamedLlamaForCausalLM"}),
                          [](const auto& info) { return std::string(info.param.architecture); });
 
 TEST(LamedErrors, UnknownArchitectureListsSupportedOnes) {
@@ -206,9 +203,7 @@ TEST(LamedErrors, PromptLongerThanContextIsRefused) {
   try {
     generate::generate(*loaded.lm, embeds, options);
     FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what(); }
 }
 
 }  // namespace
@@ -300,9 +295,7 @@ TEST(Sampler, ProcessorsFollowHuggingFace) {
     try {
       generation_options_check(o);
       ADD_FAILURE() << "accepted: " << fragment;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-    }
+    } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what(); }
   };
   expect_rejected([](auto& o) { o.max_new_tokens = -1; }, "max_new_tokens must be >= 0");
   expect_rejected([](auto& o) { o.top_p = -1; }, "top_p must be in (0, 1]");
@@ -325,9 +318,7 @@ TEST(Generate, HugeMaxNewTokensIsAContextError) {
   try {
     generate(*loaded.lm, embeds, o);
     ADD_FAILURE() << "accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("exceeds the model's context"), std::string::npos) << e.what(); }
 }
 
 }  // namespace

@@ -66,10 +66,8 @@ class LamedSeg : public ::testing::Test {
     dir_ = new std::string(assemble_checkpoint());
     session_ = new generate::Session(generate::session_open(*dir_));
     expected_ = new io::Checkpoint(io::checkpoint_open(fixture("lamed_seg_tiny") + "/expected.safetensors"));
-    images_ = new at::Tensor(io::tensor_from_record(io::checkpoint_open(shared_fixture("vit3d_spp_tiny") + "/expected.safetensors")
-                                                        .tensor("images"))
-                                 .to(torch::kFloat)
-                                 .clone());
+    images_ = new at::Tensor(
+        io::tensor_from_record(io::checkpoint_open(shared_fixture("vit3d_spp_tiny") + "/expected.safetensors").tensor("images")).to(torch::kFloat).clone());
   }
   static void TearDownTestSuite() {
     delete session_;
@@ -226,9 +224,7 @@ TEST_F(LamedSeg, CliSegmentAndGenerateWriteTheMask) {
   const std::string image = shared_fixture("vit3d_spp_tiny") + "/expected.safetensors --image-key images";
   const std::string prompt = " --prompt '" + json["prompt"].get<std::string>() + "' --max-new-tokens 16";
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " segment --model " + *dir_ + " --image " + image + prompt + " --logits " + dir + "/l.npy -o " + dir + "/m.npy",
-                        &out, &err),
-            0)
+  ASSERT_EQ(run_command(kM3d + " segment --model " + *dir_ + " --image " + image + prompt + " --logits " + dir + "/l.npy -o " + dir + "/m.npy", &out, &err), 0)
       << err;
   EXPECT_EQ(out, json["text"].get<std::string>() + "\n");
   const at::Tensor logits = io::tensor_from_record(io::npy_read(dir + "/l.npy").array).clone();
@@ -236,8 +232,7 @@ TEST_F(LamedSeg, CliSegmentAndGenerateWriteTheMask) {
   const at::Tensor mask = io::tensor_from_record(io::npy_read(dir + "/m.npy").array).clone();
   EXPECT_TRUE(torch::equal(mask, (logits > 0).to(torch::kByte)));
   // m3d generate --seg-out: the same mask.
-  ASSERT_EQ(run_command(kM3d + " generate --model " + *dir_ + " --image " + image + prompt + " --seg-out " + dir + "/g.npy", &out, &err), 0)
-      << err;
+  ASSERT_EQ(run_command(kM3d + " generate --model " + *dir_ + " --image " + image + prompt + " --seg-out " + dir + "/g.npy", &out, &err), 0) << err;
   EXPECT_EQ(out, json["text"].get<std::string>() + "\n");
   EXPECT_TRUE(torch::equal(io::tensor_from_record(io::npy_read(dir + "/g.npy").array), mask));
 }
@@ -248,8 +243,8 @@ TEST_F(LamedSeg, MaskOfAScanLandsOnItsGrid) {
   const std::string dir = temp_dir();
   const auto json = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json");
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " segment --model " + *dir_ + " --image " + kScan + " --recipe m3d-lamed --prompt '" +
-                            json["prompt"].get<std::string>() + "' --max-new-tokens 16 -o " + dir + "/mask.nii.gz --logits " + dir + "/l.npy",
+  ASSERT_EQ(run_command(kM3d + " segment --model " + *dir_ + " --image " + kScan + " --recipe m3d-lamed --prompt '" + json["prompt"].get<std::string>() +
+                            "' --max-new-tokens 16 -o " + dir + "/mask.nii.gz --logits " + dir + "/l.npy",
                         &out, &err),
             0)
       << err;
@@ -257,12 +252,8 @@ TEST_F(LamedSeg, MaskOfAScanLandsOnItsGrid) {
   const at::Tensor model_mask = (logits > 0).to(torch::kFloat).contiguous();
   ASSERT_GT(model_mask.sum().item<double>(), 0);
   io::npy_write(dir + "/model_mask.npy", DType::F32, model_mask.sizes().vec(), model_mask.data_ptr<float>());
-  ASSERT_EQ(run_command(kM3d + " volume prep " + kScan + " --recipe m3d-lamed -o " + dir + "/x.npy --map " + dir + "/map.json", &out, &err), 0)
-      << err;
-  ASSERT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --mask " + dir + "/model_mask.npy -o " + dir + "/back.nii.gz", &out,
-                        &err),
-            0)
-      << err;
+  ASSERT_EQ(run_command(kM3d + " volume prep " + kScan + " --recipe m3d-lamed -o " + dir + "/x.npy --map " + dir + "/map.json", &out, &err), 0) << err;
+  ASSERT_EQ(run_command(kM3d + " volume back --map " + dir + "/map.json --mask " + dir + "/model_mask.npy -o " + dir + "/back.nii.gz", &out, &err), 0) << err;
   const imaging::RawVolume mask = imaging::volume_read(dir + "/mask.nii.gz");
   const imaging::RawVolume back = imaging::volume_read(dir + "/back.nii.gz");
   const imaging::RawVolume scan = imaging::volume_read(kScan);

@@ -69,15 +69,30 @@ TEST_F(LamedVisionParity, WrongImageShapeIsAClearError) {
   LamedVision vision = lamed_vision_load(*checkpoint_);
   const std::string what_to_do =
       ": prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in m3d-lamed) or give a .npy already on the model grid";
-  test::expect_one_line_error([&] { vision->forward(torch::zeros({1, 1, 32, 128, 128})); }, "",
-                              "image is 1x1x32x128x128 but this model's grid is 32x256x256 (D x H x W; expected an image of shape "
-                              "[B, 1, 32, 256, 256])" + what_to_do);
-  test::expect_one_line_error([&] { vision->forward(torch::zeros({1, 2, 32, 256, 256})); }, "",
-                              "image is 1x2x32x256x256 with 2 channels but this model takes 1 (expected an image of shape "
-                              "[B, 1, 32, 256, 256])" + what_to_do);
-  test::expect_one_line_error([&] { vision->forward(torch::zeros({32, 256, 256})); }, "",
-                              "image has shape [32, 256, 256] but this model takes B x C x D x H x W (expected an image of shape "
-                              "[B, 1, 32, 256, 256])" + what_to_do);
+  test::expect_one_line_error(
+      [&] {
+        vision->forward(torch::zeros({1, 1, 32, 128, 128}));
+      },
+      "",
+      "image is 1x1x32x128x128 but this model's grid is 32x256x256 (D x H x W; expected an image of shape "
+      "[B, 1, 32, 256, 256])" +
+          what_to_do);
+  test::expect_one_line_error(
+      [&] {
+        vision->forward(torch::zeros({1, 2, 32, 256, 256}));
+      },
+      "",
+      "image is 1x2x32x256x256 with 2 channels but this model takes 1 (expected an image of shape "
+      "[B, 1, 32, 256, 256])" +
+          what_to_do);
+  test::expect_one_line_error(
+      [&] {
+        vision->forward(torch::zeros({32, 256, 256}));
+      },
+      "",
+      "image has shape [32, 256, 256] but this model takes B x C x D x H x W (expected an image of shape "
+      "[B, 1, 32, 256, 256])" +
+          what_to_do);
 }
 
 // LamedPhi3Model runs the same LamedVision as `m3d encode` (its checkpoint keys unchanged):
@@ -98,9 +113,7 @@ TEST(LamedModel, EncodeImagesIsTheVisionSide) {
   const auto message = [](const std::function<void()>& action) {
     try {
       action();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
+    } catch (const Error& e) { return std::string(e.what()); }
     return std::string("(no error)");
   };
   for (const std::vector<int64_t>& shape : {std::vector<int64_t>{1, 1, 16, 16, 16}, {1, 1, 32, 256, 128}, {1, 3, 32, 256, 256}, {1, 32, 256, 256}}) {

@@ -138,16 +138,13 @@ TEST_F(VlmQwenParity, GenerateCommandRunsIt) {
   for (int64_t i = 0; i < tokens.size(1); ++i) want.push_back(tokens[0][i].item<int64_t>());
   EXPECT_EQ(out, session.tokenizer.decode(want, true) + "\n");
   // A scan goes through the med3dvlm recipe (128 x 256 x 256), picked for a DCFormer tower.
-  ASSERT_EQ(run("--image " + test::fixture("volumes/m3d_cap_slices") + " --prompt 'What is shown?' --max-new-tokens 4 --seed 3", &out, &err), 0)
-      << err;
+  ASSERT_EQ(run("--image " + test::fixture("volumes/m3d_cap_slices") + " --prompt 'What is shown?' --max-new-tokens 4 --seed 3", &out, &err), 0) << err;
   // m3d chat cannot cache an image prefix for BOS-less prompts: each question is
   // answered from scratch, as m3d generate answers it.
   std::string generated;
   ASSERT_EQ(run("--image " + dir + "/image.npy --prompt 'What is it?' --max-new-tokens 4 --greedy", &generated, &err), 0) << err;
-  ASSERT_EQ(test::run_command("echo 'What is it?' | " + m3d + " chat --model " + *dir_ + " --image " + dir +
-                                  "/image.npy --max-new-tokens 4 --greedy",
-                              &out, &err),
-            0)
+  ASSERT_EQ(
+      test::run_command("echo 'What is it?' | " + m3d + " chat --model " + *dir_ + " --image " + dir + "/image.npy --max-new-tokens 4 --greedy", &out, &err), 0)
       << err;
   EXPECT_EQ(out, generated);
 }
@@ -254,8 +251,7 @@ TEST(DecClip, EmbedCommandMatchesOfficial) {
   io::npy_write(dir + "/image.npy", DType::F32, {1, 128, 256, 256}, image.data_ptr());
   std::string out, err;
   const std::string m3d = std::string(M3D_BINARY_DIR) + "/m3d";
-  ASSERT_EQ(test::run_command(m3d + " embed --model " + model + " --image " + dir + "/image.npy --text 'The lungs are clear.'", &out, &err), 0)
-      << err;
+  ASSERT_EQ(test::run_command(m3d + " embed --model " + model + " --image " + dir + "/image.npy --text 'The lungs are clear.'", &out, &err), 0) << err;
   const auto result = nlohmann::json::parse(out);
   const auto expected = io::checkpoint_open(model + "/expected.safetensors");
   auto row = [&](const std::string& name, int64_t i) { return io::tensor_from_record(expected.tensor(name))[i].clone(); };

@@ -65,9 +65,7 @@ TEST(Meteor, PunktSentenceSpansMatchNltk) {
     const json got = spans_in_code_points(text);
     ++checked;
     if (got != (*t)["spans"]) {
-      if (++mismatches <= 5) {
-        ADD_FAILURE() << "text: " << json(text).dump() << "\n  nltk: " << (*t)["spans"].dump() << "\n  m3d:  " << got.dump();
-      }
+      if (++mismatches <= 5) { ADD_FAILURE() << "text: " << json(text).dump() << "\n  nltk: " << (*t)["spans"].dump() << "\n  m3d:  " << got.dump(); }
     }
   }
   std::printf("Punkt spans: %zu of %zu texts identical\n", checked - mismatches, checked);
@@ -85,9 +83,7 @@ TEST(Meteor, WordTokenizeMatchesNltk) {
     const auto got = word_tokenize(text, data().punkt);
     ++checked;
     if (json(got) != (*t)["tokens"]) {
-      if (++mismatches <= 5) {
-        ADD_FAILURE() << "text: " << json(text).dump() << "\n  nltk: " << (*t)["tokens"].dump() << "\n  m3d:  " << json(got).dump();
-      }
+      if (++mismatches <= 5) { ADD_FAILURE() << "text: " << json(text).dump() << "\n  nltk: " << (*t)["tokens"].dump() << "\n  m3d:  " << json(got).dump(); }
     }
   }
   std::printf("word_tokenize: %zu of %zu texts identical\n", checked - mismatches, checked);
@@ -124,8 +120,7 @@ TEST(Meteor, ScoreMatchesNltkOnEveryPair) {
       max_diff = std::max(max_diff, std::abs(got - want));
       ++checked;
       if (std::abs(got - want) > kTolerance && ++mismatches <= 5) {
-        ADD_FAILURE() << "prediction: " << json(pred).dump() << "\n  references: " << json(refs).dump() << "\n  nltk " << want
-                      << ", m3d " << got;
+        ADD_FAILURE() << "prediction: " << json(pred).dump() << "\n  references: " << json(refs).dump() << "\n  nltk " << want << ", m3d " << got;
       }
       // The scorer alone, on nltk's own tokens: score, matches and chunks per reference.
       const auto hyp = p["prediction"]["tokens"].get<std::vector<std::string>>();

@@ -194,9 +194,7 @@ TEST(TaskMetrics, RecallAtKBothDirections) {
     const int64_t n = c["n"];
     const auto s = c["similarity"].get<std::vector<float>>();
     for (const auto& [k, v] : c["i2t"].items()) EXPECT_NEAR(recall_at_k(s, n, std::stoll(k)), v.get<double>(), 1e-6) << n << " R@" << k;
-    for (const auto& [k, v] : c["t2i"].items()) {
-      EXPECT_NEAR(recall_at_k_transposed(s, n, std::stoll(k)), v.get<double>(), 1e-6) << n << " R@" << k;
-    }
+    for (const auto& [k, v] : c["t2i"].items()) { EXPECT_NEAR(recall_at_k_transposed(s, n, std::stoll(k)), v.get<double>(), 1e-6) << n << " R@" << k; }
   }
   // (The reference averages in float32, hence 1e-6.) Hand-checked: the identity ranks every row's own column first.
   EXPECT_EQ(recall_at_k({1, 0, 0, 1}, 2, 1), 1.0);
@@ -251,8 +249,8 @@ TEST(Score, MissingMeteorDataIsAClearError) {
   test::expect_one_line_error([&] { score_predictions("vqa-open", table, "r.csv"); }, "r.csv", "task 'vqa-open' needs a column 'Answer'");
   test::expect_one_line_error([&] { score_predictions("report", table, "r.csv"); }, "r.csv", "computes METEOR: its data was not given");
   test::expect_one_line_error([&] { score_meteor_data_load("/nonexistent", kWordNetDir); }, "/nonexistent/abbrev_types.txt", "scripts/fetch_vocab.sh");
-  test::expect_one_line_error([&] { score_meteor_data_load(std::string(M3D_SOURCE_DIR) + "/" + kPunktEnglishDir, "/nonexistent"); },
-                              "/nonexistent/", "wordnet-base");
+  test::expect_one_line_error([&] { score_meteor_data_load(std::string(M3D_SOURCE_DIR) + "/" + kPunktEnglishDir, "/nonexistent"); }, "/nonexistent/",
+                              "wordnet-base");
   ScoreOptions options;
   options.meteor = &meteor_data();
   options.bert_f1 = [](const std::vector<std::string>&, const std::vector<std::string>&) { return std::vector<double>{0.5}; };
@@ -283,8 +281,7 @@ TEST(Score, BadInputIsAClearError) {
   test::expect_one_line_error([&] { score_predictions("report", no_pred, "n.csv"); }, "n.csv",
                               "task 'report' needs a column 'pred'; the file has: Question, Ground Truth");
   test::expect_one_line_error([&] { score_predictions("segmentation", table, "v.csv"); }, "", "unknown task 'segmentation'");
-  test::expect_one_line_error([&] { score_predictions("vqa-closed", io::csv_parse("Pred,Answer Choice\n", "e.csv"), "e.csv"); }, "e.csv",
-                              "no predictions");
+  test::expect_one_line_error([&] { score_predictions("vqa-closed", io::csv_parse("Pred,Answer Choice\n", "e.csv"), "e.csv"); }, "e.csv", "no predictions");
   test::expect_one_line_error([&] { io::csv_parse("a,b\n1,2,3\n", "x.csv"); }, "x.csv", "row 1 has 3 fields, the header has 2");
   test::expect_one_line_error([&] { io::csv_parse("a,b\n\"open,2\n", "q.csv"); }, "q.csv", "line 2: a quoted field is not closed");
   test::expect_one_line_error([&] { io::csv_parse("", "z.csv"); }, "z.csv", "empty CSV");

@@ -27,8 +27,7 @@ void expect_summary(const at::Tensor& t, const nlohmann::json& want, const std::
   EXPECT_NEAR(d.max().item<double>(), want["max"].get<double>(), tolerance) << what;
   EXPECT_NEAR(d.sum().item<double>(), want["sum"].get<double>(), 1e-6 * scale * static_cast<double>(d.numel()) + 1e-6) << what;
   if (want.contains("sum_squares")) {
-    EXPECT_NEAR((d * d).sum().item<double>(), want["sum_squares"].get<double>(), 1e-6 * scale * scale * static_cast<double>(d.numel()) + 1e-6)
-        << what;
+    EXPECT_NEAR((d * d).sum().item<double>(), want["sum_squares"].get<double>(), 1e-6 * scale * scale * static_cast<double>(d.numel()) + 1e-6) << what;
   }
   double worst = 0;
   const auto a = d.accessor<double, 3>();
@@ -69,9 +68,7 @@ TEST(Preprocess, OpsMatchMonaiOnRealVolumes) {
         const auto affine = out.geometry.affine_ras();
         const auto want = item["affine_ras"].get<std::vector<double>>();
         for (int n = 0; n < 16; ++n) EXPECT_NEAR(affine[n], want[n], 1e-4) << what << " affine[" << n << "]";
-        if (op.name == "orient") {
-          EXPECT_EQ(out.geometry.axcodes(), item["op"]["axcodes"].get<std::string>()) << what;
-        }
+        if (op.name == "orient") { EXPECT_EQ(out.geometry.axcodes(), item["op"]["axcodes"].get<std::string>()) << what; }
       }
       ++checked;
     }
@@ -132,9 +129,7 @@ TEST(Preprocess, MaskComesBackOntoTheOriginalGridWithinOneVoxel) {
   const at::Tensor differ = (back != truth).nonzero();
   for (int64_t n = 0; n < differ.size(0); ++n) {
     const int64_t index[3] = {differ[n][2].item<int64_t>(), differ[n][1].item<int64_t>(), differ[n][0].item<int64_t>()};
-    for (int a = 0; a < 3; ++a) {
-      EXPECT_TRUE(index[a] >= ph.lo[a] - 1 && index[a] <= ph.hi[a] + 1) << "axis " << a << " index " << index[a];
-    }
+    for (int a = 0; a < 3; ++a) { EXPECT_TRUE(index[a] >= ph.lo[a] - 1 && index[a] <= ph.hi[a] + 1) << "axis " << a << " index " << index[a]; }
     bool near_face = false;
     for (int a = 0; a < 3; ++a) near_face |= std::abs(index[a] - ph.lo[a]) <= 1 || std::abs(index[a] - ph.hi[a]) <= 1;
     EXPECT_TRUE(near_face);

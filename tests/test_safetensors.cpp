@@ -75,9 +75,7 @@ TEST(Safetensors, WriterReplacesAtomically) {
   safetensors_write(path, {{"x", DType::F32, {1}, one, 4}});
   safetensors_write(path, {{"x", DType::F32, {2}, two, 8}});
   EXPECT_EQ(safetensors_read(path).tensors[0].shape, std::vector<int64_t>{2});
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()),
-                          std::filesystem::directory_iterator()),
-            1);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()), std::filesystem::directory_iterator()), 1);
 }
 
 // A file with the given header text and `data_size` zero bytes of data.
@@ -117,7 +115,8 @@ std::vector<CorruptCase> corrupt_cases() {
       {"negative_dim", make_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "not a non-negative integer"},
       {"float_dim", make_file(R"({"x":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", 8), "not a non-negative integer"},
       {"huge_shape", make_file(R"({"x":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904],"data_offsets":[0,8]}})", 8), "too large"},
-      {"huge_offset", make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,18446744073709551615]}})", 8), "exceeds the data buffer"},
+      {"huge_offset", make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,18446744073709551615]}})", 8),
+       "exceeds the data buffer"},
       {"bad_offsets", make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8), "'data_offsets' must be two"},
       {"bad_metadata", make_file(R"({"__metadata__":{"a":1}})", 0), "'__metadata__' value of 'a' is not a string"},
   };

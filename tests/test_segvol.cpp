@@ -150,10 +150,16 @@ TEST_F(SegvolParity, SparsePromptsFollowTheOfficialLayout) {
 
 TEST_F(SegvolParity, WrongShapesAreClearErrors) {
   torch::NoGradGuard no_grad;
-  test::expect_one_line_error([&] { (*seg_)->forward(torch::zeros({1, 1, 32, 128, 128}), torch::zeros({1, 48})); }, "",
-                              "expected an image of shape [B, 1, 32, 256, 256] (the mask decoder takes this size only), got 1x1x32x128x128");
-  test::expect_one_line_error([&] { (*seg_)->forward(expected("images"), torch::zeros({1, 47})); }, "",
-                              "expected the [SEG] hidden state as [1, 48] (batch, LLM hidden_size), got 1x47");
+  test::expect_one_line_error(
+      [&] {
+        (*seg_)->forward(torch::zeros({1, 1, 32, 128, 128}), torch::zeros({1, 48}));
+      },
+      "", "expected an image of shape [B, 1, 32, 256, 256] (the mask decoder takes this size only), got 1x1x32x128x128");
+  test::expect_one_line_error(
+      [&] {
+        (*seg_)->forward(expected("images"), torch::zeros({1, 47}));
+      },
+      "", "expected the [SEG] hidden state as [1, 48] (batch, LLM hidden_size), got 1x47");
 }
 
 TEST(SegvolLoad, MissingTensorIsReportedByName) {
@@ -172,8 +178,7 @@ TEST(SegvolLoad, MissingTensorIsReportedByName) {
   } catch (const Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("1 problem(s)"), std::string::npos) << message;
-    EXPECT_NE(message.find("missing key 'model.seg_module.prompt_encoder.mask_downscaling.6.bias' (Float [768])"), std::string::npos)
-        << message;
+    EXPECT_NE(message.find("missing key 'model.seg_module.prompt_encoder.mask_downscaling.6.bias' (Float [768])"), std::string::npos) << message;
   }
 }
 

@@ -151,8 +151,7 @@ json generate_answer(const std::string& question) {
   static std::map<std::string, json> answers;
   if (answers.count(question)) return answers[question];
   std::string out, err;
-  EXPECT_EQ(run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question +
-                            "' --greedy --max-new-tokens 12 --json",
+  EXPECT_EQ(run_command(kM3d + " generate --model " + model_dir() + " --image " + kScan + " --prompt '" + question + "' --greedy --max-new-tokens 12 --json",
                         &out, &err),
             0)
       << err;
@@ -365,8 +364,7 @@ TEST(Serve, BadRequestsAreJsonErrorsAndLeaveNothing) {
   const std::string garbage(4096, 'x');
   expect_error(server.client().Post("/v1/studies?filename=scan.nii", garbage, "application/octet-stream"), 400, "scan.nii");
   expect_error(server.client().Post("/v1/studies", garbage, "application/octet-stream"), 400, "cannot tell");
-  expect_error(server.client().Post("/v1/studies?filename=scan.nii", std::string(2 << 20, 'x'), "application/octet-stream"), 413,
-               "--max-body-mb");
+  expect_error(server.client().Post("/v1/studies?filename=scan.nii", std::string(2 << 20, 'x'), "application/octet-stream"), 413, "--max-body-mb");
   EXPECT_EQ(entries(data + "/studies"), 0u);
   EXPECT_EQ(entries(data + "/tmp"), 0u);
 
@@ -411,9 +409,9 @@ TEST(Serve, SegmentEqualsCliMaskOnTheScanGrid) {
   const std::string model = seg_model_dir(dir);
   const std::string prompt = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json")["prompt"];
   std::string out, err;
-  ASSERT_EQ(run_command(kM3d + " segment --model " + model + " --image " + kScan + " --prompt '" + prompt + "' --greedy --max-new-tokens 16 -o " +
-                            dir + "/cli.nii.gz",
-                        &out, &err),
+  ASSERT_EQ(run_command(
+                kM3d + " segment --model " + model + " --image " + kScan + " --prompt '" + prompt + "' --greedy --max-new-tokens 16 -o " + dir + "/cli.nii.gz",
+                &out, &err),
             0)
       << err;
   Server server(dir + "/data", {}, model);

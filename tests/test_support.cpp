@@ -55,9 +55,7 @@ void expect_one_line_error(const std::function<void()>& action, const std::strin
     ADD_FAILURE() << "no error; expected one containing: " << fragment;
   } catch (const Error& e) {
     const std::string message = e.what();
-    if (!path.empty()) {
-      EXPECT_NE(message.find(path), std::string::npos) << message;
-    }
+    if (!path.empty()) { EXPECT_NE(message.find(path), std::string::npos) << message; }
     EXPECT_NE(message.find(fragment), std::string::npos) << message;
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   }

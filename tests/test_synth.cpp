@@ -164,34 +164,31 @@ TEST(Synth, BenchReadsTheSetAsItIs) {
   const std::string root = test::temp_dir();
   const std::string dir = generate(root + "/set", 40, 3, 2);
   std::string out, err;
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task vqa-closed --vqa-csv " + dir +
-                                  "/M3D-VQA/M3D_VQA_train.csv -o " + root + "/oracle",
-                              &out, &err),
+  ASSERT_EQ(test::run_command(
+                kM3d + " bench --predictor oracle --data " + dir + " --task vqa-closed --vqa-csv " + dir + "/M3D-VQA/M3D_VQA_train.csv -o " + root + "/oracle",
+                &out, &err),
             0)
       << err;
   EXPECT_EQ(test::read_json(root + "/oracle/summary.json")["metrics"]["m3d_correct"], 1.0);
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor constant --data " + dir + " --task vqa-closed --vqa-csv " + dir +
-                                  "/M3D-VQA/M3D_VQA_train.csv -o " + root + "/constant",
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor constant --data " + dir + " --task vqa-closed --vqa-csv " + dir + "/M3D-VQA/M3D_VQA_train.csv -o " +
+                                  root + "/constant",
                               &out, &err),
             0)
       << err;
   const double chance = test::read_json(root + "/constant/summary.json")["metrics"]["m3d_correct"];
   EXPECT_GT(chance, 0.1);
   EXPECT_LT(chance, 0.4);  // "A." is right about a quarter of the time
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task report --split train -o " + root + "/report", &out, &err), 0)
-      << err;
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task report --split train -o " + root + "/report", &out, &err), 0) << err;
   EXPECT_EQ(test::read_json(root + "/report/summary.json")["metrics"]["m3d_bleu"], 1.0);
   // Positioning over the organ masks of the test split (M3D-Seg layout, labels from its json).
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task rec --seg-dataset synth -o " + root + "/rec", &out, &err), 0)
-      << err;
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task rec --seg-dataset synth -o " + root + "/rec", &out, &err), 0) << err;
   const auto rec = test::read_json(root + "/rec/summary.json");
   EXPECT_EQ(rec["samples"], 40);  // 4 test studies x 10 organ classes
   // Identical boxes everywhere; only a structure one slice thick has a zero-volume M3D box
   // (maxima inclusive), whose IoU is 0 under both definitions.
   EXPECT_GT(rec["metrics"]["m3d_iou_true"].get<double>(), 0.9);
   // Segmentation with the reference masks: hard Dice 1; the official soft Dice stays below 1 by its smoothing term.
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task seg --seg-dataset synth -o " + root + "/seg", &out, &err), 0)
-      << err;
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task seg --seg-dataset synth -o " + root + "/seg", &out, &err), 0) << err;
   const auto seg = test::read_json(root + "/seg/summary.json");
   EXPECT_EQ(seg["metrics"]["m3d_dice_hard"], 1.0);
   EXPECT_GT(seg["metrics"]["m3d_dice_positives"].get<double>(), 0.99);
@@ -199,8 +196,7 @@ TEST(Synth, BenchReadsTheSetAsItIs) {
       << err;
   EXPECT_EQ(test::read_json(root + "/seg0/summary.json")["metrics"]["m3d_dice_positives"], 0.0);
   // Every task at once: the ones with data run, the rest are named.
-  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task all --seg-dataset synth -o " + root + "/all", &out, &err), 0)
-      << err;
+  ASSERT_EQ(test::run_command(kM3d + " bench --predictor oracle --data " + dir + " --task all --seg-dataset synth -o " + root + "/all", &out, &err), 0) << err;
   for (const char* task : {"report", "vqa-closed", "vqa-open", "rec", "reg", "seg"}) EXPECT_TRUE(fs::exists(root + "/all/" + task + "/summary.json")) << task;
   EXPECT_NE(out.find("itr: skipped: m3d bench: task itr has no baseline predictors"), std::string::npos) << out;
   EXPECT_NE(out.find("refseg: needs the SegVol mask decoder"), std::string::npos) << out;

@@ -83,8 +83,7 @@ TEST(StateDict, LoadsTorchSaveFileStrictly) {
   EXPECT_EQ(values(net->lin->weight), expected["lin.weight"]["values"].get<std::vector<double>>());
   EXPECT_EQ(values(net->bn->running_var), expected["bn.running_var"]["values"].get<std::vector<double>>());
   EXPECT_EQ(values(net->scale), expected["scale"]["values"].get<std::vector<double>>());
-  EXPECT_EQ(net->bn->num_batches_tracked.item<int64_t>(),
-            static_cast<int64_t>(expected["bn.num_batches_tracked"]["values"][0].get<double>()));
+  EXPECT_EQ(net->bn->num_batches_tracked.item<int64_t>(), static_cast<int64_t>(expected["bn.num_batches_tracked"]["values"][0].get<double>()));
 }
 
 TEST(StateDict, ZeroCopyParametersAreCopyOnWrite) {

@@ -51,8 +51,8 @@ void expect_parity(const Tokenizer& tokenizer, const nlohmann::json& reference, 
     EXPECT_EQ(ids_plain, want["ids_plain"].get<std::vector<int64_t>>()) << "text: " << text;
     EXPECT_EQ(decoded, want["decoded"].get<std::string>()) << "text: " << text;
     EXPECT_EQ(decoded_skip, want["decoded_skip"].get<std::string>()) << "text: " << text;
-    identical += ids == reference_ids && ids_plain == want["ids_plain"].get<std::vector<int64_t>>() &&
-                 decoded == want["decoded"].get<std::string>() && decoded_skip == want["decoded_skip"].get<std::string>();
+    identical += ids == reference_ids && ids_plain == want["ids_plain"].get<std::vector<int64_t>>() && decoded == want["decoded"].get<std::string>() &&
+                 decoded_skip == want["decoded_skip"].get<std::string>();
   }
   std::printf("%zu of %zu texts: ids and decodings identical to the reference\n", identical, corpus.size());
 }
@@ -150,9 +150,7 @@ TEST(WordPiece, BadFilesAreClearErrors) {
   try {
     Tokenizer::load(dir + "/no_unk");
     FAIL() << "a vocabulary without [UNK] loaded";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("[UNK]"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("[UNK]"), std::string::npos) << e.what(); }
   fs::create_directories(dir + "/other_class");
   { std::ofstream(dir + "/other_class/vocab.txt") << "[UNK]\n[CLS]\n[SEP]\n"; }
   { std::ofstream(dir + "/other_class/tokenizer_config.json") << R"({"tokenizer_class": "RobertaTokenizer"})"; }
@@ -215,20 +213,30 @@ TEST(SentencePiece, SmallModelMatchesTheSentencePieceLibrary) {
     EXPECT_EQ(decoded, reference["cases"][i]["decoded"].get<std::string>()) << "text: " << text;
     identical += ids == want && decoded == reference["cases"][i]["decoded"].get<std::string>();
   }
-  std::printf("%zu of %zu texts identical to sentencepiece %s\n", identical, corpus.size(),
-              reference["sentencepiece_version"].get<std::string>().c_str());
+  std::printf("%zu of %zu texts identical to sentencepiece %s\n", identical, corpus.size(), reference["sentencepiece_version"].get<std::string>().c_str());
 }
 
 TEST(SentencePiece, HandMadeModelMergesByScoreAndFallsBackToBytes) {
   // <unk>, then pieces whose scores make "▁ab" win over "▁a" + "b"; "c" is unknown.
   std::string model = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("\xE2\x96\x81", -1, 1) + piece("a", -2, 1) + piece("b", -3, 1) +
-                      piece("\xE2\x96\x81" "a", -4, 1) + piece("ab", -1.5f, 1) + piece("\xE2\x96\x81" "ab", -5, 1) + piece("<0x63>", 0, 6) +
-                      bpe_trainer() + field(2, varint(35 << 3) + varint(1)) + field(3, varint(4 << 3) + varint(0));
+                      piece(
+                          "\xE2\x96\x81"
+                          "a",
+                          -4, 1) +
+                      piece("ab", -1.5f, 1) +
+                      piece(
+                          "\xE2\x96\x81"
+                          "ab",
+                          -5, 1) +
+                      piece("<0x63>", 0, 6) + bpe_trainer() + field(2, varint(35 << 3) + varint(1)) + field(3, varint(4 << 3) + varint(0));
   const auto sp = SentencePieceModel::from_bytes(model, "hand.model");
   EXPECT_EQ(sp.encode("ab"), (std::vector<int64_t>{7}));  // ▁ + (a b -> ab, score -1.5) -> ▁ab
   EXPECT_EQ(sp.encode("abc"), (std::vector<int64_t>{7, 8}));  // c -> byte piece <0x63>
   EXPECT_EQ(sp.encode(""), (std::vector<int64_t>{}));
-  EXPECT_EQ(sp.decode_pieces({"\xE2\x96\x81" "ab", "<0x63>", "<s>"}), "abc");
+  EXPECT_EQ(sp.decode_pieces({"\xE2\x96\x81"
+                              "ab",
+                              "<0x63>", "<s>"}),
+            "abc");
 }
 
 TEST(SentencePiece, BadModelsAreClearErrors) {
@@ -240,14 +248,12 @@ TEST(SentencePiece, BadModelsAreClearErrors) {
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1), "cut.model"); }, "cut.model",
                               "no trainer spec after the 2 pieces: the file is truncated");
   test::expect_one_line_error(
-      [&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1) + field(2, varint(3 << 3) + varint(1)), "u.model"); },
-      "u.model", "model type Unigram is not supported");
-  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("a", 0, 1) + bpe_trainer(), "n.model"); }, "n.model",
-                              "exactly one unknown piece");
+      [&] { SentencePieceModel::from_bytes(piece("<unk>", 0, 2) + piece("a", 0, 1) + field(2, varint(3 << 3) + varint(1)), "u.model"); }, "u.model",
+      "model type Unigram is not supported");
+  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(piece("a", 0, 1) + bpe_trainer(), "n.model"); }, "n.model", "exactly one unknown piece");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good + piece("a", 0, 1), "d.model"); }, "d.model", "piece 'a' appears twice");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good + piece("b", 0, 9), "k.model"); }, "k.model", "unknown type 9");
-  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good + field(3, field(2, "rules")), "c.model"); }, "c.model",
-                              "precompiled_charsmap");
+  test::expect_one_line_error([&] { SentencePieceModel::from_bytes(good + field(3, field(2, "rules")), "c.model"); }, "c.model", "precompiled_charsmap");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes(std::string(12, '\xFF'), "v.model"); }, "v.model", "varint");
   test::expect_one_line_error([&] { SentencePieceModel::from_bytes("\x0B", "g.model"); }, "g.model", "wire type 3");
   const std::string text_file = test::temp_dir() + "/tokenizer.model";
@@ -306,7 +312,8 @@ TEST(Tokenizer, Qwen2SlowFilesMatchTheReference) {
   std::ofstream(dir + "/vocab.json") << source["model"]["vocab"].dump();
   std::ofstream merges(dir + "/merges.txt");
   merges << "#version: 0.2\n";
-  for (const auto& m : source["model"]["merges"]) merges << (m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>()) << "\n";
+  for (const auto& m : source["model"]["merges"])
+    merges << (m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>()) << "\n";
   merges.close();
   nlohmann::json decoder = nlohmann::json::object();
   for (const auto& a : source["added_tokens"]) {

@@ -48,9 +48,7 @@ TEST(TorchBin, LegacyFormatIsRejectedWithAdvice) {
   try {
     torch_bin_read(fixture("io/torch_legacy.bin"));
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("legacy (pre-1.6, non-zip) torch.save format"), std::string::npos) << e.what();
-  }
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("legacy (pre-1.6, non-zip) torch.save format"), std::string::npos) << e.what(); }
 }
 
 void expect_error(const std::vector<uint8_t>& bytes, const std::string& fragment) {
@@ -132,9 +130,7 @@ std::string B(std::initializer_list<int> values) {
 std::string pickle_error(const std::string& bytes) {
   try {
     pickle_load(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "x.pkl");
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "no error";
 }
 
@@ -164,10 +160,9 @@ TEST(Pickle, GlobalsAreRecordedNeverCalled) {
 
 TEST(Pickle, DecodesScalarsAndContainers) {
   // {"a": (1, -2, 300, 2**40, -2**40, 1.5, True, None), "b": [b"xy"]}, as pickle.dumps(protocol=2) writes it
-  const std::string bytes = B({0x80, 2, '}', 'q', 0, '(', 'X', 1, 0, 0, 0, 'a', '(', 'K', 1, 'J', 0xfe, 0xff, 0xff, 0xff,
-                               'M', 0x2c, 0x01, 0x8a, 6, 0, 0, 0, 0, 0, 1, 0x8a, 6, 0, 0, 0, 0, 0, 0xff, 'G', 0x3f,
-                               0xf8, 0, 0, 0, 0, 0, 0, 0x88, 'N', 't', 'X', 1, 0, 0, 0, 'b', ']', 'C', 2, 'x', 'y', 'a',
-                               'u', '.'});
+  const std::string bytes = B({0x80, 2,    '}', 'q', 0,    '(', 'X', 1,   0, 0,    0, 'a', '(', 'K', 1,   'J', 0xfe, 0xff, 0xff, 0xff, 'M', 0x2c,
+                               0x01, 0x8a, 6,   0,   0,    0,   0,   0,   1, 0x8a, 6, 0,   0,   0,   0,   0,   0xff, 'G',  0x3f, 0xf8, 0,   0,
+                               0,    0,    0,   0,   0x88, 'N', 't', 'X', 1, 0,    0, 0,   'b', ']', 'C', 2,   'x',  'y',  'a',  'u',  '.'});
   auto pickle = pickle_load(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "x.pkl");
   const PyValue* root = pickle->root;
   ASSERT_EQ(root->kind, PyValue::Kind::Dict);

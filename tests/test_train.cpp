@@ -100,9 +100,7 @@ TEST(Train, EpochOrderGroupsBatchesByTaskAndKeepsEverySample) {
     full += static_cast<size_t>(std::count(groups.begin(), groups.end(), group)) / 8;
   }
   for (size_t b = 0; b < full; ++b) {
-    for (size_t k = 1; k < 8; ++k) {
-      EXPECT_EQ(groups[static_cast<size_t>(order[b * 8 + k])], groups[static_cast<size_t>(order[b * 8])]) << "batch " << b;
-    }
+    for (size_t k = 1; k < 8; ++k) { EXPECT_EQ(groups[static_cast<size_t>(order[b * 8 + k])], groups[static_cast<size_t>(order[b * 8])]) << "batch " << b; }
   }
   // Without groups: the plain shuffle.
   EXPECT_EQ(epoch_order(50, 42, 1), epoch_order(50, 42, 1, {}, 8));

@@ -21,16 +21,50 @@ inline double half_to_double(uint16_t h) {
 
 inline double element(const uint8_t* p, DType dtype) {
   switch (dtype) {
-    case DType::F64: { double v; std::memcpy(&v, p, 8); return v; }
-    case DType::F32: { float v; std::memcpy(&v, p, 4); return v; }
-    case DType::F16: { uint16_t v; std::memcpy(&v, p, 2); return half_to_double(v); }
-    case DType::BF16: { uint16_t v; std::memcpy(&v, p, 2); uint32_t bits = uint32_t{v} << 16; float f; std::memcpy(&f, &bits, 4); return f; }
-    case DType::I64: { int64_t v; std::memcpy(&v, p, 8); return static_cast<double>(v); }
-    case DType::I32: { int32_t v; std::memcpy(&v, p, 4); return v; }
-    case DType::I16: { int16_t v; std::memcpy(&v, p, 2); return v; }
-    case DType::I8: return static_cast<int8_t>(*p);
-    case DType::U8: return *p;
-    case DType::BOOL: return *p != 0;
+    case DType::F64: {
+      double v;
+      std::memcpy(&v, p, 8);
+      return v;
+    }
+    case DType::F32: {
+      float v;
+      std::memcpy(&v, p, 4);
+      return v;
+    }
+    case DType::F16: {
+      uint16_t v;
+      std::memcpy(&v, p, 2);
+      return half_to_double(v);
+    }
+    case DType::BF16: {
+      uint16_t v;
+      std::memcpy(&v, p, 2);
+      uint32_t bits = uint32_t{v} << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case DType::I64: {
+      int64_t v;
+      std::memcpy(&v, p, 8);
+      return static_cast<double>(v);
+    }
+    case DType::I32: {
+      int32_t v;
+      std::memcpy(&v, p, 4);
+      return v;
+    }
+    case DType::I16: {
+      int16_t v;
+      std::memcpy(&v, p, 2);
+      return v;
+    }
+    case DType::I8:
+      return static_cast<int8_t>(*p);
+    case DType::U8:
+      return *p;
+    case DType::BOOL:
+      return *p != 0;
   }
   return NAN;
 }

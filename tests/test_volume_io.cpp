@@ -36,14 +36,38 @@ double voxel(const RawVolume& v, int64_t i, int64_t j, int64_t k) {
   const int64_t n = (k * v.size[1] + j) * v.size[0] + i;
   const uint8_t* p = v.data.data() + n * static_cast<int64_t>(dtype_size(v.dtype));
   switch (v.dtype) {
-    case DType::U8: return *p;
-    case DType::I8: return *reinterpret_cast<const int8_t*>(p);
-    case DType::I16: { int16_t x; std::memcpy(&x, p, 2); return x; }
-    case DType::I32: { int32_t x; std::memcpy(&x, p, 4); return x; }
-    case DType::I64: { int64_t x; std::memcpy(&x, p, 8); return static_cast<double>(x); }
-    case DType::F32: { float x; std::memcpy(&x, p, 4); return x; }
-    case DType::F64: { double x; std::memcpy(&x, p, 8); return x; }
-    default: ADD_FAILURE() << "unexpected dtype"; return 0;
+    case DType::U8:
+      return *p;
+    case DType::I8:
+      return *reinterpret_cast<const int8_t*>(p);
+    case DType::I16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case DType::I32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case DType::I64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      return static_cast<double>(x);
+    }
+    case DType::F32: {
+      float x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case DType::F64: {
+      double x;
+      std::memcpy(&x, p, 8);
+      return x;
+    }
+    default:
+      ADD_FAILURE() << "unexpected dtype";
+      return 0;
   }
 }
 
@@ -143,8 +167,8 @@ TEST(VolumeRead, SeriesAreListedAndChosen) {
     if (!c.contains("slice_files")) continue;
     const std::string source = data_file(c["file"]);
     for (const auto& entry : fs::directory_iterator(source)) {
-      fs::copy_file(entry.path(), dir + "/" + c["file"].get<std::string>().substr(c["file"].get<std::string>().rfind('/') + 1) + "_" +
-                                      entry.path().filename().string());
+      fs::copy_file(entry.path(),
+                    dir + "/" + c["file"].get<std::string>().substr(c["file"].get<std::string>().rfind('/') + 1) + "_" + entry.path().filename().string());
     }
     (c["slice_files"].get<int>() == 4 ? small_uid : large_uid) = c["series_uid"];
   }
@@ -292,12 +316,10 @@ TEST(VolumeRead, DamagedGzipIsAnErrorAndEveryMemberIsRead) {
 TEST(VolumeWrite, FailedWritesAreErrorsAndLeaveNothing) {
   const RawVolume original = volume_read(data_file("nibabel/anatomical.nii"));
   const std::string dir = test::temp_dir();
-  test::expect_one_line_error([&] { volume_write(dir + "/missing/a.nii.gz", original); }, dir + "/missing/a.nii.gz",
-                              "does not exist");
+  test::expect_one_line_error([&] { volume_write(dir + "/missing/a.nii.gz", original); }, dir + "/missing/a.nii.gz", "does not exist");
   fs::create_directories(dir + "/taken.nii.gz");  // the target name is a directory: the rename fails
   test::expect_one_line_error([&] { volume_write(dir + "/taken.nii.gz", original); }, dir + "/taken.nii.gz", "");
-  test::expect_one_line_error([&] { png_write(dir + "/missing/a.png", 2, 1, {0, 255}); }, dir + "/missing/a.png",
-                              "does not exist");
+  test::expect_one_line_error([&] { png_write(dir + "/missing/a.png", 2, 1, {0, 255}); }, dir + "/missing/a.png", "does not exist");
   std::vector<std::string> left;
   for (const auto& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{"taken.nii.gz"});

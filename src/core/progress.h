@@ -43,15 +43,15 @@ class Progress {
   const int64_t total_, first_;
   const bool enabled_;
   std::FILE* const sink_;
-  const bool terminal_;          // the sink is a TTY: redraw with \r
+  const bool terminal_;  // the sink is a TTY: redraw with \r
   const Clock::time_point start_;
   std::mutex mutex_;
   Clock::time_point last_draw_;  // the construction time until the first line
-  int64_t done_;                 // the latest update
+  int64_t done_;  // the latest update
   std::string extra_;
-  bool pending_ = false;         // an update not yet on the sink
-  bool open_line_ = false;       // a \r line is drawn and not yet ended
-  size_t width_ = 0;             // its length, to blank out a longer previous line
+  bool pending_ = false;  // an update not yet on the sink
+  bool open_line_ = false;  // a \r line is drawn and not yet ended
+  size_t width_ = 0;  // its length, to blank out a longer previous line
 };
 
 }  // namespace m3d

@@ -49,9 +49,9 @@ struct TaskInfo {
 };
 
 const std::vector<TaskInfo>& task_list() {
-  static const std::vector<TaskInfo> tasks = {{"itr", false, true},        {"report", false, true},  {"cap", true, false},
-                                             {"vqa-closed", true, true}, {"vqa-open", true, true}, {"rec", true, true},
-                                             {"reg", true, true},        {"seg", false, true},     {"refseg", true, false}};
+  static const std::vector<TaskInfo> tasks = {{"itr", false, true},       {"report", false, true},  {"cap", true, false},
+                                              {"vqa-closed", true, true}, {"vqa-open", true, true}, {"rec", true, true},
+                                              {"reg", true, true},        {"seg", false, true},     {"refseg", true, false}};
   return tasks;
 }
 
@@ -169,8 +169,7 @@ std::string seg_json_find(const std::string& root, const std::string& code, cons
   return data_file_find(given, root, {"M3D_Seg_npy/" + code + "/" + code + ".json", code + ".json"}, "M3D-Seg json");
 }
 
-SegList seg_read(const std::string& path, const std::string& root, const std::string& code, const std::vector<std::string>& labels,
-                 const std::string& split) {
+SegList seg_read(const std::string& path, const std::string& root, const std::string& code, const std::vector<std::string>& labels, const std::string& split) {
   const json doc = io::json_read_file(path);
   SegList out;
   out.labels = labels;
@@ -179,7 +178,7 @@ SegList seg_read(const std::string& path, const std::string& root, const std::st
   }
   if (out.labels.empty()) {  // M3D's Data/process/dataset_info.py
     static const std::map<std::string, std::vector<std::string>> known = {{"0003", {"liver", "kidney", "spleen", "pancreas"}},
-                                                                         {"0012", {"liver", "bladder", "lungs", "kidneys", "bone", "brain"}}};
+                                                                          {"0012", {"liver", "bladder", "lungs", "kidneys", "bone", "brain"}}};
     const auto it = known.find(code);
     if (it == known.end()) fail("M3D-Seg dataset {}: give the class names with --labels (m3d knows 0003 and 0012)", code);
     out.labels = it->second;
@@ -194,8 +193,7 @@ SegList seg_read(const std::string& path, const std::string& root, const std::st
     int64_t c = -1;
     try {
       c = underscore == std::string::npos ? -1 : std::stoll(stem.substr(underscore + 1));
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
     if (c < 0 || c >= static_cast<int64_t>(out.labels.size())) {
       fail("{}: \"{}\" item {}: mask file {} does not name a known class (mask_<index>.npy)", path, split, i, item.mask);
     }

@@ -14,9 +14,8 @@ double recall(const std::vector<float>& s, int64_t n, int64_t k, bool transposed
   for (int64_t i = 0; i < n; ++i) {
     auto value = [&](int64_t j) { return transposed ? s[static_cast<size_t>(j * n + i)] : s[static_cast<size_t>(i * n + j)]; };
     for (int64_t j = 0; j < n; ++j) order[static_cast<size_t>(j)] = j;
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-      return value(a) > value(b) || (value(a) == value(b) && a < b);
-    });
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int64_t a, int64_t b) { return value(a) > value(b) || (value(a) == value(b) && a < b); });
     hits += std::find(order.begin(), order.begin() + k, i) != order.begin() + k;
   }
   return static_cast<double>(hits) / static_cast<double>(n);

@@ -5,8 +5,8 @@
 namespace m3d::data {
 
 std::mt19937_64 sample_rng(uint64_t seed, uint64_t purpose, uint64_t epoch, uint64_t index) {
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(purpose),
-                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32)};
+  std::seed_seq seq{static_cast<uint32_t>(seed),  static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(purpose),
+                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index),      static_cast<uint32_t>(index >> 32)};
   return std::mt19937_64(seq);
 }
 

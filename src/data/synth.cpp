@@ -46,7 +46,9 @@ class Random {
   double uniform(double lo = 0, double hi = 1) { return lo + (hi - lo) * static_cast<double>(next() >> 11) * 0x1.0p-53; }
   int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
   template <typename T>
-  const T& pick(const std::vector<T>& v) { return v[static_cast<size_t>(below(static_cast<int64_t>(v.size())))]; }
+  const T& pick(const std::vector<T>& v) {
+    return v[static_cast<size_t>(below(static_cast<int64_t>(v.size())))];
+  }
   template <typename T>
   void shuffle(std::vector<T>& v) {
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(below(static_cast<int64_t>(i)))]);
@@ -104,8 +106,8 @@ at::Tensor inside(const Grid& g, const Ellipsoid& e, double wobble, double phase
 // HU of each organ by phase: non-contrast, arterial, portal venous, delayed.
 const std::map<std::string, std::array<double, 4>>& organ_hu() {
   static const std::map<std::string, std::array<double, 4>> hu = {
-      {"lung", {-850, -850, -850, -850}}, {"heart", {40, 260, 150, 90}},   {"aorta", {40, 300, 160, 100}}, {"spine", {420, 420, 420, 420}},
-      {"liver", {55, 70, 110, 80}},       {"spleen", {45, 120, 110, 80}},  {"kidney", {30, 160, 170, 120}}, {"gallbladder", {5, 5, 5, 5}},
+      {"lung", {-850, -850, -850, -850}}, {"heart", {40, 260, 150, 90}},  {"aorta", {40, 300, 160, 100}},  {"spine", {420, 420, 420, 420}},
+      {"liver", {55, 70, 110, 80}},       {"spleen", {45, 120, 110, 80}}, {"kidney", {30, 160, 170, 120}}, {"gallbladder", {5, 5, 5, 5}},
       {"bladder", {5, 5, 5, 260}},        {"pancreas", {40, 100, 90, 70}}};
   return hu;
 }
@@ -113,7 +115,7 @@ const std::map<std::string, std::array<double, 4>>& organ_hu() {
 const std::vector<std::string> kPlanes = {"axial", "coronal", "sagittal"};
 const std::vector<std::string> kPhases = {"non-contrast", "arterial", "portal venous", "delayed"};
 const std::vector<std::string> kRegions = {"chest", "abdomen", "chest-abdomen-pelvis"};
-const std::vector<std::string> kFindingTypes = {"cyst",        "hypodense mass",     "hyperdense mass",  "calcification",
+const std::vector<std::string> kFindingTypes = {"cyst",        "hypodense mass",      "hyperdense mass",  "calcification",
                                                 "lung nodule", "ground-glass nodule", "pleural effusion", "kidney stone"};
 
 std::string capital(std::string s) {
@@ -123,9 +125,7 @@ std::string capital(std::string s) {
 
 std::string where(const Finding& f) { return (f.side.empty() ? "" : f.side + " ") + f.organ; }
 
-std::string finding_phrase(const Finding& f) {
-  return fmt::format("a {} mm {} in the {}", static_cast<int64_t>(std::lround(f.size_mm)), f.type, where(f));
-}
+std::string finding_phrase(const Finding& f) { return fmt::format("a {} mm {} in the {}", static_cast<int64_t>(std::lround(f.size_mm)), f.type, where(f)); }
 
 // Largest extent of a mask in mm.
 double extent_mm(const at::Tensor& mask, const std::array<double, 3>& spacing) {
@@ -177,11 +177,14 @@ json Study::truth() const {
   }
   json q = json::array();
   for (const auto& v : vqa) {
-    q.push_back({{"type", v.question_type}, {"question", v.question}, {"choices", {v.choices[0], v.choices[1], v.choices[2], v.choices[3]}},
-                 {"answer", v.answer}, {"answer_choice", std::string(1, v.answer_choice)}});
+    q.push_back({{"type", v.question_type},
+                 {"question", v.question},
+                 {"choices", {v.choices[0], v.choices[1], v.choices[2], v.choices[3]}},
+                 {"answer", v.answer},
+                 {"answer_choice", std::string(1, v.answer_choice)}});
   }
-  return {{"id", id}, {"region", region}, {"plane", plane}, {"phase", phase}, {"spacing_dhw_mm", spacing_dhw},
-          {"organs", organs_present}, {"findings", f}, {"report", report}, {"vqa", q}};
+  return {{"id", id},      {"region", region}, {"plane", plane}, {"phase", phase}, {"spacing_dhw_mm", spacing_dhw}, {"organs", organs_present},
+          {"findings", f}, {"report", report}, {"vqa", q}};
 }
 
 namespace {
@@ -238,13 +241,17 @@ void synth_anatomy(Study& s, const Grid& g, Random& rng, int phase_index, double
 }
 
 // Up to three findings inside organs that are in view, painted into `hu` and `lesions`.
-void synth_findings(Study& s, const Grid& g, Random& rng, int phase_index, double body_ry, at::Tensor& hu, const at::Tensor& organs,
-                    at::Tensor& lesions) {
+void synth_findings(Study& s, const Grid& g, Random& rng, int phase_index, double body_ry, at::Tensor& hu, const at::Tensor& organs, at::Tensor& lesions) {
   lesions = at::zeros({D, H, W}, at::kByte);
   const int64_t wanted = rng.below(4);
-  const std::map<std::string, std::vector<std::string>> where_found = {
-      {"cyst", {"liver", "kidney", "spleen"}}, {"hypodense mass", {"liver", "kidney", "pancreas", "spleen"}}, {"hyperdense mass", {"liver", "kidney"}},
-      {"calcification", {"liver", "spleen", "pancreas"}}, {"lung nodule", {"lung"}}, {"ground-glass nodule", {"lung"}}, {"pleural effusion", {"lung"}}, {"kidney stone", {"kidney"}}};
+  const std::map<std::string, std::vector<std::string>> where_found = {{"cyst", {"liver", "kidney", "spleen"}},
+                                                                       {"hypodense mass", {"liver", "kidney", "pancreas", "spleen"}},
+                                                                       {"hyperdense mass", {"liver", "kidney"}},
+                                                                       {"calcification", {"liver", "spleen", "pancreas"}},
+                                                                       {"lung nodule", {"lung"}},
+                                                                       {"ground-glass nodule", {"lung"}},
+                                                                       {"pleural effusion", {"lung"}},
+                                                                       {"kidney stone", {"kidney"}}};
   for (int attempt = 0; attempt < 12 && static_cast<int64_t>(s.findings.size()) < wanted; ++attempt) {
     const std::string type = rng.pick(kFindingTypes);
     const std::string organ = rng.pick(where_found.at(type));
@@ -275,9 +282,14 @@ void synth_findings(Study& s, const Grid& g, Random& rng, int phase_index, doubl
     }
     mask = mask & (lesions == 0);
     if (mask.sum().item<int64_t>() < 2) continue;
-    const std::map<std::string, double> lesion_hu = {{"cyst", 5},       {"hypodense mass", organ_hu().at(organ)[phase_index] - 35},
+    const std::map<std::string, double> lesion_hu = {{"cyst", 5},
+                                                     {"hypodense mass", organ_hu().at(organ)[phase_index] - 35},
                                                      {"hyperdense mass", organ_hu().at(organ)[phase_index] + 70},
-                                                     {"calcification", 650}, {"lung nodule", 30}, {"ground-glass nodule", -520}, {"pleural effusion", 12}, {"kidney stone", 900}};
+                                                     {"calcification", 650},
+                                                     {"lung nodule", 30},
+                                                     {"ground-glass nodule", -520},
+                                                     {"pleural effusion", 12},
+                                                     {"kidney stone", 900}};
     Finding f;
     f.type = type;
     f.organ = organ;
@@ -390,7 +402,10 @@ StudyRows synth_write_study(const SynthOptions& o, int64_t i) {
   const Study s = synth_study(o.seed, i, o.regions);
   const std::string rel = fmt::format("M3D_Cap_npy/synth/{}", s.id);
   fs::create_directories(o.output + "/" + rel);
-  const std::string image = fmt::format("{}/{}_{}.npy", rel, s.plane, s.phase == "non-contrast" ? "non_contrast" : s.phase == "portal venous" ? "portal_venous" : s.phase);
+  const std::string image = fmt::format("{}/{}_{}.npy", rel, s.plane,
+                                        s.phase == "non-contrast"    ? "non_contrast"
+                                        : s.phase == "portal venous" ? "portal_venous"
+                                                                     : s.phase);
   at::Tensor unit = s.hu - s.hu.min();
   unit = (unit / std::max(unit.max().item<double>(), 1e-8)).contiguous();
   io::npy_write(o.output + "/" + image, DType::F32, {1, D, H, W}, unit.data_ptr<float>());
@@ -443,8 +458,8 @@ StudyRows synth_write_study(const SynthOptions& o, int64_t i) {
 void synth_write_indexes(const SynthOptions& o, const std::vector<StudyRows>& studies) {
   const std::string cap_dir = o.output + "/M3D_Cap_npy", vqa_dir = o.output + "/M3D-VQA";
   json cap = {{"train", json::array()}, {"validation", json::array()}, {"test", json::array()}};
-  const std::vector<std::string> header = {"Image Path", "Text", "Question Type", "Question", "Choice A", "Choice B", "Choice C", "Choice D", "Answer",
-                                           "Answer Choice"};
+  const std::vector<std::string> header = {"Image Path", "Text",     "Question Type", "Question", "Choice A",
+                                           "Choice B",   "Choice C", "Choice D",      "Answer",   "Answer Choice"};
   std::map<std::string, std::string> csv = {{"train", io::csv_line(header)}, {"validation", io::csv_line(header)}, {"test", io::csv_line(header)}};
   for (int64_t i = 0; i < o.count; ++i) {
     const std::string split = i % 10 == 8 ? "validation" : i % 10 == 9 ? "test" : "train";
@@ -454,8 +469,7 @@ void synth_write_indexes(const SynthOptions& o, const std::vector<StudyRows>& st
   io::write_file_atomic(cap_dir + "/M3D_Cap.json", cap.dump(1) + "\n");
   json labels = {{"0", "background"}};
   for (size_t c = 0; c < organ_names().size(); ++c) labels[std::to_string(c + 1)] = organ_names()[c];
-  json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()},
-              {"test", json::array()}};
+  json seg = {{"name", "synth"}, {"description", "m3d synth organ masks, test split"}, {"labels", labels}, {"train", json::array()}, {"test", json::array()}};
   for (const auto& study : studies) {
     for (const auto& e : study.seg) seg["test"].push_back(e);
   }

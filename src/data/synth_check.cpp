@@ -170,10 +170,12 @@ void check_refseg(const std::string& dir, const std::map<std::string, json>& tru
       bool ok = false;
       for (const auto& f : found->second.at("findings")) {
         const std::string side = f.at("side"), organ = f.at("organ");
-        ok |= f.at("label").get<int64_t>() == label && row[static_cast<size_t>(t.column("Question"))].find((side.empty() ? "" : side + " ") + organ) !=
-                                                          std::string::npos;
+        ok |= f.at("label").get<int64_t>() == label &&
+              row[static_cast<size_t>(t.column("Question"))].find((side.empty() ? "" : side + " ") + organ) != std::string::npos;
       }
-      if (!ok) problems.push_back(fmt::format("{}: the referring expression for region {} does not match a finding", found->second.at("id").get<std::string>(), label));
+      if (!ok)
+        problems.push_back(
+            fmt::format("{}: the referring expression for region {} does not match a finding", found->second.at("id").get<std::string>(), label));
     }
   }
 }

@@ -58,8 +58,8 @@ std::string read_text(const std::string& path) {
 
 // pandas read_csv's default NA strings become NaN, printed "nan".
 std::string pandas(const std::string& value) {
-  static const std::set<std::string> na = {"",     "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                                           "<NA>", "N/A",  "NA",       "NULL", "NaN",    "None",     "n/a",  "nan",  "null"};
+  static const std::set<std::string> na = {"",     "#N/A", "#N/A N/A", "#NA",  "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                                           "<NA>", "N/A",  "NA",       "NULL", "NaN",     "None",     "n/a",  "nan",  "null"};
   return na.count(value) ? "nan" : value;
 }
 
@@ -130,8 +130,8 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
       const std::string question = pandas(row.question);
       s.question = " " + question;
       if (closed) {
-        s.question += fmt::format(" Choices: A. {} B. {} C. {} D. {}", pandas(row.choices[0]), pandas(row.choices[1]), pandas(row.choices[2]),
-                                  pandas(row.choices[3]));
+        s.question +=
+            fmt::format(" Choices: A. {} B. {} C. {} D. {}", pandas(row.choices[0]), pandas(row.choices[1]), pandas(row.choices[2]), pandas(row.choices[3]));
         s.reference = row.answer_choice;
         s.fields = {row.question_type, question, pandas(row.answer), s.reference};
       } else {
@@ -143,7 +143,8 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
     *header = closed ? std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Answer Choice", "Pred", "Correct"}
                      : std::vector<std::string>{"idx", "Question Type", "Question", "Answer", "Pred", "bleu", "rouge1", "meteor", "bert_f1"};
   } else if (o.task == "rec" || o.task == "reg" || o.task == "seg") {
-    if (o.task == "seg" && o.predictor == "model") fail("m3d bench: task seg with a model needs the SegVol mask decoder (not built yet); --predictor oracle|constant scores the references");
+    if (o.task == "seg" && o.predictor == "model")
+      fail("m3d bench: task seg with a model needs the SegVol mask decoder (not built yet); --predictor oracle|constant scores the references");
     load_positioning(o, samples, header);
   } else {
     for (const auto& u : bench_unsupported_tasks()) {
@@ -187,8 +188,8 @@ TextScorers text_scorers_load(const std::string& punkt_dir, const std::string& w
   out.meteor = std::make_unique<MeteorData>(score_meteor_data_load(punkt_dir, wordnet_dir));
   if (!bertscore.model_dir.empty()) {
     auto scorer = std::make_shared<const BertScorer>(bertscore);
-    out.bertscore_setting = fmt::format("{}, {} layers, idf {}, {}", bertscore.model_dir, scorer->num_layers(),
-                                        bertscore.idf ? "on" : "off", bertscore.baseline_path.empty() ? "not rescaled" : "rescaled by " + bertscore.baseline_path);
+    out.bertscore_setting = fmt::format("{}, {} layers, idf {}, {}", bertscore.model_dir, scorer->num_layers(), bertscore.idf ? "on" : "off",
+                                        bertscore.baseline_path.empty() ? "not rescaled" : "rescaled by " + bertscore.baseline_path);
     out.bertscore = std::move(scorer);
   }
   return out;
@@ -239,14 +240,22 @@ json run_identity(const BenchOptions& o) {
       if (ext == ".safetensors" || ext == ".bin" || ext == ".pt") weight_bytes += entry.file_size(ec);
     }
     const std::string config_path = o.model_dir + "/config.json";
-    model = {{"dir", dir.string()}, {"weight_bytes", weight_bytes},
-             {"config", fs::exists(config_path) ? io::json_read_file(config_path) : json(nullptr)}};
+    model = {{"dir", dir.string()}, {"weight_bytes", weight_bytes}, {"config", fs::exists(config_path) ? io::json_read_file(config_path) : json(nullptr)}};
   }
   std::error_code ec;
-  return {{"task", o.task}, {"predictor", o.predictor}, {"model", model},
-          {"data", fs::weakly_canonical(o.data_dir, ec).string()}, {"split", o.split}, {"cap_json", o.cap_json},
-          {"vqa_csv", o.vqa_csv}, {"seg_json", o.seg_json}, {"seg_dataset", o.seg_dataset}, {"labels", o.labels},
-          {"prompt", o.report_prompt}, {"max_new_tokens", o.max_new_tokens}, {"dtype", c10::toString(o.dtype)}};
+  return {{"task", o.task},
+          {"predictor", o.predictor},
+          {"model", model},
+          {"data", fs::weakly_canonical(o.data_dir, ec).string()},
+          {"split", o.split},
+          {"cap_json", o.cap_json},
+          {"vqa_csv", o.vqa_csv},
+          {"seg_json", o.seg_json},
+          {"seg_dataset", o.seg_dataset},
+          {"labels", o.labels},
+          {"prompt", o.report_prompt},
+          {"max_new_tokens", o.max_new_tokens},
+          {"dtype", c10::toString(o.dtype)}};
 }
 
 // The finished samples of a previous run of the same identity; the journal is
@@ -265,8 +274,7 @@ std::map<int64_t, json> open_journal(const BenchOptions& o) {
       for (const auto& [key, value] : identity.items()) {
         if (!saved.contains(key) || saved[key] != value) changed += (changed.empty() ? "" : ", ") + key;
       }
-      fail("{}: this folder holds predictions of another run (different {}); use another -o folder, or --overwrite to start it afresh",
-           o.output_dir, changed);
+      fail("{}: this folder holds predictions of another run (different {}); use another -o folder, or --overwrite to start it afresh", o.output_dir, changed);
     }
   } else if (fs::exists(journal_path)) {
     fail("{}: predictions of an unidentified run (no run.json); use another -o folder, or --overwrite to start it afresh", o.output_dir);
@@ -355,7 +363,12 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     metrics[fmt::format("IR_R{}", k)] = data::recall_at_k(similarity, n, k);
     metrics[fmt::format("TR_R{}", k)] = data::recall_at_k_transposed(similarity, n, k);
   }
-  json summary = {{"task", "itr"}, {"samples", n}, {"metrics", metrics}, {"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split},
+  json summary = {{"task", "itr"},
+                  {"samples", n},
+                  {"metrics", metrics},
+                  {"model", o.model_dir},
+                  {"data", o.data_dir},
+                  {"split", o.split},
                   {"naming", "as eval_itr.py: IR = image->text (rows are images), TR = text->image"}};
   std::string md = "| metric | value |\n|---|---|\n";
   for (const auto& [name, value] : metrics.items()) md += fmt::format("| {} | {:.4f} |\n", name, value.get<double>());
@@ -468,8 +481,8 @@ std::string bench_run(const BenchOptions& options) {
   }
   // The official metric columns hold the same metrics (BLEU-1, ROUGE-1 F, METEOR, BERTScore F1); bert_f1 stays
   // empty without a BERTScore model.
-  for (const auto& [official, ours] : {std::pair<const char*, const char*>{"bleu", "m3d_bleu"}, {"rouge1", "m3d_rouge1"},
-                                       {"meteor", "m3d_meteor"}, {"bert_f1", "m3d_bert_f1"}}) {
+  for (const auto& [official, ours] :
+       {std::pair<const char*, const char*>{"bleu", "m3d_bleu"}, {"rouge1", "m3d_rouge1"}, {"meteor", "m3d_meteor"}, {"bert_f1", "m3d_bert_f1"}}) {
     const int to = result.scored.column(official), from = result.scored.column(ours);
     if (to < 0 || from < 0) continue;
     for (auto& row : result.scored.rows) row[to] = row[from];

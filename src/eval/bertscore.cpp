@@ -25,12 +25,19 @@
 namespace m3d::eval {
 
 int64_t bertscore_default_layers(const std::string& model_name) {
-  static const std::map<std::string, int64_t> layers = {
-      {"bert-base-uncased", 9},     {"bert-large-uncased", 18},          {"bert-base-cased-finetuned-mrpc", 9},
-      {"bert-base-multilingual-cased", 9}, {"bert-base-chinese", 8},    {"roberta-base", 10},
-      {"roberta-large", 17},        {"roberta-large-mnli", 19},          {"roberta-base-openai-detector", 7},
-      {"roberta-large-openai-detector", 15}, {"distilroberta-base", 5}, {"xlm-roberta-base", 9},
-      {"xlm-roberta-large", 17}};
+  static const std::map<std::string, int64_t> layers = {{"bert-base-uncased", 9},
+                                                        {"bert-large-uncased", 18},
+                                                        {"bert-base-cased-finetuned-mrpc", 9},
+                                                        {"bert-base-multilingual-cased", 9},
+                                                        {"bert-base-chinese", 8},
+                                                        {"roberta-base", 10},
+                                                        {"roberta-large", 17},
+                                                        {"roberta-large-mnli", 19},
+                                                        {"roberta-base-openai-detector", 7},
+                                                        {"roberta-large-openai-detector", 15},
+                                                        {"distilroberta-base", 5},
+                                                        {"xlm-roberta-base", 9},
+                                                        {"xlm-roberta-large", 17}};
   auto it = layers.find(model_name);
   return it == layers.end() ? -1 : it->second;
 }
@@ -53,9 +60,7 @@ std::array<double, 3> read_baseline(const std::string& path, int64_t num_layers)
     while (std::getline(fields, field, ',')) {
       try {
         values.push_back(std::stod(field));
-      } catch (const std::exception&) {
-        fail("{}: row {} has a non-numeric field '{}'", path, num_layers, field);
-      }
+      } catch (const std::exception&) { fail("{}: row {} has a non-numeric field '{}'", path, num_layers, field); }
     }
     if (values.size() != 4) fail("{}: row {} has {} fields, expected LAYER,P,R,F", path, num_layers, values.size());
     return {values[1], values[2], values[3]};
@@ -159,9 +164,7 @@ int64_t BertScorer::num_layers() const { return state_->options.num_layers; }
 
 std::vector<Prf> BertScorer::score(const std::vector<std::string>& candidates, const std::vector<std::vector<std::string>>& references) const {
   const State& s = *state_;
-  if (candidates.size() != references.size()) {
-    fail("bertscore: {} candidates but {} reference groups", candidates.size(), references.size());
-  }
+  if (candidates.size() != references.size()) { fail("bertscore: {} candidates but {} reference groups", candidates.size(), references.size()); }
   for (size_t i = 0; i < references.size(); ++i) {
     if (references[i].empty()) fail("bertscore: candidate {} has no reference", i);
   }

@@ -33,7 +33,7 @@ MeteorData meteor_data_load(const std::string& punkt_dir = kPunktEnglishDir, con
 
 struct MeteorAlignment {
   std::vector<std::pair<int64_t, int64_t>> matches;  // (hypothesis index, reference index), by hypothesis index
-  int64_t chunks = 0;                                // 0 without matches
+  int64_t chunks = 0;  // 0 without matches
 };
 
 // _enum_align_words on lower-cased token lists, and single_meteor_score.
@@ -43,8 +43,7 @@ double meteor_tokens(const std::vector<std::string>& hypothesis, const std::vect
 
 // evaluate's meteor for one sample: word_tokenize both texts; the best reference's score
 // (0 without references, where Python's max() raises).
-double meteor(const std::string& prediction, const std::vector<std::string>& references, const MeteorData& data,
-              const MeteorParams& params = {});
+double meteor(const std::string& prediction, const std::vector<std::string>& references, const MeteorData& data, const MeteorParams& params = {});
 double meteor(const std::string& prediction, const std::string& reference, const MeteorData& data, const MeteorParams& params = {});
 
 }  // namespace m3d::eval

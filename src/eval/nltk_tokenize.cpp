@@ -22,8 +22,7 @@ namespace {
 namespace utf8 = text::utf8;
 
 // Python's \s for str patterns (str.isspace); PCRE2's \s lacks U+001C..U+001F.
-constexpr std::string_view kSpaceClass =
-    "\\x{9}-\\x{d}\\x{1c}-\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
+constexpr std::string_view kSpaceClass = "\\x{9}-\\x{d}\\x{1c}-\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
 
 struct Span {
   size_t begin = std::string::npos, end = std::string::npos;
@@ -50,8 +49,7 @@ class Pattern {
     pcre2_set_newline(context, PCRE2_NEWLINE_LF);
     int error = 0;
     PCRE2_SIZE offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP | options, &error, &offset,
-                          context);
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP | options, &error, &offset, context);
     pcre2_compile_context_free(context);
     if (code_ == nullptr) {
       PCRE2_UCHAR message[256];
@@ -69,10 +67,10 @@ class Pattern {
     std::string out(text.size() * 2 + 64, '\0');
     for (;;) {
       PCRE2_SIZE length = out.size();
-      const int rc = pcre2_substitute(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
-                                      PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH | PCRE2_NO_UTF_CHECK,
-                                      nullptr, nullptr, reinterpret_cast<PCRE2_SPTR>(replacement.data()), replacement.size(),
-                                      reinterpret_cast<PCRE2_UCHAR*>(out.data()), &length);
+      const int rc =
+          pcre2_substitute(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
+                           PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH | PCRE2_NO_UTF_CHECK, nullptr, nullptr,
+                           reinterpret_cast<PCRE2_SPTR>(replacement.data()), replacement.size(), reinterpret_cast<PCRE2_UCHAR*>(out.data()), &length);
       if (rc == PCRE2_ERROR_NOMEMORY) {
         out.resize(length);
         continue;
@@ -85,10 +83,9 @@ class Pattern {
 
   // The first match at or after `from` (re.search from a position); groups[0] is the whole match.
   bool search(std::string_view text, size_t from, std::vector<Span>* groups, bool anchored = false) const {
-    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(pcre2_match_data_create_from_pattern(code_, nullptr),
-                                                                            &pcre2_match_data_free);
-    const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from,
-                               PCRE2_NO_UTF_CHECK | (anchored ? PCRE2_ANCHORED : 0), data.get(), nullptr);
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(pcre2_match_data_create_from_pattern(code_, nullptr), &pcre2_match_data_free);
+    const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from, PCRE2_NO_UTF_CHECK | (anchored ? PCRE2_ANCHORED : 0),
+                               data.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) return false;
     if (rc < 0) fail("nltk_tokenize: match failed with PCRE2 error {}", rc);
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
@@ -178,8 +175,8 @@ constexpr const char* kMultiChar = R"re((?:\-{2,}|\.{2,}|(?:\.\s){2,}\.))re";
 constexpr const char* kWordStart = R"re([^\(\"\`{\[:;&\#\*@\)}\]\-,])re";
 
 const Pattern& word_tokenizer_re() {  // _word_tokenize_fmt without the verbose-mode white space
-  static const Pattern p(std::string("(") + kMultiChar + "|(?=" + kWordStart + ")\\S+?(?=\\s|$|" + kNonWord + "|" + kMultiChar + "|,(?=$|\\s|" +
-                         kNonWord + "|" + kMultiChar + "))|\\S)");
+  static const Pattern p(std::string("(") + kMultiChar + "|(?=" + kWordStart + ")\\S+?(?=\\s|$|" + kNonWord + "|" + kMultiChar + "|,(?=$|\\s|" + kNonWord +
+                         "|" + kMultiChar + "))|\\S)");
   return p;
 }
 
@@ -270,14 +267,12 @@ std::vector<PotentialEnd> potential_end_contexts(std::string_view text) {
 std::string python_lower(std::string_view text) {
   auto cased = [](utf8proc_int32_t c) {
     const auto cat = utf8proc_category(c);
-    return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT || utf8proc_tolower(c) != c ||
-           utf8proc_toupper(c) != c;
+    return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT || utf8proc_tolower(c) != c || utf8proc_toupper(c) != c;
   };
   auto case_ignorable = [](utf8proc_int32_t c) {
     const auto cat = utf8proc_category(c);
     return cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_LM ||
-           cat == UTF8PROC_CATEGORY_SK || c == '\'' || c == '.' || c == ':' || c == 0xB7 || c == 0x2018 || c == 0x2019 || c == 0x2024 ||
-           c == 0x2027;
+           cat == UTF8PROC_CATEGORY_SK || c == '\'' || c == '.' || c == ':' || c == 0xB7 || c == 0x2018 || c == 0x2019 || c == 0x2024 || c == 0x2027;
   };
   std::vector<utf8proc_int32_t> cps;
   for (size_t i = 0; i < text.size();) {
@@ -322,9 +317,7 @@ PunktParameters punkt_parameters_load(const std::string& dir) {
     int value = 0;
     try {
       value = std::stoi(flags, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
+    } catch (const std::exception&) { used = 0; }
     if (used == 0 || used != flags.size()) fail("punkt: {}: '{}' is not an integer", ortho, flags);
     p.ortho_context[type] = value;
   }
@@ -468,7 +461,7 @@ std::vector<std::string> nltk_tokenize_words(const std::string& sentence) {
       {Pattern("([^'])' "), "$1 ' "},
       {Pattern("[*]"), " $0 "},
       {Pattern(R"re([\]\[\(\)\{\}\<\>])re"), " $0 "},  // PARENS_BRACKETS
-      {Pattern("--"), " -- "},                       // DOUBLE_DASHES
+      {Pattern("--"), " -- "},  // DOUBLE_DASHES
   };
   static const Rule ending_quotes[] = {
       {Pattern("([»”’])"), " $1 "},

@@ -60,8 +60,7 @@ bool ends_double_consonant(const Word& w) { return w.size() >= 2 && w[w.size() -
 
 bool ends_cvc(const Word& w) {
   const size_t n = w.size();
-  if (n >= 3 && is_consonant(w, n - 3) && !is_consonant(w, n - 2) && is_consonant(w, n - 1) && w[n - 1] != U'w' && w[n - 1] != U'x' &&
-      w[n - 1] != U'y') {
+  if (n >= 3 && is_consonant(w, n - 3) && !is_consonant(w, n - 2) && is_consonant(w, n - 1) && w[n - 1] != U'w' && w[n - 1] != U'x' && w[n - 1] != U'y') {
     return true;
   }
   return n == 2 && !is_consonant(w, 0) && is_consonant(w, 1);  // NLTK_EXTENSIONS
@@ -129,28 +128,46 @@ Word step1c(const Word& w) {
 Word step2(const Word& w) {
   if (ends_with(w, U"alli") && positive_measure(cut(w, 4))) return step2(cut(w, 4) + U"al");
   const Condition m = positive_measure;
-  return apply_rules(w, {{U"ational", U"ate", m}, {U"tional", U"tion", m}, {U"enci", U"ence", m},  {U"anci", U"ance", m},
-                         {U"izer", U"ize", m},    {U"bli", U"ble", m},     {U"alli", U"al", m},     {U"entli", U"ent", m},
-                         {U"eli", U"e", m},       {U"ousli", U"ous", m},   {U"ization", U"ize", m}, {U"ation", U"ate", m},
-                         {U"ator", U"ate", m},    {U"alism", U"al", m},    {U"iveness", U"ive", m}, {U"fulness", U"ful", m},
-                         {U"ousness", U"ous", m}, {U"aliti", U"al", m},    {U"iviti", U"ive", m},   {U"biliti", U"ble", m},
+  return apply_rules(w, {{U"ational", U"ate", m}, {U"tional", U"tion", m},
+                         {U"enci", U"ence", m},   {U"anci", U"ance", m},
+                         {U"izer", U"ize", m},    {U"bli", U"ble", m},
+                         {U"alli", U"al", m},     {U"entli", U"ent", m},
+                         {U"eli", U"e", m},       {U"ousli", U"ous", m},
+                         {U"ization", U"ize", m}, {U"ation", U"ate", m},
+                         {U"ator", U"ate", m},    {U"alism", U"al", m},
+                         {U"iveness", U"ive", m}, {U"fulness", U"ful", m},
+                         {U"ousness", U"ous", m}, {U"aliti", U"al", m},
+                         {U"iviti", U"ive", m},   {U"biliti", U"ble", m},
                          {U"fulli", U"ful", m},   {U"logi", U"log", [w](const Word&) { return positive_measure(cut(w, 3)); }}});
 }
 
 Word step3(const Word& w) {
   const Condition m = positive_measure;
-  return apply_rules(w, {{U"icate", U"ic", m}, {U"ative", U"", m}, {U"alize", U"al", m}, {U"iciti", U"ic", m},
-                         {U"ical", U"ic", m},  {U"ful", U"", m},   {U"ness", U"", m}});
+  return apply_rules(
+      w, {{U"icate", U"ic", m}, {U"ative", U"", m}, {U"alize", U"al", m}, {U"iciti", U"ic", m}, {U"ical", U"ic", m}, {U"ful", U"", m}, {U"ness", U"", m}});
 }
 
 Word step4(const Word& w) {
   const Condition m = [](const Word& s) { return measure(s) > 1; };
-  return apply_rules(w, {{U"al", U"", m},   {U"ance", U"", m}, {U"ence", U"", m}, {U"er", U"", m},    {U"ic", U"", m},
-                         {U"able", U"", m}, {U"ible", U"", m}, {U"ant", U"", m},  {U"ement", U"", m}, {U"ment", U"", m},
+  return apply_rules(w, {{U"al", U"", m},
+                         {U"ance", U"", m},
+                         {U"ence", U"", m},
+                         {U"er", U"", m},
+                         {U"ic", U"", m},
+                         {U"able", U"", m},
+                         {U"ible", U"", m},
+                         {U"ant", U"", m},
+                         {U"ement", U"", m},
+                         {U"ment", U"", m},
                          {U"ent", U"", m},
                          {U"ion", U"", [](const Word& s) { return measure(s) > 1 && !s.empty() && (s.back() == U's' || s.back() == U't'); }},
-                         {U"ou", U"", m},   {U"ism", U"", m},  {U"ate", U"", m},  {U"iti", U"", m},   {U"ous", U"", m},
-                         {U"ive", U"", m},  {U"ize", U"", m}});
+                         {U"ou", U"", m},
+                         {U"ism", U"", m},
+                         {U"ate", U"", m},
+                         {U"iti", U"", m},
+                         {U"ous", U"", m},
+                         {U"ive", U"", m},
+                         {U"ize", U"", m}});
 }
 
 Word step5a(const Word& w) {
@@ -184,11 +201,10 @@ std::string to_utf8(const Word& w) {
 }  // namespace
 
 std::string porter_stem(const std::string& input) {
-  static const std::map<Word, Word> pool = {{U"sky", U"sky"},         {U"skies", U"sky"},         {U"dying", U"die"},    {U"lying", U"lie"},
-                                            {U"tying", U"tie"},       {U"news", U"news"},         {U"innings", U"inning"}, {U"inning", U"inning"},
-                                            {U"outings", U"outing"},  {U"outing", U"outing"},     {U"cannings", U"canning"},
-                                            {U"canning", U"canning"}, {U"howe", U"howe"},         {U"proceed", U"proceed"},
-                                            {U"exceed", U"exceed"},   {U"succeed", U"succeed"}};
+  static const std::map<Word, Word> pool = {{U"sky", U"sky"},        {U"skies", U"sky"},       {U"dying", U"die"},        {U"lying", U"lie"},
+                                            {U"tying", U"tie"},      {U"news", U"news"},       {U"innings", U"inning"},   {U"inning", U"inning"},
+                                            {U"outings", U"outing"}, {U"outing", U"outing"},   {U"cannings", U"canning"}, {U"canning", U"canning"},
+                                            {U"howe", U"howe"},      {U"proceed", U"proceed"}, {U"exceed", U"exceed"},    {U"succeed", U"succeed"}};
   const Word original = to_u32(input);
   Word w = original;
   for (char32_t& c : w) {  // str.lower() for ASCII and Latin-1 capitals

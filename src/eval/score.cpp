@@ -63,9 +63,10 @@ MeteorData score_meteor_data_load(const std::string& punkt_dir, const std::strin
       list += (list.empty() ? "" : ", ") + dir;
     }
     if (punkt.empty()) {
-      fail("METEOR needs nltk_data's English Punkt parameters, found in none of: {} (run scripts/fetch_vocab.sh in the m3d repository, "
-           "or give the folder with --punkt or M3D_PUNKT_DIR)",
-           list);
+      fail(
+          "METEOR needs nltk_data's English Punkt parameters, found in none of: {} (run scripts/fetch_vocab.sh in the m3d repository, "
+          "or give the folder with --punkt or M3D_PUNKT_DIR)",
+          list);
     }
   }
   return meteor_data_load(punkt, wordnet_dir.empty() ? kWordNetDir : wordnet_dir);
@@ -82,8 +83,7 @@ struct Tally {
 };
 
 // report, caption, vqa-open: BLEU, ROUGE, METEOR and (with a model) BERTScore F1.
-void score_text(const std::string& task, const io::CsvTable& table, const std::string& source, const ScoreOptions& options, ScoreResult& out,
-                Tally& t) {
+void score_text(const std::string& task, const io::CsvTable& table, const std::string& source, const ScoreOptions& options, ScoreResult& out, Tally& t) {
   const int pred = require(table, {"pred", "Pred"}, source, task);
   const int ref = require(table, task == "report" ? std::vector<std::string>{"Ground Truth", "Answer"} : std::vector<std::string>{"Answer"}, source, task);
   const int group_column = task == "vqa-open" ? table.column("Question Type") : -1;
@@ -98,15 +98,14 @@ void score_text(const std::string& task, const io::CsvTable& table, const std::s
     t.added.push_back("m3d_bert_f1");
     out.summary["bert_f1_setting"] = options.bert_f1_setting;
   } else {
-    out.summary["not_computed"] = {
-        {"m3d_bert_f1", "needs a BERTScore model: --bertscore-model DIR (the official setting is roberta-large, 17 layers)"}};
+    out.summary["not_computed"] = {{"m3d_bert_f1", "needs a BERTScore model: --bertscore-model DIR (the official setting is roberta-large, 17 layers)"}};
   }
   for (size_t r = 0; r < table.rows.size(); ++r) {
     const std::string& p = preds[r];
     const std::string& g = refs[r];
     const RougeScores rs = rouge(p, {g});
-    std::vector<double> values = {bleu(p, {g}, 1), rs.rouge1.fmeasure, rs.rouge2.fmeasure, rs.rougeL.fmeasure, rs.rougeLsum.fmeasure,
-                                  meteor(p, g, *options.meteor)};
+    std::vector<double> values = {bleu(p, {g}, 1),    rs.rouge1.fmeasure,    rs.rouge2.fmeasure,
+                                  rs.rougeL.fmeasure, rs.rougeLsum.fmeasure, meteor(p, g, *options.meteor)};
     if (!bert_f1.empty()) values.push_back(bert_f1[r]);
     for (size_t m = 0; m < t.added.size(); ++m) {
       out.scored.rows[r].push_back(number(values[m]));
@@ -205,7 +204,8 @@ void score_summarize(const std::string& task, const io::CsvTable& table, const s
     }
   }
   if (out.summary.contains("not_computed")) {
-    for (const auto& [name, why] : out.summary["not_computed"].items()) out.markdown += fmt::format("| {} | not computed: {} |\n", name, why.get<std::string>());
+    for (const auto& [name, why] : out.summary["not_computed"].items())
+      out.markdown += fmt::format("| {} | not computed: {} |\n", name, why.get<std::string>());
   }
 }
 

@@ -12,9 +12,7 @@ double extent(double lo, double hi) { return std::max(0.0, hi - lo); }
 
 }  // namespace
 
-bool closed_vqa_correct(const std::string& prediction, const std::string& answer_choice) {
-  return prediction.find(answer_choice + ".") != std::string::npos;
-}
+bool closed_vqa_correct(const std::string& prediction, const std::string& answer_choice) { return prediction.find(answer_choice + ".") != std::string::npos; }
 
 double iou_official(const Box& a, const Box& b) {
   double intersection = 1, enclosing = 1;

@@ -32,8 +32,7 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 // 13a's first class: U+0020-0026, 0028-002B, 002F, 003A-0040, 005B-0060, 007B-007E.
 bool punct_13a(char c) {
   const auto u = static_cast<unsigned char>(c);
-  return (u >= 0x20 && u <= 0x26) || (u >= 0x28 && u <= 0x2B) || u == 0x2F || (u >= 0x3A && u <= 0x40) || (u >= 0x5B && u <= 0x60) ||
-         (u >= 0x7B && u <= 0x7E);
+  return (u >= 0x20 && u <= 0x26) || (u >= 0x28 && u <= 0x2B) || u == 0x2F || (u >= 0x3A && u <= 0x40) || (u >= 0x5B && u <= 0x60) || (u >= 0x7B && u <= 0x7E);
 }
 
 using Ngram = std::vector<std::string>;

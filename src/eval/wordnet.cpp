@@ -21,20 +21,26 @@ constexpr std::array<const char*, 4> kPosNames = {"noun", "verb", "adj", "adv"};
 
 int pos_index(char pos) {
   switch (pos) {
-    case 'n': return 0;
-    case 'v': return 1;
+    case 'n':
+      return 0;
+    case 'v':
+      return 1;
     case 'a':
-    case 's': return 2;  // satellites live in data.adj and share the adjective index and exceptions
-    case 'r': return 3;
-    default: fail("wordnet: unknown part of speech '{}' (expected n, v, a, s or r)", pos);
+    case 's':
+      return 2;  // satellites live in data.adj and share the adjective index and exceptions
+    case 'r':
+      return 3;
+    default:
+      fail("wordnet: unknown part of speech '{}' (expected n, v, a, s or r)", pos);
   }
 }
 
 std::shared_ptr<const io::MappedFile> open_file(const std::string& path) {
   if (!std::filesystem::exists(path)) {
-    fail("wordnet: {} is missing (WordNet 3.0's database files: apt-get install wordnet-base, as scripts/setup.sh does, "
-         "or pass the folder that holds index.noun)",
-         path);
+    fail(
+        "wordnet: {} is missing (WordNet 3.0's database files: apt-get install wordnet-base, as scripts/setup.sh does, "
+        "or pass the folder that holds index.noun)",
+        path);
   }
   return io::MappedFile::open(path);
 }

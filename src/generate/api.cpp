@@ -46,7 +46,6 @@ ModelInfo info_of(const std::string& dir, const generate::Session& session) {
   return info;
 }
 
-
 }  // namespace
 
 generate::GenerationOptions generation_options_from(const AskOptions& ask, generate::GenerationOptions options) {
@@ -65,8 +64,7 @@ Model Model::open(const std::string& dir, const ModelOptions& options) {
   // known but answers nothing.
   const models::Architecture& arch = models::architecture_of_dir(dir);
   if (arch.kind == models::ModelKind::Clip) {
-    fail("{}: {} is {}; it embeds scans and reports but answers no questions: use `m3d embed --model {}`", dir, arch.name,
-         arch.description, dir);
+    fail("{}: {} is {}; it embeds scans and reports but answers no questions: use `m3d embed --model {}`", dir, arch.name, arch.description, dir);
   }
   Model model;
   generate::Session session = generate::session_open(dir, dtype_named(options.dtype), tokenizer_named(options.tokenizer));
@@ -127,9 +125,9 @@ Answer Session::ask(const std::string& question, const AskOptions& ask, const Te
   // A mask answer goes through the whole prompt at once, as the official generate
   // (seg_enable) does; a cached prefix serves text answers.
   const bool mask = ask.mask && state_->model.info().segments;
-  const generate::SessionAnswer raw =
-      state_->chat && !mask ? generate::session_chat_answer_full(session, *state_->chat, image, question, options, hooks, ask.mask)
-                   : generate::session_answer_full(session, image, question, options, hooks, ask.mask);
+  const generate::SessionAnswer raw = state_->chat && !mask
+                                          ? generate::session_chat_answer_full(session, *state_->chat, image, question, options, hooks, ask.mask)
+                                          : generate::session_answer_full(session, image, question, options, hooks, ask.mask);
   Answer answer;
   answer.text = raw.text;
   answer.prompt_tokens = raw.prompt_tokens;

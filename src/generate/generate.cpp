@@ -15,8 +15,7 @@
 
 namespace m3d::generate {
 
-torch::Tensor next_tokens(const torch::Tensor& logits_in, const GenerationOptions& o, const torch::Tensor& seen,
-                          torch::Generator& generator) {
+torch::Tensor next_tokens(const torch::Tensor& logits_in, const GenerationOptions& o, const torch::Tensor& seen, torch::Generator& generator) {
   auto logits = logits_in.to(torch::kFloat);  // (B, V)
   if (o.repetition_penalty != 1.0 && seen.defined() && seen.size(1) > 0) {
     // Seen tokens: divide positive scores, multiply negative ones.
@@ -56,9 +55,8 @@ void generation_options_check(const GenerationOptions& o) {
   }
 }
 
-GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& o,
-                          const torch::Tensor& attention_mask, const torch::Tensor& prompt_ids,
-                          const TokenCallback& on_token) {
+GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& o, const torch::Tensor& attention_mask,
+                          const torch::Tensor& prompt_ids, const TokenCallback& on_token) {
   if (embeds.dim() != 3) fail("generate: prompt embeddings must be (batch, tokens, hidden)");
   generation_options_check(o);
   const int64_t context = lm.model->config().max_position_embeddings;
@@ -67,28 +65,24 @@ GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds,
   return generate_continue(lm, cache, embeds, o, attention_mask, prompt_ids, on_token);
 }
 
-GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds,
-                                   const GenerationOptions& o, const torch::Tensor& attention_mask,
-                                   const torch::Tensor& prompt_ids, const TokenCallback& on_token) {
+GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds, const GenerationOptions& o,
+                                   const torch::Tensor& attention_mask, const torch::Tensor& prompt_ids, const TokenCallback& on_token) {
   torch::NoGradGuard no_grad;
   if (embeds.dim() != 3 || embeds.size(1) == 0) fail("generate: prompt embeddings must be (batch, tokens >= 1, hidden)");
   generation_options_check(o);
   const int64_t B = embeds.size(0), L = embeds.size(1), past = cache.length;
   const int64_t context = lm.model->config().max_position_embeddings;
   if (o.max_new_tokens > context - past - L) {  // (written so a huge count cannot overflow)
-    fail("generate: {} cached + {} prompt + {} new tokens exceeds the model's context of {} positions", past, L,
-         o.max_new_tokens, context);
+    fail("generate: {} cached + {} prompt + {} new tokens exceeds the model's context of {} positions", past, L, o.max_new_tokens, context);
   }
   if (o.max_new_tokens > cache.capacity - past - L) {
-    fail("generate: {} cached + {} prompt + {} new tokens exceed the KV cache capacity {}", past, L, o.max_new_tokens,
-         cache.capacity);
+    fail("generate: {} cached + {} prompt + {} new tokens exceed the KV cache capacity {}", past, L, o.max_new_tokens, cache.capacity);
   }
   const auto device = embeds.device();
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device);
 
   // Left padding: positions count only real tokens (HF: cumsum(mask) - 1, pads at 1).
-  torch::Tensor mask = torch::cat({torch::ones({B, past}, long_opts),
-                                   attention_mask.defined() ? attention_mask.to(long_opts) : torch::ones({B, L}, long_opts)},
+  torch::Tensor mask = torch::cat({torch::ones({B, past}, long_opts), attention_mask.defined() ? attention_mask.to(long_opts) : torch::ones({B, L}, long_opts)},
                                   1);  // (B, past + L)
   torch::Tensor positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1).slice(1, past);  // (B, L)
 

@@ -50,18 +50,15 @@ struct GenerationResult {
 // (B, L) of 1/0 marks left padding (undefined: no padding). prompt_ids (B, L) are
 // penalised by repetition_penalty as HF does when generating from ids (undefined:
 // only generated tokens are, as when generating from inputs_embeds).
-GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& options,
-                          const torch::Tensor& attention_mask = {}, const torch::Tensor& prompt_ids = {},
-                          const TokenCallback& on_token = {});
+GenerationResult generate(models::CausalLmImpl& lm, const torch::Tensor& embeds, const GenerationOptions& options, const torch::Tensor& attention_mask = {},
+                          const torch::Tensor& prompt_ids = {}, const TokenCallback& on_token = {});
 
 // The same, continuing after the cache->length positions already in `cache`
 // (e.g. a prompt prefix shared by several questions); new positions follow them.
-GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds,
-                                   const GenerationOptions& options, const torch::Tensor& attention_mask = {},
-                                   const torch::Tensor& prompt_ids = {}, const TokenCallback& on_token = {});
+GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& cache, const torch::Tensor& embeds, const GenerationOptions& options,
+                                   const torch::Tensor& attention_mask = {}, const torch::Tensor& prompt_ids = {}, const TokenCallback& on_token = {});
 
 // One step's choice from logits (B, V); `seen` (B, S) ids for the repetition penalty.
-torch::Tensor next_tokens(const torch::Tensor& logits, const GenerationOptions& options, const torch::Tensor& seen,
-                          torch::Generator& generator);
+torch::Tensor next_tokens(const torch::Tensor& logits, const GenerationOptions& options, const torch::Tensor& seen, torch::Generator& generator);
 
 }  // namespace m3d::generate

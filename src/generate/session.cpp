@@ -18,9 +18,7 @@ Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokeni
   // must come out as recorded. The slow tokenizer reads those files itself.
   if (!session.tokenizer.is_slow() && fs::exists(dir + "/added_tokens.json")) {
     std::vector<std::string> specials;
-    if (fs::exists(dir + "/special_tokens_map.json")) {
-      specials = io::special_tokens_map_read(dir + "/special_tokens_map.json").additional_special_tokens;
-    }
+    if (fs::exists(dir + "/special_tokens_map.json")) { specials = io::special_tokens_map_read(dir + "/special_tokens_map.json").additional_special_tokens; }
     std::vector<std::pair<int64_t, std::string>> by_id;
     for (const auto& [token, id] : io::added_tokens_read(dir + "/added_tokens.json")) by_id.emplace_back(id, token);
     std::sort(by_id.begin(), by_id.end());
@@ -73,8 +71,8 @@ std::string image_placeholders(const Session& session) {
 // Generates from `embeds` after what `cache` holds: the decoded answer, its token
 // count and why it ended; with `seg_hidden`, the final hidden states before each
 // [SEG] (GenerationResult::seg_hidden). `keep_going` is asked before each new token.
-SessionAnswer answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options,
-                          const AnswerHooks& hooks, std::vector<at::Tensor>* seg_hidden = nullptr) {
+SessionAnswer answer_from(Session& session, models::KvCache& cache, const at::Tensor& embeds, const GenerationOptions& options, const AnswerHooks& hooks,
+                          std::vector<at::Tensor>* seg_hidden = nullptr) {
   std::vector<int64_t> answer;
   std::string shown;
   bool cancelled = false;
@@ -126,8 +124,8 @@ at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(id
 
 // The answer after `embeds`, and with `with_mask` (a model with a [SEG] head and an
 // image) its mask logits from the hidden states before each generated [SEG].
-SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const at::Tensor& embeds, const at::Tensor& image,
-                               const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask) {
+SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const at::Tensor& embeds, const at::Tensor& image, const GenerationOptions& options,
+                               const AnswerHooks& hooks, bool with_mask) {
   const bool mask = with_mask && session.model.seg && image.defined();
   std::vector<at::Tensor> seg_hidden;
   SessionAnswer out = answer_from(session, cache, embeds, options, hooks, mask ? &seg_hidden : nullptr);
@@ -146,33 +144,32 @@ SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const a
   return out;
 }
 
-SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                     const AnswerHooks& hooks, bool with_mask) {
+SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options, const AnswerHooks& hooks,
+                     bool with_mask) {
   torch::NoGradGuard no_grad;
   auto& lm = *session.model.lm;
   if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
   const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
-  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0),
-                                    lm.model->config().max_position_embeddings);
+  const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0), lm.model->config().max_position_embeddings);
   auto cache = lm.model->make_cache(1, capacity, embeds.options());
   return answer_with_mask(session, cache, embeds, image, options, hooks, with_mask);
 }
 
 }  // namespace
 
-std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
-                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+std::string session_answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                           const std::function<void(const std::string&)>& on_text) {
   return answer(session, image, question, options, {on_text, {}}, false).text;
 }
 
-SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
-                                 const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                                 const std::function<void(const std::string&)>& on_text) {
   return answer(session, image, question, options, {on_text, {}}, true);
 }
 
-SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question,
-                                  const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask) {
+SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                                  const AnswerHooks& hooks, bool with_mask) {
   return answer(session, image, question, options, hooks, with_mask);
 }
 
@@ -188,9 +185,10 @@ ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t 
   auto& lm = *session.model.lm;
   if (lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   if (!session_can_chat(session)) {
-    fail("{}: chat needs a token before the image tokens to cache the image prefix; this model's prompts have none "
-         "(its image splice drops the question's first token): use m3d generate",
-         session.model.architecture);
+    fail(
+        "{}: chat needs a token before the image tokens to cache the image prefix; this model's prompts have none "
+        "(its image splice drops the question's first token): use m3d generate",
+        session.model.architecture);
   }
   ChatState chat;
   chat.prefix_ids = session.tokenizer.encode(image_placeholders(session));  // BOS + image tokens
@@ -213,8 +211,8 @@ SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const 
   return answer_with_mask(session, chat.cache, embeds, image, options, hooks, with_mask);
 }
 
-std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
-                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text) {
+std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question, const GenerationOptions& options,
+                                const std::function<void(const std::string&)>& on_text) {
   return session_chat_answer_full(session, chat, {}, question, options, {on_text, {}}, false).text;
 }
 

@@ -22,13 +22,12 @@ struct Session {
 // Loads DIR's weights (in `dtype`), its tokenizer (Tokenizer::load; a fast one also
 // gets the added_tokens.json entries tokenizer.json lacks) and stop ids. Throws
 // naming the missing file.
-Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat,
-                     text::Tokenizer::Kind tokenizer = text::Tokenizer::Kind::Auto);
+Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat, text::Tokenizer::Kind tokenizer = text::Tokenizer::Kind::Auto);
 
 // The answer text (special tokens skipped). `image` is (1, 1, D, H, W) or undefined;
 // `on_text` receives the answer as it grows, one piece per token.
-std::string session_answer(Session& session, const at::Tensor& image, const std::string& question,
-                           const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+std::string session_answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                           const std::function<void(const std::string&)>& on_text = {});
 
 // The answer and, when the model has a [SEG] head (model.seg) and an image is given,
 // LaMed's mask logits for it: (1, 1, D, H, W) float32 in model space, from the mean of
@@ -49,12 +48,12 @@ struct AnswerHooks {
   std::function<void(const std::string&)> on_text;
   std::function<bool()> keep_going;
 };
-SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question,
-                                 const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                                 const std::function<void(const std::string&)>& on_text = {});
 
 // The same with usage counts, cancellation and, with `with_mask`, the [SEG] mask.
-SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question,
-                                  const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask);
+SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
+                                  const AnswerHooks& hooks, bool with_mask);
 
 // `m3d chat`: the volume is encoded once; its prompt prefix (BOS + image tokens)
 // stays in the KV cache and each question continues from it, independently of
@@ -65,8 +64,8 @@ struct ChatState {
 };
 
 ChatState session_chat_start(Session& session, const at::Tensor& image, int64_t capacity);
-std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question,
-                                const GenerationOptions& options, const std::function<void(const std::string&)>& on_text = {});
+std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question, const GenerationOptions& options,
+                                const std::function<void(const std::string&)>& on_text = {});
 // The same with usage counts, cancellation and, with `with_mask` (and `image`, the
 // volume the chat started from), the [SEG] mask.
 SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const at::Tensor& image, const std::string& question,

@@ -17,8 +17,8 @@ at::Tensor to_original_grid(const Prepared& prepared, const at::Tensor& model, b
   const auto model_size = prepared.model_size;
   for (int a = 0; a < 3; ++a) {
     if (model.size(2 - a) != model_size[a]) {
-      fail("to_original_grid: the tensor is [{}] but the model grid is [{}, {}, {}]", fmt::join(model.sizes(), ", "), model_size[2],
-           model_size[1], model_size[0]);
+      fail("to_original_grid: the tensor is [{}] but the model grid is [{}, {}, {}]", fmt::join(model.sizes(), ", "), model_size[2], model_size[1],
+           model_size[0]);
     }
   }
   const IndexMap to_model = prepared.to_original.inverse();

@@ -21,9 +21,7 @@ at::Tensor model_input_load(const std::string& path, const std::string& key) {
   } else {
     const io::Checkpoint file = io::checkpoint_open(path);
     if (key.empty()) {
-      if (file.tensors.size() != 1) {
-        fail("{}: holds {} tensors; say which one is the image (e.g. --image-key images)", path, file.tensors.size());
-      }
+      if (file.tensors.size() != 1) { fail("{}: holds {} tensors; say which one is the image (e.g. --image-key images)", path, file.tensors.size()); }
       volume = io::tensor_from_record(file.tensors.begin()->second);
     } else {
       volume = io::tensor_from_record(file.tensor(key));
@@ -32,17 +30,14 @@ at::Tensor model_input_load(const std::string& path, const std::string& key) {
   if (volume.scalar_type() == at::kBool) fail("{}: a boolean array is not an image", path);
   volume = volume.to(at::kFloat);
   while (volume.dim() > 3 && volume.size(0) == 1) volume = volume.squeeze(0);
-  if (volume.dim() != 3) {
-    fail("{}: expected a D x H x W volume (optionally with leading 1s), got shape [{}]", path,
-         fmt::join(volume.sizes(), ", "));
-  }
+  if (volume.dim() != 3) { fail("{}: expected a D x H x W volume (optionally with leading 1s), got shape [{}]", path, fmt::join(volume.sizes(), ", ")); }
   if (volume.numel() == 0) fail("{}: empty volume (shape [{}])", path, fmt::join(volume.sizes(), ", "));
   if (!at::isfinite(volume).all().item<bool>()) fail("{}: the volume contains NaN or infinite voxels", path);
   return volume.view({1, 1, volume.size(0), volume.size(1), volume.size(2)}).contiguous();
 }
 
-at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe,
-                                 const std::string& checkpoint_dir, std::optional<Prepared>* prepared) {
+at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe, const std::string& checkpoint_dir,
+                                 std::optional<Prepared>* prepared) {
   const std::string ext = std::filesystem::path(path).extension().string();
   if (ext == ".npy" || ext == ".safetensors") return model_input_load(path, key);
   std::string name = recipe;

@@ -23,8 +23,8 @@ at::Tensor model_input_load(const std::string& path, const std::string& key = ""
 // DCFormer checkpoint and m3d-lamed for the rest).
 // Returns (1, 1, D, H, W) float32. For a scan, `prepared` (when given) receives the
 // way back onto it (model_mask_write); it stays empty for model-space inputs.
-at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe,
-                                 const std::string& checkpoint_dir, std::optional<Prepared>* prepared = nullptr);
+at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe, const std::string& checkpoint_dir,
+                                 std::optional<Prepared>* prepared = nullptr);
 
 // A model-space mask (1, 1, D, H, W) or (D, H, W), uint8, to `path`: ".npy" keeps model
 // space (1, 1, D, H, W); an image file (.nii.gz, .nii, .nrrd, .mha) is on the scan's own

@@ -41,32 +41,52 @@ struct TypeInfo {
 
 TypeInfo type_info(int datatype, const std::string& name) {
   switch (datatype) {
-    case 2: return {DType::U8, 1, true};
-    case 4: return {DType::I16, 2, false};
-    case 8: return {DType::I32, 4, false};
-    case 16: return {DType::F32, 4, false};
-    case 64: return {DType::F64, 8, false};
-    case 256: return {DType::I8, 1, false};
-    case 512: return {DType::I32, 2, true};
-    case 768: return {DType::I64, 4, true};
-    case 1024: return {DType::I64, 8, false};
-    default: fail("{}: NIfTI datatype {} is not supported (integer and real scalar types are)", name, datatype);
+    case 2:
+      return {DType::U8, 1, true};
+    case 4:
+      return {DType::I16, 2, false};
+    case 8:
+      return {DType::I32, 4, false};
+    case 16:
+      return {DType::F32, 4, false};
+    case 64:
+      return {DType::F64, 8, false};
+    case 256:
+      return {DType::I8, 1, false};
+    case 512:
+      return {DType::I32, 2, true};
+    case 768:
+      return {DType::I64, 4, true};
+    case 1024:
+      return {DType::I64, 8, false};
+    default:
+      fail("{}: NIfTI datatype {} is not supported (integer and real scalar types are)", name, datatype);
   }
 }
 
 // Reads every voxel as double (for scaling) or copies it into its stored type.
 double read_value(const uint8_t* p, int datatype, bool swap) {
   switch (datatype) {
-    case 2: return *p;
-    case 4: return load<int16_t>(p, swap);
-    case 8: return load<int32_t>(p, swap);
-    case 16: return load<float>(p, swap);
-    case 64: return load<double>(p, swap);
-    case 256: return static_cast<int8_t>(*p);
-    case 512: return load<uint16_t>(p, swap);
-    case 768: return load<uint32_t>(p, swap);
-    case 1024: return static_cast<double>(load<int64_t>(p, swap));
-    default: return 0;
+    case 2:
+      return *p;
+    case 4:
+      return load<int16_t>(p, swap);
+    case 8:
+      return load<int32_t>(p, swap);
+    case 16:
+      return load<float>(p, swap);
+    case 64:
+      return load<double>(p, swap);
+    case 256:
+      return static_cast<int8_t>(*p);
+    case 512:
+      return load<uint16_t>(p, swap);
+    case 768:
+      return load<uint32_t>(p, swap);
+    case 1024:
+      return static_cast<double>(load<int64_t>(p, swap));
+    default:
+      return 0;
   }
 }
 
@@ -91,9 +111,7 @@ NiftiHeader nifti_parse_header(const uint8_t* b, size_t size, const std::string&
   h.version = load<int32_t>(b, h.swap) == 348 ? 1 : 2;
   const bool s = h.swap;
   if (h.version == 1) {
-    if (std::memcmp(b + 344, "n+1\0", 4) != 0) {
-      fail("{}: NIfTI-1 magic is not \"n+1\" (header/image pairs and Analyze files are not supported)", name);
-    }
+    if (std::memcmp(b + 344, "n+1\0", 4) != 0) { fail("{}: NIfTI-1 magic is not \"n+1\" (header/image pairs and Analyze files are not supported)", name); }
     for (int i = 0; i < 8; ++i) h.dims[i] = load<int16_t>(b + 40 + 2 * i, s);
     h.datatype = load<int16_t>(b + 70, s);
     for (int i = 0; i < 8; ++i) h.pixdim[i] = load<float>(b + 76 + 4 * i, s);
@@ -233,8 +251,12 @@ RawVolume nifti_decode(const NiftiHeader& h, const uint8_t* data, size_t size, c
       continue;
     }
     switch (h.datatype) {
-      case 512: store<int32_t>(dst, load<uint16_t>(src, h.swap)); break;
-      case 768: store<int64_t>(dst, load<uint32_t>(src, h.swap)); break;
+      case 512:
+        store<int32_t>(dst, load<uint16_t>(src, h.swap));
+        break;
+      case 768:
+        store<int64_t>(dst, load<uint32_t>(src, h.swap));
+        break;
       default:
         std::memcpy(dst, src, type.bytes);
         if (h.swap) std::reverse(dst, dst + type.bytes);
@@ -312,8 +334,9 @@ RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
   }
   const size_t needed = static_cast<size_t>(header.vox_offset) + static_cast<size_t>(voxels) * type.bytes;
   if (!gzip) {
-    if (size < needed) fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", path, needed - header.vox_offset,
-                            size > static_cast<size_t>(header.vox_offset) ? size - header.vox_offset : 0);
+    if (size < needed)
+      fail("{}: truncated: the first volume needs {} bytes of voxels, the file has {}", path, needed - header.vox_offset,
+           size > static_cast<size_t>(header.vox_offset) ? size - header.vox_offset : 0);
     return nifti_decode(header, bytes + header.vox_offset, size - header.vox_offset, path, options);
   }
   // The whole stream is decompressed and checked (CRC-32 and length of every member),
@@ -322,8 +345,8 @@ RawVolume nifti_read(const std::string& path, const ReadOptions& options) {
   // says it is about the first volume's size; otherwise (4D files, several members,
   // streams over 4 GiB, a damaged trailer) streamed through zlib.
   if (size < 18) fail("{}: truncated gzip file", path);
-  const size_t trailer = static_cast<size_t>(bytes[size - 4]) | static_cast<size_t>(bytes[size - 3]) << 8 |
-                         static_cast<size_t>(bytes[size - 2]) << 16 | static_cast<size_t>(bytes[size - 1]) << 24;
+  const size_t trailer = static_cast<size_t>(bytes[size - 4]) | static_cast<size_t>(bytes[size - 3]) << 8 | static_cast<size_t>(bytes[size - 2]) << 16 |
+                         static_cast<size_t>(bytes[size - 1]) << 24;
   std::vector<uint8_t> inflated;
   size_t out_size = 0;
   bool done = false;

@@ -123,13 +123,20 @@ Volume with_voxels(const Volume& v, at::Tensor voxels) {
 // The window letters of nibabel's axis codes: world axis and sign.
 std::pair<int, int> code_axis(char c) {
   switch (std::toupper(static_cast<unsigned char>(c))) {
-    case 'R': return {0, 1};
-    case 'L': return {0, -1};
-    case 'A': return {1, 1};
-    case 'P': return {1, -1};
-    case 'S': return {2, 1};
-    case 'I': return {2, -1};
-    default: return {-1, 0};
+    case 'R':
+      return {0, 1};
+    case 'L':
+      return {0, -1};
+    case 'A':
+      return {1, 1};
+    case 'P':
+      return {1, -1};
+    case 'S':
+      return {2, 1};
+    case 'I':
+      return {2, -1};
+    default:
+      return {-1, 0};
   }
 }
 
@@ -169,8 +176,7 @@ Volume op_orient(const Volume& v, const Op& op, IndexMap* map) {
 // MONAI Spacing's target affine: zoom_affine keeps the rotation of `src` and sets the
 // new voxel sizes; compute_shape_offset (scale_extent=False) places the input corners
 // in the new grid. Returns the new affine (dst) and grid size.
-std::pair<Mat4, std::array<int64_t, 3>> spacing_target(const Mat4& src, const std::array<int64_t, 3>& size,
-                                                       const std::array<double, 3>& pixdim_ijk) {
+std::pair<Mat4, std::array<int64_t, 3>> spacing_target(const Mat4& src, const std::array<int64_t, 3>& size, const std::array<double, 3>& pixdim_ijk) {
   // zoom_affine: rzs = rotation @ zs with zs upper triangular (Cholesky of rzs^T rzs).
   double g[3][3] = {};
   for (int r = 0; r < 3; ++r) {
@@ -298,8 +304,8 @@ Volume op_window(const Volume& v, const Op& op, IndexMap*) {
 }
 
 Volume op_scale_range(const Volume& v, const Op& op, IndexMap*) {
-  return with_voxels(v, scale_range(v.voxels.to(at::kFloat), required(op, "a_min"), required(op, "a_max"), number(op, "b_min", 0),
-                                    number(op, "b_max", 1), op.params.value("clip", false)));
+  return with_voxels(v, scale_range(v.voxels.to(at::kFloat), required(op, "a_min"), required(op, "a_max"), number(op, "b_min", 0), number(op, "b_max", 1),
+                                    op.params.value("clip", false)));
 }
 
 Volume op_percentile_range(const Volume& v, const Op& op, IndexMap*) {
@@ -391,11 +397,17 @@ using OpFunction = Volume (*)(const Volume&, const Op&, IndexMap*);
 
 // The ops by name, in the order op_names() lists them.
 const std::vector<std::pair<std::string, OpFunction>>& op_table() {
-  static const std::vector<std::pair<std::string, OpFunction>> table = {
-      {"orient", op_orient}, {"spacing", op_spacing}, {"window", op_window},
-      {"scale_range", op_scale_range}, {"percentile_range", op_percentile_range}, {"zscore", op_zscore},
-      {"minmax", op_minmax}, {"crop_foreground", op_crop_foreground}, {"resize", op_resize},
-      {"pad", op_pad}, {"center_crop", op_center_crop}};
+  static const std::vector<std::pair<std::string, OpFunction>> table = {{"orient", op_orient},
+                                                                        {"spacing", op_spacing},
+                                                                        {"window", op_window},
+                                                                        {"scale_range", op_scale_range},
+                                                                        {"percentile_range", op_percentile_range},
+                                                                        {"zscore", op_zscore},
+                                                                        {"minmax", op_minmax},
+                                                                        {"crop_foreground", op_crop_foreground},
+                                                                        {"resize", op_resize},
+                                                                        {"pad", op_pad},
+                                                                        {"center_crop", op_center_crop}};
   return table;
 }
 
@@ -428,8 +440,8 @@ std::vector<std::string> op_names() {
 }
 
 std::pair<double, double> window_preset(const std::string& name) {
-  static const std::map<std::string, std::pair<double, double>> presets = {
-      {"lung", {-600, 1600}}, {"mediastinum", {50, 350}}, {"abdomen", {40, 400}}, {"liver", {60, 160}}, {"bone", {500, 2000}}, {"brain", {40, 80}}};
+  static const std::map<std::string, std::pair<double, double>> presets = {{"lung", {-600, 1600}}, {"mediastinum", {50, 350}}, {"abdomen", {40, 400}},
+                                                                           {"liver", {60, 160}},   {"bone", {500, 2000}},      {"brain", {40, 80}}};
   auto it = presets.find(name);
   if (it == presets.end()) fail("unknown window preset '{}' (lung, mediastinum, abdomen, liver, bone, brain)", name);
   return it->second;

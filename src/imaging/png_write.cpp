@@ -41,9 +41,7 @@ void png_write(const std::string& path, int64_t width, int64_t height, const std
   }
   uLongf packed_size = compressBound(static_cast<uLong>(rows.size()));
   std::vector<uint8_t> packed(packed_size);
-  if (compress2(packed.data(), &packed_size, rows.data(), static_cast<uLong>(rows.size()), 6) != Z_OK) {
-    fail("{}: cannot compress the PNG", path);
-  }
+  if (compress2(packed.data(), &packed_size, rows.data(), static_cast<uLong>(rows.size()), 6) != Z_OK) { fail("{}: cannot compress the PNG", path); }
   std::string png("\x89PNG\r\n\x1a\n", 8);
   uint8_t header[13] = {};
   for (int i = 0; i < 4; ++i) {

@@ -15,14 +15,22 @@ using json = nlohmann::json;
 
 at::ScalarType scalar_type(DType dtype) {
   switch (dtype) {
-    case DType::U8: return at::kByte;
-    case DType::I8: return at::kChar;
-    case DType::I16: return at::kShort;
-    case DType::I32: return at::kInt;
-    case DType::I64: return at::kLong;
-    case DType::F32: return at::kFloat;
-    case DType::F64: return at::kDouble;
-    default: fail("volume: unsupported voxel type {}", dtype_name(dtype));
+    case DType::U8:
+      return at::kByte;
+    case DType::I8:
+      return at::kChar;
+    case DType::I16:
+      return at::kShort;
+    case DType::I32:
+      return at::kInt;
+    case DType::I64:
+      return at::kLong;
+    case DType::F32:
+      return at::kFloat;
+    case DType::F64:
+      return at::kDouble;
+    default:
+      fail("volume: unsupported voxel type {}", dtype_name(dtype));
   }
 }
 
@@ -74,7 +82,8 @@ Volume volume_from_raw(RawVolume&& raw) {
   Volume v;
   const auto type = scalar_type(raw.dtype);
   auto* owner = new std::vector<uint8_t>(std::move(raw.data));
-  v.voxels = at::from_blob(owner->data(), {raw.size[2], raw.size[1], raw.size[0]}, [owner](void*) { delete owner; }, at::TensorOptions(type));
+  v.voxels = at::from_blob(
+      owner->data(), {raw.size[2], raw.size[1], raw.size[0]}, [owner](void*) { delete owner; }, at::TensorOptions(type));
   v.geometry = raw.geometry;
   v.info = std::move(raw.info);
   return v;
@@ -84,13 +93,26 @@ RawVolume volume_to_raw(const Volume& volume) {
   RawVolume raw;
   const at::Tensor t = volume.voxels.contiguous();
   switch (t.scalar_type()) {
-    case at::kByte: raw.dtype = DType::U8; break;
-    case at::kShort: raw.dtype = DType::I16; break;
-    case at::kInt: raw.dtype = DType::I32; break;
-    case at::kLong: raw.dtype = DType::I64; break;
-    case at::kFloat: raw.dtype = DType::F32; break;
-    case at::kDouble: raw.dtype = DType::F64; break;
-    default: fail("volume: cannot store voxels of type {}", c10::toString(t.scalar_type()));
+    case at::kByte:
+      raw.dtype = DType::U8;
+      break;
+    case at::kShort:
+      raw.dtype = DType::I16;
+      break;
+    case at::kInt:
+      raw.dtype = DType::I32;
+      break;
+    case at::kLong:
+      raw.dtype = DType::I64;
+      break;
+    case at::kFloat:
+      raw.dtype = DType::F32;
+      break;
+    case at::kDouble:
+      raw.dtype = DType::F64;
+      break;
+    default:
+      fail("volume: cannot store voxels of type {}", c10::toString(t.scalar_type()));
   }
   raw.size = volume.size_ijk();
   const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
@@ -102,10 +124,10 @@ RawVolume volume_to_raw(const Volume& volume) {
 
 json prepared_map_to_json(const Prepared& p) {
   const Geometry& g = p.original_geometry;
-  return {{"original", {{"size_ijk", p.original_size}, {"spacing", g.spacing}, {"origin_lps", g.origin}, {"direction", g.direction},
-                        {"path", p.volume.info.path}}},
-          {"model_size_ijk", p.model_size},
-          {"to_original", {{"matrix", p.to_original.matrix}, {"offset", p.to_original.offset}}}};
+  return {
+      {"original", {{"size_ijk", p.original_size}, {"spacing", g.spacing}, {"origin_lps", g.origin}, {"direction", g.direction}, {"path", p.volume.info.path}}},
+      {"model_size_ijk", p.model_size},
+      {"to_original", {{"matrix", p.to_original.matrix}, {"offset", p.to_original.offset}}}};
 }
 
 Prepared prepared_map_from_json(const json& j, const std::string& where) {
@@ -120,13 +142,9 @@ Prepared prepared_map_from_json(const json& j, const std::string& where) {
     p.model_size = j.at("model_size_ijk").get<std::array<int64_t, 3>>();
     p.to_original.matrix = j.at("to_original").at("matrix").get<std::array<double, 9>>();
     p.to_original.offset = j.at("to_original").at("offset").get<std::array<double, 3>>();
-  } catch (const json::exception& e) {
-    fail("{}: not an m3d preprocessing map: {}", where, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: not an m3d preprocessing map: {}", where, e.what()); }
   for (int a = 0; a < 3; ++a) {
-    if (p.original_size[a] <= 0 || p.model_size[a] <= 0 || p.original_size[a] > 1000000 || p.model_size[a] > 1000000) {
-      fail("{}: sizes out of range", where);
-    }
+    if (p.original_size[a] <= 0 || p.model_size[a] <= 0 || p.original_size[a] > 1000000 || p.model_size[a] > 1000000) { fail("{}: sizes out of range", where); }
   }
   return p;
 }

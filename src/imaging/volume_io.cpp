@@ -54,19 +54,27 @@ std::string format_of(const std::string& path) {
 // The voxel type a component type is read as (unsigned 16/32-bit widen: no such torch dtypes).
 DType dtype_for(IOComponent component, const std::string& path) {
   switch (component) {
-    case IOComponent::UCHAR: return DType::U8;
-    case IOComponent::CHAR: return DType::I8;
-    case IOComponent::SHORT: return DType::I16;
+    case IOComponent::UCHAR:
+      return DType::U8;
+    case IOComponent::CHAR:
+      return DType::I8;
+    case IOComponent::SHORT:
+      return DType::I16;
     case IOComponent::USHORT:
-    case IOComponent::INT: return DType::I32;
+    case IOComponent::INT:
+      return DType::I32;
     case IOComponent::UINT:
     case IOComponent::LONG:
     case IOComponent::ULONG:
     case IOComponent::LONGLONG:
-    case IOComponent::ULONGLONG: return DType::I64;
-    case IOComponent::FLOAT: return DType::F32;
-    case IOComponent::DOUBLE: return DType::F64;
-    default: fail("{}: voxel component type '{}' is not supported", path, itk::ImageIOBase::GetComponentTypeAsString(component));
+    case IOComponent::ULONGLONG:
+      return DType::I64;
+    case IOComponent::FLOAT:
+      return DType::F32;
+    case IOComponent::DOUBLE:
+      return DType::F64;
+    default:
+      fail("{}: voxel component type '{}' is not supported", path, itk::ImageIOBase::GetComponentTypeAsString(component));
   }
 }
 
@@ -119,8 +127,8 @@ void read_as(const std::string& path, const std::vector<std::string>& files, itk
       double lo = INFINITY, hi = 0;
       for (size_t i = 1; i < along.size(); ++i) lo = std::min(lo, along[i] - along[i - 1]), hi = std::max(hi, along[i] - along[i - 1]);
       if (hi - lo > 1e-3 * hi + 1e-3) {
-        out.info.warnings.push_back(fmt::format("slice spacing is not uniform ({:.4g} to {:.4g} mm); the volume uses the mean, {:.4g} mm",
-                                                lo, hi, (along.back() - along.front()) / static_cast<double>(along.size() - 1)));
+        out.info.warnings.push_back(fmt::format("slice spacing is not uniform ({:.4g} to {:.4g} mm); the volume uses the mean, {:.4g} mm", lo, hi,
+                                                (along.back() - along.front()) / static_cast<double>(along.size() - 1)));
       }
     }
   }
@@ -129,14 +137,29 @@ void read_as(const std::string& path, const std::vector<std::string>& files, itk
 
 void read_typed(const std::string& path, const std::vector<std::string>& files, itk::ImageIOBase* io, RawVolume& out) {
   switch (out.dtype) {
-    case DType::U8: read_as<uint8_t>(path, files, io, out); break;
-    case DType::I8: read_as<int8_t>(path, files, io, out); break;
-    case DType::I16: read_as<int16_t>(path, files, io, out); break;
-    case DType::I32: read_as<int32_t>(path, files, io, out); break;
-    case DType::I64: read_as<int64_t>(path, files, io, out); break;
-    case DType::F32: read_as<float>(path, files, io, out); break;
-    case DType::F64: read_as<double>(path, files, io, out); break;
-    default: fail("{}: unsupported voxel type", path);
+    case DType::U8:
+      read_as<uint8_t>(path, files, io, out);
+      break;
+    case DType::I8:
+      read_as<int8_t>(path, files, io, out);
+      break;
+    case DType::I16:
+      read_as<int16_t>(path, files, io, out);
+      break;
+    case DType::I32:
+      read_as<int32_t>(path, files, io, out);
+      break;
+    case DType::I64:
+      read_as<int64_t>(path, files, io, out);
+      break;
+    case DType::F32:
+      read_as<float>(path, files, io, out);
+      break;
+    case DType::F64:
+      read_as<double>(path, files, io, out);
+      break;
+    default:
+      fail("{}: unsupported voxel type", path);
   }
 }
 
@@ -200,8 +223,7 @@ struct SeriesScan {
 };
 
 SeriesScan scan_series(const std::string& dir) {
-  const gdcm::Tag uid_tag(0x0020, 0x000e), description_tag(0x0008, 0x103e), modality_tag(0x0008, 0x0060), rows_tag(0x0028, 0x0010),
-      columns_tag(0x0028, 0x0011);
+  const gdcm::Tag uid_tag(0x0020, 0x000e), description_tag(0x0008, 0x103e), modality_tag(0x0008, 0x0060), rows_tag(0x0028, 0x0010), columns_tag(0x0028, 0x0011);
   gdcm::Scanner scanner;
   for (const auto& tag : {uid_tag, description_tag, modality_tag, rows_tag, columns_tag}) scanner.AddTag(tag);
   std::vector<std::string> files;
@@ -267,8 +289,8 @@ void dicom_files_check(const std::string& where, const std::vector<std::string>&
       const long frames = std::max(1L, dicom_number<0x0028, 0x0008>(ds, 1));
       const double needed = static_cast<double>(rows) * columns * samples * frames * bits / 8.0;
       if (static_cast<double>(bv->GetLength()) < needed) {
-        fail("{}: pixel data holds {} bytes, {} x {} x {} frame(s) of {} bits need {:.0f}: the file is damaged or truncated", file,
-             bv->GetLength(), rows, columns, frames, bits, needed);
+        fail("{}: pixel data holds {} bytes, {} x {} x {} frame(s) of {} bits need {:.0f}: the file is damaged or truncated", file, bv->GetLength(), rows,
+             columns, frames, bits, needed);
       }
     }
     if (files.size() > 1) {
@@ -300,8 +322,7 @@ RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
     }
   }
   if (scan.sizes.at(chosen->uid).size() > 1) {
-    fail("{}: series {} mixes slice sizes ({} different rows x columns); m3d reads one size per series", dir, chosen->uid,
-         scan.sizes.at(chosen->uid).size());
+    fail("{}: series {} mixes slice sizes ({} different rows x columns); m3d reads one size per series", dir, chosen->uid, scan.sizes.at(chosen->uid).size());
   }
   auto names = itk::GDCMSeriesFileNames::New();
   names->SetUseSeriesDetails(false);
@@ -329,7 +350,10 @@ RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
 void slice_file_check(const fs::path& file) {
   const auto bytes = io::MappedFile::open(file.string());
   const std::string ext = ascii_lower(file.extension().string());
-  slice_image_check(bytes->data(), bytes->size(), file.string(), ext == ".png" ? ImageKind::kPng : ext == ".jpg" || ext == ".jpeg" ? ImageKind::kJpeg : ImageKind::kSniff);
+  slice_image_check(bytes->data(), bytes->size(), file.string(),
+                    ext == ".png"                     ? ImageKind::kPng
+                    : ext == ".jpg" || ext == ".jpeg" ? ImageKind::kJpeg
+                                                      : ImageKind::kSniff);
 }
 
 // By extension or by the first bytes (ITK's readers probe contents, not names).
@@ -376,8 +400,7 @@ RawVolume read_slice_folder(const std::string& dir, const std::vector<fs::path>&
     const Rgba* pixels = reader->GetOutput()->GetBufferPointer();
     for (size_t i = 0; i < grey.size(); ++i) {
       const Rgba& px = pixels[i];
-      grey[i] = components < 3 ? px[0]
-                               : static_cast<uint8_t>((px[0] * 19595u + px[1] * 38470u + px[2] * 7471u + 0x8000u) >> 16);  // PIL "L"
+      grey[i] = components < 3 ? px[0] : static_cast<uint8_t>((px[0] * 19595u + px[1] * 38470u + px[2] * 7471u + 0x8000u) >> 16);  // PIL "L"
     }
     if (!counts.count(shape)) first_seen.push_back(shape);
     ++counts[shape];
@@ -527,12 +550,23 @@ void volume_write(const std::string& path, const RawVolume& volume) {
     const StderrMuted muted;
     try {
       switch (volume.dtype) {
-        case DType::U8: write_as<uint8_t>(temp, volume); break;
-        case DType::I16: write_as<int16_t>(temp, volume); break;
-        case DType::I32: write_as<int32_t>(temp, volume); break;
-        case DType::F32: write_as<float>(temp, volume); break;
-        case DType::F64: write_as<double>(temp, volume); break;
-        default: fail("{}: cannot write voxels of type {} (U8, I16, I32, F32, F64)", path, dtype_name(volume.dtype));
+        case DType::U8:
+          write_as<uint8_t>(temp, volume);
+          break;
+        case DType::I16:
+          write_as<int16_t>(temp, volume);
+          break;
+        case DType::I32:
+          write_as<int32_t>(temp, volume);
+          break;
+        case DType::F32:
+          write_as<float>(temp, volume);
+          break;
+        case DType::F64:
+          write_as<double>(temp, volume);
+          break;
+        default:
+          fail("{}: cannot write voxels of type {} (U8, I16, I32, F32, F64)", path, dtype_name(volume.dtype));
       }
     } catch (const itk::ExceptionObject& e) {
       std::string what = e.GetDescription();
@@ -548,9 +582,7 @@ void volume_write(const std::string& path, const RawVolume& volume) {
       ReadOptions options;
       options.max_voxels = std::max<int64_t>(options.max_voxels, volume.voxels());
       back = volume_read(temp, options);
-    } catch (const Error& e) {
-      fail("{}: the written file does not read back (disk full?): {}", path, e.what());
-    }
+    } catch (const Error& e) { fail("{}: the written file does not read back (disk full?): {}", path, e.what()); }
     if (back.size != volume.size || back.dtype != volume.dtype || back.data != volume.data) {
       fail("{}: the written file does not read back as the volume written (disk full?)", path);
     }

@@ -47,12 +47,8 @@ void add_sharded(Checkpoint& ckpt, const fs::path& index_path) {
   nlohmann::json index;
   try {
     index = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", index_path.string(), e.what());
-  }
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-    fail("{}: no 'weight_map' object", index_path.string());
-  }
+  } catch (const nlohmann::json::exception& e) { fail("{}: not valid JSON: {}", index_path.string(), e.what()); }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) { fail("{}: no 'weight_map' object", index_path.string()); }
   std::map<std::string, std::string> expected;  // tensor -> shard
   std::vector<std::string> shards;
   for (const auto& [name, shard] : index["weight_map"].items()) {

@@ -67,9 +67,7 @@ CsvTable csv_parse(std::string_view text, const std::string& name) {
   CsvTable table;
   table.header = std::move(records.front());
   for (size_t r = 1; r < records.size(); ++r) {
-    if (records[r].size() != table.header.size()) {
-      fail("{}: row {} has {} fields, the header has {}", name, r, records[r].size(), table.header.size());
-    }
+    if (records[r].size() != table.header.size()) { fail("{}: row {} has {} fields, the header has {}", name, r, records[r].size(), table.header.size()); }
     table.rows.push_back(std::move(records[r]));
   }
   return table;

@@ -26,8 +26,8 @@ struct ScalarInfo {
 };
 
 constexpr ScalarInfo kScalars[] = {
-    {"UINT8", 1}, {"INT8", 1}, {"UINT16", 2}, {"INT16", 2}, {"UINT32", 4}, {"INT32", 4}, {"FLOAT32", 4},
-    {"BOOL", 1},  {"STRING", 0}, {"ARRAY", 0}, {"UINT64", 8}, {"INT64", 8}, {"FLOAT64", 8},
+    {"UINT8", 1}, {"INT8", 1},   {"UINT16", 2}, {"INT16", 2},  {"UINT32", 4}, {"INT32", 4},   {"FLOAT32", 4},
+    {"BOOL", 1},  {"STRING", 0}, {"ARRAY", 0},  {"UINT64", 8}, {"INT64", 8},  {"FLOAT64", 8},
 };
 
 bool type_known(uint32_t type) { return type < std::size(kScalars); }
@@ -52,10 +52,7 @@ class Cursor {
   const uint8_t* here() const { return data_ + pos_; }
 
   const uint8_t* take(uint64_t n, const std::string& what) {
-    if (n > remaining()) {
-      fail("gguf: {}: {}: {} bytes at offset {} run past the end of the file ({} bytes; truncated file?)", path_, what, n,
-           pos_, size_);
-    }
+    if (n > remaining()) { fail("gguf: {}: {}: {} bytes at offset {} run past the end of the file ({} bytes; truncated file?)", path_, what, n, pos_, size_); }
     const uint8_t* p = data_ + pos_;
     pos_ += n;
     return p;
@@ -65,8 +62,7 @@ class Cursor {
   std::string string(const std::string& what) {
     const uint64_t length = u64(what + " length");
     if (length > remaining()) {
-      fail("gguf: {}: {}: length {} at offset {} exceeds the {} bytes left in the file (truncated or corrupt)", path_,
-           what, length, pos_ - 8, remaining());
+      fail("gguf: {}: {}: length {} at offset {} exceeds the {} bytes left in the file (truncated or corrupt)", path_, what, length, pos_ - 8, remaining());
     }
     const uint8_t* p = take(length, what);
     return std::string(reinterpret_cast<const char*>(p), length);
@@ -76,8 +72,7 @@ class Cursor {
   uint64_t count(const std::string& what, uint64_t min_item_bytes) {
     const uint64_t n = u64(what);
     if (n > remaining() / min_item_bytes) {
-      fail("gguf: {}: {} {} at offset {} cannot fit in the {} bytes left in the file (corrupt header)", path_, what, n,
-           pos_ - 8, remaining());
+      fail("gguf: {}: {} {} at offset {} cannot fit in the {} bytes left in the file (corrupt header)", path_, what, n, pos_ - 8, remaining());
     }
     return n;
   }
@@ -106,9 +101,7 @@ GgufValue read_value(Cursor& in, uint32_t raw_type, const std::string& what) {
   }
   if (value.element == GgufType::STRING) {
     value.strings.reserve(value.count);
-    for (uint64_t i = 0; i < value.count; ++i) {
-      value.strings.push_back(in.string(value.is_array() ? fmt::format("{}[{}]", what, i) : what));
-    }
+    for (uint64_t i = 0; i < value.count; ++i) { value.strings.push_back(in.string(value.is_array() ? fmt::format("{}[{}]", what, i) : what)); }
     return value;
   }
   value.data = in.take(value.count * scalar_size(value.element), what);
@@ -123,17 +116,12 @@ GgufValue read_value(Cursor& in, uint32_t raw_type, const std::string& what) {
 
 uint64_t align_up(uint64_t offset, uint64_t alignment) { return offset + (alignment - offset % alignment) % alignment; }
 
-const GgufValue& require_type(const GgufFile& gguf, const std::string& key, const GgufValue& value, bool array,
-                              const char* wanted) {
-  if (value.is_array() != array) {
-    fail("gguf: {}: metadata '{}' is {}, expected {}", gguf.file->path(), key, value.type_string(), wanted);
-  }
+const GgufValue& require_type(const GgufFile& gguf, const std::string& key, const GgufValue& value, bool array, const char* wanted) {
+  if (value.is_array() != array) { fail("gguf: {}: metadata '{}' is {}, expected {}", gguf.file->path(), key, value.type_string(), wanted); }
   return value;
 }
 
-std::string where_key(const GgufFile& gguf, const std::string& key) {
-  return fmt::format("gguf: {}: metadata '{}'", gguf.file->path(), key);
-}
+std::string where_key(const GgufFile& gguf, const std::string& key) { return fmt::format("gguf: {}: metadata '{}'", gguf.file->path(), key); }
 
 }  // namespace
 
@@ -145,19 +133,27 @@ std::string_view gguf_type_name(GgufType type) {
 int64_t GgufValue::int_at(uint64_t i, const std::string& where) const {
   if (i >= count) fail("{}: index {} outside {} elements", where, i, count);
   switch (element) {
-    case GgufType::U8: return data[i];
-    case GgufType::I8: return load<int8_t>(data + i);
-    case GgufType::U16: return load<uint16_t>(data + 2 * i);
-    case GgufType::I16: return load<int16_t>(data + 2 * i);
-    case GgufType::U32: return load<uint32_t>(data + 4 * i);
-    case GgufType::I32: return load<int32_t>(data + 4 * i);
-    case GgufType::I64: return load<int64_t>(data + 8 * i);
+    case GgufType::U8:
+      return data[i];
+    case GgufType::I8:
+      return load<int8_t>(data + i);
+    case GgufType::U16:
+      return load<uint16_t>(data + 2 * i);
+    case GgufType::I16:
+      return load<int16_t>(data + 2 * i);
+    case GgufType::U32:
+      return load<uint32_t>(data + 4 * i);
+    case GgufType::I32:
+      return load<int32_t>(data + 4 * i);
+    case GgufType::I64:
+      return load<int64_t>(data + 8 * i);
     case GgufType::U64: {
       const uint64_t v = load<uint64_t>(data + 8 * i);
       if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail("{}: value {} is too large", where, v);
       return static_cast<int64_t>(v);
     }
-    default: fail("{}: is {}, expected an integer", where, type_string());
+    default:
+      fail("{}: is {}, expected an integer", where, type_string());
   }
 }
 
@@ -194,11 +190,21 @@ std::string GgufValue::summary(size_t max_items) const {
         items.push_back(is_array() ? fmt::format("'{}'", s) : s);
         break;
       }
-      case GgufType::F32: items.push_back(fmt::format("{}", static_cast<float>(float_at(i, "")))); break;  // 1e-05, not 9.99e-06
-      case GgufType::F64: items.push_back(fmt::format("{}", float_at(i, ""))); break;
-      case GgufType::BOOL: items.push_back(bool_at(i, "") ? "true" : "false"); break;
-      case GgufType::U64: items.push_back(fmt::format("{}", load<uint64_t>(data + 8 * i))); break;
-      default: items.push_back(fmt::format("{}", int_at(i, ""))); break;
+      case GgufType::F32:
+        items.push_back(fmt::format("{}", static_cast<float>(float_at(i, ""))));
+        break;  // 1e-05, not 9.99e-06
+      case GgufType::F64:
+        items.push_back(fmt::format("{}", float_at(i, "")));
+        break;
+      case GgufType::BOOL:
+        items.push_back(bool_at(i, "") ? "true" : "false");
+        break;
+      case GgufType::U64:
+        items.push_back(fmt::format("{}", load<uint64_t>(data + 8 * i)));
+        break;
+      default:
+        items.push_back(fmt::format("{}", int_at(i, "")));
+        break;
     }
   }
   if (!is_array()) return items.front();
@@ -268,9 +274,7 @@ std::optional<bool> GgufFile::get_bool(const std::string& key) const {
 std::vector<std::string> GgufFile::get_strings(const std::string& key) const {
   const GgufValue* v = find(key);
   if (v == nullptr) return {};
-  if (v->type != GgufType::ARRAY || v->element != GgufType::STRING) {
-    fail("{}: is {}, expected an array of STRING", where_key(*this, key), v->type_string());
-  }
+  if (v->type != GgufType::ARRAY || v->element != GgufType::STRING) { fail("{}: is {}, expected an array of STRING", where_key(*this, key), v->type_string()); }
   return v->strings;
 }
 
@@ -327,9 +331,7 @@ void read_metadata(Cursor& in, uint64_t kv_count, GgufFile& out) {
 uint64_t read_alignment(const GgufFile& gguf, const std::string& path) {
   const GgufValue* alignment = gguf.find("general.alignment");
   if (alignment == nullptr) return kDefaultAlignment;
-  if (alignment->type != GgufType::U32) {
-    fail("gguf: {}: metadata 'general.alignment' is {}, expected UINT32", path, alignment->type_string());
-  }
+  if (alignment->type != GgufType::U32) { fail("gguf: {}: metadata 'general.alignment' is {}, expected UINT32", path, alignment->type_string()); }
   const uint64_t value = load<uint32_t>(alignment->data);
   if (value == 0 || (value & (value - 1)) != 0) fail("gguf: {}: general.alignment {} is not a power of two", path, value);
   return value;
@@ -353,9 +355,7 @@ std::vector<TensorInfo> read_tensor_infos(Cursor& in, uint64_t tensor_count, Ggu
     tensor.name = in.string(fmt::format("tensor {} name", i));
     const std::string what = fmt::format("tensor '{}'", tensor.name);
     const std::string where = "gguf: " + path + ": " + what;
-    if (tensor.name.size() > kGgufMaxName) {
-      fail("{}: name is {} bytes long, more than GGUF's {}", where, tensor.name.size(), kGgufMaxName);
-    }
+    if (tensor.name.size() > kGgufMaxName) { fail("{}: name is {} bytes long, more than GGUF's {}", where, tensor.name.size(), kGgufMaxName); }
     if (!seen.insert(tensor.name).second) fail("{}: appears twice", where);
     TensorInfo info;
     const uint32_t n_dims = in.u32(what + ": n_dims");
@@ -401,18 +401,14 @@ void place_tensors(const MappedFile& file, const std::vector<TensorInfo>& infos,
     }
     const uint64_t blocks = numel / static_cast<uint64_t>(type->block_size);
     if (blocks > data_size / type->type_size) {
-      fail("{}: {} blocks of {} ({} bytes each) exceed the data section of {} bytes", where, blocks, type->name,
-           type->type_size, data_size);
+      fail("{}: {} blocks of {} ({} bytes each) exceed the data section of {} bytes", where, blocks, type->name, type->type_size, data_size);
     }
     tensor.nbytes = blocks * type->type_size;
     tensor.shape.assign(info.dims.rbegin(), info.dims.rend());
     tensor.offset = info.offset;
-    if (info.offset % out.alignment != 0) {
-      fail("{}: offset {} is not a multiple of the alignment {}", where, info.offset, out.alignment);
-    }
+    if (info.offset % out.alignment != 0) { fail("{}: offset {} is not a multiple of the alignment {}", where, info.offset, out.alignment); }
     if (info.offset > data_size || tensor.nbytes > data_size - info.offset) {
-      fail("{}: byte range [{}, {}) exceeds the data section of {} bytes (truncated file?)", where, info.offset,
-           info.offset + tensor.nbytes, data_size);
+      fail("{}: byte range [{}, {}) exceeds the data section of {} bytes (truncated file?)", where, info.offset, info.offset + tensor.nbytes, data_size);
     }
     tensor.data = file.data() + out.data_offset + info.offset;
     spans.push_back({info.offset, info.offset + tensor.nbytes, i});
@@ -422,8 +418,7 @@ void place_tensors(const MappedFile& file, const std::vector<TensorInfo>& infos,
   for (const auto& span : spans) {
     if (span.begin == span.end) continue;
     if (previous != nullptr && span.begin < previous->end) {
-      fail("gguf: {}: tensors '{}' and '{}' overlap in the data section", path, out.tensors[previous->index].name,
-           out.tensors[span.index].name);
+      fail("gguf: {}: tensors '{}' and '{}' overlap in the data section", path, out.tensors[previous->index].name, out.tensors[span.index].name);
     }
     previous = &span;
   }
@@ -434,9 +429,7 @@ void place_tensors(const MappedFile& file, const std::vector<TensorInfo>& infos,
 GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
   const std::string& path = file->path();
   Cursor in(*file);
-  if (file->size() < 4 || std::memcmp(file->data(), kMagic, 4) != 0) {
-    fail("gguf: {}: not a GGUF file (the first 4 bytes are not 'GGUF')", path);
-  }
+  if (file->size() < 4 || std::memcmp(file->data(), kMagic, 4) != 0) { fail("gguf: {}: not a GGUF file (the first 4 bytes are not 'GGUF')", path); }
   in.take(4, "magic");
   GgufFile out;
   out.file = file;
@@ -456,8 +449,7 @@ GgufFile gguf_parse(std::shared_ptr<const MappedFile> file) {
   const std::vector<TensorInfo> infos = read_tensor_infos(in, tensor_count, out);
   out.data_offset = align_up(in.pos(), out.alignment);
   if (tensor_count > 0 && out.data_offset > file->size()) {
-    fail("gguf: {}: the data section would start at offset {}, past the end of the file ({} bytes; truncated file?)", path,
-         out.data_offset, file->size());
+    fail("gguf: {}: the data section would start at offset {}, past the end of the file ({} bytes; truncated file?)", path, out.data_offset, file->size());
   }
   const uint64_t data_size = tensor_count > 0 ? file->size() - out.data_offset : 0;
   place_tensors(*file, infos, data_size, out);
@@ -473,15 +465,32 @@ std::vector<float> gguf_dequantize(const GgufTensor& tensor) {
 std::optional<TensorRecord> gguf_tensor_record(const GgufFile& gguf, const GgufTensor& tensor) {
   std::optional<DType> dtype;
   switch (tensor.type) {
-    case GgmlType::F32: dtype = DType::F32; break;
-    case GgmlType::F16: dtype = DType::F16; break;
-    case GgmlType::BF16: dtype = DType::BF16; break;
-    case GgmlType::F64: dtype = DType::F64; break;
-    case GgmlType::I8: dtype = DType::I8; break;
-    case GgmlType::I16: dtype = DType::I16; break;
-    case GgmlType::I32: dtype = DType::I32; break;
-    case GgmlType::I64: dtype = DType::I64; break;
-    default: return std::nullopt;
+    case GgmlType::F32:
+      dtype = DType::F32;
+      break;
+    case GgmlType::F16:
+      dtype = DType::F16;
+      break;
+    case GgmlType::BF16:
+      dtype = DType::BF16;
+      break;
+    case GgmlType::F64:
+      dtype = DType::F64;
+      break;
+    case GgmlType::I8:
+      dtype = DType::I8;
+      break;
+    case GgmlType::I16:
+      dtype = DType::I16;
+      break;
+    case GgmlType::I32:
+      dtype = DType::I32;
+      break;
+    case GgmlType::I64:
+      dtype = DType::I64;
+      break;
+    default:
+      return std::nullopt;
   }
   TensorRecord record;
   record.name = tensor.name;

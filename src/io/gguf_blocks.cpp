@@ -258,9 +258,7 @@ void quantize_q4_0(const float* x, uint8_t* b) {
   const float d = signed_absmax(x, 32) / -8;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_half(b, d);
-  for (int j = 0; j < 16; ++j) {
-    b[2 + j] = static_cast<uint8_t>(quant_symmetric(x[j], id, 8.5, 15) | (quant_symmetric(x[j + 16], id, 8.5, 15) << 4));
-  }
+  for (int j = 0; j < 16; ++j) { b[2 + j] = static_cast<uint8_t>(quant_symmetric(x[j], id, 8.5, 15) | (quant_symmetric(x[j + 16], id, 8.5, 15) << 4)); }
 }
 
 void quantize_q5_0(const float* x, uint8_t* b) {
@@ -293,9 +291,7 @@ void quantize_q4_1(const float* x, uint8_t* b) {
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_half(b, d);
   store_half(b + 2, min);
-  for (int j = 0; j < 16; ++j) {
-    b[4 + j] = static_cast<uint8_t>(quant_affine(x[j], min, id, 15) | (quant_affine(x[j + 16], min, id, 15) << 4));
-  }
+  for (int j = 0; j < 16; ++j) { b[4 + j] = static_cast<uint8_t>(quant_affine(x[j], min, id, 15) | (quant_affine(x[j + 16], min, id, 15) << 4)); }
 }
 
 void quantize_q5_1(const float* x, uint8_t* b) {
@@ -328,25 +324,35 @@ using BlockDecoder = void (*)(const uint8_t*, float*);
 
 BlockDecoder block_decoder(GgmlType type) {
   switch (type) {
-    case GgmlType::Q4_0: return dequantize_q4_0;
-    case GgmlType::Q4_1: return dequantize_q4_1;
-    case GgmlType::Q5_0: return dequantize_q5_0;
-    case GgmlType::Q5_1: return dequantize_q5_1;
-    case GgmlType::Q8_0: return dequantize_q8_0;
-    case GgmlType::Q2_K: return dequantize_q2_k;
-    case GgmlType::Q3_K: return dequantize_q3_k;
-    case GgmlType::Q4_K: return dequantize_q4_k;
-    case GgmlType::Q5_K: return dequantize_q5_k;
-    case GgmlType::Q6_K: return dequantize_q6_k;
-    case GgmlType::Q8_K: return dequantize_q8_k;
-    default: return nullptr;
+    case GgmlType::Q4_0:
+      return dequantize_q4_0;
+    case GgmlType::Q4_1:
+      return dequantize_q4_1;
+    case GgmlType::Q5_0:
+      return dequantize_q5_0;
+    case GgmlType::Q5_1:
+      return dequantize_q5_1;
+    case GgmlType::Q8_0:
+      return dequantize_q8_0;
+    case GgmlType::Q2_K:
+      return dequantize_q2_k;
+    case GgmlType::Q3_K:
+      return dequantize_q3_k;
+    case GgmlType::Q4_K:
+      return dequantize_q4_k;
+    case GgmlType::Q5_K:
+      return dequantize_q5_k;
+    case GgmlType::Q6_K:
+      return dequantize_q6_k;
+    case GgmlType::Q8_K:
+      return dequantize_q8_k;
+    default:
+      return nullptr;
   }
 }
 
 int64_t whole_blocks(const GgmlTypeInfo& info, int64_t n, const char* what) {
-  if (n < 0 || n % info.block_size != 0) {
-    fail("ggml_{}: {} elements are not a whole number of {} blocks of {}", what, n, info.name, info.block_size);
-  }
+  if (n < 0 || n % info.block_size != 0) { fail("ggml_{}: {} elements are not a whole number of {} blocks of {}", what, n, info.name, info.block_size); }
   return n / info.block_size;
 }
 
@@ -382,7 +388,9 @@ void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
   const GgmlTypeInfo& info = ggml_type_info(type);
   const int64_t blocks = whole_blocks(info, n, "dequantize");
   switch (type) {
-    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return;
     case GgmlType::F16:
       for (int64_t i = 0; i < n; ++i) dst[i] = load_half(src + 2 * i);
       return;
@@ -404,12 +412,11 @@ void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
     case GgmlType::I64:
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load<int64_t>(src + 8 * i));
       return;
-    default: break;
+    default:
+      break;
   }
   const BlockDecoder decode = block_decoder(type);
-  if (decode == nullptr) {
-    fail("ggml_dequantize: no reference dequantizer for {} (supported: {})", info.name, ggml_dequantize_supported_list());
-  }
+  if (decode == nullptr) { fail("ggml_dequantize: no reference dequantizer for {} (supported: {})", info.name, ggml_dequantize_supported_list()); }
   for (int64_t i = 0; i < blocks; ++i) decode(src + i * info.type_size, dst + i * info.block_size);
 }
 
@@ -418,7 +425,9 @@ size_t ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t n) {
   const int64_t blocks = whole_blocks(info, n, "quantize");
   void (*encode)(const float*, uint8_t*) = nullptr;
   switch (type) {
-    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return static_cast<size_t>(n) * 4;
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return static_cast<size_t>(n) * 4;
     case GgmlType::F16:
       for (int64_t i = 0; i < n; ++i) store_half(dst + 2 * i, src[i]);
       return static_cast<size_t>(n) * 2;
@@ -428,12 +437,23 @@ size_t ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t n) {
         std::memcpy(dst + 2 * i, &h, 2);
       }
       return static_cast<size_t>(n) * 2;
-    case GgmlType::Q4_0: encode = quantize_q4_0; break;
-    case GgmlType::Q4_1: encode = quantize_q4_1; break;
-    case GgmlType::Q5_0: encode = quantize_q5_0; break;
-    case GgmlType::Q5_1: encode = quantize_q5_1; break;
-    case GgmlType::Q8_0: encode = quantize_q8_0; break;
-    default: fail("ggml_quantize: no reference quantizer for {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)", info.name);
+    case GgmlType::Q4_0:
+      encode = quantize_q4_0;
+      break;
+    case GgmlType::Q4_1:
+      encode = quantize_q4_1;
+      break;
+    case GgmlType::Q5_0:
+      encode = quantize_q5_0;
+      break;
+    case GgmlType::Q5_1:
+      encode = quantize_q5_1;
+      break;
+    case GgmlType::Q8_0:
+      encode = quantize_q8_0;
+      break;
+    default:
+      fail("ggml_quantize: no reference quantizer for {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)", info.name);
   }
   for (int64_t i = 0; i < blocks; ++i) encode(src + i * info.block_size, dst + i * info.type_size);
   return static_cast<size_t>(blocks) * info.type_size;

@@ -23,16 +23,9 @@ constexpr std::pair<const char*, const char*> kGlobalNames[] = {
     {"output", "lm_head"},
 };
 constexpr std::pair<const char*, const char*> kLayerNames[] = {
-    {"attn_norm", "input_layernorm"},
-    {"attn_q", "self_attn.q_proj"},
-    {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},
-    {"attn_qkv", "self_attn.qkv_proj"},
-    {"attn_output", "self_attn.o_proj"},
-    {"ffn_norm", "post_attention_layernorm"},
-    {"ffn_gate", "mlp.gate_proj"},
-    {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},
+    {"attn_norm", "input_layernorm"},   {"attn_q", "self_attn.q_proj"},      {"attn_k", "self_attn.k_proj"},           {"attn_v", "self_attn.v_proj"},
+    {"attn_qkv", "self_attn.qkv_proj"}, {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"}, {"ffn_gate", "mlp.gate_proj"},
+    {"ffn_up", "mlp.up_proj"},          {"ffn_down", "mlp.down_proj"},
 };
 
 // Splits "stem.weight" / "stem.bias" into stem and suffix.
@@ -68,9 +61,7 @@ std::optional<std::string> rename(const std::string& name, bool to_hf) {
   std::string layer, rest;
   if (!split_layer(stem, to_hf ? "blk." : "model.layers.", &layer, &rest)) return std::nullopt;
   for (const auto& [gguf, hf] : kLayerNames) {
-    if (rest == (to_hf ? gguf : hf)) {
-      return (to_hf ? "model.layers." : "blk.") + layer + "." + (to_hf ? hf : gguf) + suffix;
-    }
+    if (rest == (to_hf ? gguf : hf)) { return (to_hf ? "model.layers." : "blk.") + layer + "." + (to_hf ? hf : gguf) + suffix; }
   }
   return std::nullopt;
 }
@@ -82,8 +73,7 @@ std::optional<std::string> gguf_name_from_hf(const std::string& hf_name) { retur
 
 std::vector<int64_t> gguf_rope_unpermute_rows(int64_t rows, int64_t heads) {
   if (heads <= 0 || rows <= 0 || rows % (2 * heads) != 0) {
-    fail("gguf: cannot undo the rotary permutation of {} rows over {} heads: rows must be a multiple of 2 x heads", rows,
-         heads);
+    fail("gguf: cannot undo the rotary permutation of {} rows over {} heads: rows must be a multiple of 2 x heads", rows, heads);
   }
   const int64_t d = rows / heads, half = d / 2;
   std::vector<int64_t> source(static_cast<size_t>(rows));
@@ -100,12 +90,9 @@ bool gguf_arch_permutes_qk(const std::string& architecture) { return architectur
 HfConfig gguf_hf_config(const GgufFile& gguf) {
   const std::string& path = gguf.file->path();
   const std::string arch = gguf.architecture();
-  static const std::map<std::string, std::string> kArchitectures = {{"llama", "LlamaForCausalLM"},
-                                                                    {"qwen2", "Qwen2ForCausalLM"}};
+  static const std::map<std::string, std::string> kArchitectures = {{"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
   auto hf_arch = kArchitectures.find(arch);
-  if (hf_arch == kArchitectures.end()) {
-    fail("gguf: {}: architecture '{}' has no config mapping (supported: llama, qwen2)", path, arch);
-  }
+  if (hf_arch == kArchitectures.end()) { fail("gguf: {}: architecture '{}' has no config mapping (supported: llama, qwen2)", path, arch); }
   auto key = [&](const char* suffix) { return arch + "." + suffix; };
   auto require = [&](const char* suffix) {
     auto value = gguf.get_int(key(suffix));
@@ -169,18 +156,14 @@ GgufTokenizer gguf_tokenizer(const GgufFile& gguf) {
   for (int64_t type : gguf.get_ints("tokenizer.ggml.token_type")) t.token_types.push_back(static_cast<int32_t>(type));
   t.merges = gguf.get_strings("tokenizer.ggml.merges");
   const size_t n = t.tokens.size();
-  if (!t.scores.empty() && t.scores.size() != n) {
-    fail("gguf: {}: tokenizer.ggml.scores has {} entries for {} tokens", path, t.scores.size(), n);
-  }
+  if (!t.scores.empty() && t.scores.size() != n) { fail("gguf: {}: tokenizer.ggml.scores has {} entries for {} tokens", path, t.scores.size(), n); }
   if (!t.token_types.empty() && t.token_types.size() != n) {
     fail("gguf: {}: tokenizer.ggml.token_type has {} entries for {} tokens", path, t.token_types.size(), n);
   }
   auto special = [&](const char* name) {
     const std::string k = std::string("tokenizer.ggml.") + name;
     auto id = gguf.get_int(k);
-    if (id && (*id < 0 || static_cast<size_t>(*id) >= n)) {
-      fail("gguf: {}: metadata '{}' = {} is outside the {} tokens", path, k, *id, n);
-    }
+    if (id && (*id < 0 || static_cast<size_t>(*id) >= n)) { fail("gguf: {}: metadata '{}' = {} is outside the {} tokens", path, k, *id, n); }
     return id;
   };
   t.bos_token_id = special("bos_token_id");

@@ -25,8 +25,7 @@ HfConfig hf_config_read(const std::string& path) {
   const json& j = c.raw;
   // Med3DVLM's merge script writes a plain string ("architectures": "VLMQwenForCausalLM").
   const auto arch = j.find("architectures");
-  c.architectures = arch != j.end() && arch->is_string() ? std::vector<std::string>{arch->get<std::string>()}
-                                                         : json_string_list(j, "architectures", path);
+  c.architectures = arch != j.end() && arch->is_string() ? std::vector<std::string>{arch->get<std::string>()} : json_string_list(j, "architectures", path);
   c.model_type = json_string(j, "model_type", path).value_or("");
   c.torch_dtype = json_string(j, "torch_dtype", path).value_or("");
   c.hidden_size = json_int(j, "hidden_size", path);
@@ -83,9 +82,7 @@ TokenizerConfig tokenizer_config_read(const std::string& path) {
         size_t used = 0;
         id = std::stoll(id_text, &used);
         if (used != id_text.size() || id < 0) throw std::invalid_argument(id_text);
-      } catch (const std::exception&) {
-        fail("{}: the key is not a token id", where);
-      }
+      } catch (const std::exception&) { fail("{}: the key is not a token id", where); }
       AddedToken token;
       token.content = json_string(entry, "content", where).value_or("");
       if (token.content.empty()) fail("{}: no 'content'", where);

@@ -30,15 +30,17 @@ std::string dtype_counts(const std::map<std::string, size_t>& dtypes) {
 
 // Config keys worth showing, in this order, when present.
 constexpr const char* kConfigKeys[] = {
-    "model_type", "torch_dtype", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "vocab_size", "max_position_embeddings", "vision_tower", "mm_projector_type",
-    "mm_hidden_size", "image_size", "input_size", "patch_size", "proj_out_num", "segmentation_module",
+    "model_type",          "torch_dtype",         "hidden_size",
+    "intermediate_size",   "num_hidden_layers",   "num_attention_heads",
+    "num_key_value_heads", "vocab_size",          "max_position_embeddings",
+    "vision_tower",        "mm_projector_type",   "mm_hidden_size",
+    "image_size",          "input_size",          "patch_size",
+    "proj_out_num",        "segmentation_module",
 };
 
 // Adds one tensor to its top-level module and to the totals; modules are listed
 // in the order of their first tensor, so callers pass tensors sorted by name.
-void summary_add(CheckpointSummary& s, const std::string& name, const std::string& dtype,
-                 const std::vector<int64_t>& shape, int64_t numel, uint64_t bytes) {
+void summary_add(CheckpointSummary& s, const std::string& name, const std::string& dtype, const std::vector<int64_t>& shape, int64_t numel, uint64_t bytes) {
   const std::string module = module_of(name);
   auto it = std::find_if(s.modules.begin(), s.modules.end(), [&](const ModuleSummary& m) { return m.name == module; });
   if (it == s.modules.end()) {
@@ -119,11 +121,8 @@ std::string summary_text(const CheckpointSummary& s, bool list_tensors) {
   out += fmt::format("checkpoint    {}\n", s.path);
   out += fmt::format("architecture  {}\n", s.architecture.empty() ? "(no config.json)" : s.architecture);
   out += fmt::format("format        {}, {} file(s)\n", s.format, s.files.size());
-  out += fmt::format("parameters    {} in {} tensors, {} ({})\n", s.parameters, s.tensors.size(), human_bytes(s.bytes),
-                     dtype_counts(s.dtypes));
-  for (const auto& [type, bytes] : s.dtype_bytes) {
-    out += fmt::format("  {:<12}{:>5} tensors  {:>11}\n", type, s.dtypes.at(type), human_bytes(bytes));
-  }
+  out += fmt::format("parameters    {} in {} tensors, {} ({})\n", s.parameters, s.tensors.size(), human_bytes(s.bytes), dtype_counts(s.dtypes));
+  for (const auto& [type, bytes] : s.dtype_bytes) { out += fmt::format("  {:<12}{:>5} tensors  {:>11}\n", type, s.dtypes.at(type), human_bytes(bytes)); }
   if (!s.config.empty()) {
     out += "config\n";
     for (const auto& [key, value] : s.config.items()) out += fmt::format("  {:<26}{}\n", key, value.dump());
@@ -138,8 +137,7 @@ std::string summary_text(const CheckpointSummary& s, bool list_tensors) {
   for (const auto& m : s.modules) width = std::max(width, m.name.size());
   out += fmt::format("modules\n  {:<{}}  {:>14}  {:>11}  {:>7}  dtypes\n", "module", width, "parameters", "bytes", "tensors");
   for (const auto& m : s.modules) {
-    out += fmt::format("  {:<{}}  {:>14}  {:>11}  {:>7}  {}\n", m.name, width, m.parameters, human_bytes(m.bytes),
-                       m.tensors, dtype_counts(m.dtypes));
+    out += fmt::format("  {:<{}}  {:>14}  {:>11}  {:>7}  {}\n", m.name, width, m.parameters, human_bytes(m.bytes), m.tensors, dtype_counts(m.dtypes));
   }
   if (list_tensors) {
     out += "tensors\n";
@@ -163,8 +161,7 @@ nlohmann::ordered_json summary_json(const CheckpointSummary& s, bool list_tensor
   j["metadata"] = s.metadata;
   j["modules"] = nlohmann::ordered_json::array();
   for (const auto& m : s.modules) {
-    j["modules"].push_back(
-        {{"name", m.name}, {"parameters", m.parameters}, {"bytes", m.bytes}, {"tensors", m.tensors}, {"dtypes", m.dtypes}});
+    j["modules"].push_back({{"name", m.name}, {"parameters", m.parameters}, {"bytes", m.bytes}, {"tensors", m.tensors}, {"dtypes", m.dtypes}});
   }
   if (list_tensors) {
     j["tensor_list"] = nlohmann::ordered_json::array();

@@ -23,9 +23,7 @@ const json* find(const json& j, const char* key) {
 
 std::string token_text(const json& value, const std::string& where, const char* key) {
   if (value.is_string()) return value.get<std::string>();
-  if (value.is_object() && value.contains("content") && value["content"].is_string()) {
-    return value["content"].get<std::string>();
-  }
+  if (value.is_object() && value.contains("content") && value["content"].is_string()) { return value["content"].get<std::string>(); }
   wrong_type(where, key, "a token (string or {\"content\": ...})", value);
 }
 
@@ -36,9 +34,7 @@ json json_read_file(const std::string& path) {
   if (!in) fail("{}: cannot open", path);
   try {
     return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: not valid JSON: {}", path, e.what()); }
 }
 
 std::optional<int64_t> json_int(const json& j, const char* key, const std::string& where) {

@@ -42,8 +42,7 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
-std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name, const uint8_t* data,
-                                                         size_t size) {
+std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name, const uint8_t* data, size_t size) {
   std::shared_ptr<MappedFile> file(new MappedFile());
   file->path_ = name;
   file->size_ = size;

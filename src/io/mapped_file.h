@@ -16,8 +16,7 @@ class MappedFile {
   // Throws m3d::Error naming the path when it cannot be opened or mapped.
   static std::shared_ptr<const MappedFile> open(const std::string& path);
   // Wraps bytes already in memory (tests and fuzz targets); the copy is owned.
-  static std::shared_ptr<const MappedFile> from_bytes(const std::string& name, const uint8_t* data,
-                                                      size_t size);
+  static std::shared_ptr<const MappedFile> from_bytes(const std::string& name, const uint8_t* data, size_t size);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

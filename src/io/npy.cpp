@@ -15,7 +15,7 @@ constexpr size_t kMaxHeader = 1 << 20;
 // The dtype descriptor ('<f4', '|u1', ...) -> DType; big-endian is refused.
 DType parse_descr(const std::string& descr, const std::string& where) {
   static const std::pair<const char*, DType> kDescr[] = {
-      {"<f8", DType::F64}, {"<f4", DType::F32}, {"<f2", DType::F16}, {"<i8", DType::I64}, {"<i4", DType::I32},
+      {"<f8", DType::F64}, {"<f4", DType::F32}, {"<f2", DType::F16}, {"<i8", DType::I64},  {"<i4", DType::I32},
       {"<i2", DType::I16}, {"|i1", DType::I8},  {"|u1", DType::U8},  {"|b1", DType::BOOL},
   };
   for (const auto& [name, dtype] : kDescr) {
@@ -77,9 +77,7 @@ NpyFile npy_parse(std::shared_ptr<const MappedFile> file) {
   const std::string& path = file->path();
   const uint8_t* data = file->data();
   const size_t size = file->size();
-  if (size < kMagicLen + 4 || std::memcmp(data, kMagic, kMagicLen) != 0) {
-    fail("{}: not a .npy file (no \\x93NUMPY magic)", path);
-  }
+  if (size < kMagicLen + 4 || std::memcmp(data, kMagic, kMagicLen) != 0) { fail("{}: not a .npy file (no \\x93NUMPY magic)", path); }
   const uint8_t major = data[6];
   size_t header_len = 0, header_start = 0;
   if (major == 1) {
@@ -98,9 +96,7 @@ NpyFile npy_parse(std::shared_ptr<const MappedFile> file) {
   const std::string header(reinterpret_cast<const char*>(data + header_start), header_len);
   const DType dtype = parse_descr(dict_value(header, "descr", path), path);
   const std::string fortran = dict_value(header, "fortran_order", path);
-  if (fortran != "False") {
-    fail("{}: Fortran-order .npy arrays are not supported (save with np.ascontiguousarray)", path);
-  }
+  if (fortran != "False") { fail("{}: Fortran-order .npy arrays are not supported (save with np.ascontiguousarray)", path); }
   NpyFile out;
   out.array.name = path;
   out.array.dtype = dtype;
@@ -109,10 +105,9 @@ NpyFile npy_parse(std::shared_ptr<const MappedFile> file) {
   const size_t data_start = header_start + header_len;
   const int64_t numel = shape_numel_checked(out.array.shape);
   const uint64_t available = size - data_start;
-  if (numel < 0 || static_cast<uint64_t>(numel) > available ||
-      static_cast<uint64_t>(numel) * dtype_size(dtype) > available) {
-    fail("{}: .npy array of shape {} ({}) needs more than the {} data bytes in the file (truncated file?)", path,
-         shape_string(out.array.shape), dtype_name(dtype), available);
+  if (numel < 0 || static_cast<uint64_t>(numel) > available || static_cast<uint64_t>(numel) * dtype_size(dtype) > available) {
+    fail("{}: .npy array of shape {} ({}) needs more than the {} data bytes in the file (truncated file?)", path, shape_string(out.array.shape),
+         dtype_name(dtype), available);
   }
   out.array.data = data + data_start;
   out.array.file = file;
@@ -121,7 +116,7 @@ NpyFile npy_parse(std::shared_ptr<const MappedFile> file) {
 
 void npy_write(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data) {
   static const std::pair<DType, const char*> kDescr[] = {
-      {DType::F64, "<f8"}, {DType::F32, "<f4"}, {DType::F16, "<f2"}, {DType::I64, "<i8"}, {DType::I32, "<i4"},
+      {DType::F64, "<f8"}, {DType::F32, "<f4"}, {DType::F16, "<f2"}, {DType::I64, "<i8"},  {DType::I32, "<i4"},
       {DType::I16, "<i2"}, {DType::I8, "|i1"},  {DType::U8, "|u1"},  {DType::BOOL, "|b1"},
   };
   const char* descr = nullptr;

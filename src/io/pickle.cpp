@@ -7,9 +7,7 @@
 
 namespace m3d::io {
 
-bool PyValue::is_global_call(const char* name) const {
-  return kind == Kind::Object && callable != nullptr && callable->text == name;
-}
+bool PyValue::is_global_call(const char* name) const { return kind == Kind::Object && callable != nullptr && callable->text == name; }
 
 PyValue* Pickle::make(PyValue::Kind kind) {
   arena_.push_back(std::make_unique<PyValue>());
@@ -23,8 +21,7 @@ using Kind = PyValue::Kind;
 
 class Unpickler {
  public:
-  Unpickler(const uint8_t* data, size_t size, const std::string& where)
-      : data_(data), size_(size), where_(where), out_(std::make_unique<Pickle>()) {}
+  Unpickler(const uint8_t* data, size_t size, const std::string& where) : data_(data), size_(size), where_(where), out_(std::make_unique<Pickle>()) {}
 
   std::unique_ptr<Pickle> run() {
     while (true) {
@@ -110,9 +107,7 @@ class Unpickler {
     stack_.push_back(value);
   }
 
-  void push_global(std::string module, const std::string& name) {
-    push_text(Kind::Global, module + "." + name);
-  }
+  void push_global(std::string module, const std::string& name) { push_text(Kind::Global, module + "." + name); }
 
   void set_items(size_t at, PyValue* target, const std::vector<PyValue*>& values) {
     if (values.size() % 2 != 0) error(at, "SETITEMS with an odd number of values");
@@ -140,12 +135,24 @@ class Unpickler {
         if (version < 2 || version > 5) error(at, "unsupported pickle protocol {}", version);
         break;
       }
-      case 0x95: take<uint64_t>(); break;  // FRAME: a length hint only
-      case '}': stack_.push_back(out_->make(Kind::Dict)); break;
-      case ']': stack_.push_back(out_->make(Kind::List)); break;
-      case ')': stack_.push_back(tuple({})); break;
-      case '(': marks_.push_back(stack_.size()); break;
-      case 'N': stack_.push_back(out_->make(Kind::None)); break;
+      case 0x95:
+        take<uint64_t>();
+        break;  // FRAME: a length hint only
+      case '}':
+        stack_.push_back(out_->make(Kind::Dict));
+        break;
+      case ']':
+        stack_.push_back(out_->make(Kind::List));
+        break;
+      case ')':
+        stack_.push_back(tuple({}));
+        break;
+      case '(':
+        marks_.push_back(stack_.size());
+        break;
+      case 'N':
+        stack_.push_back(out_->make(Kind::None));
+        break;
       case 0x88:
       case 0x89: {  // NEWTRUE, NEWFALSE
         PyValue* value = out_->make(Kind::Bool);
@@ -153,9 +160,15 @@ class Unpickler {
         stack_.push_back(value);
         break;
       }
-      case 'J': push_int(take<int32_t>()); break;
-      case 'K': push_int(take<uint8_t>()); break;
-      case 'M': push_int(take<uint16_t>()); break;
+      case 'J':
+        push_int(take<int32_t>());
+        break;
+      case 'K':
+        push_int(take<uint8_t>());
+        break;
+      case 'M':
+        push_int(take<uint16_t>());
+        break;
       case 0x8a: {  // LONG1: little-endian two's complement
         const uint8_t n = take<uint8_t>();
         if (n > 8) error(at, "integer of {} bytes does not fit 64 bits", n);
@@ -173,13 +186,27 @@ class Unpickler {
         stack_.push_back(value);
         break;
       }
-      case 0x8c: push_text(Kind::String, take_bytes(take<uint8_t>())); break;  // SHORT_BINUNICODE
-      case 'X': push_text(Kind::String, take_bytes(take<uint32_t>())); break;  // BINUNICODE
-      case 0x8d: push_text(Kind::String, take_bytes(take<uint64_t>())); break;  // BINUNICODE8
-      case 'U': push_text(Kind::String, take_bytes(take<uint8_t>())); break;  // SHORT_BINSTRING
-      case 'T': push_text(Kind::String, take_bytes(take<uint32_t>())); break;  // BINSTRING
-      case 'C': push_text(Kind::Bytes, take_bytes(take<uint8_t>())); break;  // SHORT_BINBYTES
-      case 'B': push_text(Kind::Bytes, take_bytes(take<uint32_t>())); break;  // BINBYTES
+      case 0x8c:
+        push_text(Kind::String, take_bytes(take<uint8_t>()));
+        break;  // SHORT_BINUNICODE
+      case 'X':
+        push_text(Kind::String, take_bytes(take<uint32_t>()));
+        break;  // BINUNICODE
+      case 0x8d:
+        push_text(Kind::String, take_bytes(take<uint64_t>()));
+        break;  // BINUNICODE8
+      case 'U':
+        push_text(Kind::String, take_bytes(take<uint8_t>()));
+        break;  // SHORT_BINSTRING
+      case 'T':
+        push_text(Kind::String, take_bytes(take<uint32_t>()));
+        break;  // BINSTRING
+      case 'C':
+        push_text(Kind::Bytes, take_bytes(take<uint8_t>()));
+        break;  // SHORT_BINBYTES
+      case 'B':
+        push_text(Kind::Bytes, take_bytes(take<uint32_t>()));
+        break;  // BINBYTES
       case 'c': {  // GLOBAL module\nname\n
         std::string module = take_line();
         push_global(std::move(module), take_line());
@@ -192,7 +219,9 @@ class Unpickler {
         push_global(module->text, name->text);
         break;
       }
-      case 't': stack_.push_back(tuple(pop_mark(at))); break;
+      case 't':
+        stack_.push_back(tuple(pop_mark(at)));
+        break;
       case 0x85:
       case 0x86:
       case 0x87: {  // TUPLE1..3
@@ -201,11 +230,21 @@ class Unpickler {
         stack_.push_back(tuple(std::move(items)));
         break;
       }
-      case 'q': memo_put(take<uint8_t>(), at); break;  // BINPUT
-      case 'r': memo_put(take<uint32_t>(), at); break;  // LONG_BINPUT
-      case 0x94: memo_put(static_cast<uint32_t>(memo_.size()), at); break;  // MEMOIZE
-      case 'h': memo_get(take<uint8_t>(), at); break;  // BINGET
-      case 'j': memo_get(take<uint32_t>(), at); break;  // LONG_BINGET
+      case 'q':
+        memo_put(take<uint8_t>(), at);
+        break;  // BINPUT
+      case 'r':
+        memo_put(take<uint32_t>(), at);
+        break;  // LONG_BINPUT
+      case 0x94:
+        memo_put(static_cast<uint32_t>(memo_.size()), at);
+        break;  // MEMOIZE
+      case 'h':
+        memo_get(take<uint8_t>(), at);
+        break;  // BINGET
+      case 'j':
+        memo_get(take<uint32_t>(), at);
+        break;  // LONG_BINGET
       case 'Q': {  // BINPERSID
         PyValue* value = out_->make(Kind::PersistentId);
         value->args = pop(at);
@@ -268,8 +307,6 @@ class Unpickler {
 
 }  // namespace
 
-std::unique_ptr<Pickle> pickle_load(const uint8_t* data, size_t size, const std::string& where) {
-  return Unpickler(data, size, where).run();
-}
+std::unique_ptr<Pickle> pickle_load(const uint8_t* data, size_t size, const std::string& where) { return Unpickler(data, size, where).run(); }
 
 }  // namespace m3d::io

@@ -36,8 +36,7 @@ std::vector<int64_t> parse_shape(const json& entry, const std::string& where) {
 
 std::pair<uint64_t, uint64_t> parse_offsets(const json& entry, const std::string& where) {
   auto it = entry.find("data_offsets");
-  if (it == entry.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number_unsigned() ||
-      !(*it)[1].is_number_unsigned()) {
+  if (it == entry.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number_unsigned() || !(*it)[1].is_number_unsigned()) {
     fail("{}: 'data_offsets' must be two non-negative integers", where);
   }
   return {(*it)[0].get<uint64_t>(), (*it)[1].get<uint64_t>()};
@@ -52,19 +51,14 @@ SafetensorsFile safetensors_parse(std::shared_ptr<const MappedFile> file) {
   if (file->size() < 8) fail("{}: not a safetensors file: {} bytes, shorter than the 8-byte header length", path, file->size());
   const uint64_t header_len = read_u64_le(file->data());
   if (header_len > kSafetensorsMaxHeader) {
-    fail("{}: safetensors header length {} exceeds the {}-byte limit (corrupt or not a safetensors file)", path,
-         header_len, kSafetensorsMaxHeader);
+    fail("{}: safetensors header length {} exceeds the {}-byte limit (corrupt or not a safetensors file)", path, header_len, kSafetensorsMaxHeader);
   }
-  if (header_len > file->size() - 8) {
-    fail("{}: safetensors header length {} exceeds the file size {} (truncated file?)", path, header_len, file->size());
-  }
+  if (header_len > file->size() - 8) { fail("{}: safetensors header length {} exceeds the file size {} (truncated file?)", path, header_len, file->size()); }
   const auto* header_begin = reinterpret_cast<const char*>(file->data() + 8);
   json header;
   try {
     header = json::parse(header_begin, header_begin + header_len);
-  } catch (const json::exception& e) {
-    fail("{}: safetensors header is not valid JSON: {}", path, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: safetensors header is not valid JSON: {}", path, e.what()); }
   if (!header.is_object()) fail("{}: safetensors header is not a JSON object", path);
 
   SafetensorsFile out;
@@ -97,17 +91,15 @@ SafetensorsFile safetensors_parse(std::shared_ptr<const MappedFile> file) {
     record.shape = parse_shape(entry, where);
     const auto [begin, end] = parse_offsets(entry, where);
     if (begin > end) fail("{}: data_offsets [{}, {}) are reversed", where, begin, end);
-    if (end > buffer_size) {
-      fail("{}: byte range [{}, {}) exceeds the data buffer of {} bytes (truncated file?)", where, begin, end, buffer_size);
-    }
+    if (end > buffer_size) { fail("{}: byte range [{}, {}) exceeds the data buffer of {} bytes (truncated file?)", where, begin, end, buffer_size); }
     const int64_t numel = shape_numel_checked(record.shape);
     if (numel < 0 || static_cast<uint64_t>(numel) > buffer_size) {
       fail("{}: shape {} is too large for a {}-byte data buffer", where, shape_string(record.shape), buffer_size);
     }
     const uint64_t expected = static_cast<uint64_t>(numel) * dtype_size(*dtype);
     if (end - begin != expected) {
-      fail("{}: byte range [{}, {}) holds {} bytes but shape {} of {} needs {}", where, begin, end, end - begin,
-           shape_string(record.shape), dtype_name(*dtype), expected);
+      fail("{}: byte range [{}, {}) holds {} bytes but shape {} of {} needs {}", where, begin, end, end - begin, shape_string(record.shape), dtype_name(*dtype),
+           expected);
     }
     record.strides = strides_contiguous(record.shape);
     record.data = buffer + begin;
@@ -121,29 +113,24 @@ SafetensorsFile safetensors_parse(std::shared_ptr<const MappedFile> file) {
   for (const auto& span : spans) {
     if (span.begin == span.end) continue;
     if (previous != nullptr && span.begin < previous->end) {
-      fail("{}: tensors '{}' and '{}' overlap in the data buffer", path, out.tensors[previous->index].name,
-           out.tensors[span.index].name);
+      fail("{}: tensors '{}' and '{}' overlap in the data buffer", path, out.tensors[previous->index].name, out.tensors[span.index].name);
     }
     previous = &span;
   }
   return out;
 }
 
-void safetensors_write(const std::string& path, const std::vector<TensorBytes>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+void safetensors_write(const std::string& path, const std::vector<TensorBytes>& tensors, const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& tensor : tensors) {
     const int64_t numel = shape_numel_checked(tensor.shape);
     if (numel < 0 || static_cast<uint64_t>(numel) * dtype_size(tensor.dtype) != tensor.nbytes) {
-      fail("{}: tensor '{}': {} bytes do not match shape {} of {}", path, tensor.name, tensor.nbytes,
-           shape_string(tensor.shape), dtype_name(tensor.dtype));
+      fail("{}: tensor '{}': {} bytes do not match shape {} of {}", path, tensor.name, tensor.nbytes, shape_string(tensor.shape), dtype_name(tensor.dtype));
     }
     if (header.contains(tensor.name)) fail("{}: tensor name '{}' appears twice", path, tensor.name);
-    header[tensor.name] = {{"dtype", dtype_name(tensor.dtype)},
-                           {"shape", tensor.shape},
-                           {"data_offsets", {offset, offset + tensor.nbytes}}};
+    header[tensor.name] = {{"dtype", dtype_name(tensor.dtype)}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + tensor.nbytes}}};
     offset += tensor.nbytes;
   }
   std::string header_text = header.dump();

@@ -37,7 +37,6 @@ struct TensorBytes {
 // Writes `path` atomically: the bytes go to a temporary file in the same
 // directory, which is fsynced and renamed over `path`, so a crash never leaves a
 // half-written checkpoint under the final name.
-void safetensors_write(const std::string& path, const std::vector<TensorBytes>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+void safetensors_write(const std::string& path, const std::vector<TensorBytes>& tensors, const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace m3d::io

@@ -11,9 +11,7 @@
 namespace m3d::io {
 namespace {
 
-bool starts_with(const std::string& text, const std::string& prefix) {
-  return text.compare(0, prefix.size(), prefix) == 0;
-}
+bool starts_with(const std::string& text, const std::string& prefix) { return text.compare(0, prefix.size(), prefix) == 0; }
 
 bool compatible(c10::ScalarType want, c10::ScalarType have) {
   // Floating weights convert on load; integer buffers (e.g. num_batches_tracked) must match.
@@ -61,21 +59,21 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
     at::Tensor& target = it->second;
     const c10::ScalarType have = dtype_to_scalar(record.dtype);
     if (target.sizes().vec() != record.shape) {
-      problems.push_back(fmt::format("key '{}': shape {} in the checkpoint, {} in the model", key,
-                                     shape_string(record.shape), shape_string(target.sizes().vec())));
+      problems.push_back(
+          fmt::format("key '{}': shape {} in the checkpoint, {} in the model", key, shape_string(record.shape), shape_string(target.sizes().vec())));
       continue;
     }
     if (!compatible(target.scalar_type(), have)) {
-      problems.push_back(fmt::format("key '{}': dtype {} in the checkpoint, {} in the model", key,
-                                     dtype_name(record.dtype), c10::toString(target.scalar_type())));
+      problems.push_back(
+          fmt::format("key '{}': dtype {} in the checkpoint, {} in the model", key, dtype_name(record.dtype), c10::toString(target.scalar_type())));
       continue;
     }
     ++report.loaded;
   }
   for (const auto& [name, target] : targets) {
     if (!seen.count(name)) {
-      problems.push_back(fmt::format("missing key '{}{}' ({} {})", options.prefix, name, c10::toString(target.scalar_type()),
-                                     shape_string(target.sizes().vec())));
+      problems.push_back(
+          fmt::format("missing key '{}{}' ({} {})", options.prefix, name, c10::toString(target.scalar_type()), shape_string(target.sizes().vec())));
     }
   }
   if (!problems.empty()) {
@@ -91,8 +89,8 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
     const TensorRecord& record = checkpoint.tensors.at(options.prefix + name);
     at::Tensor& target = targets[name];
     at::Tensor source = tensor_from_record(record);
-    const bool in_place = target.device().is_cpu() && target.scalar_type() == source.scalar_type() &&
-                          source.is_contiguous() && source.data_ptr() == static_cast<const void*>(record.data);
+    const bool in_place = target.device().is_cpu() && target.scalar_type() == source.scalar_type() && source.is_contiguous() &&
+                          source.data_ptr() == static_cast<const void*>(record.data);
     if (in_place) {
       target.set_data(source);
       ++report.zero_copy;

@@ -9,23 +9,32 @@ namespace m3d::io {
 
 c10::ScalarType dtype_to_scalar(DType dtype) {
   switch (dtype) {
-    case DType::F64: return c10::kDouble;
-    case DType::F32: return c10::kFloat;
-    case DType::F16: return c10::kHalf;
-    case DType::BF16: return c10::kBFloat16;
-    case DType::I64: return c10::kLong;
-    case DType::I32: return c10::kInt;
-    case DType::I16: return c10::kShort;
-    case DType::I8: return c10::kChar;
-    case DType::U8: return c10::kByte;
-    case DType::BOOL: return c10::kBool;
+    case DType::F64:
+      return c10::kDouble;
+    case DType::F32:
+      return c10::kFloat;
+    case DType::F16:
+      return c10::kHalf;
+    case DType::BF16:
+      return c10::kBFloat16;
+    case DType::I64:
+      return c10::kLong;
+    case DType::I32:
+      return c10::kInt;
+    case DType::I16:
+      return c10::kShort;
+    case DType::I8:
+      return c10::kChar;
+    case DType::U8:
+      return c10::kByte;
+    case DType::BOOL:
+      return c10::kBool;
   }
   fail("unreachable dtype");
 }
 
 DType dtype_from_scalar(c10::ScalarType type) {
-  for (DType dtype : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16, DType::I8,
-                      DType::U8, DType::BOOL}) {
+  for (DType dtype : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16, DType::I8, DType::U8, DType::BOOL}) {
     if (dtype_to_scalar(dtype) == type) return dtype;
   }
   fail("tensor type {} cannot be stored in safetensors", c10::toString(type));
@@ -37,7 +46,8 @@ at::Tensor tensor_from_record(const TensorRecord& record) {
   const bool aligned = reinterpret_cast<uintptr_t>(data) % dtype_size(record.dtype) == 0;
   if (aligned) {
     auto owner = record.file;  // keeps the mapping alive as long as the tensor
-    return at::from_blob(data, record.shape, record.strides, [owner](void*) {}, options);
+    return at::from_blob(
+        data, record.shape, record.strides, [owner](void*) {}, options);
   }
   // Unaligned storage (possible in third-party files): copy the bytes the view spans.
   int64_t span = 1;

@@ -13,10 +13,9 @@ using Kind = PyValue::Kind;
 
 std::optional<DType> storage_dtype(const std::string& storage_class) {
   static const std::map<std::string, DType> kStorages = {
-      {"torch.DoubleStorage", DType::F64}, {"torch.FloatStorage", DType::F32}, {"torch.HalfStorage", DType::F16},
-      {"torch.BFloat16Storage", DType::BF16}, {"torch.LongStorage", DType::I64}, {"torch.IntStorage", DType::I32},
-      {"torch.ShortStorage", DType::I16}, {"torch.CharStorage", DType::I8}, {"torch.ByteStorage", DType::U8},
-      {"torch.BoolStorage", DType::BOOL},
+      {"torch.DoubleStorage", DType::F64}, {"torch.FloatStorage", DType::F32}, {"torch.HalfStorage", DType::F16},  {"torch.BFloat16Storage", DType::BF16},
+      {"torch.LongStorage", DType::I64},   {"torch.IntStorage", DType::I32},   {"torch.ShortStorage", DType::I16}, {"torch.CharStorage", DType::I8},
+      {"torch.ByteStorage", DType::U8},    {"torch.BoolStorage", DType::BOOL},
   };
   auto it = kStorages.find(storage_class);
   if (it == kStorages.end()) return std::nullopt;
@@ -44,16 +43,13 @@ class StateDictReader {
   // `_rebuild_parameter(tensor, ...)`; nullopt when `value` is not a tensor.
   std::optional<TensorRecord> tensor(const std::string& name, const PyValue* value) {
     const std::string where = fmt::format("{}: tensor '{}'", file_->path(), name);
-    if (value->is_global_call("torch._utils._rebuild_parameter") ||
-        value->is_global_call("torch._utils._rebuild_parameter_with_state")) {
+    if (value->is_global_call("torch._utils._rebuild_parameter") || value->is_global_call("torch._utils._rebuild_parameter_with_state")) {
       if (value->args->items.empty()) fail("{}: parameter without data", where);
       value = value->args->items[0];
     }
     if (!value->is_global_call("torch._utils._rebuild_tensor_v2")) return std::nullopt;
     const auto& args = value->args->items;
-    if (args.size() < 4 || args[0]->kind != Kind::PersistentId || args[1]->kind != Kind::Int) {
-      fail("{}: malformed _rebuild_tensor_v2 arguments", where);
-    }
+    if (args.size() < 4 || args[0]->kind != Kind::PersistentId || args[1]->kind != Kind::Int) { fail("{}: malformed _rebuild_tensor_v2 arguments", where); }
     const Storage& storage = this->storage(args[0]->args, where);
     TensorRecord record;
     record.name = name;
@@ -71,14 +67,13 @@ class StateDictReader {
       for (size_t i = 0; i < record.shape.size(); ++i) {
         if (record.strides[i] < 0) fail("{}: negative stride {}", where, record.strides[i]);
         if (record.strides[i] > 0 && record.shape[i] - 1 > (storage.numel - last) / record.strides[i]) {
-          fail("{}: view of size {} stride {} at offset {} exceeds a storage of {} elements", where,
-               shape_string(record.shape), shape_string(record.strides), offset, storage.numel);
+          fail("{}: view of size {} stride {} at offset {} exceeds a storage of {} elements", where, shape_string(record.shape), shape_string(record.strides),
+               offset, storage.numel);
         }
         last += (record.shape[i] - 1) * record.strides[i];
       }
       if (last >= storage.numel) {
-        fail("{}: view of size {} at offset {} exceeds a storage of {} elements", where, shape_string(record.shape),
-             offset, storage.numel);
+        fail("{}: view of size {} at offset {} exceeds a storage of {} elements", where, shape_string(record.shape), offset, storage.numel);
       }
     }
     record.data = storage.data + static_cast<size_t>(offset) * dtype_size(storage.dtype);
@@ -95,9 +90,8 @@ class StateDictReader {
 
   // persistent id: ('storage', <StorageClass>, key, location, numel)
   const Storage& storage(const PyValue* id, const std::string& where) {
-    if (id->kind != Kind::Tuple || id->items.size() < 5 || id->items[0]->kind != Kind::String ||
-        id->items[0]->text != "storage" || id->items[1]->kind != Kind::Global || id->items[2]->kind != Kind::String ||
-        id->items[4]->kind != Kind::Int) {
+    if (id->kind != Kind::Tuple || id->items.size() < 5 || id->items[0]->kind != Kind::String || id->items[0]->text != "storage" ||
+        id->items[1]->kind != Kind::Global || id->items[2]->kind != Kind::String || id->items[4]->kind != Kind::Int) {
       fail("{}: malformed storage reference", where);
     }
     const std::string& key = id->items[2]->text;
@@ -110,8 +104,7 @@ class StateDictReader {
     const int64_t numel = id->items[4]->int_value;
     if (numel < 0 || static_cast<uint64_t>(numel) > entry->second->size / dtype_size(*dtype) ||
         static_cast<uint64_t>(numel) * dtype_size(*dtype) != entry->second->size) {
-      fail("{}: storage '{}' declares {} elements of {} but holds {} bytes", where, key, numel, dtype_name(*dtype),
-           entry->second->size);
+      fail("{}: storage '{}' declares {} elements of {} but holds {} bytes", where, key, numel, dtype_name(*dtype), entry->second->size);
     }
     Storage storage{*dtype, file_->data() + entry->second->data_offset, numel};
     return storages_.emplace(key, storage).first->second;
@@ -126,13 +119,10 @@ class StateDictReader {
 // The mapping that holds the tensors: the root dict, or the one under a
 // conventional key such as {"state_dict": {...}} that training scripts write.
 const std::vector<std::pair<PyValue*, PyValue*>>* state_dict_entries(const PyValue* root) {
-  auto is_mapping = [](const PyValue* v) {
-    return v->kind == Kind::Dict || v->is_global_call("collections.OrderedDict");
-  };
+  auto is_mapping = [](const PyValue* v) { return v->kind == Kind::Dict || v->is_global_call("collections.OrderedDict"); };
   if (!is_mapping(root)) return nullptr;
   for (const auto& [key, value] : root->entries) {
-    if (key->kind == Kind::String && (key->text == "state_dict" || key->text == "model" || key->text == "module") &&
-        is_mapping(value)) {
+    if (key->kind == Kind::String && (key->text == "state_dict" || key->text == "model" || key->text == "module") && is_mapping(value)) {
       return &value->entries;
     }
   }
@@ -153,9 +143,10 @@ TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file, bool verify
   const std::string& path = file->path();
   if (!zip_has_magic(*file)) {
     if (file->size() >= 2 && file->data()[0] == 0x80) {
-      fail("{}: legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with a current PyTorch "
-           "or convert it to safetensors",
-           path);
+      fail(
+          "{}: legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with a current PyTorch "
+          "or convert it to safetensors",
+          path);
     }
     fail("{}: not a PyTorch zip checkpoint (no zip signature)", path);
   }
@@ -163,8 +154,7 @@ TorchBinFile torch_bin_parse(std::shared_ptr<const MappedFile> file, bool verify
   const ZipEntry* pickle = nullptr;
   for (const auto& entry : entries) {
     const std::string suffix = "data.pkl";
-    if (entry.name.size() >= suffix.size() &&
-        entry.name.compare(entry.name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+    if (entry.name.size() >= suffix.size() && entry.name.compare(entry.name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
         entry.name.find('/') == entry.name.size() - suffix.size() - 1) {
       pickle = &entry;
     }

@@ -23,8 +23,7 @@ class Reader {
   template <typename T>
   T get(uint64_t offset, const char* what) const {
     if (offset > file_.size() || file_.size() - offset < sizeof(T)) {
-      fail("{}: zip {} at offset {} lies beyond the end of the file ({} bytes; truncated?)", file_.path(), what,
-           offset, file_.size());
+      fail("{}: zip {} at offset {} lies beyond the end of the file ({} bytes; truncated?)", file_.path(), what, offset, file_.size());
     }
     T value;
     std::memcpy(&value, file_.data() + offset, sizeof(T));
@@ -32,8 +31,7 @@ class Reader {
   }
   void require(uint64_t offset, uint64_t size, const char* what) const {
     if (offset > file_.size() || file_.size() - offset < size) {
-      fail("{}: zip {} [{}, {}+{}) lies beyond the end of the file ({} bytes; truncated?)", file_.path(), what, offset,
-           offset, size, file_.size());
+      fail("{}: zip {} [{}, {}+{}) lies beyond the end of the file ({} bytes; truncated?)", file_.path(), what, offset, offset, size, file_.size());
     }
   }
 
@@ -61,9 +59,7 @@ Directory find_directory(const MappedFile& file, const Reader& in) {
     const bool zip64 = dir.entries == 0xFFFF || dir.size == 0xFFFFFFFF || dir.offset == 0xFFFFFFFF;
     if (zip64 && pos >= 20 && in.get<uint32_t>(pos - 20, "zip64 locator") == kZip64Locator) {
       const uint64_t record = in.get<uint64_t>(pos - 20 + 8, "zip64 locator");
-      if (in.get<uint32_t>(record, "zip64 end record") != kZip64EndOfDirectory) {
-        fail("{}: zip64 end record missing at offset {}", file.path(), record);
-      }
+      if (in.get<uint32_t>(record, "zip64 end record") != kZip64EndOfDirectory) { fail("{}: zip64 end record missing at offset {}", file.path(), record); }
       dir.entries = in.get<uint64_t>(record + 32, "zip64 end record");
       dir.size = in.get<uint64_t>(record + 40, "zip64 end record");
       dir.offset = in.get<uint64_t>(record + 48, "zip64 end record");
@@ -86,15 +82,11 @@ bool zip_has_magic(const MappedFile& file) {
 std::vector<ZipEntry> zip_list(const MappedFile& file) {
   Reader in(file);
   const Directory dir = find_directory(file, in);
-  if (dir.entries > dir.size / 46) {
-    fail("{}: zip directory claims {} entries in {} bytes (corrupt)", file.path(), dir.entries, dir.size);
-  }
+  if (dir.entries > dir.size / 46) { fail("{}: zip directory claims {} entries in {} bytes (corrupt)", file.path(), dir.entries, dir.size); }
   std::vector<ZipEntry> entries;
   uint64_t pos = dir.offset;
   for (uint64_t i = 0; i < dir.entries; ++i) {
-    if (in.get<uint32_t>(pos, "central header") != kCentralHeader) {
-      fail("{}: zip central header {} missing at offset {} (corrupt)", file.path(), i, pos);
-    }
+    if (in.get<uint32_t>(pos, "central header") != kCentralHeader) { fail("{}: zip central header {} missing at offset {} (corrupt)", file.path(), i, pos); }
     ZipEntry entry;
     entry.method = in.get<uint16_t>(pos + 10, "central header");
     entry.crc32 = in.get<uint32_t>(pos + 16, "central header");
@@ -136,8 +128,7 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
     entry.data_offset = local + 30 + local_name + local_extra;
     entry.size = entry.method == 0 ? compressed : uncompressed;
     if (entry.method == 0 && compressed != uncompressed) {
-      fail("{}: zip entry '{}': stored entry with sizes {} != {} (corrupt)", file.path(), entry.name, compressed,
-           uncompressed);
+      fail("{}: zip entry '{}': stored entry with sizes {} != {} (corrupt)", file.path(), entry.name, compressed, uncompressed);
     }
     in.require(entry.data_offset, compressed, "entry data");
     entries.push_back(std::move(entry));
@@ -154,8 +145,8 @@ void zip_verify(const MappedFile& file, const ZipEntry& entry) {
     done += chunk;
   }
   if (static_cast<uint32_t>(crc) != entry.crc32) {
-    fail("{}: zip entry '{}': CRC-32 {:08x} differs from the recorded {:08x}: the file is damaged", file.path(), entry.name,
-         static_cast<uint32_t>(crc), entry.crc32);
+    fail("{}: zip entry '{}': CRC-32 {:08x} differs from the recorded {:08x}: the file is damaged", file.path(), entry.name, static_cast<uint32_t>(crc),
+         entry.crc32);
   }
 }
 

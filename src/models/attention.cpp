@@ -100,8 +100,7 @@ at::Tensor blocked_forward(const at::Tensor& qkv, int64_t num_heads, double scal
   return out.view({s.batch, s.tokens, s.heads * s.head_dim});
 }
 
-at::Tensor blocked_backward(const at::Tensor& qkv, const at::Tensor& probs, const at::Tensor& grad_out, int64_t num_heads,
-                            double scale) {
+at::Tensor blocked_backward(const at::Tensor& qkv, const at::Tensor& probs, const at::Tensor& grad_out, int64_t num_heads, double scale) {
   const Shape s = shape_of(qkv, num_heads);
   const auto qkv5 = qkv.view({s.batch, s.tokens, 3, s.heads, s.head_dim});
   const auto dout = grad_out.contiguous().view({s.batch, s.tokens, s.heads, s.head_dim});
@@ -143,8 +142,7 @@ class QkvAttention : public torch::autograd::Function<QkvAttention> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto grad = blocked_backward(saved[0], saved[1], grads[0], ctx->saved_data["num_heads"].toInt(),
-                                 ctx->saved_data["scale"].toDouble());
+    auto grad = blocked_backward(saved[0], saved[1], grads[0], ctx->saved_data["num_heads"].toInt(), ctx->saved_data["scale"].toDouble());
     return {grad, at::Tensor(), at::Tensor()};
   }
 };
@@ -156,10 +154,10 @@ at::Tensor plain_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double 
   const int64_t queries = first_queries > 0 ? std::min(first_queries, s.tokens) : s.tokens;
   // "b h (qkv l d) -> qkv b l h d": feature j is (j / E: q|k|v, head, dim), head-major.
   const auto parts = qkv.view({s.batch, s.tokens, 3, s.heads, s.head_dim}).permute({2, 0, 3, 1, 4});  // (3, B, H, N, d)
-  const auto q = parts[0].narrow(2, 0, queries);                                                      // (B, H, Nq, d)
-  const auto scores = at::matmul(q, parts[1].transpose(-2, -1)) * scale;                             // (B, H, Nq, N)
-  const auto out = at::matmul(scores.softmax(-1), parts[2]);                                          // (B, H, Nq, d)
-  return out.transpose(1, 2).reshape({s.batch, queries, s.heads * s.head_dim});                      // "b h l d -> b l (h d)"
+  const auto q = parts[0].narrow(2, 0, queries);  // (B, H, Nq, d)
+  const auto scores = at::matmul(q, parts[1].transpose(-2, -1)) * scale;  // (B, H, Nq, N)
+  const auto out = at::matmul(scores.softmax(-1), parts[2]);  // (B, H, Nq, d)
+  return out.transpose(1, 2).reshape({s.batch, queries, s.heads * s.head_dim});  // "b h l d -> b l (h d)"
 }
 
 at::Tensor fused_qkv_attention(const at::Tensor& qkv, int64_t num_heads, double scale) {

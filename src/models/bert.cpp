@@ -86,15 +86,16 @@ BertConfig BertConfig::from_json(const json& c, const std::string& where) {
     config.attention_probs_dropout_prob = c.value("attention_probs_dropout_prob", config.attention_probs_dropout_prob);
     const std::string positions = c.value("position_embedding_type", std::string("absolute"));
     if (positions != "absolute") fail("{}: position_embedding_type '{}' is not supported (supported: absolute)", where, positions);
-  } catch (const json::exception& e) {
-    fail("{}: malformed BERT config: {}", where, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed BERT config: {}", where, e.what()); }
   if (config.hidden_act != "gelu" && config.hidden_act != "gelu_new" && config.hidden_act != "relu") {
     fail("{}: hidden_act '{}' is not supported (supported: gelu, gelu_new, relu)", where, config.hidden_act);
   }
-  for (auto [name, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size}, {"hidden_size", config.hidden_size},
-                             {"num_hidden_layers", config.num_hidden_layers}, {"num_attention_heads", config.num_attention_heads},
-                             {"intermediate_size", config.intermediate_size}, {"max_position_embeddings", config.max_position_embeddings},
+  for (auto [name, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size},
+                             {"hidden_size", config.hidden_size},
+                             {"num_hidden_layers", config.num_hidden_layers},
+                             {"num_attention_heads", config.num_attention_heads},
+                             {"intermediate_size", config.intermediate_size},
+                             {"max_position_embeddings", config.max_position_embeddings},
                              {"type_vocab_size", config.type_vocab_size}}) {
     if (value <= 0 || value > (int64_t{1} << 24)) fail("{}: {} = {} is out of range", where, name, value);
   }
@@ -109,10 +110,19 @@ BertConfig BertConfig::from_json(const json& c, const std::string& where) {
 
 json BertConfig::to_json() const {
   if (distilbert()) {
-    return {{"architectures", {"DistilBertModel"}}, {"model_type", "distilbert"}, {"vocab_size", vocab_size}, {"dim", hidden_size},
-            {"n_layers", num_hidden_layers}, {"n_heads", num_attention_heads}, {"hidden_dim", intermediate_size},
-            {"activation", hidden_act}, {"max_position_embeddings", max_position_embeddings}, {"pad_token_id", pad_token_id},
-            {"sinusoidal_pos_embds", false}, {"dropout", hidden_dropout_prob}, {"attention_dropout", attention_probs_dropout_prob}};
+    return {{"architectures", {"DistilBertModel"}},
+            {"model_type", "distilbert"},
+            {"vocab_size", vocab_size},
+            {"dim", hidden_size},
+            {"n_layers", num_hidden_layers},
+            {"n_heads", num_attention_heads},
+            {"hidden_dim", intermediate_size},
+            {"activation", hidden_act},
+            {"max_position_embeddings", max_position_embeddings},
+            {"pad_token_id", pad_token_id},
+            {"sinusoidal_pos_embds", false},
+            {"dropout", hidden_dropout_prob},
+            {"attention_dropout", attention_probs_dropout_prob}};
   }
   return {{"architectures", {model_type == "bert" ? "BertModel" : "RobertaModel"}},
           {"model_type", model_type},

@@ -102,8 +102,7 @@ class BertModelImpl : public torch::nn::Module {
 
  private:
   // Checks the inputs; the embeddings' output and the additive attention mask (undefined: none).
-  std::pair<torch::Tensor, torch::Tensor> embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                                const torch::Tensor& token_type_ids);
+  std::pair<torch::Tensor, torch::Tensor> embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& token_type_ids);
   BertConfig config_;
 };
 TORCH_MODULE(BertModel);

@@ -28,8 +28,7 @@ MultimodalModelImpl* CausalLmImpl::multimodal() const { return dynamic_cast<Mult
 
 torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& images) const {
   const auto& table = model->embed_tokens->weight;
-  auto embeds = model->embed_tokens(input_ids.to(table.device()))
-                    .to(compute_dtype(table.scalar_type(), table.device()));  // (B, L, D)
+  auto embeds = model->embed_tokens(input_ids.to(table.device())).to(compute_dtype(table.scalar_type(), table.device()));  // (B, L, D)
   if (!images.defined()) return embeds;
   MultimodalModelImpl* vision_model = multimodal();
   if (vision_model == nullptr) fail("this model has no vision tower; it cannot take an image");
@@ -37,9 +36,7 @@ torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids, const torch::T
   if (L == 1) return embeds;  // the official code passes single tokens through
   auto image_embeds = vision_model->encode_images(images);  // (B, N, D)
   const int64_t N = image_embeds.size(1);
-  if (image_embeds.size(0) != embeds.size(0)) {
-    fail("image splice: {} images for {} prompts", image_embeds.size(0), embeds.size(0));
-  }
+  if (image_embeds.size(0) != embeds.size(0)) { fail("image splice: {} images for {} prompts", image_embeds.size(0), embeds.size(0)); }
   if (L < N + 1) fail("image splice: the prompt has {} tokens, fewer than 1 + {} image tokens", L, N);
   // cat(E[:, :1], image, E[:, N+1:]) (lamed_arch.py:120-132; Med3DVLM vlm_arch.py prepare_inputs_for_multimodal)
   return torch::cat({embeds.slice(1, 0, 1), image_embeds, embeds.slice(1, N + 1)}, 1);  // (B, L, D)
@@ -50,9 +47,7 @@ namespace {
 // The registry row of `config`, refused unless model_load builds it (a causal LM).
 const Architecture& causal_lm_architecture_of(const io::HfConfig& config, const std::string& where) {
   const Architecture& arch = architecture_of(config, where);
-  if (arch.kind == ModelKind::Clip) {
-    fail("{}: {} is {}, not a causal LM; clip_load opens it (m3d embed --model DIR)", where, arch.name, arch.description);
-  }
+  if (arch.kind == ModelKind::Clip) { fail("{}: {} is {}, not a causal LM; clip_load opens it (m3d embed --model DIR)", where, arch.name, arch.description); }
   return arch;
 }
 

@@ -91,9 +91,7 @@ ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
     if (!text.contains("model_type")) text["model_type"] = "bert";
     if (!text.contains("vocab_size") && c.contains("vocab_size")) text["vocab_size"] = c["vocab_size"];
     config.text = BertConfig::from_json(text, where + " (text_config)");
-  } catch (const json::exception& e) {
-    fail("{}: malformed CLIP config: {}", where, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed CLIP config: {}", where, e.what()); }
   return config;
 }
 
@@ -132,9 +130,7 @@ ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
     bias = register_parameter("bias", torch::full({}, c.bias_init));
     return;
   }
-  if (c.text.hidden_size != c.hidden_size && c.vision.hidden_size != c.hidden_size) {
-    fail("clip: projection width {} matches neither tower", c.hidden_size);
-  }
+  if (c.text.hidden_size != c.hidden_size && c.vision.hidden_size != c.hidden_size) { fail("clip: projection width {} matches neither tower", c.hidden_size); }
   vision_encoder = register_module("vision_encoder", Vit3d(c.vision));
   language_encoder = register_module("language_encoder", BertModel(c.text, true));
   mm_vision_proj = register_module("mm_vision_proj", Linear(c.vision.hidden_size, c.hidden_size));
@@ -167,19 +163,14 @@ torch::Tensor ClipModelImpl::loss(const torch::Tensor& image_features, const tor
 }
 
 torch::Tensor clip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& logit_scale) {
-  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) {
-    fail("clip loss: image and text features must both be (N, E)");
-  }
+  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) { fail("clip loss: image and text features must both be (N, E)"); }
   const auto logits = logit_scale * torch::matmul(image_features, text_features.t());  // (N, N)
   const auto labels = torch::arange(logits.size(0), torch::TensorOptions().dtype(torch::kLong).device(logits.device()));
   return (at::cross_entropy_loss(logits, labels) + at::cross_entropy_loss(logits.t(), labels)) / 2;
 }
 
-torch::Tensor siglip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& t_prime,
-                          const torch::Tensor& bias) {
-  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) {
-    fail("sigmoid loss: image and text features must both be (N, E)");
-  }
+torch::Tensor siglip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& t_prime, const torch::Tensor& bias) {
+  if (image_features.sizes() != text_features.sizes() || image_features.dim() != 2) { fail("sigmoid loss: image and text features must both be (N, E)"); }
   const int64_t N = image_features.size(0);
   auto logits = t_prime.exp() * torch::matmul(image_features, text_features.t()) + bias;
   logits = (logits + logits.t()) / 2;
@@ -214,8 +205,8 @@ ClipConfig clip_config_from_checkpoint(const io::Checkpoint& ckpt) {
   t.num_hidden_layers = 0;
   while (ckpt.tensors.count(fmt::format("{}{}.{}", layer, t.num_hidden_layers, distil ? "ffn.lin2.weight" : "output.dense.weight"))) ++t.num_hidden_layers;
   if (t.hidden_size % t.num_attention_heads != 0) {
-    fail("{}: {} width {} is not divisible by {} heads; give text_config.{}", config_path, distil ? "DistilBERT" : "BERT", t.hidden_size,
-         t.num_attention_heads, distil ? "n_heads" : "num_attention_heads");
+    fail("{}: {} width {} is not divisible by {} heads; give text_config.{}", config_path, distil ? "DistilBERT" : "BERT", t.hidden_size, t.num_attention_heads,
+         distil ? "n_heads" : "num_attention_heads");
   }
   config.hidden_size = ckpt.tensor("mm_vision_proj.weight").shape.at(0);
   if (ckpt.tensors.count("t_prime")) config.loss_type = "sigmoid";

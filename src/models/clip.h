@@ -74,8 +74,7 @@ torch::Tensor clip_loss(const torch::Tensor& image_features, const torch::Tensor
 // Med3DVLM's sigmoid loss as executed under torch.distributed (its training setup):
 // logits = exp(t') I T^T + b, symmetrised (L + L^T) / 2; labels 2 Eye - 1;
 // -sum(logsigmoid(labels * logits)) / N.
-torch::Tensor siglip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& t_prime,
-                          const torch::Tensor& bias);
+torch::Tensor siglip_loss(const torch::Tensor& image_features, const torch::Tensor& text_features, const torch::Tensor& t_prime, const torch::Tensor& bias);
 
 // Builds from `dir`/config.json and loads the weights strictly (dims from shapes).
 ClipModel clip_load(const std::string& dir, c10::ScalarType dtype = torch::kFloat, c10::Device device = torch::kCPU);

@@ -46,19 +46,14 @@ int64_t DcformerConfig::stage_tokens(int stage) const {
   return g[0] * g[1] * g[2];
 }
 
-std::vector<std::string> dcformer_variants() {
-  return {"decomp_nano", "decomp_naive", "decomp_tiny", "decomp_small", "decomp_base", "decomp_large"};
-}
+std::vector<std::string> dcformer_variants() { return {"decomp_nano", "decomp_naive", "decomp_tiny", "decomp_small", "decomp_base", "decomp_large"}; }
 
 DcformerConfig dcformer_variant(const std::string& name) {
   // The factory functions at the end of dcformer.py (their kernel sizes are DecompModel's default).
   static const std::map<std::string, std::pair<std::array<int64_t, 5>, std::array<int64_t, 5>>> variants = {
-      {"decomp_nano", {{1, 1, 1, 1, 1}, {32, 32, 64, 128, 256}}},
-      {"decomp_naive", {{1, 2, 2, 2, 2}, {32, 64, 128, 256, 512}}},
-      {"decomp_tiny", {{1, 2, 3, 3, 2}, {64, 96, 192, 384, 768}}},
-      {"decomp_small", {{1, 2, 3, 6, 2}, {64, 96, 192, 384, 768}}},
-      {"decomp_base", {{1, 2, 6, 6, 2}, {64, 128, 256, 512, 1024}}},
-      {"decomp_large", {{1, 2, 6, 12, 2}, {64, 256, 512, 1024, 2048}}},
+      {"decomp_nano", {{1, 1, 1, 1, 1}, {32, 32, 64, 128, 256}}},    {"decomp_naive", {{1, 2, 2, 2, 2}, {32, 64, 128, 256, 512}}},
+      {"decomp_tiny", {{1, 2, 3, 3, 2}, {64, 96, 192, 384, 768}}},   {"decomp_small", {{1, 2, 3, 6, 2}, {64, 96, 192, 384, 768}}},
+      {"decomp_base", {{1, 2, 6, 6, 2}, {64, 128, 256, 512, 1024}}}, {"decomp_large", {{1, 2, 6, 12, 2}, {64, 256, 512, 1024, 2048}}},
   };
   auto it = variants.find(name);
   if (it == variants.end()) fail("dcformer: unknown variant '{}' (supported: {})", name, fmt::join(dcformer_variants(), ", "));
@@ -99,19 +94,17 @@ torch::Tensor BatchNorm3dImpl::forward(const torch::Tensor& x) {
   const auto type = x.scalar_type();
   // In train mode the running statistics are updated in place: a converted copy would drop the update.
   if (training && running_mean.scalar_type() != type) {
-    fail("dcformer: BatchNorm in train mode needs activations in its statistics' dtype ({}), got {}",
-         c10::toString(running_mean.scalar_type()), c10::toString(type));
+    fail("dcformer: BatchNorm in train mode needs activations in its statistics' dtype ({}), got {}", c10::toString(running_mean.scalar_type()),
+         c10::toString(type));
   }
   if (training && num_batches_tracked.defined()) {
     torch::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
   }
-  return at::batch_norm(x, weight.to(type), bias.to(type), running_mean.to(type), running_var.to(type), training,
-                        kBatchNormMomentum, kBatchNormEps, true);
+  return at::batch_norm(x, weight.to(type), bias.to(type), running_mean.to(type), running_var.to(type), training, kBatchNormMomentum, kBatchNormEps, true);
 }
 
-DecompBranchImpl::DecompBranchImpl(int64_t in, int64_t out, std::array<int64_t, 3> kernel, int64_t stride, int64_t groups,
-                                   bool num_batches_tracked)
+DecompBranchImpl::DecompBranchImpl(int64_t in, int64_t out, std::array<int64_t, 3> kernel, int64_t stride, int64_t groups, bool num_batches_tracked)
     : stride_(stride), groups_(groups) {
   if (groups <= 0 || in % groups != 0 || out % groups != 0) fail("dcformer: {} -> {} channels in {} groups", in, out, groups);
   for (size_t i = 0; i < 3; ++i) padding_[i] = kernel[i] / 2;  // "same" for odd kernels
@@ -124,8 +117,8 @@ DecompBranchImpl::DecompBranchImpl(int64_t in, int64_t out, std::array<int64_t, 
 torch::Tensor DecompBranchImpl::forward(const torch::Tensor& x) {
   const auto type = x.scalar_type();
   // An int stride applies to all three axes, also those the branch's kernel does not span.
-  const auto y = at::conv3d(x, weight.to(type), bias.to(type), {stride_, stride_, stride_}, {padding_[0], padding_[1], padding_[2]},
-                            {1, 1, 1}, groups_);  // (B, out, H', W', D')
+  const auto y = at::conv3d(x, weight.to(type), bias.to(type), {stride_, stride_, stride_}, {padding_[0], padding_[1], padding_[2]}, {1, 1, 1},
+                            groups_);  // (B, out, H', W', D')
   return norm(y);
 }
 
@@ -138,9 +131,7 @@ DecompConv3dImpl::DecompConv3dImpl(int64_t in, int64_t out, int64_t k, int64_t s
 torch::Tensor DecompConv3dImpl::forward(const torch::Tensor& x) { return c1(x) + c2(x) + c3(x); }
 
 ConvBlockImpl::ConvBlockImpl(int64_t in, int64_t out, int64_t kernel, bool downsample, bool num_batches_tracked) {
-  if (downsample) {
-    proj = register_module("proj", std::make_shared<torch::nn::Module>())->register_parameter("weight", torch::empty({out, in, 1, 1, 1}));
-  }
+  if (downsample) { proj = register_module("proj", std::make_shared<torch::nn::Module>())->register_parameter("weight", torch::empty({out, in, 1, 1, 1})); }
   dwconv = register_module("dwconv", DecompConv3d(out, out, kernel, 1, out, num_batches_tracked));
   // MLP(oup, 4 * oup): self.mlp = nn.Sequential(Linear, GELU, Dropout, Linear, Dropout).
   auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
@@ -188,8 +179,8 @@ std::vector<torch::Tensor> DcformerImpl::forward(const torch::Tensor& image) {
   const auto& c = config_;
   if (image.dim() != 5 || image.size(1) != c.in_channels || image.size(2) != c.image_size[0] || image.size(3) != c.image_size[1] ||
       image.size(4) != c.image_size[2]) {
-    fail("dcformer: expected an image of shape [B, {}, {}, {}, {}] (C, D, H, W), got {}", c.in_channels, c.image_size[0],
-         c.image_size[1], c.image_size[2], fmt::join(image.sizes(), "x"));
+    fail("dcformer: expected an image of shape [B, {}, {}, {}, {}] (C, D, H, W), got {}", c.in_channels, c.image_size[0], c.image_size[1], c.image_size[2],
+         fmt::join(image.sizes(), "x"));
   }
   auto x = image.permute({0, 1, 3, 4, 2});  // (B, C, H, W, D): the encoder's layout, which the kernels' axes refer to
   std::vector<torch::Tensor> hidden_states;

@@ -43,8 +43,7 @@ std::vector<std::string> dcformer_variants();
 
 // Blocks, channels and kernels from tensor shapes under `prefix` (the key prefix
 // before "encoder.", e.g. "model.vision_tower.vision_tower."); image_size from `base`.
-DcformerConfig dcformer_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& prefix,
-                                               const DcformerConfig& base);
+DcformerConfig dcformer_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& prefix, const DcformerConfig& base);
 
 // nn.BatchNorm3d (eps 1e-5, momentum 0.1): running statistics in eval mode, batch
 // statistics (and running-stat updates) in train mode, as PyTorch.
@@ -60,8 +59,7 @@ TORCH_MODULE(BatchNorm3d);
 // the keys are 0.weight, 0.bias and 1.*.
 class DecompBranchImpl : public torch::nn::Module {
  public:
-  DecompBranchImpl(int64_t in, int64_t out, std::array<int64_t, 3> kernel, int64_t stride, int64_t groups,
-                   bool num_batches_tracked);
+  DecompBranchImpl(int64_t in, int64_t out, std::array<int64_t, 3> kernel, int64_t stride, int64_t groups, bool num_batches_tracked);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight, bias;  // the Conv3d's, registered under "0"
   BatchNorm3d norm{nullptr};  // "1"

@@ -12,16 +12,13 @@
 namespace m3d::models {
 namespace {
 
-std::array<int64_t, 3> int3(const nlohmann::json& raw, const char* key, std::array<int64_t, 3> fallback,
-                            const std::string& where) {
+std::array<int64_t, 3> int3(const nlohmann::json& raw, const char* key, std::array<int64_t, 3> fallback, const std::string& where) {
   auto it = raw.find(key);
   if (it == raw.end() || it->is_null()) return fallback;
   if (!it->is_array() || it->size() != 3) fail("{}: key '{}': expected a list of 3 integers", where, key);
   std::array<int64_t, 3> out{};
   for (size_t i = 0; i < 3; ++i) {
-    if (!(*it)[i].is_number_integer() || (*it)[i].get<int64_t>() <= 0) {
-      fail("{}: key '{}': expected 3 positive integers", where, key);
-    }
+    if (!(*it)[i].is_number_integer() || (*it)[i].get<int64_t>() <= 0) { fail("{}: key '{}': expected 3 positive integers", where, key); }
     out[i] = (*it)[i].get<int64_t>();
   }
   return out;
@@ -112,9 +109,7 @@ LamedVisionImpl::LamedVisionImpl(const LamedConfig& c, const Vit3dConfig& vit) :
   mm_projector = register_module("mm_projector", Projector(c.projector));
 }
 
-void LamedVisionImpl::check_image(const torch::Tensor& image) const {
-  vision_check_image(image, config_.image_channel, config_.image_size, "m3d-lamed");
-}
+void LamedVisionImpl::check_image(const torch::Tensor& image) const { vision_check_image(image, config_.image_channel, config_.image_size, "m3d-lamed"); }
 
 std::vector<torch::Tensor> LamedVisionImpl::features(const torch::Tensor& image) {
   check_image(image);
@@ -128,8 +123,7 @@ torch::Tensor LamedVisionImpl::project(const std::vector<torch::Tensor>& feature
   return mm_projector->forward(features[0]);  // (B, proj_out_num, H)
 }
 
-LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit)
-    : MultimodalModelImpl(decoder) {
+LamedModelImpl::LamedModelImpl(const DecoderConfig& decoder, const LamedConfig& lamed, const Vit3dConfig& vit) : MultimodalModelImpl(decoder) {
   if (lamed.projector.hidden_size != decoder.hidden_size) {
     fail("lamed: projector output {} differs from the LLM hidden size {}", lamed.projector.hidden_size, decoder.hidden_size);
   }

@@ -46,8 +46,7 @@ struct LamedConfig {
 
 // The ViT's hyper-parameters from tensor shapes under `prefix` (e.g.
 // "model.vision_tower.vision_tower."), so any width and depth load.
-Vit3dConfig vit3d_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& prefix,
-                                         const LamedConfig& config);
+Vit3dConfig vit3d_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& prefix, const LamedConfig& config);
 
 // ViT3DTower (multimodal_encoder/vit.py): the ViT plus select layer / feature.
 class Vit3dTowerImpl : public torch::nn::Module {

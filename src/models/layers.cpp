@@ -26,9 +26,12 @@ void cpu_half_activations_set(CpuHalfActivations mode) { cpu_half_mode.store(mod
 
 bool cpu_half_activations() {
   switch (cpu_half_mode.load()) {
-    case CpuHalfActivations::kHalf: return true;
-    case CpuHalfActivations::kFloat: return false;
-    case CpuHalfActivations::kAuto: break;
+    case CpuHalfActivations::kHalf:
+      return true;
+    case CpuHalfActivations::kFloat:
+      return false;
+    case CpuHalfActivations::kAuto:
+      break;
   }
   return cpu_has_bf16_arithmetic();
 }
@@ -42,9 +45,7 @@ c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& de
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (x.scalar_type() == weight.scalar_type()) return at::linear(x, weight, bias);
   const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
-  if (rows >= 8) {
-    return at::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
-  }
+  if (rows >= 8) { return at::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias); }
   return at::linear(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());
 }
 
@@ -98,9 +99,7 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) const {
   return at::layer_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), bias.to(x.scalar_type()), eps_);
 }
 
-RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
-  weight = register_parameter("weight", torch::empty({size}));
-}
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) { weight = register_parameter("weight", torch::empty({size})); }
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) const {
   const auto x32 = x.to(torch::kFloat);

@@ -23,19 +23,21 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 // The most negative value of `type`, used as "masked" like torch.finfo(dtype).min in HF.
 double dtype_lowest(c10::ScalarType type) {
   switch (type) {
-    case torch::kHalf: return -65504.0;
-    case torch::kBFloat16: return -3.3895313892515355e38;
-    case torch::kDouble: return std::numeric_limits<double>::lowest();
-    default: return std::numeric_limits<float>::lowest();
+    case torch::kHalf:
+      return -65504.0;
+    case torch::kBFloat16:
+      return -3.3895313892515355e38;
+    case torch::kDouble:
+      return std::numeric_limits<double>::lowest();
+    default:
+      return std::numeric_limits<float>::lowest();
   }
 }
 
 }  // namespace
 
 DecoderConfig DecoderConfig::from_hf(const io::HfConfig& hf, const std::string& family, const std::string& where) {
-  if (family != "llama" && family != "phi3" && family != "qwen2") {
-    fail("{}: unknown decoder family '{}' (supported: llama, phi3, qwen2)", where, family);
-  }
+  if (family != "llama" && family != "phi3" && family != "qwen2") { fail("{}: unknown decoder family '{}' (supported: llama, phi3, qwen2)", where, family); }
   auto require = [&](const std::optional<int64_t>& value, const char* key) {
     if (!value || *value <= 0) fail("{}: '{}' is required and must be positive", where, key);
     return *value;
@@ -61,16 +63,12 @@ DecoderConfig DecoderConfig::from_hf(const io::HfConfig& hf, const std::string& 
   }
   if (c.head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", where, c.head_dim);
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.num_attention_heads,
-         c.num_key_value_heads);
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.num_attention_heads, c.num_key_value_heads);
   }
   if (auto it = hf.raw.find("rope_scaling"); it != hf.raw.end() && !it->is_null()) {
-    fail("{}: rope_scaling {} is not supported yet (plain RoPE only; M3D's Phi-3-mini-4k and Llama-2 use none)", where,
-         it->dump());
+    fail("{}: rope_scaling {} is not supported yet (plain RoPE only; M3D's Phi-3-mini-4k and Llama-2 use none)", where, it->dump());
   }
-  if (io::json_bool(hf.raw, "use_sliding_window", where).value_or(false)) {
-    fail("{}: use_sliding_window is not supported", where);
-  }
+  if (io::json_bool(hf.raw, "use_sliding_window", where).value_or(false)) { fail("{}: use_sliding_window is not supported", where); }
   return c;
 }
 
@@ -87,8 +85,8 @@ AttentionImpl::AttentionImpl(const DecoderConfig& c) : config_(c) {
   o_proj = register_module("o_proj", Linear(q_out, c.hidden_size, c.attention_bias));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                     const torch::Tensor& mask, KvCache* cache, size_t layer) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask, KvCache* cache,
+                                     size_t layer) {
   const auto& c = config_;
   const int64_t B = x.size(0), L = x.size(1), h = c.num_attention_heads, k_heads = c.num_key_value_heads, d = c.head_dim;
   torch::Tensor q, k, v;
@@ -151,8 +149,8 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) {
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                        const torch::Tensor& mask, KvCache* cache, size_t layer) {
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask, KvCache* cache,
+                                        size_t layer) {
   auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, cache, layer);
   return h + mlp(post_attention_layernorm(h));
 }
@@ -177,17 +175,14 @@ KvCache DecoderModelImpl::make_cache(int64_t batch, int64_t capacity, const torc
   return cache;
 }
 
-torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* cache, const torch::Tensor& position_ids,
-                                        const torch::Tensor& attention_mask) {
+torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* cache, const torch::Tensor& position_ids, const torch::Tensor& attention_mask) {
   const int64_t B = embeds.size(0), L = embeds.size(1);
   const int64_t past = cache ? cache->length : 0, T = past + L;
   if (cache && T > cache->capacity) fail("decoder: {} positions exceed the KV cache capacity {}", T, cache->capacity);
   const auto device = embeds.device();
   torch::Tensor positions = position_ids.defined()
                                 ? position_ids.to(device)
-                                : torch::arange(past, T, torch::TensorOptions().dtype(torch::kLong).device(device))
-                                      .unsqueeze(0)
-                                      .expand({B, L});  // (B, L)
+                                : torch::arange(past, T, torch::TensorOptions().dtype(torch::kLong).device(device)).unsqueeze(0).expand({B, L});  // (B, L)
   // cos/sin from fp32 angles, cat(freqs, freqs) for rotate-half.
   auto freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq_.to(device);  // (B, L, d/2)
   auto angles = torch::cat({freqs, freqs}, -1);  // (B, L, d)

@@ -26,8 +26,8 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 bool peft_matches(const std::string& name, const std::string& target) {
-  return name == target || (name.size() > target.size() && name.compare(name.size() - target.size(), target.size(), target) == 0 &&
-                            name[name.size() - target.size() - 1] == '.');
+  return name == target ||
+         (name.size() > target.size() && name.compare(name.size() - target.size(), target.size(), target) == 0 && name[name.size() - target.size() - 1] == '.');
 }
 
 std::vector<std::pair<std::string, LinearImpl*>> linears(torch::nn::Module& model) {
@@ -76,10 +76,22 @@ LoraConfig LoraConfig::from_peft_json(const json& c, const std::string& where) {
 }
 
 json LoraConfig::to_peft_json(const std::vector<std::string>& targets) const {
-  return {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", r}, {"lora_alpha", alpha}, {"lora_dropout", dropout},
-          {"target_modules", targets}, {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true},
-          {"init_lora_weights", true}, {"use_rslora", false}, {"use_dora", false}, {"modules_to_save", nullptr},
-          {"base_model_name_or_path", ""}, {"rank_pattern", json::object()}, {"alpha_pattern", json::object()}};
+  return {{"peft_type", "LORA"},
+          {"task_type", "CAUSAL_LM"},
+          {"r", r},
+          {"lora_alpha", alpha},
+          {"lora_dropout", dropout},
+          {"target_modules", targets},
+          {"bias", "none"},
+          {"fan_in_fan_out", false},
+          {"inference_mode", true},
+          {"init_lora_weights", true},
+          {"use_rslora", false},
+          {"use_dora", false},
+          {"modules_to_save", nullptr},
+          {"base_model_name_or_path", ""},
+          {"rank_pattern", json::object()},
+          {"alpha_pattern", json::object()}};
 }
 
 std::vector<std::string> lora_targets(torch::nn::Module& model, const LoraConfig& config) {

@@ -16,8 +16,7 @@ namespace m3d::models {
 namespace {
 
 // A list of `count` positive integers (any non-zero length when count is 0).
-std::vector<int64_t> positive_ints(const nlohmann::json& j, const char* key, std::vector<int64_t> fallback, size_t count,
-                                   const std::string& where) {
+std::vector<int64_t> positive_ints(const nlohmann::json& j, const char* key, std::vector<int64_t> fallback, size_t count, const std::string& where) {
   if (!j.contains(key) || j.at(key).is_null()) return fallback;
   std::vector<int64_t> out = io::json_int_list(j, key, where);
   if ((count > 0 && out.size() != count) || out.empty()) {
@@ -31,8 +30,7 @@ std::vector<int64_t> positive_ints(const nlohmann::json& j, const char* key, std
 }
 
 template <size_t N>
-std::array<int64_t, N> positive_ints(const nlohmann::json& j, const char* key, const std::array<int64_t, N>& fallback,
-                                     const std::string& where) {
+std::array<int64_t, N> positive_ints(const nlohmann::json& j, const char* key, const std::array<int64_t, N>& fallback, const std::string& where) {
   const std::vector<int64_t> v = positive_ints(j, key, {fallback.begin(), fallback.end()}, N, where);
   std::array<int64_t, N> out{};
   std::copy(v.begin(), v.end(), out.begin());
@@ -42,11 +40,10 @@ std::array<int64_t, N> positive_ints(const nlohmann::json& j, const char* key, c
 // The mixer's token and channel counts must be what the last two stages make at the trained grid.
 void check_projector_fits(const Med3dvlmConfig& c, const DcformerConfig& dcformer) {
   const auto& p = c.projector;
-  for (const auto& [stage, size, key] :
-       {std::tuple{3, p.low_input_size, "low_input_size"}, std::tuple{4, p.high_input_size, "high_input_size"}}) {
+  for (const auto& [stage, size, key] : {std::tuple{3, p.low_input_size, "low_input_size"}, std::tuple{4, p.high_input_size, "high_input_size"}}) {
     if (size[0] != dcformer.stage_tokens(stage) || size[1] != dcformer.channels[stage]) {
-      fail("med3dvlm: {} [{}, {}] does not fit the DCFormer, whose stage s{} gives {} tokens x {} channels at {}", key, size[0], size[1],
-           stage, dcformer.stage_tokens(stage), dcformer.channels[stage], fmt::join(dcformer.image_size, "x"));
+      fail("med3dvlm: {} [{}, {}] does not fit the DCFormer, whose stage s{} gives {} tokens x {} channels at {}", key, size[0], size[1], stage,
+           dcformer.stage_tokens(stage), dcformer.channels[stage], fmt::join(dcformer.image_size, "x"));
     }
   }
 }
@@ -61,12 +58,10 @@ Med3dvlmConfig Med3dvlmConfig::from_hf(const io::HfConfig& hf, const std::string
   c.vision_select_feature = io::json_string(j, "vision_select_feature", where).value_or(c.vision_select_feature);
   c.mm_projector_type = io::json_string(j, "mm_projector_type", where).value_or(c.mm_projector_type);
   if (c.vision_tower != "dcformer") {
-    fail("{}: vision_tower '{}' is not supported for Med3DVLM (supported: dcformer; its 'vit3d' is in no released model)", where,
-         c.vision_tower);
+    fail("{}: vision_tower '{}' is not supported for Med3DVLM (supported: dcformer; its 'vit3d' is in no released model)", where, c.vision_tower);
   }
   if (c.mm_projector_type != "mixer") {
-    fail("{}: mm_projector_type '{}' does not fit the DCFormer tower here (supported: mixer, the released projector)", where,
-         c.mm_projector_type);
+    fail("{}: mm_projector_type '{}' does not fit the DCFormer tower here (supported: mixer, the released projector)", where, c.mm_projector_type);
   }
   // builder.py: "patch" slices the Python list of stage outputs (it cannot run).
   if (c.vision_select_feature != "cls_patch") {
@@ -74,8 +69,7 @@ Med3dvlmConfig Med3dvlmConfig::from_hf(const io::HfConfig& hf, const std::string
   }
   // The mixer unpacks exactly two feature maps (low, high): hidden_states[-2:].
   if (c.vision_select_layer != -2) {
-    fail("{}: vision_select_layer {} does not fit the mixer projector, which takes the last two DCFormer stages (supported: -2)", where,
-         c.vision_select_layer);
+    fail("{}: vision_select_layer {} does not fit the mixer projector, which takes the last two DCFormer stages (supported: -2)", where, c.vision_select_layer);
   }
   auto& p = c.projector;
   p.low_input_size = positive_ints(j, "low_input_size", p.low_input_size, where);
@@ -86,13 +80,13 @@ Med3dvlmConfig Med3dvlmConfig::from_hf(const io::HfConfig& hf, const std::string
   if (!hf.hidden_size) fail("{}: 'hidden_size' is required", where);
   p.hidden_size = *hf.hidden_size;
   if (p.low_output_size.size() != p.high_output_size.size()) {
-    fail("{}: low_output_size [{}] and high_output_size [{}] must have the same length (one entry per mixer layer)", where,
-         fmt::join(p.low_output_size, ", "), fmt::join(p.high_output_size, ", "));
+    fail("{}: low_output_size [{}] and high_output_size [{}] must have the same length (one entry per mixer layer)", where, fmt::join(p.low_output_size, ", "),
+         fmt::join(p.high_output_size, ", "));
   }
   c.proj_out_num = io::json_int(j, "proj_out_num", where).value_or(p.proj_out_num());
   if (c.proj_out_num != p.proj_out_num()) {
-    fail("{}: proj_out_num {} does not match the mixer projector, which makes {} + {} tokens", where, c.proj_out_num,
-         p.low_output_size.back(), p.high_output_size.back());
+    fail("{}: proj_out_num {} does not match the mixer projector, which makes {} + {} tokens", where, c.proj_out_num, p.low_output_size.back(),
+         p.high_output_size.back());
   }
   c.dcformer.num_blocks = positive_ints(j, "dcformer_num_blocks", c.dcformer.num_blocks, where);
   c.dcformer.channels = positive_ints(j, "dcformer_channels", c.dcformer.channels, where);
@@ -136,18 +130,16 @@ torch::Tensor Med3dvlmVisionImpl::project(const std::vector<torch::Tensor>& feat
   return mm_projector->forward(features[0], features[1]);  // (B, proj_out_num, H)
 }
 
-Med3dvlmModelImpl::Med3dvlmModelImpl(const DecoderConfig& decoder, const Med3dvlmConfig& c, const DcformerConfig& dcformer)
-    : MultimodalModelImpl(decoder) {
+Med3dvlmModelImpl::Med3dvlmModelImpl(const DecoderConfig& decoder, const Med3dvlmConfig& c, const DcformerConfig& dcformer) : MultimodalModelImpl(decoder) {
   vision = Med3dvlmVision(c, dcformer);
   vision_tower = register_module("vision_tower", vision->vision_tower);
   mm_projector = register_module("mm_projector", vision->mm_projector);
 }
 
 std::shared_ptr<Med3dvlmModelImpl> med3dvlm_model_build(const io::HfConfig& hf, const DecoderConfig& decoder, const std::string& where,
-                                                         const io::Checkpoint* ckpt) {
+                                                        const io::Checkpoint* ckpt) {
   const Med3dvlmConfig config = Med3dvlmConfig::from_hf(hf, where);
-  const DcformerConfig dcformer =
-      ckpt ? dcformer_config_from_checkpoint(*ckpt, "model.vision_tower.vision_tower.", config.dcformer) : config.dcformer;
+  const DcformerConfig dcformer = ckpt ? dcformer_config_from_checkpoint(*ckpt, "model.vision_tower.vision_tower.", config.dcformer) : config.dcformer;
   try {
     return std::make_shared<Med3dvlmModelImpl>(decoder, config, dcformer);
   } catch (const Error& e) {
@@ -167,8 +159,8 @@ Med3dvlmVision med3dvlm_vision_load(const io::Checkpoint& ckpt) {
   }
   vision->eval();
   // Only the vision side is built here; the LLM keys stay unread.
-  for (auto [module, prefix] : {std::pair<torch::nn::Module*, const char*>{vision->vision_tower.get(), "model.vision_tower."},
-                                {vision->mm_projector.get(), "model.mm_projector."}}) {
+  for (auto [module, prefix] :
+       {std::pair<torch::nn::Module*, const char*>{vision->vision_tower.get(), "model.vision_tower."}, {vision->mm_projector.get(), "model.mm_projector."}}) {
     io::LoadOptions options;
     options.prefix = prefix;
     options.whole_checkpoint = false;

@@ -93,8 +93,8 @@ class Med3dvlmModelImpl : public MultimodalModelImpl {
 // The VLMQwenModel of a config.json (model_type vlm_qwen); DCFormer dims from the
 // checkpoint's shapes when one is given, else from config (decomp_small unless the
 // test-only dcformer_* keys say otherwise).
-std::shared_ptr<Med3dvlmModelImpl> med3dvlm_model_build(const io::HfConfig& config, const DecoderConfig& decoder,
-                                                         const std::string& where, const io::Checkpoint* checkpoint);
+std::shared_ptr<Med3dvlmModelImpl> med3dvlm_model_build(const io::HfConfig& config, const DecoderConfig& decoder, const std::string& where,
+                                                        const io::Checkpoint* checkpoint);
 
 // Builds the vision side from a checkpoint directory's config.json and weights
 // (DCFormer dims from the tensor shapes). In eval mode, f32.

@@ -47,8 +47,8 @@ torch::Tensor MixerLayerImpl::forward(const torch::Tensor& x) {
 MixerLowHighHybridMlpImpl::MixerLowHighHybridMlpImpl(const MixerConfig& c) : config_(c) {
   const int64_t depth = c.depth();
   if (depth < 1 || static_cast<int64_t>(c.high_output_size.size()) != depth) {
-    fail("mixer projector: low_output_size and high_output_size must be non-empty lists of equal length, got [{}] and [{}]",
-         fmt::join(c.low_output_size, ", "), fmt::join(c.high_output_size, ", "));
+    fail("mixer projector: low_output_size and high_output_size must be non-empty lists of equal length, got [{}] and [{}]", fmt::join(c.low_output_size, ", "),
+         fmt::join(c.high_output_size, ", "));
   }
   if (depth >= 31 || c.hidden_size % (int64_t{1} << depth) != 0) {
     fail("mixer projector: hidden_size {} is not divisible by 2^{} (2 to the number of mixer layers)", c.hidden_size, depth);
@@ -70,8 +70,7 @@ torch::Tensor MixerLowHighHybridMlpImpl::forward(const torch::Tensor& low, const
   const auto& c = config_;
   for (const auto& [x, size, name] : {std::tuple{&low, c.low_input_size, "low"}, std::tuple{&high, c.high_input_size, "high"}}) {
     if (x->dim() != 3 || x->size(1) != size[0] || x->size(2) != size[1]) {
-      fail("mixer projector: {} features of shape {}, expected [B, {}, {}] ({}_input_size)", name, fmt::join(x->sizes(), "x"),
-           size[0], size[1], name);
+      fail("mixer projector: {} features of shape {}, expected [B, {}, {}] ({}_input_size)", name, fmt::join(x->sizes(), "x"), size[0], size[1], name);
     }
   }
   auto l = low, h = high;

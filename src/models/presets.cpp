@@ -21,28 +21,54 @@ namespace {
 using json = nlohmann::json;
 
 json lamed_keys(int64_t hidden) {
-  return {{"image_channel", 1},         {"image_size", {32, 256, 256}}, {"patch_size", {4, 16, 16}},
-          {"vision_tower", "vit3d"},    {"vision_select_layer", -1},     {"vision_select_feature", "patch"},
-          {"mm_projector_type", "spp"}, {"proj_layer_type", "mlp"},      {"proj_layer_num", 2},
-          {"proj_pooling_type", "spatial"}, {"proj_pooling_size", 2},    {"mm_hidden_size", 768},
+  return {{"image_channel", 1},         {"image_size", {32, 256, 256}},
+          {"patch_size", {4, 16, 16}},  {"vision_tower", "vit3d"},
+          {"vision_select_layer", -1},  {"vision_select_feature", "patch"},
+          {"mm_projector_type", "spp"}, {"proj_layer_type", "mlp"},
+          {"proj_layer_num", 2},        {"proj_pooling_type", "spatial"},
+          {"proj_pooling_size", 2},     {"mm_hidden_size", 768},
           {"proj_out_num", 256},        {"hidden_size", hidden}};
 }
 
 json phi3_mini() {
-  return {{"architectures", {"Phi3ForCausalLM"}}, {"model_type", "phi3"}, {"hidden_size", 3072},
-          {"intermediate_size", 8192}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
-          {"num_key_value_heads", 32}, {"vocab_size", 32064}, {"max_position_embeddings", 4096},
-          {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"rope_scaling", nullptr}, {"tie_word_embeddings", false},
-          {"bos_token_id", 1}, {"eos_token_id", 32000}, {"pad_token_id", 32000}, {"hidden_act", "silu"},
+  return {{"architectures", {"Phi3ForCausalLM"}},
+          {"model_type", "phi3"},
+          {"hidden_size", 3072},
+          {"intermediate_size", 8192},
+          {"num_hidden_layers", 32},
+          {"num_attention_heads", 32},
+          {"num_key_value_heads", 32},
+          {"vocab_size", 32064},
+          {"max_position_embeddings", 4096},
+          {"rms_norm_eps", 1e-5},
+          {"rope_theta", 10000.0},
+          {"rope_scaling", nullptr},
+          {"tie_word_embeddings", false},
+          {"bos_token_id", 1},
+          {"eos_token_id", 32000},
+          {"pad_token_id", 32000},
+          {"hidden_act", "silu"},
           {"torch_dtype", "bfloat16"}};
 }
 
 json llama2_7b() {
-  return {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 4096},
-          {"intermediate_size", 11008}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
-          {"num_key_value_heads", 32}, {"vocab_size", 32000}, {"max_position_embeddings", 4096},
-          {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"rope_scaling", nullptr}, {"tie_word_embeddings", false},
-          {"bos_token_id", 1}, {"eos_token_id", 2}, {"hidden_act", "silu"}, {"torch_dtype", "float16"}};
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", 4096},
+          {"intermediate_size", 11008},
+          {"num_hidden_layers", 32},
+          {"num_attention_heads", 32},
+          {"num_key_value_heads", 32},
+          {"vocab_size", 32000},
+          {"max_position_embeddings", 4096},
+          {"rms_norm_eps", 1e-5},
+          {"rope_theta", 10000.0},
+          {"rope_scaling", nullptr},
+          {"tie_word_embeddings", false},
+          {"bos_token_id", 1},
+          {"eos_token_id", 2},
+          {"hidden_act", "silu"},
+          {"torch_dtype", "float16"}};
 }
 
 json with(json base, const json& changes) {
@@ -54,19 +80,30 @@ const std::vector<std::pair<std::string, json>>& presets() {
   static const std::vector<std::pair<std::string, json>> kPresets = {
       {"phi3-mini-4k", phi3_mini()},
       {"llama2-7b", llama2_7b()},
-      {"lamed-phi3-4b", with(with(phi3_mini(), lamed_keys(3072)),
-                             {{"architectures", {"LamedPhi3ForCausalLM"}}, {"model_type", "lamed_phi3"},
-                              {"vocab_size", 32015}, {"seg_token_id", 32014}, {"torch_dtype", "float32"}})},
-      {"lamed-llama2-7b", with(with(llama2_7b(), lamed_keys(4096)),
-                               {{"architectures", {"LamedLlamaForCausalLM"}}, {"model_type", "lamed_llama"},
-                                {"vocab_size", 32004}, {"seg_token_id", 32003}, {"torch_dtype", "float32"}})},
+      {"lamed-phi3-4b", with(with(phi3_mini(), lamed_keys(3072)), {{"architectures", {"LamedPhi3ForCausalLM"}},
+                                                                   {"model_type", "lamed_phi3"},
+                                                                   {"vocab_size", 32015},
+                                                                   {"seg_token_id", 32014},
+                                                                   {"torch_dtype", "float32"}})},
+      {"lamed-llama2-7b", with(with(llama2_7b(), lamed_keys(4096)), {{"architectures", {"LamedLlamaForCausalLM"}},
+                                                                     {"model_type", "lamed_llama"},
+                                                                     {"vocab_size", 32004},
+                                                                     {"seg_token_id", 32003},
+                                                                     {"torch_dtype", "float32"}})},
       // A few-MB LaMed for smoke tests: real vision geometry, tiny widths.
-      {"lamed-tiny", with(with(phi3_mini(), lamed_keys(96)),
-                          {{"architectures", {"LamedPhi3ForCausalLM"}}, {"model_type", "lamed_phi3"},
-                           {"intermediate_size", 160}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                           {"num_key_value_heads", 4}, {"vocab_size", 32015}, {"mm_hidden_size", 64},
-                           {"vision_hidden_size", 64}, {"vision_mlp_dim", 128}, {"vision_num_layers", 2},
-                           {"vision_num_heads", 4}, {"torch_dtype", "float32"}})},
+      {"lamed-tiny", with(with(phi3_mini(), lamed_keys(96)), {{"architectures", {"LamedPhi3ForCausalLM"}},
+                                                              {"model_type", "lamed_phi3"},
+                                                              {"intermediate_size", 160},
+                                                              {"num_hidden_layers", 2},
+                                                              {"num_attention_heads", 4},
+                                                              {"num_key_value_heads", 4},
+                                                              {"vocab_size", 32015},
+                                                              {"mm_hidden_size", 64},
+                                                              {"vision_hidden_size", 64},
+                                                              {"vision_mlp_dim", 128},
+                                                              {"vision_num_layers", 2},
+                                                              {"vision_num_heads", 4},
+                                                              {"torch_dtype", "float32"}})},
   };
   return kPresets;
 }
@@ -88,9 +125,7 @@ json preset_config(const std::string& name) {
 
 void init_random_checkpoint(const json& config, const std::string& dir, const std::string& dtype, uint64_t seed) {
   std::filesystem::create_directories(dir);
-  {
-    io::write_file_atomic(dir + "/config.json", config.dump(2) + "\n");
-  }
+  { io::write_file_atomic(dir + "/config.json", config.dump(2) + "\n"); }
   torch::manual_seed(seed);
   const c10::ScalarType type = dtype == "bf16" ? torch::kBFloat16 : dtype == "f16" ? torch::kHalf : torch::kFloat;
   CausalLm lm{nullptr};

@@ -38,8 +38,8 @@ const Architecture& architecture_of(const io::HfConfig& config, const std::strin
   const auto& all = architectures();
   auto it = std::find_if(all.begin(), all.end(), [&](const Architecture& a) { return a.name == config.architecture(); });
   if (it == all.end()) {
-    fail("{}: architecture '{}' is not supported (supported: {})", where,
-         config.architecture().empty() ? "(none given)" : config.architecture(), fmt::join(model_architectures(), ", "));
+    fail("{}: architecture '{}' is not supported (supported: {})", where, config.architecture().empty() ? "(none given)" : config.architecture(),
+         fmt::join(model_architectures(), ", "));
   }
   return *it;
 }
@@ -51,10 +51,14 @@ const Architecture& architecture_of_dir(const std::string& dir) {
 
 std::string model_kind_name(ModelKind kind) {
   switch (kind) {
-    case ModelKind::Text: return "text";
-    case ModelKind::Lamed: return "lamed";
-    case ModelKind::Med3dvlm: return "med3dvlm";
-    case ModelKind::Clip: return "clip";
+    case ModelKind::Text:
+      return "text";
+    case ModelKind::Lamed:
+      return "lamed";
+    case ModelKind::Med3dvlm:
+      return "med3dvlm";
+    case ModelKind::Clip:
+      return "clip";
   }
   fail("model kind {} is unknown", static_cast<int>(kind));
 }

@@ -63,9 +63,10 @@ SegvolConfig SegvolConfig::from_hf(const io::HfConfig& hf, const std::string& wh
   SegvolConfig c;
   const auto module = io::json_string(j, "segmentation_module", where);
   if (!module) {
-    fail("{}: 'segmentation_module' is not set: this checkpoint has no [SEG] segmentation head (supported: segvol, "
-         "as in M3D-LaMed)",
-         where);
+    fail(
+        "{}: 'segmentation_module' is not set: this checkpoint has no [SEG] segmentation head (supported: segvol, "
+        "as in M3D-LaMed)",
+        where);
   }
   std::string lower = *module;
   for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -88,9 +89,7 @@ SegvolConfig SegvolConfig::from_hf(const io::HfConfig& hf, const std::string& wh
       fail("{}: image_size {} is not a multiple of patch_size {} along axis {}", where, c.image_size[i], c.patch_size[i], i);
     }
   }
-  if (c.embed_dim % 8 != 0) {
-    fail("{}: seg_embed_dim {} is not a multiple of 8 (the decoder upscales to E/4 and E/8 channels)", where, c.embed_dim);
-  }
+  if (c.embed_dim % 8 != 0) { fail("{}: seg_embed_dim {} is not a multiple of 8 (the decoder upscales to E/4 and E/8 channels)", where, c.embed_dim); }
   return c;
 }
 
@@ -99,17 +98,18 @@ bool segvol_configured(const io::HfConfig& hf) {
   return it != hf.raw.end() && !it->is_null();
 }
 
-SegvolConfig segvol_config_from_checkpoint(const io::Checkpoint& ckpt, const std::string& seg_prefix,
-                                           const std::string& projector_prefix, const SegvolConfig& config) {
+SegvolConfig segvol_config_from_checkpoint(const io::Checkpoint& ckpt, const std::string& seg_prefix, const std::string& projector_prefix,
+                                           const SegvolConfig& config) {
   auto has_prefix = [&](const std::string& prefix) {
     auto it = ckpt.tensors.lower_bound(prefix);
     return it != ckpt.tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0;
   };
   for (const auto& prefix : {seg_prefix, projector_prefix}) {
     if (!has_prefix(prefix)) {
-      fail("{}: no tensors under '{}': this checkpoint has no SegVol [SEG] head (config.json says segmentation_module "
-           "'{}')",
-           ckpt.path, prefix, config.segmentation_module);
+      fail(
+          "{}: no tensors under '{}': this checkpoint has no SegVol [SEG] head (config.json says segmentation_module "
+          "'{}')",
+          ckpt.path, prefix, config.segmentation_module);
     }
   }
   auto dim = [&](const std::string& key, size_t axis) {
@@ -228,9 +228,8 @@ torch::Tensor PromptEncoderImpl::embed_boxes(const torch::Tensor& boxes) const {
 std::pair<torch::Tensor, torch::Tensor> PromptEncoderImpl::forward(const SegPrompts& p) const {
   const int64_t E = config_.embed_dim;
   const int64_t B = p.points.defined() ? p.points.size(0) : p.boxes.defined() ? p.boxes.size(0) : p.text.defined() ? p.text.size(0) : 1;
-  if (p.points.defined() &&
-      (p.points.dim() != 3 || p.points.size(2) != 3 || !p.point_labels.defined() || p.point_labels.dim() != 2 ||
-       p.point_labels.size(0) != B || p.point_labels.size(1) != p.points.size(1))) {
+  if (p.points.defined() && (p.points.dim() != 3 || p.points.size(2) != 3 || !p.point_labels.defined() || p.point_labels.dim() != 2 ||
+                             p.point_labels.size(0) != B || p.point_labels.size(1) != p.points.size(1))) {
     fail("segvol: expected points [B, P, 3] with labels [B, P], got points {} and labels {}", shape_of(p.points), shape_of(p.point_labels));
   }
   if (p.boxes.defined() && (p.boxes.dim() != 2 || p.boxes.size(0) != B || p.boxes.size(1) != 6)) {
@@ -313,20 +312,16 @@ std::pair<torch::Tensor, torch::Tensor> TwoWayAttentionBlockImpl::forward(torch:
 TwoWayTransformerImpl::TwoWayTransformerImpl(const SegvolConfig& c) {
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.twoway_depth; ++i) layers->push_back(TwoWayAttentionBlock(c, i == 0));
-  final_attn_token_to_image =
-      register_module("final_attn_token_to_image", DecoderAttention(c.embed_dim, c.twoway_num_heads, c.attention_downsample_rate));
+  final_attn_token_to_image = register_module("final_attn_token_to_image", DecoderAttention(c.embed_dim, c.twoway_num_heads, c.attention_downsample_rate));
   norm_final_attn = register_module("norm_final_attn", LayerNorm(c.embed_dim, 1e-5));
 }
 
-std::pair<torch::Tensor, torch::Tensor> TwoWayTransformerImpl::forward(const torch::Tensor& image, const torch::Tensor& image_pe,
-                                                                       const torch::Tensor& tokens) {
+std::pair<torch::Tensor, torch::Tensor> TwoWayTransformerImpl::forward(const torch::Tensor& image, const torch::Tensor& image_pe, const torch::Tensor& tokens) {
   const auto image_tokens = image.flatten(2).permute({0, 2, 1});  // (B, N, E), (h, w, d) row-major
   const auto key_pe = image_pe.flatten(2).permute({0, 2, 1});  // (B, N, E)
   torch::Tensor queries = tokens, keys = image_tokens;
   // The query PE of every layer is the original tokens (transformer.py).
-  for (size_t i = 0; i < layers->size(); ++i) {
-    std::tie(queries, keys) = layers->at<TwoWayAttentionBlockImpl>(i).forward(queries, keys, tokens, key_pe);
-  }
+  for (size_t i = 0; i < layers->size(); ++i) { std::tie(queries, keys) = layers->at<TwoWayAttentionBlockImpl>(i).forward(queries, keys, tokens, key_pe); }
   queries = queries + final_attn_token_to_image(queries + tokens, keys + key_pe, keys);
   return {norm_final_attn(queries), keys};  // (B, T, E), (B, N, E)
 }
@@ -335,9 +330,7 @@ std::pair<torch::Tensor, torch::Tensor> TwoWayTransformerImpl::forward(const tor
 
 DecoderMlpImpl::DecoderMlpImpl(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers) {
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < num_layers; ++i) {
-    layers->push_back(Linear(i == 0 ? input_dim : hidden_dim, i + 1 == num_layers ? output_dim : hidden_dim));
-  }
+  for (int64_t i = 0; i < num_layers; ++i) { layers->push_back(Linear(i == 0 ? input_dim : hidden_dim, i + 1 == num_layers ? output_dim : hidden_dim)); }
 }
 
 torch::Tensor DecoderMlpImpl::forward(torch::Tensor x) const {
@@ -393,8 +386,8 @@ MaskDecoderImpl::MaskDecoderImpl(const SegvolConfig& c) {
   txt_align_upscaled_embedding = register_module("txt_align_upscaled_embedding", Linear(c.text_dim, E / 8));
 }
 
-torch::Tensor MaskDecoderImpl::forward(const torch::Tensor& image, const torch::Tensor& text, const torch::Tensor& image_pe,
-                                       const torch::Tensor& sparse, const torch::Tensor& dense) {
+torch::Tensor MaskDecoderImpl::forward(const torch::Tensor& image, const torch::Tensor& text, const torch::Tensor& image_pe, const torch::Tensor& sparse,
+                                       const torch::Tensor& dense) {
   const int64_t B = sparse.size(0);
   const auto type = image.scalar_type();
   if (image.size(0) != B && image.size(0) != 1) fail("segvol: {} images for {} prompts", image.size(0), B);
@@ -432,8 +425,7 @@ SegvolImpl::SegvolImpl(const SegvolConfig& c) : config_(c) {
 torch::Tensor SegvolImpl::forward(const torch::Tensor& image, const SegPrompts& prompts) {
   const auto& s = config_.image_size;
   if (image.dim() != 5 || image.size(1) != 1 || image.size(2) != s[0] || image.size(3) != s[1] || image.size(4) != s[2]) {
-    fail("segvol: expected an image of shape [B, 1, {}, {}, {}] (the mask decoder takes this size only), got {}", s[0], s[1], s[2],
-         shape_of(image));
+    fail("segvol: expected an image of shape [B, 1, {}, {}, {}] (the mask decoder takes this size only), got {}", s[0], s[1], s[2], shape_of(image));
   }
   const auto type = activation_type(image_encoder->norm->weight);
   const int64_t B = image.size(0), E = config_.embed_dim;
@@ -444,10 +436,8 @@ torch::Tensor SegvolImpl::forward(const torch::Tensor& image, const SegPrompts& 
   const auto image_pe = prompt_encoder->dense_pe().to(type);  // (1, E, h, w, d)
   const auto low_res = mask_decoder->forward(embedding, prompts.text, image_pe, sparse, dense);  // (B, 1, 4h, 4w, 4d)
   namespace F = torch::nn::functional;
-  return F::interpolate(low_res, F::InterpolateFuncOptions()
-                                     .size(std::vector<int64_t>{s[0], s[1], s[2]})
-                                     .mode(torch::kTrilinear)
-                                     .align_corners(false));  // (B, 1, D, H, W)
+  return F::interpolate(
+      low_res, F::InterpolateFuncOptions().size(std::vector<int64_t>{s[0], s[1], s[2]}).mode(torch::kTrilinear).align_corners(false));  // (B, 1, D, H, W)
 }
 
 SegProjectorImpl::SegProjectorImpl(int64_t hidden_size, int64_t out_size) {
@@ -480,8 +470,7 @@ torch::Tensor LamedSegImpl::forward(const torch::Tensor& image, const torch::Ten
 LamedSeg lamed_seg_load(const io::Checkpoint& ckpt) {
   const std::string config_path = ckpt.directory + "/config.json";
   const io::HfConfig hf = io::hf_config_read(config_path);
-  const SegvolConfig config =
-      segvol_config_from_checkpoint(ckpt, "model.seg_module.", "model.seg_projector.", SegvolConfig::from_hf(hf, config_path));
+  const SegvolConfig config = segvol_config_from_checkpoint(ckpt, "model.seg_module.", "model.seg_projector.", SegvolConfig::from_hf(hf, config_path));
   LamedSeg seg(config);
   seg->eval();
   // Only the [SEG] path is built here; the LLM and vision keys stay unread.

@@ -58,8 +58,8 @@ bool segvol_configured(const io::HfConfig& config);
 
 // Widths and depths from the tensors under `seg_prefix` (e.g. "model.seg_module.")
 // and `projector_prefix` ("model.seg_projector."); heads and sizes from `config`.
-SegvolConfig segvol_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& seg_prefix,
-                                           const std::string& projector_prefix, const SegvolConfig& config);
+SegvolConfig segvol_config_from_checkpoint(const io::Checkpoint& checkpoint, const std::string& seg_prefix, const std::string& projector_prefix,
+                                           const SegvolConfig& config);
 
 // Prompts for one forward; each is optional (undefined tensor). Coordinates are voxel
 // indices of the (D, H, W) model input, as SegVol's generate_box / select_points make them.
@@ -140,8 +140,7 @@ class TwoWayAttentionBlockImpl : public torch::nn::Module {
  public:
   TwoWayAttentionBlockImpl(const SegvolConfig& config, bool skip_first_layer_pe);
   // queries (B, T, E), keys (B, N, E) -> updated (queries, keys)
-  std::pair<torch::Tensor, torch::Tensor> forward(torch::Tensor queries, torch::Tensor keys, const torch::Tensor& query_pe,
-                                                  const torch::Tensor& key_pe);
+  std::pair<torch::Tensor, torch::Tensor> forward(torch::Tensor queries, torch::Tensor keys, const torch::Tensor& query_pe, const torch::Tensor& key_pe);
 
   DecoderAttention self_attn{nullptr}, cross_attn_token_to_image{nullptr}, cross_attn_image_to_token{nullptr};
   LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr}, norm4{nullptr};
@@ -156,8 +155,7 @@ class TwoWayTransformerImpl : public torch::nn::Module {
  public:
   explicit TwoWayTransformerImpl(const SegvolConfig& config);
   // image (B, E, h, w, d), image_pe (B, E, h, w, d), tokens (B, T, E) -> (queries (B, T, E), keys (B, N, E))
-  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& image, const torch::Tensor& image_pe,
-                                                  const torch::Tensor& tokens);
+  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& image, const torch::Tensor& image_pe, const torch::Tensor& tokens);
 
   torch::nn::ModuleList layers{nullptr};
   DecoderAttention final_attn_token_to_image{nullptr};
@@ -204,8 +202,8 @@ class MaskDecoderImpl : public torch::nn::Module {
   explicit MaskDecoderImpl(const SegvolConfig& config);
   // image (B or 1, E, h, w, d), text (B, 768) or undefined, image_pe (1, E, h, w, d),
   // sparse (B, T, E), dense (B, E, h, w, d) -> mask token 0's logits (B, 1, 4h, 4w, 4d).
-  torch::Tensor forward(const torch::Tensor& image, const torch::Tensor& text, const torch::Tensor& image_pe,
-                        const torch::Tensor& sparse, const torch::Tensor& dense);
+  torch::Tensor forward(const torch::Tensor& image, const torch::Tensor& text, const torch::Tensor& image_pe, const torch::Tensor& sparse,
+                        const torch::Tensor& dense);
 
   TwoWayTransformer transformer{nullptr};
   Embedding iou_token{nullptr}, mask_tokens{nullptr};

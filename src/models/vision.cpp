@@ -14,11 +14,9 @@ namespace m3d::models {
 
 void vision_check_image(const torch::Tensor& image, int64_t channels, const std::array<int64_t, 3>& grid, const std::string& recipe) {
   const std::string expected = fmt::format("expected an image of shape [B, {}, {}]", channels, fmt::join(grid, ", "));
-  const std::string what_to_do = fmt::format(
-      "prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in {}) or give a .npy already on the model grid", recipe);
-  if (image.dim() != 5) {
-    fail("image has shape [{}] but this model takes B x C x D x H x W ({}): {}", fmt::join(image.sizes(), ", "), expected, what_to_do);
-  }
+  const std::string what_to_do =
+      fmt::format("prepare the scan with --recipe (the checkpoint's m3d_recipe.json or the built-in {}) or give a .npy already on the model grid", recipe);
+  if (image.dim() != 5) { fail("image has shape [{}] but this model takes B x C x D x H x W ({}): {}", fmt::join(image.sizes(), ", "), expected, what_to_do); }
   const std::string shape = fmt::format("{}", fmt::join(image.sizes(), "x"));
   if (image.size(1) != channels) {
     fail("image is {} with {} channels but this model takes {} ({}): {}", shape, image.size(1), channels, expected, what_to_do);

@@ -44,8 +44,7 @@ class CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
     {
       torch::AutoGradMode grad_mode(true);
       const bool autocast = ctx->saved_data["autocast"].toBool();
-      AutocastGuard guard(autocast, x.device().type(),
-                          autocast ? static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()) : c10::kBFloat16);
+      AutocastGuard guard(autocast, x.device().type(), autocast ? static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()) : c10::kBFloat16);
       out = block->forward(x);
     }
     torch::autograd::backward({out}, {grads[0]});
@@ -72,16 +71,12 @@ std::array<int64_t, 3> Vit3dConfig::grid() const {
 }
 
 SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads) : num_heads_(num_heads) {
-  if (num_heads <= 0 || hidden_size % num_heads != 0) {
-    fail("vit3d: hidden size {} is not divisible by {} heads", hidden_size, num_heads);
-  }
+  if (num_heads <= 0 || hidden_size % num_heads != 0) { fail("vit3d: hidden size {} is not divisible by {} heads", hidden_size, num_heads); }
   qkv = register_module("qkv", Linear(hidden_size, 3 * hidden_size, false));
   out_proj = register_module("out_proj", Linear(hidden_size, hidden_size));
 }
 
-torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) {
-  return out_proj(fused_qkv_attention(qkv(x), num_heads_, scale(x)));
-}
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x) { return out_proj(fused_qkv_attention(qkv(x), num_heads_, scale(x))); }
 
 torch::Tensor SelfAttentionImpl::forward_first(const torch::Tensor& x) {
   return out_proj(plain_qkv_attention(qkv(x), num_heads_, scale(x), 1));  // (B, 1, E)
@@ -146,10 +141,10 @@ Vit3dImpl::Vit3dImpl(const Vit3dConfig& c) : config_(c) {
 
 torch::Tensor Vit3dImpl::embed(const torch::Tensor& image) {
   const auto& c = config_;
-  if (image.dim() != 5 || image.size(1) != c.in_channels || image.size(2) != c.img_size[0] ||
-      image.size(3) != c.img_size[1] || image.size(4) != c.img_size[2]) {
-    fail("vit3d: expected an image of shape [B, {}, {}, {}, {}], got {}", c.in_channels, c.img_size[0], c.img_size[1],
-         c.img_size[2], fmt::join(image.sizes(), "x"));
+  if (image.dim() != 5 || image.size(1) != c.in_channels || image.size(2) != c.img_size[0] || image.size(3) != c.img_size[1] ||
+      image.size(4) != c.img_size[2]) {
+    fail("vit3d: expected an image of shape [B, {}, {}, {}, {}], got {}", c.in_channels, c.img_size[0], c.img_size[1], c.img_size[2],
+         fmt::join(image.sizes(), "x"));
   }
   auto x = patch_embedding(image);  // (B, N, E)
   if (!c.classification) return x;

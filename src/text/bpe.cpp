@@ -285,9 +285,7 @@ void parse_model(FastTokenizer& t, const json& model, const std::string& path) {
       a = merge.at(0).get<std::string>(), b = merge.at(1).get<std::string>();
     }
     auto ia = t.vocab.find(a), ib = t.vocab.find(b), im = t.vocab.find(a + b);
-    if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end()) {
-      fail("{}: merge '{} {}' uses tokens missing from the vocabulary", path, a, b);
-    }
+    if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end()) { fail("{}: merge '{} {}' uses tokens missing from the vocabulary", path, a, b); }
     t.merges.emplace(std::make_pair(ia->second, ib->second), std::make_pair(rank++, im->second));
   }
   t.byte_fallback = model.value("byte_fallback", false);
@@ -417,9 +415,7 @@ void parse_post_processor(FastTokenizer& t, const json& root, const std::string&
         continue;
       }
       const std::string name = item.at("SpecialToken").at("id");
-      for (const auto& id : p.at("special_tokens").at(name).at("ids")) {
-        (seen_sequence ? t.suffix_ids : t.prefix_ids).push_back(id.get<int64_t>());
-      }
+      for (const auto& id : p.at("special_tokens").at(name).at("ids")) { (seen_sequence ? t.suffix_ids : t.prefix_ids).push_back(id.get<int64_t>()); }
     }
   }
 }
@@ -497,9 +493,7 @@ std::vector<std::string> decode_byte_level(const std::vector<std::string>& token
 
 void decode_strip(std::vector<std::string>& tokens, const Decoder& d) {
   for (auto& token : tokens) {
-    for (int64_t i = 0; i < d.strip_start && token.compare(0, d.strip_content.size(), d.strip_content) == 0; ++i) {
-      token.erase(0, d.strip_content.size());
-    }
+    for (int64_t i = 0; i < d.strip_start && token.compare(0, d.strip_content.size(), d.strip_content) == 0; ++i) { token.erase(0, d.strip_content.size()); }
     for (int64_t i = 0; i < d.strip_stop && token.size() >= d.strip_content.size() &&
                         token.compare(token.size() - d.strip_content.size(), d.strip_content.size(), d.strip_content) == 0;
          ++i) {
@@ -521,15 +515,21 @@ std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
       case Decoder::Kind::Replace:
         for (auto& token : tokens) token = replace_all(token, d.replace.pattern, d.replace.content);
         break;
-      case Decoder::Kind::ByteFallback: tokens = decode_byte_fallback(tokens); break;
-      case Decoder::Kind::ByteLevel: tokens = decode_byte_level(tokens); break;
+      case Decoder::Kind::ByteFallback:
+        tokens = decode_byte_fallback(tokens);
+        break;
+      case Decoder::Kind::ByteLevel:
+        tokens = decode_byte_level(tokens);
+        break;
       case Decoder::Kind::Fuse: {
         std::string all;
         for (const auto& token : tokens) all += token;
         tokens = {all};
         break;
       }
-      case Decoder::Kind::Strip: decode_strip(tokens, d); break;
+      case Decoder::Kind::Strip:
+        decode_strip(tokens, d);
+        break;
     }
   }
   std::string text;

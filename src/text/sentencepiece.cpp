@@ -69,14 +69,21 @@ class Wire {
 
   void skip(int wire_type) {
     switch (wire_type) {
-      case 0: varint(); break;
+      case 0:
+        varint();
+        break;
       case 1:
         if (data_.size() - pos_ < 8) fail("{}: truncated {}", name_, message_);
         pos_ += 8;
         break;
-      case 2: bytes(); break;
-      case 5: fixed32(); break;
-      default: fail("{}: malformed {} (unsupported wire type {})", name_, message_, wire_type);
+      case 2:
+        bytes();
+        break;
+      case 5:
+        fixed32();
+        break;
+      default:
+        fail("{}: malformed {} (unsupported wire type {})", name_, message_, wire_type);
     }
   }
 
@@ -110,6 +117,29 @@ SentencePieceModel SentencePieceModel::from_file(const std::string& path) {
   return from_bytes(std::string_view(reinterpret_cast<const char*>(file->data()), file->size()), path);
 }
 
+SentencePieceModel::Piece SentencePieceModel::read_piece(std::string_view message, const std::string& name, size_t index) {
+  Wire p(message, name, "SentencePiece entry");
+  Piece piece;
+  while (!p.done()) {
+    const auto [f, t] = p.tag();
+    if (f == 1) {
+      p.expect(t, 2, f);
+      piece.text = std::string(p.bytes());
+    } else if (f == 2) {
+      p.expect(t, 5, f);
+      piece.score = p.fixed32();
+    } else if (f == 3) {
+      p.expect(t, 0, f);
+      const uint64_t kind = p.varint();
+      if (kind < 1 || kind > 6) fail("{}: piece {} has unknown type {}", name, index, kind);
+      piece.type = static_cast<Type>(kind);
+    } else {
+      p.skip(t);
+    }
+  }
+  return piece;
+}
+
 SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const std::string& name) {
   SentencePieceModel model;
   model.name_ = name;
@@ -124,11 +154,27 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
     while (!w.done()) {
       const auto [field, type] = w.tag();
       switch (field) {
-        case 2: w.expect(type, 2, field); (denormalizer ? denormalizer_charsmap : charsmap) = std::string(w.bytes()); break;
-        case 3: w.expect(type, 0, field); if (!denormalizer) model.add_dummy_prefix_ = w.varint() != 0; else w.varint(); break;
-        case 4: w.expect(type, 0, field); if (!denormalizer) model.remove_extra_whitespaces_ = w.varint() != 0; else w.varint(); break;
-        case 5: w.expect(type, 0, field); if (!denormalizer) model.escape_whitespaces_ = w.varint() != 0; else w.varint(); break;
-        default: w.skip(type);
+        case 2:
+          w.expect(type, 2, field);
+          (denormalizer ? denormalizer_charsmap : charsmap) = std::string(w.bytes());
+          break;
+        case 3:
+          w.expect(type, 0, field);
+          if (!denormalizer) model.add_dummy_prefix_ = w.varint() != 0;
+          else w.varint();
+          break;
+        case 4:
+          w.expect(type, 0, field);
+          if (!denormalizer) model.remove_extra_whitespaces_ = w.varint() != 0;
+          else w.varint();
+          break;
+        case 5:
+          w.expect(type, 0, field);
+          if (!denormalizer) model.escape_whitespaces_ = w.varint() != 0;
+          else w.varint();
+          break;
+        default:
+          w.skip(type);
       }
     }
   };
@@ -139,26 +185,7 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
     if (field == 1) {
       w.expect(type, 2, field);
       if (model.pieces_.size() >= kMaxPieces) fail("{}: more than {} pieces", name, kMaxPieces);
-      Wire p(w.bytes(), name, "SentencePiece entry");
-      Piece piece;
-      while (!p.done()) {
-        const auto [f, t] = p.tag();
-        if (f == 1) {
-          p.expect(t, 2, f);
-          piece.text = std::string(p.bytes());
-        } else if (f == 2) {
-          p.expect(t, 5, f);
-          piece.score = p.fixed32();
-        } else if (f == 3) {
-          p.expect(t, 0, f);
-          const uint64_t kind = p.varint();
-          if (kind < 1 || kind > 6) fail("{}: piece {} has unknown type {}", name, model.pieces_.size(), kind);
-          piece.type = static_cast<Type>(kind);
-        } else {
-          p.skip(t);
-        }
-      }
-      model.pieces_.push_back(std::move(piece));
+      model.pieces_.push_back(read_piece(w.bytes(), name, model.pieces_.size()));
     } else if (field == 2) {
       w.expect(type, 2, field);
       trainer_spec = true;
@@ -166,11 +193,24 @@ SentencePieceModel SentencePieceModel::from_bytes(std::string_view bytes, const 
       while (!t.done()) {
         const auto [f, ft] = t.tag();
         switch (f) {
-          case 3: t.expect(ft, 0, f); model_type = static_cast<int64_t>(t.varint()); break;
-          case 24: t.expect(ft, 0, f); whitespace_as_suffix = t.varint() != 0; break;
-          case 35: t.expect(ft, 0, f); model.byte_fallback_ = t.varint() != 0; break;
-          case 44: t.expect(ft, 2, f); model.unk_surface_ = std::string(t.bytes()); break;
-          default: t.skip(ft);
+          case 3:
+            t.expect(ft, 0, f);
+            model_type = static_cast<int64_t>(t.varint());
+            break;
+          case 24:
+            t.expect(ft, 0, f);
+            whitespace_as_suffix = t.varint() != 0;
+            break;
+          case 35:
+            t.expect(ft, 0, f);
+            model.byte_fallback_ = t.varint() != 0;
+            break;
+          case 44:
+            t.expect(ft, 2, f);
+            model.unk_surface_ = std::string(t.bytes());
+            break;
+          default:
+            t.skip(ft);
         }
       }
     } else if (field == 3 || field == 5) {
@@ -258,9 +298,7 @@ std::string SentencePieceModel::normalize(std::string_view text) const {
     if (remove_extra_whitespaces_) previous_space = piece.back() == ' ';
   }
   if (remove_extra_whitespaces_) {
-    while (out.size() >= space.size() && std::string_view(out).substr(out.size() - space.size()) == space) {
-      out.resize(out.size() - space.size());
-    }
+    while (out.size() >= space.size() && std::string_view(out).substr(out.size() - space.size()) == space) { out.resize(out.size() - space.size()); }
   }
   return out;
 }

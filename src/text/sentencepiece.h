@@ -46,6 +46,8 @@ class SentencePieceModel {
   std::string normalize(std::string_view text) const;
   size_t match_user_defined(std::string_view text) const;  // longest user-defined piece at the start, or 0
   // After parsing: the piece maps, the unknown and byte ids, with their checks.
+  // One ModelProto.pieces entry (the `index`-th, for messages).
+  static Piece read_piece(std::string_view message, const std::string& name, size_t index);
   void index_pieces();
 
   std::string name_;

@@ -60,9 +60,7 @@ class SlowLlamaTokenizer final : public TokenizerBackend {
     for (const auto& [id, token] : decoder_) size = std::max(size, id + 1);
     return size;
   }
-  bool is_byte_token(int64_t id) const override {
-    return id < sp_.size() && !decoder_.count(id) && sp_.type(id) == SentencePieceModel::Type::Byte;
-  }
+  bool is_byte_token(int64_t id) const override { return id < sp_.size() && !decoder_.count(id) && sp_.type(id) == SentencePieceModel::Type::Byte; }
   void add(const std::string& content, bool special) override;
 
  private:
@@ -142,9 +140,7 @@ SlowLlamaTokenizer::SlowLlamaTokenizer(const std::string& dir) : dir_(dir), sp_(
         int64_t id = -1;
         try {
           id = std::stoll(key);
-        } catch (const std::exception&) {
-          fail("{}: added_tokens_decoder key '{}' is not a token id", config_path, key);
-        }
+        } catch (const std::exception&) { fail("{}: added_tokens_decoder key '{}' is not a token id", config_path, key); }
         if (id < 0 || id > sp_.size() + 1'000'000) fail("{}: added token id {} is implausible", config_path, id);
         Added token;
         token.content = value.at("content").get<std::string>();
@@ -166,9 +162,7 @@ SlowLlamaTokenizer::SlowLlamaTokenizer(const std::string& dir) : dir_(dir), sp_(
         decoder_[i] = Added{content, special_strings.count(content) > 0};
       }
     }
-  } catch (const json::exception& e) {
-    fail("{}: malformed tokenizer files: {}", dir, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed tokenizer files: {}", dir, e.what()); }
   for (const auto& [id, token] : decoder_) encoder_[token.content] = id;
   // PreTrainedTokenizer.__init__: special tokens not yet added are added as special.
   for (const auto* s : {&bos_, &eos_, &unk_, &pad_}) {
@@ -192,8 +186,8 @@ void SlowLlamaTokenizer::refresh_special() {
 
 void SlowLlamaTokenizer::add(const std::string& content, bool special) {
   if (content.empty() || encoder_.count(content)) return;
-  if (special && std::find(additional_special_.begin(), additional_special_.end(), content) == additional_special_.end() &&
-      content != bos_ && content != eos_ && content != unk_ && content != pad_) {
+  if (special && std::find(additional_special_.begin(), additional_special_.end(), content) == additional_special_.end() && content != bos_ &&
+      content != eos_ && content != unk_ && content != pad_) {
     additional_special_.push_back(content);
   }
   // The id: the token's own when it is already in the vocabulary, else the next free one.

@@ -58,12 +58,9 @@ json qwen2_tokenizer_json(const std::string& dir) {
     }
   } else if (fs::exists(dir + "/added_tokens.json")) {
     const json listed = io::json_read_file(dir + "/added_tokens.json");
-    for (const auto& [content, id] : listed.items()) {
-      added.push_back({{"id", id}, {"content", content}, {"special", true}, {"normalized", false}});
-    }
+    for (const auto& [content, id] : listed.items()) { added.push_back({{"id", id}, {"content", content}, {"special", true}, {"normalized", false}}); }
   }
-  static const char* kQwen2Pattern =
-      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  static const char* kQwen2Pattern = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   return {{"model", {{"type", "BPE"}, {"vocab", io::json_read_file(dir + "/vocab.json")}, {"merges", merges}}},
           {"normalizer", {{"type", "NFC"}}},
           {"pre_tokenizer",
@@ -109,9 +106,7 @@ Tokenizer Tokenizer::from_json(const json& root, const std::string& path) {
     if (type == "WordPiece") return Tokenizer(load_fast_wordpiece(root, path));
     if (type != "BPE") fail("{}: model type '{}' is not supported (supported: BPE, WordPiece)", path, type);
     return Tokenizer(load_fast_bpe(root, path));
-  } catch (const json::exception& e) {
-    fail("{}: malformed tokenizer.json: {}", path, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed tokenizer.json: {}", path, e.what()); }
 }
 
 void Tokenizer::add_special_tokens(const std::vector<std::string>& tokens) {
@@ -122,13 +117,9 @@ void Tokenizer::add_tokens(const std::vector<std::string>& tokens) {
   for (const auto& token : tokens) impl_->add(token, false);
 }
 
-std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
-  return impl_->encode(text, add_special_tokens);
-}
+std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special_tokens) const { return impl_->encode(text, add_special_tokens); }
 
-std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
-  return impl_->decode(ids, skip_special_tokens);
-}
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const { return impl_->decode(ids, skip_special_tokens); }
 
 int64_t Tokenizer::token_to_id(const std::string& token) const { return impl_->token_to_id(token); }
 std::string Tokenizer::id_to_token(int64_t id) const { return impl_->id_to_token(id); }

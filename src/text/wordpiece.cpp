@@ -60,8 +60,7 @@ utf8proc_category_t category(uint32_t cp) { return utf8proc_category(static_cast
 bool is_control(uint32_t cp) {  // _is_control: categories C* except \t \n \r
   if (cp == '\t' || cp == '\n' || cp == '\r') return false;
   const auto c = category(cp);
-  return c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF || c == UTF8PROC_CATEGORY_CS ||
-         c == UTF8PROC_CATEGORY_CO;
+  return c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF || c == UTF8PROC_CATEGORY_CS || c == UTF8PROC_CATEGORY_CO;
 }
 
 bool is_whitespace(uint32_t cp) { return cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || category(cp) == UTF8PROC_CATEGORY_ZS; }
@@ -73,9 +72,8 @@ bool is_punctuation(uint32_t cp) {
 }
 
 bool is_chinese_char(uint32_t cp) {
-  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
-         (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
-         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
+         (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) || (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
 // Python's str.lower() of one character (no context: the slow path lowers one
@@ -339,9 +337,7 @@ std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir) {
   if (fs::exists(dir + "/tokenizer_config.json")) config = io::json_read_file(dir + "/tokenizer_config.json");
   json special_map = json::object();
   if (fs::exists(dir + "/special_tokens_map.json")) special_map = io::json_read_file(dir + "/special_tokens_map.json");
-  auto flag = [&](const char* key, bool fallback) {
-    return config.contains(key) && config[key].is_boolean() ? config[key].get<bool>() : fallback;
-  };
+  auto flag = [&](const char* key, bool fallback) { return config.contains(key) && config[key].is_boolean() ? config[key].get<bool>() : fallback; };
   if (config.contains("tokenizer_class") && config["tokenizer_class"].is_string()) {
     const std::string cls = config["tokenizer_class"];
     if (cls != "BertTokenizer" && cls != "BertTokenizerFast" && cls != "DistilBertTokenizer") {
@@ -354,8 +350,8 @@ std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir) {
   if (config.contains("strip_accents") && config["strip_accents"].is_boolean() && !options.lowercase) options.strip_accents = config["strip_accents"];
   options.chinese_chars = flag("tokenize_chinese_chars", true);
   options.clean_up_spaces = flag("clean_up_tokenization_spaces", true);
-  std::map<std::string, std::string> special = {{"unk_token", "[UNK]"}, {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"},
-                                                {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}};
+  std::map<std::string, std::string> special = {
+      {"unk_token", "[UNK]"}, {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"}, {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}};
   for (auto& [key, value] : special) {
     for (const json* source : {&special_map, &config}) {
       if (source->contains(key) && !token_content((*source)[key]).empty()) value = token_content((*source)[key]);
@@ -367,9 +363,7 @@ std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir) {
   auto tokenizer = std::make_unique<WordPieceTokenizer>(std::move(vocab), options, vocab_path);
   for (const auto& [key, value] : special) tokenizer->add(value, true);
   if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
-    for (const auto& [id, token] : config["added_tokens_decoder"].items()) {
-      tokenizer->add(token_content(token), token.value("special", false));
-    }
+    for (const auto& [id, token] : config["added_tokens_decoder"].items()) { tokenizer->add(token_content(token), token.value("special", false)); }
   }
   return tokenizer;
 }
@@ -388,9 +382,8 @@ std::unique_ptr<TokenizerBackend> load_fast_wordpiece(const json& root, const st
       fail("{}: normalizer '{}' is not supported with WordPiece (supported: BertNormalizer)", path, normalizer.value("type", ""));
     }
     options.lowercase = normalizer.value("lowercase", true);
-    options.strip_accents = normalizer.contains("strip_accents") && normalizer["strip_accents"].is_boolean()
-                                ? normalizer["strip_accents"].get<bool>()
-                                : options.lowercase;
+    options.strip_accents =
+        normalizer.contains("strip_accents") && normalizer["strip_accents"].is_boolean() ? normalizer["strip_accents"].get<bool>() : options.lowercase;
     options.chinese_chars = normalizer.value("handle_chinese_chars", true);
     options.clean_text = normalizer.value("clean_text", true);
   }

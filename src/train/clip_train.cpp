@@ -54,8 +54,7 @@ std::vector<data::CapPair> cap_pairs(const std::string& source, const std::strin
 // Loads, resizes, augments and tokenizes; keeps resized volumes when asked.
 class Loader {
  public:
-  Loader(std::vector<data::CapPair> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config,
-         bool train)
+  Loader(std::vector<data::CapPair> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config, bool train)
       : samples_(std::move(samples)), tokenizer_(tokenizer), vision_(vision), config_(config), train_(train) {}
 
   size_t size() const { return samples_.size(); }
@@ -169,9 +168,8 @@ json evaluate(models::ClipModelImpl& model, Loader& loader, int64_t batch_size) 
 
 ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& where) {
   ClipTrainConfig t;
-  static const std::set<std::string> known = {
-      "init", "text_init", "model", "tokenizer", "freeze", "data", "train_split", "eval_split", "eval_limit", "max_length", "augment",
-      "cache_images", "description"};
+  static const std::set<std::string> known = {"init",       "text_init",  "model",      "tokenizer", "freeze",       "data",       "train_split",
+                                              "eval_split", "eval_limit", "max_length", "augment",   "cache_images", "description"};
   for (const auto& [key, value] : c.items()) {
     const auto& schedule = schedule_keys();
     if (!known.count(key) && std::find(schedule.begin(), schedule.end(), key) == schedule.end()) fail("{}: unknown training option '{}'", where, key);
@@ -190,17 +188,15 @@ ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& whe
     t.augment = c.value("augment", t.augment);
     t.cache_images = c.value("cache_images", t.cache_images);
     t.read_schedule(c, where);
-  } catch (const json::exception& e) {
-    fail("{}: malformed training config: {}", where, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed training config: {}", where, e.what()); }
   if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (an M3D-CLIP checkpoint) or \"model\" (a CLIP config)", where);
   if (t.max_length < 3) fail("{}: max_length must be at least 3", where);
   return t;
 }
 
 json ClipTrainConfig::to_json() const {
-  json out = {{"init", init}, {"text_init", text_init}, {"model", model}, {"tokenizer", tokenizer}, {"freeze", freeze}, {"data", data},
-              {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit}, {"max_length", max_length},
+  json out = {{"init", init},       {"text_init", text_init},      {"model", model},           {"tokenizer", tokenizer},   {"freeze", freeze},
+              {"data", data},       {"train_split", train_split},  {"eval_split", eval_split}, {"eval_limit", eval_limit}, {"max_length", max_length},
               {"augment", augment}, {"cache_images", cache_images}};
   out.update(schedule_json());
   return out;
@@ -209,20 +205,36 @@ json ClipTrainConfig::to_json() const {
 std::vector<std::string> clip_train_presets() { return {"m3d-clip", "siglip", "tiny"}; }
 
 json clip_train_preset(const std::string& name) {
-  const json m3d_model = {{"model_type", "m3d_clip"}, {"in_channels", 1}, {"img_size", {32, 256, 256}}, {"patch_size", {4, 16, 16}},
-                          {"hidden_size", 768}, {"mlp_dim", 3072}, {"num_layers", 12}, {"num_heads", 12}, {"pos_embed", "perceptron"},
-                          {"loss_type", "nce"}, {"gather_loss", true}, {"local_loss", false}};
+  const json m3d_model = {{"model_type", "m3d_clip"},  {"in_channels", 1},   {"img_size", {32, 256, 256}}, {"patch_size", {4, 16, 16}},
+                          {"hidden_size", 768},        {"mlp_dim", 3072},    {"num_layers", 12},           {"num_heads", 12},
+                          {"pos_embed", "perceptron"}, {"loss_type", "nce"}, {"gather_loss", true},        {"local_loss", false}};
   if (name == "m3d-clip") {  // LaMed/script/train_clip.sh
     return {{"description", "M3D-CLIP as released: ViT-B/3D from scratch, bert-base-uncased, 100 epochs, batch 32 per GPU, lr 1e-4, wd 0.1"},
-            {"model", m3d_model}, {"text_init", "bert-base-uncased"}, {"epochs", 100}, {"batch_size", 32}, {"lr", 1e-4},
-            {"weight_decay", 0.1}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}, {"eval_fraction", 0.04}};
+            {"model", m3d_model},
+            {"text_init", "bert-base-uncased"},
+            {"epochs", 100},
+            {"batch_size", 32},
+            {"lr", 1e-4},
+            {"weight_decay", 0.1},
+            {"warmup_ratio", 0.03},
+            {"max_length", 512},
+            {"save_steps", 1000},
+            {"eval_fraction", 0.04}};
   }
   if (name == "siglip") {  // Med3DVLM scripts/train_clip.sh's settings, on the M3D-CLIP towers
     json model = m3d_model;
     model["loss_type"] = "sigmoid";
     return {{"description", "the sigmoid (SigLIP) loss with Med3DVLM's settings (batch 64, 100 epochs, lr 1e-4, wd 0.1) on the M3D-CLIP towers"},
-            {"model", model}, {"text_init", "bert-base-uncased"}, {"epochs", 100}, {"batch_size", 64}, {"lr", 1e-4},
-            {"weight_decay", 0.1}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}, {"eval_fraction", 0.04}};
+            {"model", model},
+            {"text_init", "bert-base-uncased"},
+            {"epochs", 100},
+            {"batch_size", 64},
+            {"lr", 1e-4},
+            {"weight_decay", 0.1},
+            {"warmup_ratio", 0.03},
+            {"max_length", 512},
+            {"save_steps", 1000},
+            {"eval_fraction", 0.04}};
   }
   if (name == "tiny") {
     json model = m3d_model;
@@ -235,13 +247,25 @@ json clip_train_preset(const std::string& name) {
     // M3D's scale (2.66, not exponentiated) barely moves in a short run and keeps the
     // softmax too soft for R@1; the tiny run starts it at 10 (temperature 0.1).
     model["logit_scale_init"] = 10.0;
-    return {{"description", "one CPU: a 4-layer ViT (192 wide) on 16x64x64 volumes from scratch; the 6-layer MiniLM text tower with its "
-                            "embeddings and first 4 layers frozen; reports truncated to 64 tokens the official way; logit scale from 10"},
-            {"model", model}, {"text_init", "third_party/models/all-MiniLM-L6-v2"},
-            {"freeze", {"language_encoder.embeddings", "language_encoder.encoder.layer.0.", "language_encoder.encoder.layer.1.",
-                        "language_encoder.encoder.layer.2.", "language_encoder.encoder.layer.3."}},
-            {"epochs", 20}, {"batch_size", 32}, {"lr", 3e-4}, {"weight_decay", 0.1}, {"warmup_ratio", 0.05}, {"max_length", 64},
-            {"cache_images", true}, {"save_steps", 50}, {"eval_fraction", 0.25}, {"eval_limit", 100}, {"eval_split", "test"}};
+    return {{"description",
+             "one CPU: a 4-layer ViT (192 wide) on 16x64x64 volumes from scratch; the 6-layer MiniLM text tower with its "
+             "embeddings and first 4 layers frozen; reports truncated to 64 tokens the official way; logit scale from 10"},
+            {"model", model},
+            {"text_init", "third_party/models/all-MiniLM-L6-v2"},
+            {"freeze",
+             {"language_encoder.embeddings", "language_encoder.encoder.layer.0.", "language_encoder.encoder.layer.1.", "language_encoder.encoder.layer.2.",
+              "language_encoder.encoder.layer.3."}},
+            {"epochs", 20},
+            {"batch_size", 32},
+            {"lr", 3e-4},
+            {"weight_decay", 0.1},
+            {"warmup_ratio", 0.05},
+            {"max_length", 64},
+            {"cache_images", true},
+            {"save_steps", 50},
+            {"eval_fraction", 0.25},
+            {"eval_limit", 100},
+            {"eval_split", "test"}};
   }
   std::string names;
   for (const auto& n : clip_train_presets()) names += (names.empty() ? "" : ", ") + n;
@@ -343,7 +367,6 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   };
   return training_loop(settings, *model, optimizer, comm.get(), env, hooks, options);
 }
-
 
 json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, const std::string& split, int64_t limit) {
   models::ClipModel model = models::clip_load(checkpoint_dir);

@@ -60,8 +60,8 @@ Communicator::Communicator(const DistEnv& env, double timeout_s) : impl_(std::ma
     gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, gloo);
   } catch (const std::exception& e) {
-    fail("distributed: rank {} of {} could not join the group at {}:{}: {}", env.rank, env.world_size, env.master_addr,
-         env.master_port, std::string(e.what()).substr(0, 300));
+    fail("distributed: rank {} of {} could not join the group at {}:{}: {}", env.rank, env.world_size, env.master_addr, env.master_port,
+         std::string(e.what()).substr(0, 300));
   }
 }
 
@@ -169,9 +169,10 @@ class ReadyHook : public torch::autograd::FunctionPostHook {
       const size_t b = state->bucket_of[index_];
       if (state->bucket_sent[b]) {
         // Only a parameter without a gradient in the first step can come after its bucket left.
-        fail("distributed: a parameter that got no gradient in the first step got one later (parameter {} of {} in reverse "
-             "order); data-parallel training needs the same parameters used in every step",
-             index_, state->parameters.size());
+        fail(
+            "distributed: a parameter that got no gradient in the first step got one later (parameter {} of {} in reverse "
+            "order); data-parallel training needs the same parameters used in every step",
+            index_, state->parameters.size());
       }
       if (state->expected[index_]) --state->waiting[b];
       state->send_ready();

@@ -31,9 +31,7 @@ LamedTemplates LamedTemplates::from_json(const json& root, const std::string& wh
     if (!node.is_object() || !node.contains(key)) return;
     try {
       out = node[key].get<std::vector<std::string>>();
-    } catch (const json::exception&) {
-      fail("{}: \"{}\" must be a list of strings", where, key);
-    }
+    } catch (const json::exception&) { fail("{}: \"{}\" must be a list of strings", where, key); }
     if (out.empty()) fail("{}: \"{}\" is empty", where, key);
   };
   if (root.contains("Caption_templates")) {
@@ -51,9 +49,9 @@ LamedTemplates LamedTemplates::from_json(const json& root, const std::string& wh
 
 LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& where) {
   LamedTrainConfig t;
-  static const std::set<std::string> known = {
-      "init", "vision_init", "tokenizer", "model", "stage", "lora", "freeze", "data", "mixture", "train_split", "eval_split", "eval_limit", "templates",
-      "max_length", "augment", "cache_images", "shuffle_choices", "group_by_task", "description"};
+  static const std::set<std::string> known = {"init",    "vision_init",  "tokenizer",       "model",         "stage",      "lora",      "freeze",
+                                              "data",    "mixture",      "train_split",     "eval_split",    "eval_limit", "templates", "max_length",
+                                              "augment", "cache_images", "shuffle_choices", "group_by_task", "description"};
   for (const auto& [key, value] : c.items()) {
     const auto& schedule = schedule_keys();
     if (!known.count(key) && std::find(schedule.begin(), schedule.end(), key) == schedule.end()) fail("{}: unknown training option '{}'", where, key);
@@ -78,9 +76,7 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
     t.shuffle_choices = c.value("shuffle_choices", t.shuffle_choices);
     t.group_by_task = c.value("group_by_task", t.group_by_task);
     t.read_schedule(c, where);
-  } catch (const json::exception& e) {
-    fail("{}: malformed training config: {}", where, e.what());
-  }
+  } catch (const json::exception& e) { fail("{}: malformed training config: {}", where, e.what()); }
   if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (a LaMed checkpoint) or \"model\" (a LaMed config)", where);
   if (t.stage != "pretrain" && t.stage != "finetune" && t.stage != "full") fail("{}: stage must be pretrain, finetune or full, not '{}'", where, t.stage);
   const std::vector<std::string> tasks = data::task_names(data::TaskUser::Train);
@@ -100,11 +96,24 @@ LamedTrainConfig LamedTrainConfig::from_json(const json& c, const std::string& w
 }
 
 json LamedTrainConfig::to_json() const {
-  json out = {{"init", init}, {"vision_init", vision_init}, {"tokenizer", tokenizer}, {"model", model}, {"stage", stage}, {"freeze", freeze},
+  json out = {{"init", init},
+              {"vision_init", vision_init},
+              {"tokenizer", tokenizer},
+              {"model", model},
+              {"stage", stage},
+              {"freeze", freeze},
               {"lora", {{"r", lora.r}, {"lora_alpha", lora.alpha}, {"lora_dropout", lora.dropout}, {"target_modules", lora.target_modules}}},
-              {"data", data}, {"mixture", mixture}, {"train_split", train_split}, {"eval_split", eval_split}, {"eval_limit", eval_limit},
-              {"templates", templates}, {"max_length", max_length}, {"augment", augment}, {"cache_images", cache_images},
-              {"shuffle_choices", shuffle_choices}, {"group_by_task", group_by_task}};
+              {"data", data},
+              {"mixture", mixture},
+              {"train_split", train_split},
+              {"eval_split", eval_split},
+              {"eval_limit", eval_limit},
+              {"templates", templates},
+              {"max_length", max_length},
+              {"augment", augment},
+              {"cache_images", cache_images},
+              {"shuffle_choices", shuffle_choices},
+              {"group_by_task", group_by_task}};
   out.update(schedule_json());
   return out;
 }
@@ -113,34 +122,84 @@ std::vector<std::string> lamed_train_presets() { return {"stage1", "stage2", "ti
 
 json lamed_train_preset(const std::string& name) {
   if (name == "stage1") {  // LaMed/script/pretrain_phi3.sh
-    return {{"description", "stage 1 (alignment) as pretrain_phi3.sh: projector and input embeddings, Cap + closed/open VQA, 3 epochs, "
-                            "batch 16, lr 1e-4, wd 0"},
-            {"stage", "pretrain"}, {"mixture", {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}}}, {"epochs", 3}, {"batch_size", 16},
-            {"lr", 1e-4}, {"weight_decay", 0.0}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}};
+    return {{"description",
+             "stage 1 (alignment) as pretrain_phi3.sh: projector and input embeddings, Cap + closed/open VQA, 3 epochs, "
+             "batch 16, lr 1e-4, wd 0"},
+            {"stage", "pretrain"},
+            {"mixture", {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}}},
+            {"epochs", 3},
+            {"batch_size", 16},
+            {"lr", 1e-4},
+            {"weight_decay", 0.0},
+            {"warmup_ratio", 0.03},
+            {"max_length", 512},
+            {"save_steps", 1000}};
   }
   if (name == "stage2") {  // LaMed/script/finetune_lora_phi3.sh
-    return {{"description", "stage 2 (instruction tuning) as finetune_lora_phi3.sh: LoRA r 16 / alpha 32 / dropout 0.05 on the LLM, vision "
-                            "tower, projector, embeddings and lm_head in full; Cap, VQA, REC, REG; 5 epochs, batch 8, lr 5e-5"},
-            {"stage", "finetune"}, {"lora", {{"r", 16}, {"lora_alpha", 32}, {"lora_dropout", 0.05}}},
-            {"mixture", {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}, {"rec", 1}, {"reg", 1}}}, {"epochs", 5}, {"batch_size", 8},
-            {"lr", 5e-5}, {"weight_decay", 0.0}, {"warmup_ratio", 0.03}, {"max_length", 512}, {"save_steps", 1000}};
+    return {{"description",
+             "stage 2 (instruction tuning) as finetune_lora_phi3.sh: LoRA r 16 / alpha 32 / dropout 0.05 on the LLM, vision "
+             "tower, projector, embeddings and lm_head in full; Cap, VQA, REC, REG; 5 epochs, batch 8, lr 5e-5"},
+            {"stage", "finetune"},
+            {"lora", {{"r", 16}, {"lora_alpha", 32}, {"lora_dropout", 0.05}}},
+            {"mixture", {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}, {"rec", 1}, {"reg", 1}}},
+            {"epochs", 5},
+            {"batch_size", 8},
+            {"lr", 5e-5},
+            {"weight_decay", 0.0},
+            {"warmup_ratio", 0.03},
+            {"max_length", 512},
+            {"save_steps", 1000}};
   }
   if (name == "tiny") {
-    const json model = {
-        {"architectures", {"LamedLlamaForCausalLM"}}, {"model_type", "lamed_llama"}, {"hidden_size", 256}, {"intermediate_size", 688},
-        {"num_hidden_layers", 4}, {"num_attention_heads", 4}, {"num_key_value_heads", 4}, {"max_position_embeddings", 1024},
-        {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2},
-        {"hidden_act", "silu"}, {"image_channel", 1}, {"image_size", {16, 64, 64}}, {"patch_size", {4, 16, 16}}, {"vision_tower", "vit3d"},
-        {"vision_select_layer", -1}, {"vision_select_feature", "patch"}, {"mm_projector_type", "spp"}, {"proj_layer_type", "mlp"},
-        {"proj_layer_num", 2}, {"proj_pooling_type", "spatial"}, {"proj_pooling_size", 2}, {"mm_hidden_size", 192}, {"proj_out_num", 8},
-        {"vision_hidden_size", 192}, {"vision_mlp_dim", 384}, {"vision_num_layers", 4}, {"vision_num_heads", 4}};
-    return {{"description", "one CPU: a 4-layer, 256-wide Llama-style LaMed from scratch (Llama-2 tokenizer) on 16x64x64 volumes, its ViT "
-                            "from the tiny M3D-CLIP and frozen, everything else trained on Cap, VQA (choices shuffled) and REC, batches grouped by task"},
-            {"model", model}, {"tokenizer", "third_party/tokenizers/llama2"}, {"stage", "full"}, {"freeze", {"model.vision_tower."}},
-            {"shuffle_choices", true}, {"group_by_task", true},
+    const json model = {{"architectures", {"LamedLlamaForCausalLM"}},
+                        {"model_type", "lamed_llama"},
+                        {"hidden_size", 256},
+                        {"intermediate_size", 688},
+                        {"num_hidden_layers", 4},
+                        {"num_attention_heads", 4},
+                        {"num_key_value_heads", 4},
+                        {"max_position_embeddings", 1024},
+                        {"rms_norm_eps", 1e-5},
+                        {"rope_theta", 10000.0},
+                        {"tie_word_embeddings", false},
+                        {"bos_token_id", 1},
+                        {"eos_token_id", 2},
+                        {"hidden_act", "silu"},
+                        {"image_channel", 1},
+                        {"image_size", {16, 64, 64}},
+                        {"patch_size", {4, 16, 16}},
+                        {"vision_tower", "vit3d"},
+                        {"vision_select_layer", -1},
+                        {"vision_select_feature", "patch"},
+                        {"mm_projector_type", "spp"},
+                        {"proj_layer_type", "mlp"},
+                        {"proj_layer_num", 2},
+                        {"proj_pooling_type", "spatial"},
+                        {"proj_pooling_size", 2},
+                        {"mm_hidden_size", 192},
+                        {"proj_out_num", 8},
+                        {"vision_hidden_size", 192},
+                        {"vision_mlp_dim", 384},
+                        {"vision_num_layers", 4},
+                        {"vision_num_heads", 4}};
+    return {{"description",
+             "one CPU: a 4-layer, 256-wide Llama-style LaMed from scratch (Llama-2 tokenizer) on 16x64x64 volumes, its ViT "
+             "from the tiny M3D-CLIP and frozen, everything else trained on Cap, VQA (choices shuffled) and REC, batches grouped by task"},
+            {"model", model},
+            {"tokenizer", "third_party/tokenizers/llama2"},
+            {"stage", "full"},
+            {"freeze", {"model.vision_tower."}},
+            {"shuffle_choices", true},
+            {"group_by_task", true},
             {"mixture", {{"cap", 3}, {"vqa_closed", 5}, {"vqa_open", 0.5}, {"rec", 2}, {"reg", 0}}},
-            {"epochs", 2}, {"batch_size", 16},
-            {"lr", 1e-3}, {"weight_decay", 0.0}, {"warmup_ratio", 0.05}, {"max_length", 256}, {"cache_images", true}, {"save_steps", 200},
+            {"epochs", 2},
+            {"batch_size", 16},
+            {"lr", 1e-3},
+            {"weight_decay", 0.0},
+            {"warmup_ratio", 0.05},
+            {"max_length", 256},
+            {"cache_images", true},
+            {"save_steps", 200},
             {"eval_split", ""}};
   }
   std::string names;

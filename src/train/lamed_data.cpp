@@ -100,10 +100,9 @@ std::vector<LamedItem> lamed_mixture_items(const LamedTrainConfig& config) {
   return items;
 }
 
-LamedLoader::LamedLoader(std::vector<LamedItem> items, const text::Tokenizer& tokenizer, const LamedTemplates& templates,
-                         const LamedTrainConfig& config, int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train)
-    : items_(std::move(items)), tokenizer_(tokenizer), templates_(templates), config_(config), channels_(channels), size_(std::move(size)),
-      train_(train) {
+LamedLoader::LamedLoader(std::vector<LamedItem> items, const text::Tokenizer& tokenizer, const LamedTemplates& templates, const LamedTrainConfig& config,
+                         int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train)
+    : items_(std::move(items)), tokenizer_(tokenizer), templates_(templates), config_(config), channels_(channels), size_(std::move(size)), train_(train) {
   for (int64_t i = 0; i < image_tokens; ++i) image_tokens_ += "<im_patch>";
   pad_ = tokenizer.token_to_id("<unk>");
   eos_ = tokenizer.token_to_id("</s>");
@@ -131,10 +130,10 @@ Batch LamedLoader::batch(const std::vector<int64_t>& indices, int64_t epoch) {
   // Padded to max_length as the official collator gets them; the columns no row
   // uses are cut (all pad, mask 0, label -100: the loss is the same).
   auto input_ids = torch::stack(ids), attention_mask = torch::stack(masks), label = torch::stack(labels);
-  const int64_t used = std::max((attention_mask.sum(0) > 0).nonzero().max().item<int64_t>() + 2, (label != -100).nonzero().select(1, 1).max().item<int64_t>() + 1);
+  const int64_t used =
+      std::max((attention_mask.sum(0) > 0).nonzero().max().item<int64_t>() + 2, (label != -100).nonzero().select(1, 1).max().item<int64_t>() + 1);
   const int64_t keep = std::min(used, input_ids.size(1));
-  return {torch::stack(images), input_ids.slice(1, 0, keep).contiguous(), attention_mask.slice(1, 0, keep).contiguous(),
-          label.slice(1, 0, keep).contiguous()};
+  return {torch::stack(images), input_ids.slice(1, 0, keep).contiguous(), attention_mask.slice(1, 0, keep).contiguous(), label.slice(1, 0, keep).contiguous()};
 }
 
 std::pair<std::string, std::string> LamedLoader::text_of(const LamedItem& item, const torch::Tensor& mask, std::mt19937_64& rng) const {
@@ -159,7 +158,8 @@ std::pair<std::string, std::string> LamedLoader::text_of(const LamedItem& item, 
     const std::string question = image_tokens_ + " " + format_one(pick(templates_.rec_questions, rng), item.name);
     return {question, box ? format_one(pick(templates_.rec_answers, rng), box_text) : format_one(pick(templates_.rec_no_answers, rng), item.name)};
   }
-  if (!box) return {image_tokens_ + " " + format_one(pick(templates_.rec_questions, rng), item.name), format_one(pick(templates_.rec_no_answers, rng), item.name)};
+  if (!box)
+    return {image_tokens_ + " " + format_one(pick(templates_.rec_questions, rng), item.name), format_one(pick(templates_.rec_no_answers, rng), item.name)};
   return {image_tokens_ + " " + format_one(pick(templates_.reg_questions, rng), box_text), format_one(pick(templates_.reg_answers, rng), item.name)};
 }
 
@@ -183,8 +183,8 @@ torch::Tensor LamedLoader::volume(const std::string& path) {
   return image;
 }
 
-LamedSample lamed_build_sample(const text::Tokenizer& tokenizer, const std::string& question, const std::string& answer,
-                               int64_t max_length, int64_t pad_id, int64_t eos_id) {
+LamedSample lamed_build_sample(const text::Tokenizer& tokenizer, const std::string& question, const std::string& answer, int64_t max_length, int64_t pad_id,
+                               int64_t eos_id) {
   if (max_length < 2) fail("max_length must be at least 2, not {}", max_length);
   const auto n = static_cast<size_t>(max_length);
   // Truncation keeps the first max_length ids: the Llama/Phi-3/Qwen2 post-processors

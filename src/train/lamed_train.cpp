@@ -111,7 +111,8 @@ LamedModel model_prepare(const LamedTrainConfig& config, const text::Tokenizer& 
   const std::string config_path = config.output_dir + "/config.json";
   io::write_file_atomic(config_path, m.config.dump(2) + "\n");
   m.lm = models::model_build(io::hf_config_read(config_path), config_path, checkpoint.get());
-  if (m.lm->lamed() == nullptr) fail("{}: '{}' is not a LaMed architecture (it has no vision tower)", config_path, m.config.value("architectures", json()).dump());
+  if (m.lm->lamed() == nullptr)
+    fail("{}: '{}' is not a LaMed architecture (it has no vision tower)", config_path, m.config.value("architectures", json()).dump());
   if (checkpoint) {
     io::LoadOptions load;
     load.ignore = {"model.seg_module.", "model.seg_projector."};
@@ -218,8 +219,8 @@ std::string final_model_write(const LamedTrainConfig& config, models::CausalLmIm
 
 }  // namespace
 
-torch::Tensor lamed_lm_loss(models::CausalLmImpl& lm, const torch::Tensor& images, const torch::Tensor& input_ids,
-                            const torch::Tensor& attention_mask, const torch::Tensor& labels) {
+torch::Tensor lamed_lm_loss(models::CausalLmImpl& lm, const torch::Tensor& images, const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                            const torch::Tensor& labels) {
   const auto embeds = lm.embed(input_ids, images);
   const auto device = embeds.device();
   const auto hidden = lm.model->forward(embeds, nullptr, {}, attention_mask.to(device));
@@ -274,8 +275,8 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   AdamW optimizer(trainable_parameters(*lm), adam);
 
   // The data.
-  const LamedTemplates templates = config.templates.empty() ? LamedTemplates::builtin()
-                                                            : LamedTemplates::from_json(io::json_read_file(config.templates), config.templates);
+  const LamedTemplates templates =
+      config.templates.empty() ? LamedTemplates::builtin() : LamedTemplates::from_json(io::json_read_file(config.templates), config.templates);
   const auto& lc = lm->lamed()->lamed_config();
   const std::vector<int64_t> size(lc.image_size.begin(), lc.image_size.end());
   const int64_t image_tokens = lc.proj_out_num;
@@ -283,8 +284,8 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   LamedLoader train_data(lamed_mixture_items(config), tokenizer.tokenizer, templates, config, image_tokens, lc.image_channel, size, true);
   std::unique_ptr<LamedLoader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
-    eval_data = std::make_unique<LamedLoader>(lamed_items_read(config.data, "cap", config.eval_split, config.eval_limit), tokenizer.tokenizer,
-                                              templates, config, image_tokens, lc.image_channel, size, false);
+    eval_data = std::make_unique<LamedLoader>(lamed_items_read(config.data, "cap", config.eval_split, config.eval_limit), tokenizer.tokenizer, templates,
+                                              config, image_tokens, lc.image_channel, size, false);
   }
   LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
   const int64_t B = config.batch_size, total = settings.total_steps;

@@ -35,14 +35,14 @@ struct LamedSample {
 // truncation, padding="max_length"); EOS written into the first padding slot (its
 // mask stays 0); labels -100 over the question's token count (BOS and image tokens
 // included) and at every pad id, except that EOS slot when pad == EOS.
-LamedSample lamed_build_sample(const text::Tokenizer& tokenizer, const std::string& question, const std::string& answer,
-                               int64_t max_length, int64_t pad_id, int64_t eos_id);
+LamedSample lamed_build_sample(const text::Tokenizer& tokenizer, const std::string& question, const std::string& answer, int64_t max_length, int64_t pad_id,
+                               int64_t eos_id);
 
 // The causal-LM loss of LaMed's forward: image embeddings spliced into rows
 // 1..256, logits in f32, mean cross-entropy of logits[:, :-1] against labels[:, 1:]
 // over labels != -100.
-torch::Tensor lamed_lm_loss(models::CausalLmImpl& lm, const torch::Tensor& images, const torch::Tensor& input_ids,
-                            const torch::Tensor& attention_mask, const torch::Tensor& labels);
+torch::Tensor lamed_lm_loss(models::CausalLmImpl& lm, const torch::Tensor& images, const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                            const torch::Tensor& labels);
 
 enum class LamedStage { Pretrain, Finetune };
 // train.py's requires_grad setup. Pretrain: only mm_projector and embed_tokens.

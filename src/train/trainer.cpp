@@ -36,7 +36,6 @@ namespace fs = std::filesystem;
 
 std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
 
-
 }  // namespace
 
 std::string read_text_file(const std::string& path) {
@@ -128,8 +127,7 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
     if (name.size() > 8 && name.compare(name.size() - 8, 8, ".partial") == 0) continue;
     try {
       out.emplace_back(std::stoll(name.substr(11)), entry.path().string());
-    } catch (const std::exception&) {
-    }
+    } catch (const std::exception&) {}
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -140,7 +138,6 @@ void copy_tokenizer_files(const std::string& from, const std::string& to) {
     if (fs::exists(from + "/" + name)) fs::copy_file(from + "/" + name, to + "/" + name, fs::copy_options::overwrite_existing);
   }
 }
-
 
 void save_model_weights(torch::nn::Module& model, const std::string& path) {
   std::vector<std::pair<std::string, at::Tensor>> weights;
@@ -156,9 +153,23 @@ torch::Tensor load_model_volume(const std::string& path, int64_t channels, const
 }
 
 const std::vector<std::string>& TrainSchedule::schedule_keys() {
-  static const std::vector<std::string> keys = {"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
-                                                "max_grad_norm", "seed", "output_dir", "save_steps", "save_total_limit", "log_steps",
-                                                "eval_fraction", "workers", "bf16", "gradient_checkpointing",
+  static const std::vector<std::string> keys = {"epochs",
+                                                "max_steps",
+                                                "batch_size",
+                                                "grad_accum",
+                                                "lr",
+                                                "weight_decay",
+                                                "warmup_ratio",
+                                                "max_grad_norm",
+                                                "seed",
+                                                "output_dir",
+                                                "save_steps",
+                                                "save_total_limit",
+                                                "log_steps",
+                                                "eval_fraction",
+                                                "workers",
+                                                "bf16",
+                                                "gradient_checkpointing",
                                                 "ddp_bucket_cap_mb"};
   return keys;
 }
@@ -195,10 +206,23 @@ void TrainSchedule::read_schedule(const json& c, const std::string& where) {
 }
 
 json TrainSchedule::schedule_json() const {
-  return {{"epochs", epochs}, {"max_steps", max_steps}, {"batch_size", batch_size}, {"grad_accum", grad_accum}, {"lr", lr},
-          {"weight_decay", weight_decay}, {"warmup_ratio", warmup_ratio}, {"max_grad_norm", max_grad_norm}, {"seed", seed},
-          {"output_dir", output_dir}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit}, {"log_steps", log_steps},
-          {"eval_fraction", eval_fraction}, {"workers", workers}, {"bf16", bf16}, {"gradient_checkpointing", gradient_checkpointing},
+  return {{"epochs", epochs},
+          {"max_steps", max_steps},
+          {"batch_size", batch_size},
+          {"grad_accum", grad_accum},
+          {"lr", lr},
+          {"weight_decay", weight_decay},
+          {"warmup_ratio", warmup_ratio},
+          {"max_grad_norm", max_grad_norm},
+          {"seed", seed},
+          {"output_dir", output_dir},
+          {"save_steps", save_steps},
+          {"save_total_limit", save_total_limit},
+          {"log_steps", log_steps},
+          {"eval_fraction", eval_fraction},
+          {"workers", workers},
+          {"bf16", bf16},
+          {"gradient_checkpointing", gradient_checkpointing},
           {"ddp_bucket_cap_mb", ddp_bucket_cap_mb}};
 }
 
@@ -253,8 +277,7 @@ void log_truncate_after(const std::string& log_path, int64_t last) {
   while (std::getline(in, line)) {
     try {
       if (json::parse(line).value("step", int64_t{0}) <= last) kept += line + "\n";
-    } catch (const json::exception&) {
-    }
+    } catch (const json::exception&) {}
   }
   in.close();
   std::ofstream(log_path, std::ios::trunc) << kept;
@@ -271,8 +294,7 @@ int64_t run_resume(const Run& r) {
   const auto& [last, dir] = checkpoints.back();
   const json state = io::json_read_file(dir + "/trainer_state.json");
   if (const std::string changed = config_changes(state.value("train_config", json::object()), s.config); !changed.empty()) {
-    fail("{}: --resume with another config than the run it continues (changed: {}); resume with the same settings or train into a new folder",
-         dir, changed);
+    fail("{}: --resume with another config than the run it continues (changed: {}); resume with the same settings or train into a new folder", dir, changed);
   }
   if (state.value("global_batch", r.G) != r.G) {
     fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", r.G), r.G);
@@ -310,9 +332,12 @@ void run_save(const Run& r, int64_t at_step, TrainResult& result) {
     save_model_weights(r.model, partial + "/model.safetensors");
     io::safetensors_save(partial + "/optimizer.safetensors", r.optimizer.state());
     if (r.hooks.save_files) r.hooks.save_files(partial);
-    const json state = {{"global_step", at_step}, {"total_steps", s.total_steps},
+    const json state = {{"global_step", at_step},
+                        {"total_steps", s.total_steps},
                         {"epoch", static_cast<double>(at_step) / static_cast<double>(s.steps_per_epoch)},
-                        {"global_batch", r.G}, {"world_size", r.W}, {"train_config", s.config}};
+                        {"global_batch", r.G},
+                        {"world_size", r.W},
+                        {"train_config", s.config}};
     {
       io::AtomicFile file(partial + "/trainer_state.json");
       const std::string text = state.dump(2) + "\n";
@@ -420,8 +445,8 @@ void run_evaluate(const Run& r, int64_t step, TrainResult& result, std::ofstream
 
 }  // namespace
 
-TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env,
-                          const LoopHooks& hooks, const TrainRunOptions& options) {
+TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW& optimizer, Communicator* comm, const DistEnv& env, const LoopHooks& hooks,
+                          const TrainRunOptions& options) {
   const int64_t B = s.batch_size, W = env.world_size, A = s.grad_accum;
   const Run r{s, model, optimizer, comm, env, hooks, options, env.is_main(), B, W, A, B * W * A, s.output_dir + "/metrics.jsonl"};
   const int64_t total = s.total_steps, G = r.G;
@@ -462,10 +487,13 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double per_step = elapsed / static_cast<double>(step - first_step);
     if (r.main_rank && (step % s.log_steps == 0 || step == total)) {
-      log << json{{"step", step}, {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)}, {"loss", loss_value},
-                  {"lr", lr}, {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step}, {"elapsed_s", elapsed}}
+      log << json{{"step", step},           {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)},
+                  {"loss", loss_value},     {"lr", lr},
+                  {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step},
+                  {"elapsed_s", elapsed}}
                  .dump()
-          << "\n" << std::flush;
+          << "\n"
+          << std::flush;
     }
     progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.1f} samples/s", loss_value, lr, static_cast<double>(G) / per_step));
     const bool stop = run_stop_requested(r);

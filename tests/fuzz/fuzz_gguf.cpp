@@ -23,7 +23,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       m3d::io::ggml_dequantize(tensor.type, tensor.data, out.data(), n);
     }
     (void)m3d::io::gguf_tokenizer(gguf);
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

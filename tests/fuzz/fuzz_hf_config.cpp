@@ -21,8 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto attempt = [](auto&& read) {
     try {
       read();
-    } catch (const m3d::Error&) {
-    }
+    } catch (const m3d::Error&) {}
   };
   attempt([] { m3d::io::hf_config_read(path); });
   attempt([] { m3d::io::generation_config_read(path); });

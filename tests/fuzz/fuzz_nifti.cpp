@@ -12,7 +12,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     m3d::imaging::ReadOptions options;
     options.max_voxels = 1 << 20;
     if (size >= offset) m3d::imaging::nifti_decode(header, data + offset, size - offset, "fuzz.nii", options);
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

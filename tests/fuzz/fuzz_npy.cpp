@@ -12,7 +12,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint8_t sink = 0;
     if (n > 0) sink = npy.array.data[0] ^ npy.array.data[n - 1];  // both ends must be in bounds
     return sink & 0;
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

@@ -15,7 +15,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (record.nbytes() > 0) sink ^= record.data[0] ^ record.data[record.nbytes() - 1];
     }
     return sink & 0;
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

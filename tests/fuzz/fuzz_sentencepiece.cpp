@@ -13,7 +13,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::string> pieces;
     for (int64_t id : ids) pieces.push_back(model.id_to_piece(id));
     model.decode_pieces(pieces);
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

@@ -10,7 +10,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto kind = static_cast<m3d::imaging::ImageKind>(data[0] % 3);
   try {
     m3d::imaging::slice_image_check(data + 1, size - 1, "fuzz", kind);
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

@@ -19,7 +19,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       sink ^= record.data[0] ^ record.data[last * static_cast<int64_t>(m3d::dtype_size(record.dtype))];
     }
     return sink & 0;
-  } catch (const m3d::Error&) {
-  }
+  } catch (const m3d::Error&) {}
   return 0;
 }

@@ -25,9 +25,7 @@ inline nlohmann::json answer_json(const Answer& answer) {
                         {"finish_reason", answer.finish_reason},
                         {"usage", {{"prompt_tokens", answer.prompt_tokens}, {"completion_tokens", answer.completion_tokens}}}};
   out["box"] = answer.box ? box_json(*answer.box) : nlohmann::json(nullptr);
-  if (answer.seg_tokens > 0 || !answer.model_mask.empty()) {
-    out["mask"] = {{"seg_tokens", answer.seg_tokens}, {"model_voxels", answer.mask_voxels}};
-  }
+  if (answer.seg_tokens > 0 || !answer.model_mask.empty()) { out["mask"] = {{"seg_tokens", answer.seg_tokens}, {"model_voxels", answer.mask_voxels}}; }
   return out;
 }
 
@@ -36,8 +34,8 @@ inline std::string box_line(const ScanBox& box) {
   auto triple = [](const std::array<double, 3>& v, int digits) { return fmt::format("[{:.{}f}, {:.{}f}, {:.{}f}]", v[0], digits, v[1], digits, v[2], digits); };
   std::string line = fmt::format("box: model voxels (i, j, k) {} to {}", triple(box.model_min, 1), triple(box.model_max, 1));
   if (box.on_scan) {
-    line += fmt::format("; scan voxels {} to {}; LPS mm {} to {}", triple(box.scan_min, 1), triple(box.scan_max, 1), triple(box.mm_min, 1),
-                        triple(box.mm_max, 1));
+    line +=
+        fmt::format("; scan voxels {} to {}; LPS mm {} to {}", triple(box.scan_min, 1), triple(box.scan_max, 1), triple(box.mm_min, 1), triple(box.mm_max, 1));
   }
   return line;
 }

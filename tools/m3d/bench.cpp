@@ -19,8 +19,10 @@ void add_bench(CLI::App& app) {
       ->check(CLI::IsMember({"model", "oracle", "constant"}))
       ->capture_default_str();
   cmd->add_option("--data", o->data_dir, "M3D-Data root (M3D_Cap_npy/M3D_Cap.json, M3D-VQA/M3D_VQA_test.csv, images)")->required();
-  cmd->add_option("--task", o->task, "itr (an M3D-CLIP --model), report, vqa-closed, vqa-open, rec, reg, seg (baselines only) or all (refseg: not yet)")->required();
-  cmd->add_option("-o,--output", o->output_dir, "Output folder (default bench_<task>; with --task all, one subfolder per task under it, default bench/); rerun to resume");
+  cmd->add_option("--task", o->task, "itr (an M3D-CLIP --model), report, vqa-closed, vqa-open, rec, reg, seg (baselines only) or all (refseg: not yet)")
+      ->required();
+  cmd->add_option("-o,--output", o->output_dir,
+                  "Output folder (default bench_<task>; with --task all, one subfolder per task under it, default bench/); rerun to resume");
   cmd->add_option("--split", o->split, "M3D-Cap json split for report")->capture_default_str();
   cmd->add_option("--cap-json", o->cap_json, "The M3D-Cap json, when not in the usual place");
   cmd->add_option("--vqa-csv", o->vqa_csv, "The M3D-VQA csv, when not in the usual place");
@@ -30,7 +32,8 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--prompt", o->report_prompt, "Report prompt (one of M3D's caption templates)")->capture_default_str();
   cmd->add_option("--limit", o->limit, "Only the first N samples");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
-  cmd->add_flag("--overwrite", o->overwrite, "Discard predictions already in the output folder (a rerun otherwise resumes them, and refuses another model's or setting's)");
+  cmd->add_flag("--overwrite", o->overwrite,
+                "Discard predictions already in the output folder (a rerun otherwise resumes them, and refuses another model's or setting's)");
   add_dtype_option(cmd, *dtype);
   // The same metric options as m3d score.
   add_text_metric_options(cmd, o->punkt_dir, o->wordnet_dir, o->bertscore);

@@ -36,9 +36,7 @@ void add_embed(CLI::App& app) {
     torch::NoGradGuard no_grad;
     models::ClipModel model = models::clip_load(a->model);
     std::vector<torch::Tensor> image_rows, text_rows;
-    for (const auto& path : a->images) {
-      image_rows.push_back(model->encode_image(imaging::model_input_from_path(path, a->image_key, a->recipe, a->model)));
-    }
+    for (const auto& path : a->images) { image_rows.push_back(model->encode_image(imaging::model_input_from_path(path, a->image_key, a->recipe, a->model))); }
     if (!a->texts.empty()) {
       const text::Tokenizer tokenizer = text::Tokenizer::load(a->model);
       for (const auto& report : a->texts) {

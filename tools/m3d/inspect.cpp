@@ -25,8 +25,7 @@ void add_inspect(CLI::App& app) {
     // A GGUF file (llama.cpp) carries its config in its metadata and records no checksums.
     const bool gguf = io::gguf_has_magic(options->path);
     const io::Checkpoint checkpoint = gguf ? io::Checkpoint{} : io::checkpoint_open(options->path);
-    const io::CheckpointSummary summary =
-        gguf ? io::gguf_summarize(io::gguf_read(options->path)) : io::checkpoint_summarize(checkpoint);
+    const io::CheckpointSummary summary = gguf ? io::gguf_summarize(io::gguf_read(options->path)) : io::checkpoint_summarize(checkpoint);
     if (options->json) {
       // Metadata strings of a GGUF file need not be valid UTF-8.
       const auto replace = nlohmann::ordered_json::error_handler_t::replace;

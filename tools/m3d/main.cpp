@@ -17,9 +17,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   spdlog::set_default_logger(spdlog::stderr_color_mt("m3d"));  // logs on stderr; stdout carries only results
   m3d::runtime_set_threads();
-  app.add_option_function<int>("-t,--threads", [](int threads) { m3d::runtime_set_threads(threads); },
-                               "CPU threads (default: OMP_NUM_THREADS, else all CPUs)");
-  app.add_flag_callback("-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); }, "Log debug messages");
+  app.add_option_function<int>(
+      "-t,--threads", [](int threads) { m3d::runtime_set_threads(threads); }, "CPU threads (default: OMP_NUM_THREADS, else all CPUs)");
+  app.add_flag_callback(
+      "-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); }, "Log debug messages");
   m3d::cli::add_inspect(app);
   m3d::cli::add_encode(app);
   m3d::cli::add_generate(app);

@@ -55,8 +55,8 @@ inline c10::ScalarType parse_dtype(const std::string& name) {
 // --image / --image-key / --recipe, as generate, chat, encode and segment take them
 // (required: whether a command cannot run without an image).
 inline void add_image_options(CLI::App* cmd, std::string& image, std::string& image_key, std::string& recipe, bool required) {
-  auto* option = cmd->add_option("--image", image,
-                                 "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)");
+  auto* option =
+      cmd->add_option("--image", image, "A scan (NIfTI, DICOM file or directory, NRRD, MHA) or a model-space volume (M3D .npy 1xDxHxW, .safetensors tensor)");
   if (required) option->required();
   cmd->add_option("--image-key", image_key, "Tensor name when --image is a safetensors file with several");
   add_recipe_option(cmd, recipe);
@@ -122,10 +122,13 @@ inline ModelOptions model_options(const GenerationFlags& f, const std::string& d
 
 // METEOR's data folders and the BERTScore model (m3d score, m3d bench).
 inline void add_text_metric_options(CLI::App* cmd, std::string& punkt_dir, std::string& wordnet_dir, eval::BertScoreOptions& bertscore) {
-  cmd->add_option("--punkt", punkt_dir, "METEOR: nltk_data's English Punkt folder (default: third_party/nltk/tokenizers/punkt_tab/english, scripts/fetch_vocab.sh)")
+  cmd->add_option("--punkt", punkt_dir,
+                  "METEOR: nltk_data's English Punkt folder (default: third_party/nltk/tokenizers/punkt_tab/english, scripts/fetch_vocab.sh)")
       ->envname("M3D_PUNKT_DIR");
-  cmd->add_option("--wordnet", wordnet_dir, "METEOR: the WordNet 3.0 dict folder (default: /usr/share/wordnet, Debian wordnet-base)")->envname("M3D_WORDNET_DIR");
-  cmd->add_option("--bertscore-model", bertscore.model_dir, "BERTScore F1 with this BERT/RoBERTa folder (official: roberta-large); without it bert_f1 is not computed");
+  cmd->add_option("--wordnet", wordnet_dir, "METEOR: the WordNet 3.0 dict folder (default: /usr/share/wordnet, Debian wordnet-base)")
+      ->envname("M3D_WORDNET_DIR");
+  cmd->add_option("--bertscore-model", bertscore.model_dir,
+                  "BERTScore F1 with this BERT/RoBERTa folder (official: roberta-large); without it bert_f1 is not computed");
   cmd->add_option("--bertscore-layers", bertscore.num_layers, "BERTScore layers (default: bert_score's for the model name, roberta-large 17)");
   cmd->add_flag("--bertscore-idf", bertscore.idf, "BERTScore idf weights from the references (off in M3D)");
   cmd->add_option("--bertscore-baseline", bertscore.baseline_path, "BERTScore rescaling table LAYER,P,R,F (off in M3D)");

@@ -91,8 +91,10 @@ void preview_png(const std::string& path, const at::Tensor& volume, int64_t d, c
   std::vector<uint8_t> grey(slice.data_ptr<uint8_t>(), slice.data_ptr<uint8_t>() + h * w);
   if (box) {
     const auto& b = box->normalized;
-    const int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(b[1] * H * scale), 0, h - 1), y1 = std::clamp<int64_t>(static_cast<int64_t>((b[4] * H + 1) * scale), 0, h - 1);
-    const int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(b[2] * W * scale), 0, w - 1), x1 = std::clamp<int64_t>(static_cast<int64_t>((b[5] * W + 1) * scale), 0, w - 1);
+    const int64_t y0 = std::clamp<int64_t>(static_cast<int64_t>(b[1] * H * scale), 0, h - 1),
+                  y1 = std::clamp<int64_t>(static_cast<int64_t>((b[4] * H + 1) * scale), 0, h - 1);
+    const int64_t x0 = std::clamp<int64_t>(static_cast<int64_t>(b[2] * W * scale), 0, w - 1),
+                  x1 = std::clamp<int64_t>(static_cast<int64_t>((b[5] * W + 1) * scale), 0, w - 1);
     for (int64_t x = x0; x <= x1; ++x) grey[static_cast<size_t>(y0 * w + x)] = grey[static_cast<size_t>(y1 * w + x)] = 255;
     for (int64_t y = y0; y <= y1; ++y) grey[static_cast<size_t>(y * w + x0)] = grey[static_cast<size_t>(y * w + x1)] = 255;
   }
@@ -235,19 +237,19 @@ int run(const QuickstartOptions& q) {
   const Answer rec = session.ask(" " + rec_question, ask);
   const std::optional<ScanBox>& box = rec.box;
 
-  json example = {{"study", truth["id"]}, {"scan", "ct.nii.gz"}, {"report", report}, {"reference_report", truth["report"]},
-                  {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth},
-                  {"rec_question", rec_question}, {"rec_answer", rec.text}};
+  json example = {{"study", truth["id"]},         {"scan", "ct.nii.gz"},      {"report", report},           {"reference_report", truth["report"]},
+                  {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth}, {"rec_question", rec_question},
+                  {"rec_answer", rec.text}};
   std::string box_html = "the model gave no box";
   if (box) {
     example["box_model"] = box->normalized;
     example["box_original_voxels"] = {box->scan_min, box->scan_max};
     example["box_original_mm"] = {box->mm_min, box->mm_max};
-    box_html = fmt::format("model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
-                           "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
-                           text::box_text(box->normalized), box->scan_min[0], box->scan_min[1], box->scan_min[2], box->scan_max[0],
-                           box->scan_max[1], box->scan_max[2], box->mm_min[0], box->mm_min[1], box->mm_min[2], box->mm_max[0],
-                           box->mm_max[1], box->mm_max[2]);
+    box_html = fmt::format(
+        "model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
+        "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
+        text::box_text(box->normalized), box->scan_min[0], box->scan_min[1], box->scan_min[2], box->scan_max[0], box->scan_max[1], box->scan_max[2],
+        box->mm_min[0], box->mm_min[1], box->mm_min[2], box->mm_max[0], box->mm_max[1], box->mm_max[2]);
   }
   // The previews show what the model sees: its grid, scaled up 4x.
   const auto dhw = session.scan()->model_size();
@@ -274,8 +276,8 @@ int run(const QuickstartOptions& q) {
        << "m3d-lamed, then resized to the model grid; its middle slice):</p>"
        << "<img src=examples/preview.png>"
        << "<h3>Report</h3><pre>" << html_escape(report) << "</pre><p>Reference:</p><pre>" << html_escape(truth["report"].get<std::string>()) << "</pre>"
-       << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer) << "</pre><p>Reference: "
-       << html_escape(vqa_truth) << "</p>"
+       << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer)
+       << "</pre><p>Reference: " << html_escape(vqa_truth) << "</p>"
        << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec.text) << "</pre><p>" << box_html
        << "</p><img src=examples/rec_box.png>"
        << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>clip/</code>, <code>lamed/final</code>.</p>", minutes);
@@ -292,7 +294,8 @@ void add_quickstart(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("quickstart", "Synthetic data, tiny CLIP + LaMed trained here, M3D-Bench and worked examples, in one folder");
   cmd->add_option("-o,--output", q->output, "Output folder (reused by a rerun)")->capture_default_str();
   cmd->add_flag("--quick", q->quick, "A smoke run: a few studies and training steps (minutes less, results meaningless)");
-  cmd->add_flag("--no-progress", [q](int64_t) { q->progress = false; }, "No progress bars");
+  cmd->add_flag(
+      "--no-progress", [q](int64_t) { q->progress = false; }, "No progress bars");
   cmd->callback([q] { run(*q); });
 }
 

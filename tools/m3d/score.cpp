@@ -28,7 +28,8 @@ void add_score(CLI::App& app) {
   cmd->callback([o] {
     namespace fs = std::filesystem;
     const io::CsvTable table = io::csv_read(o->pred);
-    const eval::TextScorers scorers = eval::score_task_is_text(o->task) ? eval::text_scorers_load(o->punkt_dir, o->wordnet_dir, o->bertscore) : eval::TextScorers{};
+    const eval::TextScorers scorers =
+        eval::score_task_is_text(o->task) ? eval::text_scorers_load(o->punkt_dir, o->wordnet_dir, o->bertscore) : eval::TextScorers{};
     const eval::ScoreResult result = eval::score_predictions(o->task, table, o->pred, scorers.score_options());
     std::string dir = o->output;
     if (dir.empty()) dir = (fs::path(o->pred).parent_path() / (fs::path(o->pred).stem().string() + "_m3d_score")).string();

@@ -51,9 +51,7 @@ void add_segment(CLI::App& app) {
     at::Tensor logits;
     if (!o->prompt.empty()) {
       generate::Session session = generate::session_open(o->model, dtype, parse_tokenizer_kind(o->flags.tokenizer));
-      if (!session.model.seg) {
-        fail("{}/config.json: 'segmentation_module' is not set: this checkpoint has no [SEG] segmentation head", o->model);
-      }
+      if (!session.model.seg) { fail("{}/config.json: 'segmentation_module' is not set: this checkpoint has no [SEG] segmentation head", o->model); }
       const at::Tensor image = imaging::model_input_from_path(o->image, o->image_key, o->recipe, o->model, &prepared);
       const auto answer = generate::session_answer_seg(session, image, o->prompt, generation_options(o->flags, session.defaults));
       std::printf("%s\n", answer.text.c_str());
@@ -66,8 +64,8 @@ void add_segment(CLI::App& app) {
       const int64_t hidden_size = seg->seg_module->config().hidden_size;
       const at::Tensor state = io::tensor_from_record(io::npy_read(o->seg_hidden).array);
       if (state.dim() != 2 || state.size(0) != 1 || state.size(1) != hidden_size || !state.is_floating_point()) {
-        fail("{}: expected the [SEG] hidden state as a float array of shape (1, {}) (the model's hidden_size), got {} {}", o->seg_hidden,
-             hidden_size, c10::toString(state.scalar_type()), fmt::join(state.sizes(), "x"));
+        fail("{}: expected the [SEG] hidden state as a float array of shape (1, {}) (the model's hidden_size), got {} {}", o->seg_hidden, hidden_size,
+             c10::toString(state.scalar_type()), fmt::join(state.sizes(), "x"));
       }
       const at::Tensor image = imaging::model_input_from_path(o->image, o->image_key, o->recipe, o->model, &prepared);  // (1, 1, D, H, W)
       logits = seg->forward(image, state).to(at::kFloat).contiguous();  // (1, 1, D, H, W)

@@ -88,8 +88,8 @@ void serve(const ServeOptions& options) {
     spdlog::info("signal {}: stopping", signal);
     server.stop();
   });
-  spdlog::info("m3d serve: model '{}' ({}), {} stored studies in {}, listening on http://{}:{}", ctx.model_id, ctx.model.info().architecture,
-               ctx.store.size(), options.data_dir, options.host, options.port);
+  spdlog::info("m3d serve: model '{}' ({}), {} stored studies in {}, listening on http://{}:{}", ctx.model_id, ctx.model.info().architecture, ctx.store.size(),
+               options.data_dir, options.host, options.port);
   server.listen_after_bind();
   pthread_kill(stopper.native_handle(), SIGTERM);  // wakes it when the server stopped for another reason
   stopper.join();

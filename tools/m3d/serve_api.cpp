@@ -21,19 +21,28 @@ thread_local Clock::time_point request_start;  // httplib runs a request's routi
 
 const char* error_type(int status) {
   switch (status) {
-    case 400: case 413: case 415: return "invalid_request_error";
-    case 401: return "authentication_error";
-    case 404: return "not_found_error";
-    case 408: return "timeout_error";
-    case 429: return "rate_limit_error";
-    case 501: return "not_implemented_error";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 400:
+    case 413:
+    case 415:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 404:
+      return "not_found_error";
+    case 408:
+      return "timeout_error";
+    case 429:
+      return "rate_limit_error";
+    case 501:
+      return "not_implemented_error";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 
 // The route a path belongs to, so metric labels stay few whatever clients send.
 std::string route_label(const std::string& path) {
-  static const std::set<std::string> routes = {"/health", "/metrics", "/v1/models", "/v1/studies", "/v1/chat/completions",
+  static const std::set<std::string> routes = {"/health",     "/metrics",       "/v1/models",        "/v1/studies", "/v1/chat/completions",
                                                "/v1/segment", "/v1/embeddings", "/v1/studies/import"};
   if (routes.count(path)) return path;
   if (path.rfind("/v1/studies/", 0) == 0) return "/v1/studies/{id}";
@@ -43,9 +52,7 @@ std::string route_label(const std::string& path) {
 // Compares in time that depends on the expected key's length only.
 bool same_secret(const std::string& given, const std::string& expected) {
   volatile unsigned char diff = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff = diff | static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
-  }
+  for (size_t i = 0; i < expected.size(); ++i) { diff = diff | static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0)); }
   return diff == 0;
 }
 
@@ -183,9 +190,7 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
 void send_current_exception(httplib::Response& res) {
   try {
     throw;
-  } catch (const ApiError& e) {
-    send_error(res, e.status, e.what());
-  } catch (const StudyRejected& e) {
+  } catch (const ApiError& e) { send_error(res, e.status, e.what()); } catch (const StudyRejected& e) {
     send_error(res, e.status, e.what());
   } catch (const std::exception& e) {
     spdlog::error("internal error: {}", e.what());
@@ -197,9 +202,7 @@ httplib::Server::Handler guarded(httplib::Server::Handler handler) {
   return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
     try {
       handler(req, res);
-    } catch (...) {
-      send_current_exception(res);
-    }
+    } catch (...) { send_current_exception(res); }
   };
 }
 
@@ -224,17 +227,13 @@ void serve_add_common(httplib::Server& server, ServeContext& ctx) {
   server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr failure) {
     try {
       std::rethrow_exception(failure);
-    } catch (...) {
-      send_current_exception(res);
-    }
+    } catch (...) { send_current_exception(res); }
   });
   server.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"status", "ok"}}); });
   server.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
     res.set_content(ctx.metrics.text(ctx.slot.waiting(), ctx.store.size()), "text/plain; version=0.0.4");
   });
-  server.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, {{"object", "list"}, {"data", {model_json(ctx)}}});
-  });
+  server.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"object", "list"}, {"data", {model_json(ctx)}}}); });
   not_yet(server, "/v1/embeddings", "POST /v1/embeddings is not built yet: use `m3d embed` for CLIP embeddings");
   not_yet(server, "/v1/studies/import",
           "POST /v1/studies/import (DICOMweb) is not built yet: upload the series as one NIfTI/NRRD/MHA file with POST /v1/studies");

@@ -60,8 +60,9 @@ std::string study_of_part(const json& part, const std::string& where) {
   const json url = image.is_string() ? image : image.is_object() ? image.value("url", json()) : json();
   const std::string prefix = "m3d://studies/";
   if (!url.is_string() || url.get<std::string>().rfind(prefix, 0) != 0 || !study_id_valid(url.get<std::string>().substr(prefix.size()))) {
-    throw ApiError(400, where + ".image_url.url: expected m3d://studies/<id> with the id POST /v1/studies returned "
-                                "(data: and http(s): images are not accepted)");
+    throw ApiError(400, where +
+                            ".image_url.url: expected m3d://studies/<id> with the id POST /v1/studies returned "
+                            "(data: and http(s): images are not accepted)");
   }
   return url.get<std::string>().substr(prefix.size());
 }
@@ -142,9 +143,7 @@ json request_body(const std::string& text, const ServeContext& ctx) {
   json body;
   try {
     body = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw ApiError(400, std::string("malformed JSON: ") + e.what());
-  }
+  } catch (const json::parse_error& e) { throw ApiError(400, std::string("malformed JSON: ") + e.what()); }
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
   if (const auto model = field(body, "model"); model && (!model->is_string() || *model != ctx.model_id)) {
     throw ApiError(404, fmt::format("model {} is not served here: this server has '{}' (GET /v1/models)", model->dump(), ctx.model_id));
@@ -220,8 +219,13 @@ json usage(const Answer& answer) {
 
 json completion(const Generation& g, const Answer& answer) {
   const json choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", answer.text}}}, {"finish_reason", answer.finish_reason}};
-  return {{"id", g.id},         {"object", "chat.completion"}, {"created", g.created}, {"model", g.ctx.model_id},
-          {"choices", json::array({choice})}, {"usage", usage(answer)},       {"m3d", extras(g, answer)}};
+  return {{"id", g.id},
+          {"object", "chat.completion"},
+          {"created", g.created},
+          {"model", g.ctx.model_id},
+          {"choices", json::array({choice})},
+          {"usage", usage(answer)},
+          {"m3d", extras(g, answer)}};
 }
 
 json chunk(const Generation& g, json delta, json finish_reason) {
@@ -255,11 +259,13 @@ bool stream_answer(Generation& g, httplib::DataSink& sink) {
   httplib::Response failed;
   try {
     answer = generate(
-        g, [&](const std::string& piece) { return event(chunk(g, {{"content", piece}}, nullptr)); }, client_gone);
+        g,
+        [&](const std::string& piece) {
+          return event(chunk(g, {{"content", piece}}, nullptr));
+        },
+        client_gone);
     if (g.timed_out) throw timeout_error(g.ctx);
-  } catch (...) {
-    send_current_exception(failed);
-  }
+  } catch (...) { send_current_exception(failed); }
   g.slot.unlock();
   if (!alive) {
     spdlog::info("chat {}: the client went away; generation stopped", g.id);
@@ -307,9 +313,7 @@ void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& 
   }
   ChatRequest request;
   const auto study = field(body, "study");
-  if (!study || !study->is_string() || !study_id_valid(study->get<std::string>())) {
-    throw ApiError(400, "'study' must be the id POST /v1/studies returned");
-  }
+  if (!study || !study->is_string() || !study_id_valid(study->get<std::string>())) { throw ApiError(400, "'study' must be the id POST /v1/studies returned"); }
   request.study = study->get<std::string>();
   if (!ctx.store.get(request.study)) throw ApiError(404, "no study '" + request.study + "'");
   const auto prompt = field(body, "prompt");
@@ -326,8 +330,14 @@ void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& 
   const Answer answer = generate(g, {});
   g.slot.unlock();
   if (g.timed_out) throw timeout_error(ctx);
-  json out = {{"id", g.id}, {"object", "segmentation"}, {"created", g.created}, {"model", ctx.model_id}, {"study", g.request.study},
-              {"usage", usage(answer)}, {"m3d", extras(g, answer)}, {"mask", nullptr}};
+  json out = {{"id", g.id},
+              {"object", "segmentation"},
+              {"created", g.created},
+              {"model", ctx.model_id},
+              {"study", g.request.study},
+              {"usage", usage(answer)},
+              {"m3d", extras(g, answer)},
+              {"mask", nullptr}};
   if (answer.mask) {
     const std::string mask_id = ctx.store.mask_save(g.request.study, *answer.mask);
     const auto& size = answer.mask->size;

@@ -151,9 +151,7 @@ StudyStore::StudyStore(StoreOptions options) : options_(std::move(options)), sca
         throw std::runtime_error("not a study directory");
       }
       studies_[id] = meta;
-    } catch (const std::exception& e) {
-      spdlog::warn("{}: skipped ({}); remove it or restore its meta.json", entry.path().string(), e.what());
-    }
+    } catch (const std::exception& e) { spdlog::warn("{}: skipped ({}); remove it or restore its meta.json", entry.path().string(), e.what()); }
   }
 }
 
@@ -193,8 +191,7 @@ json StudyStore::commit(Upload& upload, const std::string& filename, const std::
   const PreparedScan scan = prepare(upload.dir_ + "/" + file, shown);
   const auto size = scan.scan_size();
   if (options_.max_voxels > 0 && size[0] * size[1] * size[2] > options_.max_voxels) {
-    throw StudyRejected(400, fmt::format("{}: {} x {} x {} voxels exceed the server's --max-voxels {}", shown, size[0], size[1], size[2],
-                                         options_.max_voxels));
+    throw StudyRejected(400, fmt::format("{}: {} x {} x {} voxels exceed the server's --max-voxels {}", shown, size[0], size[1], size[2], options_.max_voxels));
   }
   if (!scan.has_map() && scan.model_size() != options_.model_grid) {
     const auto& g = options_.model_grid;
@@ -202,20 +199,17 @@ json StudyStore::commit(Upload& upload, const std::string& filename, const std::
                                          scan.model_size()[0], scan.model_size()[1], scan.model_size()[2], g[0], g[1], g[2]));
   }
   const Geometry geometry = scan.scan_geometry();
-  const json meta = {{"id", upload.id_},
-                     {"object", "study"},
-                     {"filename", shown},
-                     {"format", format_name(ext)},
-                     {"bytes", upload.bytes_},
-                     {"created", static_cast<int64_t>(std::time(nullptr))},
-                     {"scan",
-                      {{"size_ijk", size},
-                       {"spacing", geometry.spacing},
-                       {"origin", geometry.origin},
-                       {"direction", geometry.direction},
-                       {"has_map", scan.has_map()}}},
-                     {"model_grid", scan.model_size()},
-                     {"file", file}};
+  const json meta = {
+      {"id", upload.id_},
+      {"object", "study"},
+      {"filename", shown},
+      {"format", format_name(ext)},
+      {"bytes", upload.bytes_},
+      {"created", static_cast<int64_t>(std::time(nullptr))},
+      {"scan",
+       {{"size_ijk", size}, {"spacing", geometry.spacing}, {"origin", geometry.origin}, {"direction", geometry.direction}, {"has_map", scan.has_map()}}},
+      {"model_grid", scan.model_size()},
+      {"file", file}};
   io::write_file_atomic(upload.dir_ + "/meta.json", meta.dump(2, ' ', false, json::error_handler_t::replace));
   fsync_dir(upload.dir_);
   fs::rename(upload.dir_, study_dir(upload.id_));  // the study appears whole or not at all

@@ -39,8 +39,7 @@ int free_port() {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t length = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
     fail("m3d train: cannot find a free local port for the ranks");
   }
   const int port = ntohs(addr.sin_port);
@@ -141,9 +140,9 @@ void run_as_ranks(int nproc) {
 using Trainer = std::function<train::TrainResult(const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run)>;
 
 // `m3d train NAME` with the options every trainer shares.
-CLI::App* add_trainer(CLI::App* cmd, const std::string& name, const std::string& help, const std::string& presets,
-                      const std::string& data_help, const std::string& init_help, std::function<nlohmann::json(const std::string&)> preset,
-                      Trainer trainer, const std::shared_ptr<TrainArgs>& a) {
+CLI::App* add_trainer(CLI::App* cmd, const std::string& name, const std::string& help, const std::string& presets, const std::string& data_help,
+                      const std::string& init_help, std::function<nlohmann::json(const std::string&)> preset, Trainer trainer,
+                      const std::shared_ptr<TrainArgs>& a) {
   CLI::App* sub = cmd->add_subcommand(name, help);
   sub->add_option("--preset", a->preset, presets);
   sub->add_option("--config", a->config_file, "A JSON training config (fields: docs/training.md); applied over the preset");
@@ -199,9 +198,8 @@ void add_train(CLI::App& app) {
 
   auto l = std::make_shared<TrainArgs>();
   CLI::App* lamed = add_trainer(
-      cmd, "lamed", "LaMed instruction tuning: stage 1 (projector), stage 2 (LoRA), or a small LaMed in full",
-      "stage1 | stage2 | tiny", "M3D-Data folder: M3D_Cap_npy, M3D-VQA (e.g. from m3d synth)", "Start from this LaMed checkpoint",
-      train::lamed_train_preset,
+      cmd, "lamed", "LaMed instruction tuning: stage 1 (projector), stage 2 (LoRA), or a small LaMed in full", "stage1 | stage2 | tiny",
+      "M3D-Data folder: M3D_Cap_npy, M3D-VQA (e.g. from m3d synth)", "Start from this LaMed checkpoint", train::lamed_train_preset,
       [](const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run) {
         return train::lamed_train(train::LamedTrainConfig::from_json(config, where), run);
       },

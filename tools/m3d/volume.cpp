@@ -92,8 +92,8 @@ std::array<double, 6> parse_box(const std::string& text) {
   if (in >> rest) fail("--box: more than six numbers in \"{}\"", text);
   for (int axis = 0; axis < 3; ++axis) {
     if (!(box[axis] >= 0 && box[axis + 3] <= 1 && box[axis] <= box[axis + 3])) {
-      fail("--box \"{}\": each corner must lie in [0, 1] and the first corner may not exceed the second ({} > {} on axis {})", text,
-           box[axis], box[axis + 3], axis);
+      fail("--box \"{}\": each corner must lie in [0, 1] and the first corner may not exceed the second ({} > {} on axis {})", text, box[axis], box[axis + 3],
+           axis);
     }
   }
   return box;
@@ -135,10 +135,9 @@ void add_volume(CLI::App& app) {
       return;
     }
     std::printf("%s (%s)\n", raw.info.path.c_str(), raw.info.format.c_str());
-    std::printf("  voxels      %lld x %lld x %lld (i, j, k); model order D x H x W = %lld x %lld x %lld; %s\n",
-                static_cast<long long>(raw.size[0]), static_cast<long long>(raw.size[1]), static_cast<long long>(raw.size[2]),
-                static_cast<long long>(raw.size[2]), static_cast<long long>(raw.size[1]), static_cast<long long>(raw.size[0]),
-                std::string(dtype_name(raw.dtype)).c_str());
+    std::printf("  voxels      %lld x %lld x %lld (i, j, k); model order D x H x W = %lld x %lld x %lld; %s\n", static_cast<long long>(raw.size[0]),
+                static_cast<long long>(raw.size[1]), static_cast<long long>(raw.size[2]), static_cast<long long>(raw.size[2]),
+                static_cast<long long>(raw.size[1]), static_cast<long long>(raw.size[0]), std::string(dtype_name(raw.dtype)).c_str());
     std::printf("  spacing     %s mm\n", fmt::format("{:.4g}", fmt::join(raw.geometry.spacing, " x ")).c_str());
     std::printf("  origin      %s mm (LPS)\n", fmt::format("{:.4g}", fmt::join(raw.geometry.origin, ", ")).c_str());
     std::printf("  orientation %s (nibabel axcodes of i, j, k)\n", raw.geometry.axcodes().c_str());
@@ -164,8 +163,7 @@ void add_volume(CLI::App& app) {
   add_common(prep_cmd, *prep);
   prep_cmd->add_option("--recipe", prep->recipe, "Built-in recipe (m3d-lamed, med3dvlm), a recipe .json, or a checkpoint directory with m3d_recipe.json")
       ->capture_default_str();
-  prep_cmd->add_option("-o,--output", prep->output, "out.npy (1 x D x H x W float32, as M3D-Data) or out.nii.gz (with the model grid's geometry)")
-      ->required();
+  prep_cmd->add_option("-o,--output", prep->output, "out.npy (1 x D x H x W float32, as M3D-Data) or out.nii.gz (with the model grid's geometry)")->required();
   prep_cmd->add_option("--preview", prep->preview, "PNG of the three mid planes of what the model will see");
   prep_cmd->add_option("--map", prep->map, "JSON of the way back to the scan (for m3d volume back)");
   prep_cmd->callback([prep] {
@@ -186,9 +184,8 @@ void add_volume(CLI::App& app) {
       map["recipe"] = json::parse(imaging::recipe_to_json(recipe));
       io::write_file_atomic(prep->map, map.dump(2) + "\n");
     }
-    std::printf("%s: %s -> %lld x %lld x %lld (D x H x W), values %.4g to %.4g\n", prep->output.c_str(), recipe.name.c_str(),
-                static_cast<long long>(v.size(0)), static_cast<long long>(v.size(1)), static_cast<long long>(v.size(2)),
-                v.min().item<double>(), v.max().item<double>());
+    std::printf("%s: %s -> %lld x %lld x %lld (D x H x W), values %.4g to %.4g\n", prep->output.c_str(), recipe.name.c_str(), static_cast<long long>(v.size(0)),
+                static_cast<long long>(v.size(1)), static_cast<long long>(v.size(2)), v.min().item<double>(), v.max().item<double>());
   });
 
   struct BackOptions {
