@@ -17,6 +17,7 @@ packages=(
   wordnet-base                              # WordNet 3.0 database (/usr/share/wordnet): METEOR's synonym stage
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev                  # libFuzzer targets
+  clang-format                              # the SourceFormat test (.clang-format)
 )
 
 sudo=""
