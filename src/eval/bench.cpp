@@ -88,11 +88,11 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
     } else if (o.task == "rec") {
       const std::string question = fmt::format("Can you find the {} in this image? Give coordinates.", name);
       s.question = " " + question;
-      s.reference = box ? fmt::format("Coordinates are <bx_start>{}<bx_end>.", text::box_text(*box)) : fmt::format("Sorry, there is no {}.", name);
+      s.reference = box ? fmt::format("Coordinates are {}.", text::box_tagged(*box)) : fmt::format("Sorry, there is no {}.", name);
       s.fields = {"cls", question, s.reference};
     } else {
       if (!box) continue;
-      const std::string question = fmt::format("What target is present within the coordinates <bx_start>{}<bx_end> ?", text::box_text(*box));
+      const std::string question = fmt::format("What target is present within the coordinates {} ?", text::box_tagged(*box));
       s.question = " " + question;
       s.reference = fmt::format("The target is {}.", name);
       s.fields = {question, s.reference};

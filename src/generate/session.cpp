@@ -7,6 +7,7 @@
 #include "io/hf_config.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "text/box.h"
 
 namespace m3d::generate {
 namespace fs = std::filesystem;
@@ -62,11 +63,7 @@ Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokeni
 
 namespace {
 
-std::string image_placeholders(const Session& session) {
-  std::string placeholders;
-  for (int64_t i = 0; i < session.model.lm->multimodal()->proj_out_num(); ++i) placeholders += "<im_patch>";
-  return placeholders;
-}
+std::string image_placeholders(const Session& session) { return text::image_placeholders(session.model.lm->multimodal()->proj_out_num()); }
 
 // Generates from `embeds` after what `cache` holds: the decoded answer, its token
 // count and why it ended; with `seg_hidden`, the final hidden states before each

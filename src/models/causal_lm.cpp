@@ -86,7 +86,7 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
   // The [SEG] path is a module of its own (the CausalLm is what training builds); its
   // tensors load into it below, strictly, or are skipped when config.json has no
   // segmentation_module (the official LamedMetaModel then builds none either).
-  if (arch.kind == ModelKind::Lamed) options.ignore = {"model.seg_module.", "model.seg_projector."};
+  if (arch.kind == ModelKind::Lamed) options.ignore = {kSegModulePrefix, kSegProjectorPrefix};
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
   if (arch.kind == ModelKind::Lamed && segvol_configured(out.config)) {
     const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);

@@ -470,12 +470,12 @@ torch::Tensor LamedSegImpl::forward(const torch::Tensor& image, const torch::Ten
 LamedSeg lamed_seg_load(const io::Checkpoint& ckpt) {
   const std::string config_path = ckpt.directory + "/config.json";
   const io::HfConfig hf = io::hf_config_read(config_path);
-  const SegvolConfig config = segvol_config_from_checkpoint(ckpt, "model.seg_module.", "model.seg_projector.", SegvolConfig::from_hf(hf, config_path));
+  const SegvolConfig config = segvol_config_from_checkpoint(ckpt, kSegModulePrefix, kSegProjectorPrefix, SegvolConfig::from_hf(hf, config_path));
   LamedSeg seg(config);
   seg->eval();
   // Only the [SEG] path is built here; the LLM and vision keys stay unread.
-  io::state_dict_load_part(*seg->seg_module, ckpt, "model.seg_module.");
-  io::state_dict_load_part(*seg->seg_projector, ckpt, "model.seg_projector.");
+  io::state_dict_load_part(*seg->seg_module, ckpt, kSegModulePrefix);
+  io::state_dict_load_part(*seg->seg_projector, ckpt, kSegProjectorPrefix);
   return seg;
 }
 

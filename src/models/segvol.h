@@ -19,6 +19,10 @@
 
 namespace m3d::models {
 
+// Where a LaMed checkpoint keeps the [SEG] path's tensors.
+inline constexpr const char* kSegModulePrefix = "model.seg_module.";
+inline constexpr const char* kSegProjectorPrefix = "model.seg_projector.";
+
 // The seg module's hyper-parameters. M3D's builder (segment_anything_volumetric/
 // build_sam.py) fixes all but image_size and patch_size; the defaults are those.
 // The seg_* keys are test-only config.json keys (../shared/fixtures/README.md,

@@ -65,4 +65,12 @@ std::optional<Box> mask_to_box(const std::vector<uint8_t>& mask, int64_t depth, 
   return box;
 }
 
+std::string image_placeholders(int64_t count) {
+  std::string out;
+  for (int64_t i = 0; i < count; ++i) out += kImagePatch;
+  return out;
+}
+
+std::string box_tagged(const Box& box) { return kBoxStart + box_text(box) + kBoxEnd; }
+
 }  // namespace m3d::text

@@ -103,7 +103,7 @@ std::vector<LamedItem> lamed_mixture_items(const LamedTrainConfig& config) {
 LamedLoader::LamedLoader(std::vector<LamedItem> items, const text::Tokenizer& tokenizer, const LamedTemplates& templates, const LamedTrainConfig& config,
                          int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train)
     : items_(std::move(items)), tokenizer_(tokenizer), templates_(templates), config_(config), channels_(channels), size_(std::move(size)), train_(train) {
-  for (int64_t i = 0; i < image_tokens; ++i) image_tokens_ += "<im_patch>";
+  image_tokens_ = text::image_placeholders(image_tokens);
   pad_ = tokenizer.token_to_id("<unk>");
   eos_ = tokenizer.token_to_id("</s>");
   if (eos_ < 0) eos_ = tokenizer.token_to_id("<|endoftext|>");
@@ -153,7 +153,7 @@ std::pair<std::string, std::string> LamedLoader::text_of(const LamedItem& item, 
   const auto m = mask.to(torch::kUInt8).contiguous();
   const std::vector<uint8_t> bits(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
   const auto box = text::mask_to_box(bits, m.size(-3), m.size(-2), m.size(-1));
-  const std::string box_text = box ? "<bx_start>" + text::box_text(*box) + "<bx_end>" : "";
+  const std::string box_text = box ? text::box_tagged(*box) : "";
   if (item.task == "rec") {
     const std::string question = image_tokens_ + " " + format_one(pick(templates_.rec_questions, rng), item.name);
     return {question, box ? format_one(pick(templates_.rec_answers, rng), box_text) : format_one(pick(templates_.rec_no_answers, rng), item.name)};

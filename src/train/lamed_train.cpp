@@ -16,6 +16,8 @@
 #include "m3d/error.h"
 #include "models/causal_lm.h"
 #include "models/layers.h"
+#include "models/segvol.h"
+#include "text/box.h"
 #include "text/tokenizer.h"
 #include "train/distributed.h"
 #include "train/lamed_data.h"
@@ -30,7 +32,8 @@ namespace fs = std::filesystem;
 // The tokens train.py adds (initialize_vision_tokenizer): <im_patch>, <bx_start>,
 // <bx_end> special, [SEG] not.
 const std::vector<std::pair<std::string, bool>>& lamed_added_tokens() {
-  static const std::vector<std::pair<std::string, bool>> tokens = {{"<im_patch>", true}, {"<bx_start>", true}, {"<bx_end>", true}, {"[SEG]", false}};
+  static const std::vector<std::pair<std::string, bool>> tokens = {
+      {text::kImagePatch, true}, {text::kBoxStart, true}, {text::kBoxEnd, true}, {text::kSegToken, false}};
   return tokens;
 }
 
@@ -115,7 +118,7 @@ LamedModel model_prepare(const LamedTrainConfig& config, const text::Tokenizer& 
     fail("{}: '{}' is not a LaMed architecture (it has no vision tower)", config_path, m.config.value("architectures", json()).dump());
   if (checkpoint) {
     io::LoadOptions load;
-    load.ignore = {"model.seg_module.", "model.seg_projector."};
+    load.ignore = {models::kSegModulePrefix, models::kSegProjectorPrefix};
     io::state_dict_load(*m.lm, *checkpoint, load);
   } else {
     torch::NoGradGuard no_grad;  // HF's init for a model from scratch
@@ -322,7 +325,7 @@ size_t lamed_export_merged(const std::string& checkpoint, const std::string& ada
   }
   models::CausalLm lm = models::model_build(io::hf_config_read(config_path), config_path, &weights);
   io::LoadOptions load;
-  load.ignore = {"model.seg_module.", "model.seg_projector."};
+  load.ignore = {models::kSegModulePrefix, models::kSegProjectorPrefix};
   if (adapter.empty()) {  // an m3d checkpoint: adapter weights are in model.safetensors
     const auto config = models::LoraConfig::from_peft_json(io::json_read_file(adapter_dir + "/adapter_config.json"), adapter_dir + "/adapter_config.json");
     models::lora_apply(*lm, config);
