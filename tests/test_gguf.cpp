@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 
 #include "io/gguf.h"
+#include "io/gguf_write.h"
 #include "io/inspect.h"
 #include "io/safetensors.h"
 #include "m3d/error.h"
@@ -465,6 +467,52 @@ TEST(GgufReader, HasMagicLooksAtTheFirstBytesOnly) {
   EXPECT_FALSE(gguf_has_magic(fixture("gguf/expected.json")));
   EXPECT_FALSE(gguf_has_magic(test::temp_dir() + "/absent.gguf"));
   EXPECT_THROW(gguf_read(test::temp_dir() + "/absent.gguf"), Error);
+}
+
+// m3d quantize's writer against gguf-py's GGUFWriter on the same content
+// (tools/reference/make_gguf_write_fixture.py restates these values).
+TEST(GgufWrite, BytesEqualGgufPysWriter) {
+  using V = io::GgufWriteValue;
+  const std::vector<std::pair<std::string, V>> metadata = {
+      {"general.architecture", V::string("m3d")},
+      {"general.name", V::string("LamedPhi3ForCausalLM")},
+      {"m3d.count", V::u32(7)},
+      {"m3d.offset", V::i32(-3)},
+      {"m3d.scale", V::f32(0.5f)},
+      {"m3d.flag", V::boolean(true)},
+      {"m3d.big", V::u64(uint64_t{1} << 40)},
+      {"m3d.long_names", V::string_array({"model.a.very.long.name", "x"})},
+      {"m3d.ids", V::i32_array({1, -2, 3})},
+  };
+  io::GgufWriteTensor plain{"plain", io::GgmlType::F32, {2, 3}, {}};
+  for (int i = 0; i < 6; ++i) {
+    const float v = static_cast<float>(i) / 4;
+    const auto* b = reinterpret_cast<const uint8_t*>(&v);
+    plain.bytes.insert(plain.bytes.end(), b, b + 4);
+  }
+  io::GgufWriteTensor blocks{"blocks", io::GgmlType::Q8_0, {2, 32}, std::vector<uint8_t>(68)};
+  for (int r = 0; r < 2; ++r) {
+    float row[32];
+    for (int j = 0; j < 32; ++j) row[j] = static_cast<float>(j - 16) * static_cast<float>(r + 1) / 8;
+    io::ggml_quantize(io::GgmlType::Q8_0, row, blocks.bytes.data() + 34 * r, 32);
+  }
+  const std::string path = test::temp_dir() + "/written.gguf";
+  io::gguf_write(path, metadata, {plain, blocks});
+  EXPECT_EQ(test::read_bytes(path), test::read_bytes(test::fixture("gguf/written.gguf")));
+  const io::GgufFile back = io::gguf_read(path);
+  EXPECT_EQ(back.get_strings("m3d.long_names"), (std::vector<std::string>{"model.a.very.long.name", "x"}));
+  EXPECT_EQ(back.find_tensor("blocks")->type, io::GgmlType::Q8_0);
+}
+
+TEST(GgufWrite, RefusesWhatGgufCannotHold) {
+  const std::string path = test::temp_dir() + "/bad.gguf";
+  io::GgufWriteTensor wrong_bytes{"t", io::GgmlType::F32, {2, 3}, std::vector<uint8_t>(20)};
+  EXPECT_THROW(io::gguf_write(path, {}, {wrong_bytes}), m3d::Error);
+  io::GgufWriteTensor partial_block{"t", io::GgmlType::Q8_0, {1, 40}, std::vector<uint8_t>(34)};
+  EXPECT_THROW(io::gguf_write(path, {}, {partial_block}), m3d::Error);
+  io::GgufWriteTensor long_name{std::string(64, 'n'), io::GgmlType::F32, {1}, std::vector<uint8_t>(4)};
+  EXPECT_THROW(io::gguf_write(path, {}, {long_name}), m3d::Error);
+  EXPECT_FALSE(std::filesystem::exists(path));  // nothing left under the final name
 }
 
 }  // namespace

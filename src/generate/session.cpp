@@ -4,15 +4,33 @@
 #include <filesystem>
 #include <limits>
 
+#include "io/gguf.h"
 #include "io/hf_config.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "models/gguf_model.h"
 #include "text/box.h"
 
 namespace m3d::generate {
 namespace fs = std::filesystem;
 
+namespace {
+
+// A GGUF file: the model, its tokenizer and stop id from the metadata; the chat template kept.
+Session session_open_gguf(const std::string& path, c10::ScalarType dtype) {
+  const io::GgufTokenizer t = io::gguf_tokenizer(io::gguf_read(path));
+  Session session{models::model_load_gguf(path, {dtype}), text::Tokenizer::from_gguf(t, path), {}};
+  if (t.eos_token_id) session.defaults.eos_token_id = {*t.eos_token_id};
+  session.chat_template = t.chat_template;
+  if (t.bos_token_id) session.bos_token = t.tokens.at(static_cast<size_t>(*t.bos_token_id));
+  if (t.eos_token_id) session.eos_token = t.tokens.at(static_cast<size_t>(*t.eos_token_id));
+  return session;
+}
+
+}  // namespace
+
 Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokenizer::Kind tokenizer) {
+  if (models::is_gguf_model(dir)) return session_open_gguf(dir, dtype);
   Session session{models::model_load(dir, dtype), text::Tokenizer::load(dir, tokenizer), {}};
   // A fast tokenizer.json may lack tokens that only the slow tokenizer files list
   // (added_tokens.json), with the specials of special_tokens_map.json; their ids

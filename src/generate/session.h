@@ -17,11 +17,14 @@ struct Session {
   text::Tokenizer tokenizer;
   GenerationOptions defaults;  // from generation_config.json / config.json
   int64_t seg_token_id = -1;  // [SEG] (config.json seg_token_id, else the tokenizer's) when the model has a seg module
+  std::string chat_template;  // the model's Jinja chat template ("" when it has none)
+  std::string bos_token, eos_token;  // as the template sees them
 };
 
 // Loads DIR's weights (in `dtype`), its tokenizer (Tokenizer::load; a fast one also
 // gets the added_tokens.json entries tokenizer.json lacks) and stop ids. Throws
-// naming the missing file.
+// naming the missing file. DIR may be a .gguf file: weights, tokenizer, stop id and
+// chat template come from it (models/gguf_model.h).
 Session session_open(const std::string& dir, c10::ScalarType dtype = c10::kFloat, text::Tokenizer::Kind tokenizer = text::Tokenizer::Kind::Auto);
 
 // The answer text (special tokens skipped). `image` is (1, 1, D, H, W) or undefined;

@@ -71,6 +71,36 @@ void add_sharded(Checkpoint& ckpt, const fs::path& index_path) {
   }
 }
 
+// m3d quantize's model.gguf: tensors under their HF names (names over GGUF's 63
+// bytes are stored as "m3d.long.<i>" with the full name in m3d.long_names[i]).
+void add_gguf(Checkpoint& ckpt, const std::string& file) {
+  ckpt.format = WeightFormat::Gguf;
+  ckpt.gguf = std::make_shared<const GgufFile>(gguf_read(file));
+  const GgufFile& gguf = *ckpt.gguf;
+  const std::vector<std::string> long_names = gguf.get_strings(kGgufLongNamesKey);
+  for (const GgufTensor& t : gguf.tensors) {
+    std::string name = t.name;
+    if (name.rfind(kGgufLongNamePrefix, 0) == 0) {
+      const std::string index = name.substr(std::string(kGgufLongNamePrefix).size());
+      size_t used = 0;
+      size_t i = long_names.size();
+      try {
+        i = std::stoul(index, &used);
+      } catch (const std::exception&) {}
+      if (used != index.size() || i >= long_names.size()) fail("{}: tensor '{}' has no entry in {}", file, name, kGgufLongNamesKey);
+      name = long_names[i];
+    }
+    if (ckpt.tensors.count(name) || ckpt.blocks.count(name)) fail("{}: tensor '{}' appears twice", file, name);
+    if (auto record = gguf_tensor_record(gguf, t)) {
+      record->name = name;
+      ckpt.tensors.emplace(name, std::move(*record));
+    } else {
+      ckpt.blocks.emplace(name, t);
+    }
+  }
+  ckpt.files.push_back(file);
+}
+
 }  // namespace
 
 const TensorRecord& Checkpoint::tensor(const std::string& name) const {
@@ -82,6 +112,7 @@ const TensorRecord& Checkpoint::tensor(const std::string& name) const {
 uint64_t Checkpoint::total_bytes() const {
   uint64_t total = 0;
   for (const auto& [name, record] : tensors) total += record.nbytes();
+  for (const auto& [name, block] : blocks) total += block.nbytes;
   return total;
 }
 
@@ -110,7 +141,11 @@ Checkpoint checkpoint_open(const std::string& path) {
       return ckpt;
     }
   }
-  fail("{}: no weights found (looked for model.safetensors[.index.json], pytorch_model.bin[.index.json], model.bin)", path);
+  if (fs::exists(dir / "model.gguf")) {
+    add_gguf(ckpt, (dir / "model.gguf").string());
+    return ckpt;
+  }
+  fail("{}: no weights found (looked for model.safetensors[.index.json], pytorch_model.bin[.index.json], model.bin, model.gguf)", path);
 }
 
 std::vector<std::string> checkpoint_verify(const Checkpoint& checkpoint) {
@@ -119,6 +154,8 @@ std::vector<std::string> checkpoint_verify(const Checkpoint& checkpoint) {
     const auto mapped = MappedFile::open(file);
     if (zip_has_magic(*mapped)) {
       lines.push_back(fmt::format("{}: {} zip entries, every CRC-32 matches", file, torch_bin_verify(*mapped)));
+    } else if (gguf_has_magic(file)) {
+      lines.push_back(fmt::format("{}: GGUF records no checksum; header, tensor infos and byte ranges checked", file));
     } else {
       lines.push_back(fmt::format("{}: safetensors records no checksum; header and byte ranges checked", file));
     }

@@ -1,6 +1,8 @@
 // A checkpoint as published: a directory with config.json and weights in
 // model.safetensors, sharded model-0000k-of-0000n.safetensors + index, or
-// pytorch_model.bin (also sharded); or one weights file given directly.
+// pytorch_model.bin (also sharded); or one weights file given directly. m3d quantize
+// writes a directory whose weights are model.gguf (tensors under their HF names,
+// block-quantized ones listed apart in `blocks`).
 // All tensors are validated and mapped; none is read until used.
 #pragma once
 
@@ -8,11 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "io/gguf.h"
 #include "io/tensor_record.h"
 
 namespace m3d::io {
 
-enum class WeightFormat { Safetensors, TorchBin };
+enum class WeightFormat { Safetensors, TorchBin, Gguf };
 
 struct Checkpoint {
   std::string path;  // what was opened
@@ -21,6 +24,10 @@ struct Checkpoint {
   std::vector<std::string> files;  // weight files, in load order
   std::map<std::string, std::string> metadata;  // safetensors __metadata__ of the first file
   std::map<std::string, TensorRecord> tensors;  // by name
+  // Block-quantized tensors of a model.gguf (Q8_0, Q4_K, ...), by HF name; their
+  // bytes stay in the mapped file, which `gguf` keeps open.
+  std::map<std::string, GgufTensor> blocks;
+  std::shared_ptr<const GgufFile> gguf;
 
   const TensorRecord& tensor(const std::string& name) const;  // throws naming the checkpoint
   uint64_t total_bytes() const;

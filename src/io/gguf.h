@@ -84,6 +84,10 @@ struct GgufFile {
 // Largest counts and lengths accepted before anything is allocated; real files are far below.
 constexpr uint32_t kGgufMaxDims = 4;  // GGML_MAX_DIMS
 constexpr size_t kGgufMaxName = 63;  // GGML_MAX_NAME - 1
+// m3d's own GGUF checkpoints (m3d quantize): a tensor whose HF name is longer than
+// kGgufMaxName is stored as kGgufLongNamePrefix + i, its name in kGgufLongNamesKey[i].
+constexpr const char* kGgufLongNamePrefix = "m3d.long.";
+constexpr const char* kGgufLongNamesKey = "m3d.long_names";
 
 // True when the file starts with the GGUF magic (reads 4 bytes).
 bool gguf_has_magic(const std::string& path);

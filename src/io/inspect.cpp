@@ -73,7 +73,7 @@ std::string module_of(const std::string& key) {
 CheckpointSummary checkpoint_summarize(const Checkpoint& checkpoint) {
   CheckpointSummary s;
   s.path = checkpoint.path;
-  s.format = checkpoint.format == WeightFormat::Safetensors ? "safetensors" : "torch";
+  s.format = checkpoint.format == WeightFormat::Safetensors ? "safetensors" : checkpoint.format == WeightFormat::Gguf ? "gguf (m3d quantize)" : "torch";
   s.files = checkpoint.files;
   s.metadata = checkpoint.metadata;
   const auto config_path = std::filesystem::path(checkpoint.directory.empty() ? "." : checkpoint.directory) / "config.json";
@@ -88,6 +88,7 @@ CheckpointSummary checkpoint_summarize(const Checkpoint& checkpoint) {
   for (const auto& [name, record] : checkpoint.tensors) {
     summary_add(s, name, std::string(dtype_name(record.dtype)), record.shape, record.numel(), record.nbytes());
   }
+  for (const auto& [name, block] : checkpoint.blocks) summary_add(s, name, std::string(ggml_type_name(block.type)), block.shape, block.numel(), block.nbytes);
   return s;
 }
 

@@ -1,5 +1,7 @@
 #include "io/state_dict.h"
 
+#include <algorithm>
+
 #include <torch/nn/module.h>
 
 #include <map>
@@ -37,7 +39,7 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
 
   LoadReport report;
   std::vector<std::string> problems;
-  std::set<std::string> seen;
+  std::set<std::string> seen, seen_quantized;
   for (const auto& [key, record] : checkpoint.tensors) {
     if (!starts_with(key, options.prefix)) {
       if (options.whole_checkpoint) problems.push_back(fmt::format("unexpected key '{}'", key));
@@ -70,8 +72,21 @@ LoadReport state_dict_load(torch::nn::Module& module, const Checkpoint& checkpoi
     }
     ++report.loaded;
   }
+  // Block-quantized tensors (a model.gguf) were attached to their layers beforehand
+  // (models::attach_quantized), which left the layer's weight empty.
+  for (const auto& [key, block] : checkpoint.blocks) {
+    if (!starts_with(key, options.prefix)) continue;
+    const std::string name = key.substr(options.prefix.size());
+    if (std::any_of(options.ignore.begin(), options.ignore.end(), [&](const std::string& p) { return starts_with(name, p); })) continue;
+    auto it = targets.find(name);
+    if (it == targets.end() || it->second.numel() != 0) {
+      problems.push_back(fmt::format("key '{}' ({}) is block-quantized but the model's parameter is no quantized layer", key, ggml_type_name(block.type)));
+      continue;
+    }
+    seen_quantized.insert(name);
+  }
   for (const auto& [name, target] : targets) {
-    if (!seen.count(name)) {
+    if (!seen.count(name) && !seen_quantized.count(name)) {
       problems.push_back(
           fmt::format("missing key '{}{}' ({} {})", options.prefix, name, c10::toString(target.scalar_type()), shape_string(target.sizes().vec())));
     }

@@ -7,6 +7,7 @@
 
 #include "io/state_dict.h"
 #include "m3d/error.h"
+#include "models/gguf_model.h"
 #include "models/med3dvlm.h"
 #include "models/registry.h"
 
@@ -72,6 +73,10 @@ CausalLm model_build(const io::HfConfig& config, const std::string& where, const
 }
 
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Device device) {
+  if (is_gguf_model(dir)) {
+    if (!device.is_cpu()) fail("{}: GGUF models run on the CPU (their quantized kernels are CPU code)", dir);
+    return model_load_gguf(dir, {dtype});
+  }
   const std::string config_path = dir + "/config.json";
   LoadedModel out;
   out.config = io::hf_config_read(config_path);
@@ -87,6 +92,7 @@ LoadedModel model_load(const std::string& dir, c10::ScalarType dtype, c10::Devic
   // tensors load into it below, strictly, or are skipped when config.json has no
   // segmentation_module (the official LamedMetaModel then builds none either).
   if (arch.kind == ModelKind::Lamed) options.ignore = {kSegModulePrefix, kSegProjectorPrefix};
+  attach_quantized(*out.lm, ckpt);  // m3d quantize's model.gguf
   const io::LoadReport report = io::state_dict_load(*out.lm, ckpt, options);
   if (arch.kind == ModelKind::Lamed && segvol_configured(out.config)) {
     const DefaultDtypeGuard guard(c10::isFloatingType(dtype) ? dtype : torch::kFloat);

@@ -54,7 +54,8 @@ CausalLm model_build(const io::HfConfig& config, const std::string& where, const
 
 // Builds the architecture named in `dir`/config.json and loads its weights
 // strictly, converting floating weights to `dtype` and moving to `device`; with the
-// [SEG] path (lamed_seg_load) when config.json has segmentation_module.
+// [SEG] path (lamed_seg_load) when config.json has segmentation_module. A .gguf file
+// in place of `dir` loads through model_load_gguf (CPU only).
 LoadedModel model_load(const std::string& dir, c10::ScalarType dtype = torch::kFloat, c10::Device device = torch::kCPU);
 
 }  // namespace m3d::models

@@ -2,6 +2,9 @@
 // parameter names and math (transformers' LlamaRMSNorm for RmsNorm).
 #include "models/layers.h"
 
+#include "m3d/error.h"
+#include "models/quant_linear.h"
+
 #include <ATen/ATen.h>
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -55,14 +58,29 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
-  auto y = dense_linear(x, weight, bias);
+  auto y = quantized_ ? quant_linear(x, *quantized_, bias) : dense_linear(x, weight, bias);
   if (!lora_A_) return y;
   const auto h = lora_dropout_ > 0 && is_training() ? at::dropout(x, lora_dropout_, true) : x;
   return y + lora_B_->forward(lora_A_->forward(h)) * lora_scaling_;
 }
 
+void LinearImpl::set_quantized(std::shared_ptr<const QuantWeight> quantized) {
+  if (quantized->rows != weight.size(0) || quantized->cols != weight.size(1)) {
+    fail("linear layer of shape ({}, {}) given a quantized weight of shape ({}, {})", weight.size(0), weight.size(1), quantized->rows, quantized->cols);
+  }
+  weight.set_data(torch::empty({0}, weight.options()));
+  quantized_ = std::move(quantized);
+}
+
+void LinearImpl::dequantize() {
+  if (!quantized_) return;
+  weight.set_data(quant_dequantize(*quantized_));
+  quantized_.reset();
+}
+
 void LinearImpl::add_lora(int64_t r, double alpha, double dropout) {
   if (lora_A_) throw std::logic_error("LinearImpl::add_lora: this layer already has an adapter");
+  if (quantized_) fail("a LoRA adapter needs a float weight; this layer's is quantized ({})", io::ggml_type_name(quantized_->type));
   lora_A_ = register_module("lora_A", std::make_shared<LinearImpl>(weight.size(1), r, false));
   lora_B_ = register_module("lora_B", std::make_shared<LinearImpl>(r, weight.size(0), false));
   lora_A_->weight.set_data(lora_A_->weight.to(weight.options()));
@@ -88,7 +106,21 @@ EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim) {
   weight = register_parameter("weight", torch::empty({num_embeddings, embedding_dim}));
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) const { return at::embedding(weight, ids); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) const { return quantized_ ? quant_rows(*quantized_, ids) : at::embedding(weight, ids); }
+
+void EmbeddingImpl::dequantize() {
+  if (!quantized_) return;
+  weight.set_data(quant_dequantize(*quantized_));
+  quantized_.reset();
+}
+
+void EmbeddingImpl::set_quantized(std::shared_ptr<const QuantWeight> quantized) {
+  if (quantized->rows != weight.size(0) || quantized->cols != weight.size(1)) {
+    fail("embedding of shape ({}, {}) given a quantized table of shape ({}, {})", weight.size(0), weight.size(1), quantized->rows, quantized->cols);
+  }
+  weight.set_data(torch::empty({0}, weight.options()));
+  quantized_ = std::move(quantized);
+}
 
 LayerNormImpl::LayerNormImpl(int64_t size, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::empty({size}));

@@ -10,6 +10,8 @@
 
 namespace m3d::models {
 
+struct QuantWeight;  // models/quant_linear.h
+
 // Activations are computed in f32 for 16-bit weights on a CPU without bf16/f16
 // arithmetic (no AVX512-BF16 / AMX): there libtorch's bf16 GEMM runs at ~50
 // GFLOP/s against ~200 in f32 (measured on the project machine), and bf16
@@ -44,6 +46,13 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) const;
   torch::Tensor weight, bias;
 
+  // Keeps the weight as GGUF blocks (a GGUF model): `weight` becomes an empty tensor
+  // and products run in the quantized kernels (models/quant_linear.h).
+  void set_quantized(std::shared_ptr<const QuantWeight> quantized);
+  const QuantWeight* quantized() const { return quantized_.get(); }
+  // Back to a dense f32 weight holding the blocks' values (a reference for the kernels).
+  void dequantize();
+
   // Adds an adapter with uninitialised A and B (lora_apply initialises them).
   void add_lora(int64_t r, double alpha, double dropout);
   bool has_lora() const { return lora_A_ != nullptr; }
@@ -57,6 +66,7 @@ class LinearImpl : public torch::nn::Module {
  private:
   std::shared_ptr<LinearImpl> lora_A_, lora_B_;
   double lora_scaling_ = 0, lora_dropout_ = 0;
+  std::shared_ptr<const QuantWeight> quantized_;
 };
 TORCH_MODULE(Linear);
 
@@ -66,6 +76,14 @@ class EmbeddingImpl : public torch::nn::Module {
   EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim);
   torch::Tensor forward(const torch::Tensor& ids) const;
   torch::Tensor weight;
+
+  // As LinearImpl::set_quantized: rows are dequantized as they are looked up (f32).
+  void set_quantized(std::shared_ptr<const QuantWeight> quantized);
+  const QuantWeight* quantized() const { return quantized_.get(); }
+  void dequantize();
+
+ private:
+  std::shared_ptr<const QuantWeight> quantized_;
 };
 TORCH_MODULE(Embedding);
 

@@ -7,6 +7,8 @@
 // Letters: B batch, L new tokens, T cached + new tokens, D hidden, h heads, k kv heads, d head dim.
 #include "models/llama.h"
 
+#include "models/quant_linear.h"
+
 #include <torch/nn/functional/activation.h>
 
 #include "io/json_util.h"
@@ -206,6 +208,7 @@ torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* ca
 
 torch::Tensor decoder_logits(const DecoderModelImpl& model, const Linear& lm_head, const torch::Tensor& hidden) {
   if (lm_head) return lm_head->forward(hidden);
+  if (const QuantWeight* table = model.embed_tokens->quantized()) return quant_linear(hidden, *table);  // tied, quantized (a GGUF model)
   return dense_linear(hidden, model.embed_tokens->weight);  // tied embeddings
 }
 

@@ -10,7 +10,9 @@
 
 #include <algorithm>
 
+#include "io/gguf.h"
 #include "m3d/error.h"
+#include "models/gguf_model.h"
 
 namespace m3d::models {
 
@@ -45,6 +47,7 @@ const Architecture& architecture_of(const io::HfConfig& config, const std::strin
 }
 
 const Architecture& architecture_of_dir(const std::string& dir) {
+  if (is_gguf_model(dir)) return architecture_of(io::gguf_hf_config(io::gguf_read(dir)), dir);
   const std::string config_path = dir + "/config.json";
   return architecture_of(io::hf_config_read(config_path), config_path);
 }

@@ -31,7 +31,8 @@ const std::vector<Architecture>& architectures();
 std::vector<std::string> model_architectures();
 // The row of config.json's architecture; fails naming `where` with the supported list.
 const Architecture& architecture_of(const io::HfConfig& config, const std::string& where);
-// The row of `dir`/config.json: which kind of checkpoint the directory holds.
+// The row of `dir`/config.json: which kind of checkpoint the directory holds (or of
+// the GGUF file's metadata when `dir` is a .gguf file).
 const Architecture& architecture_of_dir(const std::string& dir);
 // text, lamed, med3dvlm, clip (m3d::ModelInfo::family).
 std::string model_kind_name(ModelKind kind);

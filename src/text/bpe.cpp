@@ -318,7 +318,7 @@ void parse_normalizer(FastTokenizer& t, const json& root, const std::string& pat
   }
 }
 
-// Pre-tokenizer: Sequence of Split (regex, Isolated) / ByteLevel.
+// Pre-tokenizer: Sequence of Split (regex, Isolated) / Digits / ByteLevel.
 void parse_pre_tokenizers(FastTokenizer& t, const json& root, const std::string& path) {
   for (const auto& s : components(root, "pre_tokenizer", "pretokenizers")) {
     const std::string kind = s.at("type");
@@ -332,13 +332,16 @@ void parse_pre_tokenizers(FastTokenizer& t, const json& root, const std::string&
         fail("{}: Split pre-tokenizer: only behavior Isolated without invert is supported, got {}", path, s.dump());
       }
       step.regex = std::make_shared<Regex>(regex, path);
+    } else if (kind == "Digits") {  // pre_tokenizers/digits.rs: char::is_numeric runs (or each one) isolated
+      step.kind = PreTokenizer::Kind::Split;
+      step.regex = std::make_shared<Regex>(s.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)", path);
     } else if (kind == "ByteLevel") {
       step.kind = PreTokenizer::Kind::ByteLevel;
       step.add_prefix_space = s.value("add_prefix_space", true);
       if (s.value("use_regex", true)) step.regex = std::make_shared<Regex>(kGpt2Pattern, path);
       t.byte_level = true;
     } else {
-      fail("{}: pre_tokenizer '{}' is not supported (supported: Split, ByteLevel)", path, kind);
+      fail("{}: pre_tokenizer '{}' is not supported (supported: Split, Digits, ByteLevel)", path, kind);
     }
     t.pre_tokenizers.push_back(step);
   }

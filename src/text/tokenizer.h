@@ -1,7 +1,7 @@
 // Tokenizers as transformers runs them, behind one interface:
 //  - Hugging Face `tokenizer.json` (fast): BPE with merges, byte fallback or
-//    byte-level; Prepend/Replace/NFC normalizers; regex Split and ByteLevel
-//    pre-tokenizers; the matching decoders; TemplateProcessing; added tokens.
+//    byte-level; Prepend/Replace/NFC normalizers; regex Split, Digits and
+//    ByteLevel pre-tokenizers; the matching decoders; TemplateProcessing; added tokens.
 //    Covers Llama-2, Phi-3, Mistral, Llama-3 and Qwen2.5.
 //  - SentencePiece `tokenizer.model` (slow LlamaTokenizer, `use_fast=False`,
 //    which M3D-LaMed uses), with the `legacy` flag and added tokens from
@@ -17,6 +17,10 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+namespace m3d::io {
+struct GgufTokenizer;
+}
 
 namespace m3d::text {
 
@@ -34,6 +38,10 @@ class TokenizerBackend;
 class Tokenizer {
  public:
   // Parses tokenizer.json; throws m3d::Error naming the file and the unsupported part.
+  // from_gguf: the byte-level BPE ("gpt2") tokenizer stored in a GGUF file's
+  // tokenizer.ggml.* metadata, with the pre-tokenizer its `pre` name stands for in
+  // llama.cpp (gguf_tokenizer.cpp lists them); others are refused by name.
+  static Tokenizer from_gguf(const io::GgufTokenizer& gguf, const std::string& name);
   static Tokenizer from_file(const std::string& path);
   // The same from a parsed tokenizer.json; `name` names it in errors.
   static Tokenizer from_json(const nlohmann::json& root, const std::string& name);

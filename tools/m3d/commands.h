@@ -20,5 +20,6 @@ void add_quickstart(CLI::App& app);
 void add_export(CLI::App& app);
 void add_segment(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace m3d::cli
