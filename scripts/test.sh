@@ -12,16 +12,16 @@ ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
 
 echo "== parsers, tokenizers and volume I/O tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_text test_volume_io test_metrics test_meteor test_progress
+cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_text test_volume_io test_metrics test_meteor test_progress test_quant_matmul test_jinja
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each GGUF, torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece)"
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each GGUF, torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece, Jinja)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_gguf fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config
-  for target in safetensors gguf torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_gguf fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config fuzz_jinja
+  for target in safetensors gguf torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config jinja; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -38,6 +38,8 @@ if [ "$fuzz_seconds" -gt 0 ]; then
                    done
                    seconds=$((fuzz_seconds / 4)) ;;
       csv) cp tests/fixtures/metrics/*.csv "$corpus"/; seconds=$((fuzz_seconds / 4)) ;;
+      jinja) printf '%s' '{% for m in messages %}{{ m.role | upper }}: {{ m.content | trim }}{% if not loop.last %}\n{% endif %}{% endfor %}' > "$corpus/seed"
+             seconds=$((fuzz_seconds / 4)) ;;
       hf_config) cp tests/fixtures/lamed_phi3_tiny/config.json "$corpus"/config.json
                  printf '{"add_bos_token": true, "model_max_length": 2048, "chat_template": "{{ x }}", "bos_token": {"content": "<s>"}}' > "$corpus/tokenizer_config.json"
                  printf '{"bos_token_id": 1, "eos_token_id": [2, 32007], "do_sample": false}' > "$corpus/generation.json"
