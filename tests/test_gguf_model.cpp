@@ -102,6 +102,21 @@ TEST_F(SmolLm2Gguf, TokenizerFromMetadataGivesLlamaCppIds) {
 constexpr double kQuantNoise = 0.5;  // worst |m3d - llama.cpp| logit (measured 0.41)
 constexpr double kTieGap = 0.2;  // llama.cpp's top-2 gap above which m3d's greedy token is llama.cpp's (widest disagreement measured: 0.12)
 
+// The chat-templated prompts: the file's own template rendered by m3d's Jinja engine
+// equals the reference rendering (jinja2 as transformers sets it up) that llama.cpp ran.
+TEST_F(SmolLm2Gguf, ChatTemplateFromTheFileRendersTheReferencePrompts) {
+  const generate::Session session = generate::session_open(smollm2_path());
+  int chats = 0;
+  for (const json& c : reference()["cases"]) {
+    if (c["kind"] != "chat") continue;
+    std::vector<std::pair<std::string, std::string>> turns;
+    for (const json& m : c["messages"]) turns.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+    EXPECT_EQ(generate::session_chat_prompt(session, turns), c["prompt"].get<std::string>()) << c["name"];
+    ++chats;
+  }
+  EXPECT_GE(chats, 6);
+}
+
 TEST_F(SmolLm2Gguf, QuantizedModelKeepsLlamaCppGreedyTokensAndLogits) {
   generate::Session session = generate::session_open(smollm2_path());
   models::CausalLmImpl& lm = *session.model.lm;

@@ -35,6 +35,10 @@ class Model {
   // weight that does not fit.
   static Model open(const std::string& dir, const ModelOptions& options = {});
   const ModelInfo& info() const;
+  // The model's chat template (tokenizer_config.json chat_template, or a GGUF file's
+  // tokenizer.chat_template) rendered as transformers' apply_chat_template(tokenize=False,
+  // add_generation_prompt=True) for (role, content) turns; throws when the model has none.
+  std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& turns) const;
 
   struct Impl;  // the library's side (src/generate/api.h)
   const std::shared_ptr<Impl>& impl() const { return impl_; }

@@ -75,6 +75,10 @@ Model Model::open(const std::string& dir, const ModelOptions& options) {
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
+std::string Model::chat_prompt(const std::vector<std::pair<std::string, std::string>>& turns) const {
+  return generate::session_chat_prompt(impl_->session, turns);
+}
+
 std::vector<std::string> model_architectures() { return models::model_architectures(); }
 
 struct Session::State {

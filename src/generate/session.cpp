@@ -1,5 +1,7 @@
 #include "generate/session.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <filesystem>
 #include <limits>
@@ -10,6 +12,7 @@
 #include "m3d/error.h"
 #include "models/gguf_model.h"
 #include "text/box.h"
+#include "text/chat_template.h"
 
 namespace m3d::generate {
 namespace fs = std::filesystem;
@@ -27,7 +30,43 @@ Session session_open_gguf(const std::string& path, c10::ScalarType dtype) {
   return session;
 }
 
+// tokenizer_config.json's chat_template (a string, or a list of {name, template}: "default")
+// and the bos/eos token strings the template sees.
+void read_chat_template(const std::string& dir, Session& session) {
+  const std::string path = dir + "/tokenizer_config.json";
+  if (!fs::exists(path)) return;
+  const nlohmann::json config = io::json_read_file(path);
+  auto token = [&](const char* key) -> std::string {
+    if (!config.contains(key)) return "";
+    const nlohmann::json& v = config[key];
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+    return "";
+  };
+  session.bos_token = token("bos_token");
+  session.eos_token = token("eos_token");
+  if (!config.contains("chat_template")) return;
+  const nlohmann::json& t = config["chat_template"];
+  if (t.is_string()) session.chat_template = t.get<std::string>();
+  if (t.is_array()) {
+    for (const auto& named : t) {
+      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") && named["template"].is_string()) {
+        session.chat_template = named["template"].get<std::string>();
+      }
+    }
+  }
+}
+
 }  // namespace
+
+std::string session_chat_prompt(const Session& session, const std::vector<std::pair<std::string, std::string>>& turns) {
+  if (session.chat_template.empty()) fail("{}: the model has no chat template (tokenizer_config.json chat_template)", session.model.architecture);
+  text::ChatTemplateInputs inputs;
+  inputs.messages = text::chat_messages(turns);
+  inputs.bos_token = session.bos_token;
+  inputs.eos_token = session.eos_token;
+  return text::apply_chat_template(text::JinjaTemplate::parse(session.chat_template, "chat_template"), inputs);
+}
 
 Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokenizer::Kind tokenizer) {
   if (models::is_gguf_model(dir)) return session_open_gguf(dir, dtype);
@@ -53,6 +92,7 @@ Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokeni
       }
     }
   }
+  read_chat_template(dir, session);
   const auto& raw = session.model.config.raw;
   const std::string generation_path = dir + "/generation_config.json";
   if (fs::exists(generation_path)) {

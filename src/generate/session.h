@@ -73,6 +73,10 @@ std::string session_chat_answer(Session& session, ChatState& chat, const std::st
 // volume the chat started from), the [SEG] mask.
 SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const at::Tensor& image, const std::string& question,
                                        const GenerationOptions& options, const AnswerHooks& hooks, bool with_mask);
+// The chat template rendered for (role, content) turns with the generation prompt
+// (text/chat_template.h); throws when the model has no template.
+std::string session_chat_prompt(const Session& session, const std::vector<std::pair<std::string, std::string>>& turns);
+
 // Whether the model's prompts let the image prefix be cached (LaMed: BOS first;
 // Med3DVLM: no BOS, each question is answered from scratch).
 bool session_can_chat(const Session& session);

@@ -14,8 +14,8 @@ namespace m3d::cli {
 
 void add_generate(CLI::App& app) {
   struct Options {
-    std::string model, image, image_key, recipe = "auto", prompt, dtype = "f32", seg_out;
-    bool stream = false, json = false;
+    std::string model, image, image_key, recipe = "auto", prompt, dtype = "f32", seg_out, system;
+    bool stream = false, json = false, chat = false;
     GenerationFlags flags;
   };
   auto o = std::make_shared<Options>();
@@ -24,6 +24,8 @@ void add_generate(CLI::App& app) {
   add_image_options(cmd, o->image, o->image_key, o->recipe, /*required=*/false);
   cmd->add_option("--prompt", o->prompt, "The question, e.g. \"Please describe this CT scan.\"")->required();
   add_generation_options(cmd, o->flags);
+  cmd->add_flag("--chat", o->chat, "Text models: wrap the prompt in the model's chat template as a user turn (with --system, a system turn first)");
+  cmd->add_option("--system", o->system, "With --chat: a system message")->needs("--chat");
   cmd->add_flag("--stream", o->stream, "Print the answer as it is generated");
   cmd->add_flag("--json", o->json, "Print one JSON object: text, box (model voxels, scan voxels, LPS mm), usage, finish_reason")->excludes("--stream");
   cmd->add_option("--seg-out", o->seg_out,
@@ -48,7 +50,15 @@ void add_generate(CLI::App& app) {
         return true;
       };
     }
-    const Answer answer = session.ask(o->prompt, ask, on_text);
+    std::string prompt = o->prompt;
+    if (o->chat) {
+      if (!o->image.empty()) fail("--chat is for text prompts: LaMed and Med3DVLM prompts use no chat template (as the official code)");
+      std::vector<std::pair<std::string, std::string>> turns;
+      if (!o->system.empty()) turns.emplace_back("system", o->system);
+      turns.emplace_back("user", o->prompt);
+      prompt = model.chat_prompt(turns);
+    }
+    const Answer answer = session.ask(prompt, ask, on_text);
     if (o->json) {
       std::printf("%s\n", answer_json(answer).dump(2).c_str());
     } else {
