@@ -256,3 +256,23 @@ TEST(Quantize, LamedCheckpointLoadsWithItsWeightsInBlocks) {
 
 }  // namespace
 }  // namespace m3d
+
+namespace m3d {
+namespace {
+
+// The CLI on broken GGUF inputs: exit 1, one `m3d: error:` line naming the problem.
+TEST(CliGguf, BrokenModelAndMisusedChatExitOneWithTheReason) {
+  const std::string m3d = std::string(M3D_BINARY_DIR) + "/m3d", dir = test::temp_dir();
+  std::vector<uint8_t> bytes = test::read_bytes(smollm2_path());
+  bytes.resize(4096);
+  test::write_bytes(dir + "/cut.gguf", bytes);
+  std::string out, err;
+  EXPECT_EQ(test::run_command(m3d + " generate --model " + dir + "/cut.gguf --prompt hi", &out, &err), 1);
+  EXPECT_NE(err.find("m3d: error:"), std::string::npos) << err;
+  EXPECT_NE(err.find("cut.gguf"), std::string::npos) << err;
+  EXPECT_EQ(test::run_command(m3d + " quantize --model " + dir + " --type q3_k -o " + dir + "/out", &out, &err), 1);
+  EXPECT_NE(err.find("q3_k"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace m3d
