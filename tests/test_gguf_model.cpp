@@ -261,7 +261,7 @@ namespace m3d {
 namespace {
 
 // The CLI on broken GGUF inputs: exit 1, one `m3d: error:` line naming the problem.
-TEST(CliGguf, BrokenModelAndMisusedChatExitOneWithTheReason) {
+TEST(CliGguf, BrokenModelAndUnknownTypeExitOneWithTheReason) {
   const std::string m3d = std::string(M3D_BINARY_DIR) + "/m3d", dir = test::temp_dir();
   std::vector<uint8_t> bytes = test::read_bytes(smollm2_path());
   bytes.resize(4096);
