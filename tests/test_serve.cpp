@@ -182,6 +182,20 @@ void expect_error(const httplib::Result& res, int status, const std::string& fra
 
 size_t entries(const std::string& dir) { return fs::exists(dir) ? std::distance(fs::directory_iterator(dir), fs::directory_iterator()) : 0; }
 
+// /metrics once it shows `fragment`, polled for up to 5 s: the server counts a request in
+// its logger, which httplib runs after the response is written, so a client that reads
+// /metrics right after an answer (on a new connection, as after a 413) can be first.
+std::string metrics_showing(const Server& server, const std::string& fragment) {
+  std::string body;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    const auto metrics = server.client().Get("/metrics");
+    body = metrics ? metrics->body : std::string();
+    if (body.find(fragment) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return body;
+}
+
 TEST(Serve, StudyGeometryListAndDelete) {
   const std::string data = temp_dir() + "/data";
   Server server(data);
@@ -255,11 +269,11 @@ TEST(Serve, ChatEqualsGenerateStreamedAndNot) {
   EXPECT_EQ(second["choices"][0]["message"]["content"], generate_answer(kSecondQuestion)["text"]);
   EXPECT_NE(expected["text"], generate_answer(kSecondQuestion)["text"]) << "the two questions must tell answers apart";
 
-  const auto metrics = server.client().Get("/metrics");
-  ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("m3d_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 3"), std::string::npos) << metrics->body;
-  EXPECT_NE(metrics->body.find("m3d_request_seconds_count"), std::string::npos);
-  EXPECT_NE(metrics->body.find("m3d_generated_tokens_total"), std::string::npos);
+  const std::string three_chats = "m3d_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 3";
+  const std::string metrics = metrics_showing(server, three_chats);
+  EXPECT_NE(metrics.find(three_chats), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("m3d_request_seconds_count"), std::string::npos);
+  EXPECT_NE(metrics.find("m3d_generated_tokens_total"), std::string::npos);
 }
 
 // m3d_generated_tokens_total from /metrics.
@@ -371,10 +385,10 @@ TEST(Serve, BadRequestsAreJsonErrorsAndLeaveNothing) {
   expect_error(server.client().Post("/v1/segment", "{}", "application/json"), 400, "has no [SEG] segmentation head");
   expect_error(server.client().Post("/v1/embeddings", "{}", "application/json"), 501, "not built yet");
   expect_error(server.client().Get("/v1/nothing"), 404, "no route");
-  const auto metrics = server.client().Get("/metrics");
-  ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("m3d_requests_total{route=\"/v1/studies\",status=\"413\"} 1"), std::string::npos) << metrics->body;
-  EXPECT_NE(metrics->body.find("m3d_queue_depth 0"), std::string::npos);
+  const std::string one_413 = "m3d_requests_total{route=\"/v1/studies\",status=\"413\"} 1";
+  const std::string metrics = metrics_showing(server, one_413);
+  EXPECT_NE(metrics.find(one_413), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("m3d_queue_depth 0"), std::string::npos);
 }
 
 // The tiny LaMed with a [SEG] head as tools/reference/make_lamed_seg_fixtures.py builds it:
