@@ -276,15 +276,15 @@ TEST(Tokenizer, BadFilesAreClearErrors) {
   test::expect_one_line_error([&] { Tokenizer::from_file(wordpiece_empty); }, wordpiece_empty, "vocabulary is empty");
   const std::string unigram = write("unigram.json", R"({"model": {"type": "Unigram", "vocab": []}})");
   test::expect_one_line_error([&] { Tokenizer::from_file(unigram); }, unigram, "model type 'Unigram' is not supported");
-  const std::string metaspace = write("ms.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
-      "pre_tokenizer": {"type": "Metaspace"}})");
-  test::expect_one_line_error([&] { Tokenizer::from_file(metaspace); }, metaspace, "pre_tokenizer 'Metaspace' is not supported");
+  const std::string scripts = write("us.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+      "pre_tokenizer": {"type": "UnicodeScripts"}})");
+  test::expect_one_line_error([&] { Tokenizer::from_file(scripts); }, scripts, "pre_tokenizer 'UnicodeScripts' is not supported (supported: Sequence, Split");
   const std::string bad_regex = write("rx.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
       "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}})");
   test::expect_one_line_error([&] { Tokenizer::from_file(bad_regex); }, bad_regex, "cannot compile the regex '(unclosed'");
   const std::string merged = write("mg.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
-      "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "MergedWithPrevious", "invert": false}})");
-  test::expect_one_line_error([&] { Tokenizer::from_file(merged); }, merged, "only behavior Isolated");
+      "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "MergedWithPrevios", "invert": false}})");
+  test::expect_one_line_error([&] { Tokenizer::from_file(merged); }, merged, "behavior 'MergedWithPrevios' is not supported (supported: Removed");
   const std::string no_vocab = write("nv.json", R"({"model": {"type": "BPE"}})");
   test::expect_one_line_error([&] { Tokenizer::from_file(no_vocab); }, no_vocab, "malformed tokenizer.json");
   const std::string bad_merge = write("bm.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})");

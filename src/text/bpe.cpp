@@ -1,8 +1,8 @@
 // tokenizer.json's BPE model as huggingface/tokenizers 0.19 runs it (tokenizer/added_vocabulary.rs,
-// models/bpe/model.rs, normalizers, pre_tokenizers/{split,byte_level}.rs,
-// decoders/{byte_fallback,byte_level}.rs, processors/template.rs): the
-// SentencePiece-BPE layout of Llama-2 / Phi-3 / Mistral and the byte-level BPE of
-// Llama-3 / Qwen2.5. Other components are refused by name.
+// models/bpe/model.rs, decoders/*.rs, processors/template.rs), with the normalizers and
+// pre-tokenizers of pretokenize.cpp: the SentencePiece-BPE layouts of Llama-2 / Phi-3 /
+// Mistral (Prepend + Replace, or Metaspace) and the byte-level BPE of Llama-3 / Qwen2.5 /
+// SmolLM. Other components are refused by name.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include "core/strings.h"
 #include "m3d/error.h"
 #include "text/backend.h"
+#include "text/pretokenize.h"
 #include "text/tokenizer.h"
 #include "text/unicode.h"
 #include "text/utf8.h"
@@ -21,66 +22,16 @@ namespace {
 
 using json = nlohmann::json;
 
-struct Replace {
-  std::string pattern, content;
-  bool nfc = false;  // an NFC normalizer step instead of a replacement
-};
-
-// GPT-2's byte <-> printable character table (pre_tokenizers/byte_level.rs bytes_char).
-struct ByteTable {
-  std::string byte_to_char[256];
-  std::unordered_map<uint32_t, unsigned char> char_to_byte;
-  ByteTable() {
-    uint32_t next = 256;
-    for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-      const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
-      byte_to_char[b] = utf8::encode(cp);
-      char_to_byte[cp] = static_cast<unsigned char>(b);
-    }
-  }
-};
-const ByteTable& byte_table() {
-  static const ByteTable table;
-  return table;
-}
-
-constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-struct PreTokenizer {
-  enum class Kind { Split, ByteLevel } kind;
-  std::shared_ptr<Regex> regex;  // Split, or ByteLevel with use_regex
-  bool add_prefix_space = false;
-};
-
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 struct Decoder {
-  enum class Kind { Replace, ByteFallback, Fuse, Strip, ByteLevel } kind;
-  Replace replace;
+  enum class Kind { Replace, ByteFallback, Fuse, Strip, ByteLevel, Metaspace } kind;
+  std::shared_ptr<Regex> pattern;  // Replace
+  std::string content;  // Replace
+  Metaspace metaspace;
   std::string strip_content;
   int64_t strip_start = 0, strip_stop = 0;
 };
-
-// A component of tokenizer.json (normalizer, pre_tokenizer, ...) as a list: the
-// parts of a "Sequence", or the component itself; empty when absent.
-std::vector<json> components(const json& root, const char* key, const char* list_key) {
-  std::vector<json> out;
-  if (!root.contains(key) || root[key].is_null()) return out;
-  const json& component = root[key];
-  if (component.at("type") == "Sequence") {
-    for (const auto& part : component.at(list_key)) out.push_back(part);
-  } else {
-    out.push_back(component);
-  }
-  return out;
-}
-
-std::string pattern_string(const json& step, const std::string& where) {
-  const auto& pattern = step.at("pattern");
-  if (!pattern.contains("String")) fail("{}: only String patterns are supported in Replace, got {}", where, pattern.dump());
-  return pattern.at("String").get<std::string>();
-}
 
 class FastTokenizer final : public TokenizerBackend {
  public:
@@ -91,27 +42,13 @@ class FastTokenizer final : public TokenizerBackend {
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
   int64_t unk_id = -1;
   int64_t byte_ids[256];
-  std::vector<Replace> normalizer;  // applied in order; a Prepend is a Replace with an empty pattern
-  std::vector<PreTokenizer> pre_tokenizers;
-  bool byte_level = false;  // a ByteLevel pre-tokenizer maps bytes to printable characters
+  Normalizer normalize;
+  PreTokenizer pre_tokenize;
   std::vector<Decoder> decoders;
+  bool has_decoder = false;  // tokenizer.json has a decoder, even an empty Sequence
   std::vector<int64_t> prefix_ids, suffix_ids;  // TemplateProcessing "single"
   std::vector<AddedTokenSpec> added;  // in the order they were added
   std::unordered_map<int64_t, bool> special;  // ids of special added tokens
-
-  std::string normalize(const std::string& piece) const {
-    std::string out = piece;
-    for (const auto& step : normalizer) {
-      if (step.nfc) {
-        out = nfc(out);
-      } else if (step.pattern.empty()) {
-        if (!out.empty()) out = step.content + out;  // Prepend
-      } else {
-        out = replace_all(out, step.pattern, step.content);
-      }
-    }
-    return out;
-  }
 
   // BPE over one word (models/bpe/model.rs: merge_word + the priority merge loop).
   void bpe(const std::string& word, std::vector<int64_t>& out) const {
@@ -158,6 +95,7 @@ class FastTokenizer final : public TokenizerBackend {
   struct Piece {
     std::string text;
     int64_t id = -1;
+    bool at_start = false;  // the piece starts the text that was split
   };
 
   // Splits `text` on the added tokens with normalized == `normalized`, leftmost-longest.
@@ -188,34 +126,12 @@ class FastTokenizer final : public TokenizerBackend {
       if (best->rstrip) {
         while (next < text.size() && is_space(text[next])) ++next;
       }
-      if (piece_end > start) out.push_back({text.substr(start, piece_end - start), -1});
+      if (piece_end > start) out.push_back({text.substr(start, piece_end - start), -1, start == 0});
       out.push_back({"", best->id});
       start = i = next;
     }
-    if (start < text.size()) out.push_back({text.substr(start), -1});
+    if (start < text.size()) out.push_back({text.substr(start), -1, start == 0});
     return out;
-  }
-
-  // The pre-tokenizers in order; a ByteLevel step maps each byte to its printable character.
-  std::vector<std::string> pre_tokenize(const std::string& text) const {
-    std::vector<std::string> words{text};
-    for (const auto& step : pre_tokenizers) {
-      std::vector<std::string> next;
-      for (auto& word : words) {
-        if (step.kind == PreTokenizer::Kind::ByteLevel && step.add_prefix_space && word.rfind(' ', 0) != 0) word.insert(0, " ");
-        std::vector<std::string> pieces = step.regex ? step.regex->isolate(word) : std::vector<std::string>{word};
-        for (auto& piece : pieces) {
-          if (step.kind == PreTokenizer::Kind::ByteLevel) {
-            std::string mapped;
-            for (unsigned char b : piece) mapped += byte_table().byte_to_char[b];
-            piece = std::move(mapped);
-          }
-          next.push_back(std::move(piece));
-        }
-      }
-      words = std::move(next);
-    }
-    return words;
   }
 
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const override;
@@ -301,61 +217,17 @@ void parse_model(FastTokenizer& t, const json& model, const std::string& path) {
   }
 }
 
-// Normalizer: Sequence of Prepend / Replace / NFC.
-void parse_normalizer(FastTokenizer& t, const json& root, const std::string& path) {
-  const std::vector<json> steps = components(root, "normalizer", "normalizers");
-  for (const auto& s : steps) {
-    const std::string kind = s.at("type");
-    if (kind == "Prepend") {
-      t.normalizer.push_back({"", s.at("prepend").get<std::string>()});
-    } else if (kind == "Replace") {
-      t.normalizer.push_back({pattern_string(s, path), s.at("content").get<std::string>()});
-    } else if (kind == "NFC") {
-      t.normalizer.push_back({"", "", true});
-    } else {
-      fail("{}: normalizer '{}' is not supported (supported: Prepend, Replace, NFC)", path, kind);
-    }
-  }
-}
-
-// Pre-tokenizer: Sequence of Split (regex, Isolated) / Digits / ByteLevel.
-void parse_pre_tokenizers(FastTokenizer& t, const json& root, const std::string& path) {
-  for (const auto& s : components(root, "pre_tokenizer", "pretokenizers")) {
-    const std::string kind = s.at("type");
-    PreTokenizer step{};
-    if (kind == "Split") {
-      step.kind = PreTokenizer::Kind::Split;
-      const auto& pattern = s.at("pattern");
-      const std::string regex = pattern.contains("Regex") ? pattern.at("Regex").get<std::string>() : std::string();
-      if (!pattern.contains("Regex")) fail("{}: Split pre-tokenizer: only Regex patterns are supported, got {}", path, pattern.dump());
-      if (s.value("behavior", "") != "Isolated" || s.value("invert", false)) {
-        fail("{}: Split pre-tokenizer: only behavior Isolated without invert is supported, got {}", path, s.dump());
-      }
-      step.regex = std::make_shared<Regex>(regex, path);
-    } else if (kind == "Digits") {  // pre_tokenizers/digits.rs: char::is_numeric runs (or each one) isolated
-      step.kind = PreTokenizer::Kind::Split;
-      step.regex = std::make_shared<Regex>(s.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)", path);
-    } else if (kind == "ByteLevel") {
-      step.kind = PreTokenizer::Kind::ByteLevel;
-      step.add_prefix_space = s.value("add_prefix_space", true);
-      if (s.value("use_regex", true)) step.regex = std::make_shared<Regex>(kGpt2Pattern, path);
-      t.byte_level = true;
-    } else {
-      fail("{}: pre_tokenizer '{}' is not supported (supported: Split, Digits, ByteLevel)", path, kind);
-    }
-    t.pre_tokenizers.push_back(step);
-  }
-}
-
-// Decoder: Sequence of Replace / ByteFallback / Fuse / Strip / ByteLevel.
+// Decoder: Sequence of Replace / ByteFallback / Fuse / Strip / ByteLevel / Metaspace.
 void parse_decoders(FastTokenizer& t, const json& root, const std::string& path) {
-  const std::vector<json> decoders = components(root, "decoder", "decoders");
+  const std::vector<json> decoders = json_components(root, "decoder", "decoders");
+  t.has_decoder = root.contains("decoder") && !root["decoder"].is_null();
   for (const auto& s : decoders) {
     const std::string kind = s.at("type");
     Decoder decoder{};
     if (kind == "Replace") {
       decoder.kind = Decoder::Kind::Replace;
-      decoder.replace = {pattern_string(s, path), s.at("content").get<std::string>()};
+      decoder.pattern = json_pattern(s, path);
+      decoder.content = s.at("content").get<std::string>();
     } else if (kind == "ByteFallback") {
       decoder.kind = Decoder::Kind::ByteFallback;
     } else if (kind == "Fuse") {
@@ -367,8 +239,11 @@ void parse_decoders(FastTokenizer& t, const json& root, const std::string& path)
       decoder.strip_stop = s.value("stop", 0);
     } else if (kind == "ByteLevel") {
       decoder.kind = Decoder::Kind::ByteLevel;
+    } else if (kind == "Metaspace") {
+      decoder.kind = Decoder::Kind::Metaspace;
+      decoder.metaspace = json_metaspace(s, path);
     } else {
-      fail("{}: decoder '{}' is not supported (supported: Replace, ByteFallback, Fuse, Strip, ByteLevel)", path, kind);
+      fail("{}: decoder '{}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, ByteLevel, Metaspace)", path, kind);
     }
     t.decoders.push_back(decoder);
   }
@@ -400,7 +275,7 @@ void parse_added_tokens(FastTokenizer& t, const json& root, const std::string& p
 
 // Post-processor: TemplateProcessing's "single" template; ByteLevel only moves offsets.
 void parse_post_processor(FastTokenizer& t, const json& root, const std::string& path) {
-  for (const auto& p : components(root, "post_processor", "processors")) {
+  for (const auto& p : json_components(root, "post_processor", "processors")) {
     if (p.at("type") == "ByteLevel") continue;
     if (p.at("type") == "RobertaProcessing" || p.at("type") == "BertProcessing") {  // <s> $A </s> / [CLS] $A [SEP]
       t.prefix_ids = {p.at("cls").at(1).get<int64_t>()};
@@ -436,7 +311,7 @@ std::vector<int64_t> FastTokenizer::encode(const std::string& text, bool add_spe
       if (piece.id >= 0) {
         ids.push_back(piece.id);
       } else {
-        for (const auto& word : t.pre_tokenize(piece.text)) t.bpe(word, ids);
+        for (const auto& word : t.pre_tokenize(piece.text, raw.at_start && piece.at_start)) t.bpe(word, ids);
       }
     }
   }
@@ -505,6 +380,15 @@ void decode_strip(std::vector<std::string>& tokens, const Decoder& d) {
   }
 }
 
+// decoders of metaspace.rs: the replacement becomes a space, except in the first token
+// when a space was prepended.
+void decode_metaspace(std::vector<std::string>& tokens, const Metaspace& m) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const bool drop = i == 0 && m.prepend != Metaspace::Prepend::Never;
+    tokens[i] = replace_all(tokens[i], m.replacement, drop ? "" : " ");
+  }
+}
+
 std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   const FastTokenizer& t = *this;
   std::vector<std::string> tokens;
@@ -516,7 +400,7 @@ std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
   for (const auto& d : t.decoders) {
     switch (d.kind) {
       case Decoder::Kind::Replace:
-        for (auto& token : tokens) token = replace_all(token, d.replace.pattern, d.replace.content);
+        for (auto& token : tokens) token = regex_replace(*d.pattern, token, d.content);
         break;
       case Decoder::Kind::ByteFallback:
         tokens = decode_byte_fallback(tokens);
@@ -533,10 +417,16 @@ std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
       case Decoder::Kind::Strip:
         decode_strip(tokens, d);
         break;
+      case Decoder::Kind::Metaspace:
+        decode_metaspace(tokens, d.metaspace);
+        break;
     }
   }
   std::string text;
-  for (const auto& token : tokens) text += token;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (i > 0 && !t.has_decoder) text += ' ';  // tokenizer/mod.rs decode: without a decoder, tokens are joined with spaces
+    text += tokens[i];
+  }
   return text;
 }
 
@@ -548,8 +438,8 @@ std::unique_ptr<TokenizerBackend> load_fast_bpe(const json& root, const std::str
   t.path = path;
   std::fill(std::begin(t.byte_ids), std::end(t.byte_ids), -1);
   parse_model(t, root.at("model"), path);
-  parse_normalizer(t, root, path);
-  parse_pre_tokenizers(t, root, path);
+  t.normalize = Normalizer(root, path);
+  t.pre_tokenize = PreTokenizer(root, path);
   parse_decoders(t, root, path);
   parse_added_tokens(t, root, path);
   parse_post_processor(t, root, path);

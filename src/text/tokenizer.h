@@ -1,8 +1,9 @@
 // Tokenizers as transformers runs them, behind one interface:
 //  - Hugging Face `tokenizer.json` (fast): BPE with merges, byte fallback or
-//    byte-level; Prepend/Replace/NFC normalizers; regex Split, Digits and
-//    ByteLevel pre-tokenizers; the matching decoders; TemplateProcessing; added tokens.
-//    Covers Llama-2, Phi-3, Mistral, Llama-3 and Qwen2.5.
+//    byte-level; the Unicode-form, case, strip and replace normalizers; Split,
+//    Metaspace, Whitespace, Punctuation, Digits and ByteLevel pre-tokenizers
+//    (pretokenize.h); the matching decoders; TemplateProcessing; added tokens.
+//    Covers Llama-2, Phi-3, Mistral, Llama-3, Qwen2.5 and SmolLM.
 //  - SentencePiece `tokenizer.model` (slow LlamaTokenizer, `use_fast=False`,
 //    which M3D-LaMed uses), with the `legacy` flag and added tokens from
 //    tokenizer_config.json / added_tokens.json / special_tokens_map.json.
