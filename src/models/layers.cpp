@@ -3,6 +3,7 @@
 #include "models/layers.h"
 
 #include "m3d/error.h"
+#include "models/bf16_gemv.h"
 #include "models/quant_linear.h"
 
 #include <ATen/ATen.h>
@@ -17,6 +18,39 @@ namespace m3d::models {
 namespace {
 
 std::atomic<CpuHalfActivations> cpu_half_mode{CpuHalfActivations::kAuto};
+
+// Rows up to which bf16 weights go to bf16_matmul (bench_gemv --sweep, AVX512 EPYC, 2
+// threads, 3072 -> 9216). f32 x: the alternative upcasts the whole weight per call (~110 ms
+// against 8 ms for 1 row, 24 ms for 32 rows here), so bf16_matmul wins up to >100 rows; 32
+// keeps a margin for AVX2, whose FMAs are half as wide. bf16 x: at::linear's bf16 GEMM
+// (AVX512-BF16) ties at 6 rows and wins from 8.
+constexpr int64_t kGemvMaxRowsF32 = 32, kGemvMaxRowsBf16 = 4;
+
+// Decode with a bf16 weight (bf16_gemv.h): libtorch's bf16 GEMV reads the weight at half the
+// memory bandwidth. Not for autograd (the kernel has no backward), strided weights, or a CPU
+// without AVX2 (the scalar kernel is slower than libtorch).
+bool bf16_gemv_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!x.device().is_cpu() || weight.scalar_type() != torch::kBFloat16 || weight.dim() != 2 || !weight.is_contiguous()) return false;
+  if ((x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kBFloat16) || x.dim() == 0) return false;
+  const int64_t k = weight.size(1), max_rows = x.scalar_type() == torch::kFloat ? kGemvMaxRowsF32 : kGemvMaxRowsBf16;
+  if (k == 0 || x.size(-1) != k || x.numel() / k > max_rows) return false;  // at::linear reports mismatched shapes
+  if (bf16_gemv_isa_active() == QuantIsa::kScalar) return false;
+  return !at::GradMode::is_enabled() || (!x.requires_grad() && !weight.requires_grad() && !(bias.defined() && bias.requires_grad()));
+}
+
+// f32 products of the exact weights, bias added in f32, then one rounding to x's dtype: for
+// bf16 x what at::linear in bf16 returns (f32 accumulation, one rounding); for f32 x more
+// exact than the former bf16 GEMV, which rounded x to bf16.
+torch::Tensor bf16_gemv_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const int64_t n = weight.size(0), k = weight.size(1), rows = x.numel() / k;
+  const auto x32 = x.to(torch::kFloat).contiguous();
+  auto y = at::empty({rows, n}, x32.options());
+  bf16_matmul(static_cast<const uint16_t*>(weight.data_ptr()), n, k, x32.data_ptr<float>(), rows, y.data_ptr<float>());
+  if (bias.defined()) y.add_(bias.to(torch::kFloat));
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;  // (..., n)
+  return y.view(sizes).to(x.scalar_type());
+}
 
 }  // namespace
 
@@ -46,6 +80,7 @@ c10::ScalarType compute_dtype(c10::ScalarType weight_type, const c10::Device& de
 }
 
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (bf16_gemv_applies(x, weight, bias)) return bf16_gemv_linear(x, weight, bias);
   if (x.scalar_type() == weight.scalar_type()) return at::linear(x, weight, bias);
   const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
   if (rows >= 8) { return at::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias); }

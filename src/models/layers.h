@@ -32,9 +32,11 @@ bool cpu_half_activations();
 bool cpu_has_bf16_arithmetic();
 
 // x W^T + b for activations x of compute_dtype and weights of any float dtype.
-// Mixed f32 x 16-bit: many rows (prefill) multiply in f32 with the weight
-// upcast; few rows (decode) multiply in the weight's dtype, which libtorch does
-// at memory speed (GEMV), and return f32.
+// A bf16 weight against few rows (decode: up to 32 f32 or 4 bf16 rows) on a CPU
+// with AVX2, without autograd, runs in bf16_matmul (bf16_gemv.h) at memory speed:
+// f32 products and sums, bias added in f32, one rounding to x's dtype. Otherwise, mixed f32 x 16-bit: many rows
+// (prefill) multiply in f32 with the weight upcast; few rows multiply in the
+// weight's dtype (libtorch's GEMV) and return f32.
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
 
 // y = x W^T + b; keys weight (out, in), bias (out). With a LoRA adapter (peft's

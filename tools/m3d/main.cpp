@@ -12,15 +12,17 @@
 #include "commands.h"
 #include "m3d/error.h"
 #include "m3d/runtime.h"
+#include "models/bf16_gemv.h"
 #include "models/layers.h"
 #include "models/quant_matmul.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"m3d: native engine for 3D medical vision-language models (M3D-LaMed, M3D-CLIP, Med3DVLM)"};
   // The version and the CPU kernels this machine gets (docs/models.md, Precision).
-  const std::string version = fmt::format("{}\nquantized kernels: {}\nbf16 weights on the CPU: {} activations ({})", M3D_VERSION,
-                                          m3d::models::quant_kernels_description(), m3d::models::cpu_half_activations() ? "bf16" : "f32",
-                                          m3d::models::cpu_has_bf16_arithmetic() ? "the CPU has AVX512-BF16/AMX" : "the CPU has no bf16 arithmetic");
+  const std::string version =
+      fmt::format("{}\nquantized kernels: {}\nbf16 decode kernel (GEMV): {}\nbf16 weights on the CPU: {} activations ({})", M3D_VERSION,
+                  m3d::models::quant_kernels_description(), m3d::models::bf16_gemv_description(), m3d::models::cpu_half_activations() ? "bf16" : "f32",
+                  m3d::models::cpu_has_bf16_arithmetic() ? "the CPU has AVX512-BF16/AMX" : "the CPU has no bf16 arithmetic");
   app.set_version_flag("--version", version);
   app.require_subcommand(1);
   spdlog::set_default_logger(spdlog::stderr_color_mt("m3d"));  // logs on stderr; stdout carries only results
