@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace m3d {
@@ -25,7 +26,16 @@ struct ModelInfo {
   std::array<int64_t, 3> image_grid{0, 0, 0};  // (D, H, W) the vision side expects
   int64_t image_tokens = 0;  // prompt positions one image takes
   int64_t context_length = 0;  // max_position_embeddings
+  bool chat_template = false;  // a Jinja chat template (tokenizer_config.json, GGUF metadata): Model::chat_prompt, Session::chat
 };
+
+// One turn of a conversation: (role, content), e.g. ("system", "You are ..."),
+// ("user", "..."), ("assistant", "...").
+using ChatTurn = std::pair<std::string, std::string>;
+
+// An OpenAI-style messages file, [{"role": "user", "content": "..."}, ...]: its turns in
+// order. Throws m3d::Error naming the file and the entry that is not such a message.
+std::vector<ChatTurn> chat_turns_read(const std::string& path);
 
 class Model {
  public:
@@ -38,7 +48,10 @@ class Model {
   // The model's chat template (tokenizer_config.json chat_template, or a GGUF file's
   // tokenizer.chat_template) rendered as transformers' apply_chat_template(tokenize=False,
   // add_generation_prompt=True) for (role, content) turns; throws when the model has none.
-  std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& turns) const;
+  std::string chat_prompt(const std::vector<ChatTurn>& turns) const;
+  // The vocabulary entry of a token id as the tokenizer stores it (byte-level BPE:
+  // "Ġword"); "" out of range.
+  std::string token_text(int64_t id) const;
 
   struct Impl;  // the library's side (src/generate/api.h)
   const std::shared_ptr<Impl>& impl() const { return impl_; }

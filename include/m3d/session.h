@@ -27,6 +27,7 @@ struct AskOptions {
   std::optional<int64_t> top_k;
   uint64_t seed = 0;
   bool mask = true;  // compute the [SEG] mask (models with a [SEG] head, a scan set)
+  bool logits = false;  // keep each step's logits in Answer::logits
   // Asked before each new token; returning true stops the answer there (finish_reason
   // "cancelled"), e.g. when the client is gone.
   std::function<bool()> should_stop;
@@ -40,7 +41,15 @@ struct Answer {
   int64_t mask_voxels = 0;  // foreground voxels on the model grid
   int64_t seg_tokens = 0;  // [SEG] tokens behind the mask
   int64_t prompt_tokens = 0, completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt positions reused from the KV cache (a scan's prefix, a conversation's earlier turns)
   std::string finish_reason;  // stop, length or cancelled
+  std::vector<int64_t> prompt_ids;  // the prompt's token ids, image placeholders included
+  std::vector<int64_t> token_ids;  // the generated ids, a stop token included
+  // With AskOptions::logits: (completion_tokens, vocab_size) float32 row-major, the
+  // model's logits each generated token was chosen from (before repetition penalty,
+  // temperature, top-k / top-p).
+  std::vector<float> logits;
+  int64_t vocab_size = 0;
 };
 
 // Receives the answer as it grows; return false to stop generating (a client gone).
@@ -60,6 +69,13 @@ class Session {
   const std::optional<PreparedScan>& scan() const;
 
   Answer ask(const std::string& question, const AskOptions& options = {}, const TextCallback& on_text = {});
+
+  // Text conversations (no scan set): `turns` rendered with the model's chat template,
+  // the assistant's turn opened, and answered. Call it again with the answer and a new
+  // user turn appended: the KV cache of the previous call is reused as far as the new
+  // rendering's tokens agree with it, and the answer equals a fresh Session's. Throws
+  // when the model has no chat template or a scan is set.
+  Answer chat(const std::vector<ChatTurn>& turns, const AskOptions& options = {}, const TextCallback& on_text = {});
 
   const Model& model() const;
 

@@ -4,8 +4,10 @@
 #include "generate/api.h"
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include "imaging/scan.h"
+#include "io/json_util.h"
 #include "m3d/error.h"
 #include "m3d/session.h"
 #include "models/lamed.h"
@@ -39,6 +41,7 @@ ModelInfo info_of(const std::string& dir, const generate::Session& session) {
   info.family = models::model_kind_name(models::architecture_of(session.model.config, dir + "/config.json").kind);
   info.takes_images = multimodal != nullptr;
   info.segments = static_cast<bool>(session.model.seg);
+  info.chat_template = !session.chat_template.empty();
   if (multimodal != nullptr) {
     info.image_tokens = multimodal->proj_out_num();
     info.image_grid = multimodal->image_grid();
@@ -75,8 +78,23 @@ Model Model::open(const std::string& dir, const ModelOptions& options) {
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
-std::string Model::chat_prompt(const std::vector<std::pair<std::string, std::string>>& turns) const {
-  return generate::session_chat_prompt(impl_->session, turns);
+std::string Model::chat_prompt(const std::vector<ChatTurn>& turns) const { return generate::session_chat_prompt(impl_->session, turns); }
+
+std::string Model::token_text(int64_t id) const { return impl_->session.tokenizer.id_to_token(id); }
+
+std::vector<ChatTurn> chat_turns_read(const std::string& path) {
+  const nlohmann::json messages = io::json_read_file(path);
+  if (!messages.is_array()) fail("{}: expected a JSON array of messages [{{\"role\": ..., \"content\": ...}}, ...]", path);
+  std::vector<ChatTurn> turns;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const nlohmann::json& m = messages[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") || !m["content"].is_string()) {
+      fail("{}: message {} is not {{\"role\": string, \"content\": string}}: {}", path, i, m.dump().substr(0, 200));
+    }
+    turns.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+  }
+  if (turns.empty()) fail("{}: no messages", path);
+  return turns;
 }
 
 std::vector<std::string> model_architectures() { return models::model_architectures(); }
@@ -85,9 +103,10 @@ struct Session::State {
   Model model;
   std::optional<PreparedScan> scan;
   std::optional<generate::ChatState> chat;  // the scan's cached prefix (models whose prompts allow it)
+  generate::TextChatState text_chat;  // a text conversation's cache (Session::chat)
 };
 
-Session::Session(Model model) : state_(std::make_unique<State>(State{std::move(model), {}, {}})) {}
+Session::Session(Model model) : state_(std::make_unique<State>(State{std::move(model), {}, {}, {}})) {}
 Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
@@ -100,6 +119,7 @@ void Session::set_scan(PreparedScan scan) {
   if (session.model.lm->multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   state_->chat.reset();
   state_->scan.reset();
+  state_->text_chat = {};
   const at::Tensor& input = scan.impl()->input;
   if (generate::session_can_chat(session)) {
     state_->chat = generate::session_chat_start(session, input, session.model.lm->model->config().max_position_embeddings);
@@ -114,10 +134,11 @@ void Session::clear_scan() {
   state_->scan.reset();
 }
 
-Answer Session::ask(const std::string& question, const AskOptions& ask, const TextCallback& on_text) {
-  generate::Session& session = state_->model.impl()->session;
-  const generate::GenerationOptions options = generation_options_from(ask, session.defaults);
-  bool stopped = false;  // the text callback said stop
+namespace {
+
+// The text callback and AskOptions' stop condition as the library's hooks; `stopped`
+// records the callback asking to stop.
+generate::AnswerHooks hooks_of(const AskOptions& ask, const TextCallback& on_text, bool& stopped) {
   generate::AnswerHooks hooks;
   if (on_text) {
     hooks.on_text = [&](const std::string& piece) {
@@ -125,6 +146,36 @@ Answer Session::ask(const std::string& question, const AskOptions& ask, const Te
     };
   }
   hooks.keep_going = [&] { return !stopped && !(ask.should_stop && ask.should_stop()); };
+  return hooks;
+}
+
+// What every answer carries: text, usage, ids and (asked for) the logits.
+Answer answer_of(const generate::SessionAnswer& raw) {
+  Answer answer;
+  answer.text = raw.text;
+  answer.prompt_tokens = raw.prompt_tokens;
+  answer.completion_tokens = raw.completion_tokens;
+  answer.cached_tokens = raw.cached_tokens;
+  answer.finish_reason = raw.finish_reason;
+  answer.seg_tokens = raw.seg_count;
+  answer.prompt_ids = raw.prompt_ids;
+  answer.token_ids = raw.token_ids;
+  if (raw.logits.defined()) {
+    const at::Tensor logits = raw.logits.to(at::kFloat).contiguous();  // (steps, V)
+    answer.vocab_size = logits.size(1);
+    answer.logits.assign(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
+  }
+  return answer;
+}
+
+}  // namespace
+
+Answer Session::ask(const std::string& question, const AskOptions& ask, const TextCallback& on_text) {
+  generate::Session& session = state_->model.impl()->session;
+  generate::GenerationOptions options = generation_options_from(ask, session.defaults);
+  options.output_logits = ask.logits;
+  bool stopped = false;  // the text callback said stop
+  const generate::AnswerHooks hooks = hooks_of(ask, on_text, stopped);
   const at::Tensor image = state_->scan ? state_->scan->impl()->input : at::Tensor();
   // A mask answer goes through the whole prompt at once, as the official generate
   // (seg_enable) does; a cached prefix serves text answers.
@@ -132,12 +183,7 @@ Answer Session::ask(const std::string& question, const AskOptions& ask, const Te
   const generate::SessionAnswer raw = state_->chat && !mask
                                           ? generate::session_chat_answer_full(session, *state_->chat, image, question, options, hooks, ask.mask)
                                           : generate::session_answer_full(session, image, question, options, hooks, ask.mask);
-  Answer answer;
-  answer.text = raw.text;
-  answer.prompt_tokens = raw.prompt_tokens;
-  answer.completion_tokens = raw.completion_tokens;
-  answer.finish_reason = raw.finish_reason;
-  answer.seg_tokens = raw.seg_count;
+  Answer answer = answer_of(raw);
   if (state_->scan) {
     if (const auto box = text::parse_box(raw.text); box && std::all_of(box->begin(), box->end(), [](double v) { return v >= 0 && v <= 1; })) {
       answer.box = state_->scan->box(*box);
@@ -150,6 +196,19 @@ Answer Session::ask(const std::string& question, const AskOptions& ask, const Te
     }
   }
   return answer;
+}
+
+Answer Session::chat(const std::vector<ChatTurn>& turns, const AskOptions& ask, const TextCallback& on_text) {
+  generate::Session& session = state_->model.impl()->session;
+  if (state_->scan) {
+    fail("{}: chat turns are for text conversations; with a scan set, ask questions (the model's image prompts use no chat template)",
+         session.model.architecture);
+  }
+  generate::GenerationOptions options = generation_options_from(ask, session.defaults);
+  options.output_logits = ask.logits;
+  bool stopped = false;
+  const generate::AnswerHooks hooks = hooks_of(ask, on_text, stopped);
+  return answer_of(generate::session_text_chat(session, state_->text_chat, turns, options, hooks));
 }
 
 }  // namespace m3d

@@ -97,6 +97,7 @@ GenerationResult generate_continue(models::CausalLmImpl& lm, models::KvCache& ca
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
     auto logits = lm.logits(hidden.select(1, hidden.size(1) - 1)).to(torch::kFloat);  // (B, V)
     result.last_logits = logits;
+    if (o.output_logits) result.logits.push_back(logits.cpu());
     auto chosen = next_tokens(logits.cpu(), o, seen.cpu(), generator);  // (B)
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {

@@ -26,6 +26,8 @@ struct GenerationOptions {
   // LaMed's [SEG] (config.json seg_token_id; -1: none): the final hidden states that
   // chose it are kept in GenerationResult::seg_hidden.
   int64_t seg_token_id = -1;
+  // Keep each step's logits (HF output_logits): GenerationResult::logits.
+  bool output_logits = false;
 };
 
 // Clear errors for settings outside their ranges (negative counts; when sampling,
@@ -39,6 +41,9 @@ using TokenCallback = std::function<bool(int64_t row, int64_t token)>;
 struct GenerationResult {
   std::vector<std::vector<int64_t>> tokens;  // new tokens per row, stop token included
   torch::Tensor last_logits;  // (B, V) logits of the final step, in fp32
+  // With output_logits: every step's (B, V) fp32 logits on the CPU, as the model gave
+  // them, before the repetition penalty and the sampling warpers.
+  std::vector<torch::Tensor> logits;
   // Per row, for each generated [SEG] but one chosen first: the hidden state after the
   // final norm whose logits chose it (the position before [SEG]), (D) each. LaMed's
   // generate (lamed_phi3.py, lamed_llama.py) reads these from hidden_states[1:], so a

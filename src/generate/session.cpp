@@ -19,12 +19,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Parses the chat template once; a template m3d cannot read leaves the model usable
+// for plain prompts, and chat prompts fail with the parse error.
+void chat_template_parse(Session& session) {
+  if (session.chat_template.empty()) return;
+  try {
+    session.chat_template_parsed = text::JinjaTemplate::parse(session.chat_template, "chat_template");
+  } catch (const Error& e) { session.chat_template_error = e.what(); }
+}
+
 // A GGUF file: the model, its tokenizer and stop id from the metadata; the chat template kept.
 Session session_open_gguf(const std::string& path, c10::ScalarType dtype) {
   const io::GgufTokenizer t = io::gguf_tokenizer(io::gguf_read(path));
   Session session{models::model_load_gguf(path, {dtype}), text::Tokenizer::from_gguf(t, path), {}};
   if (t.eos_token_id) session.defaults.eos_token_id = {*t.eos_token_id};
   session.chat_template = t.chat_template;
+  chat_template_parse(session);
   if (t.bos_token_id) session.bos_token = t.tokens.at(static_cast<size_t>(*t.bos_token_id));
   if (t.eos_token_id) session.eos_token = t.tokens.at(static_cast<size_t>(*t.eos_token_id));
   return session;
@@ -60,12 +70,18 @@ void read_chat_template(const std::string& dir, Session& session) {
 }  // namespace
 
 std::string session_chat_prompt(const Session& session, const std::vector<std::pair<std::string, std::string>>& turns) {
-  if (session.chat_template.empty()) fail("{}: the model has no chat template (tokenizer_config.json chat_template)", session.model.architecture);
+  if (session.chat_template.empty()) {
+    fail(
+        "{}: the model has no chat template (tokenizer_config.json chat_template, GGUF tokenizer.chat_template), so chat turns cannot be "
+        "rendered; a plain prompt needs none (m3d generate --prompt without --chat)",
+        session.model.architecture);
+  }
+  if (!session.chat_template_parsed) fail("{}: the model's chat template does not parse: {}", session.model.architecture, session.chat_template_error);
   text::ChatTemplateInputs inputs;
   inputs.messages = text::chat_messages(turns);
   inputs.bos_token = session.bos_token;
   inputs.eos_token = session.eos_token;
-  return text::apply_chat_template(text::JinjaTemplate::parse(session.chat_template, "chat_template"), inputs);
+  return text::apply_chat_template(*session.chat_template_parsed, inputs);
 }
 
 Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokenizer::Kind tokenizer) {
@@ -93,6 +109,7 @@ Session session_open(const std::string& dir, c10::ScalarType dtype, text::Tokeni
     }
   }
   read_chat_template(dir, session);
+  chat_template_parse(session);
   const auto& raw = session.model.config.raw;
   const std::string generation_path = dir + "/generation_config.json";
   if (fs::exists(generation_path)) {
@@ -161,6 +178,12 @@ SessionAnswer answer_from(Session& session, models::KvCache& cache, const at::Te
   if (seg_hidden) *seg_hidden = std::move(result.seg_hidden[0]);
   SessionAnswer out;
   out.text = session.tokenizer.decode(answer, true);
+  out.token_ids = answer;
+  out.cached_tokens = prompt_tokens - embeds.size(1);
+  if (options.output_logits) {
+    const int64_t vocab = result.last_logits.defined() ? result.last_logits.size(1) : session.model.lm->model->config().vocab_size;
+    out.logits = result.logits.empty() ? at::empty({0, vocab}, at::kFloat) : at::stack(result.logits).select(1, 0);  // (steps, V)
+  }
   if (hooks.on_text) emit_growth(out.text);
   out.prompt_tokens = prompt_tokens;
   out.completion_tokens = static_cast<int64_t>(answer.size());
@@ -205,10 +228,26 @@ SessionAnswer answer(Session& session, const at::Tensor& image, const std::strin
   auto& lm = *session.model.lm;
   if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
   const std::string prompt = image.defined() ? image_placeholders(session) + question : question;
-  const auto embeds = lm.embed(ids_tensor(session.tokenizer.encode(prompt)), image);  // (1, L, D)
+  const std::vector<int64_t> ids = session.tokenizer.encode(prompt);
+  const auto embeds = lm.embed(ids_tensor(ids), image);  // (1, L, D)
   const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0), lm.model->config().max_position_embeddings);
   auto cache = lm.model->make_cache(1, capacity, embeds.options());
-  return answer_with_mask(session, cache, embeds, image, options, hooks, with_mask);
+  SessionAnswer out = answer_with_mask(session, cache, embeds, image, options, hooks, with_mask);
+  out.prompt_ids = ids;
+  return out;
+}
+
+// `cache` with room for `capacity` positions (at most the context), its filled ones kept.
+void cache_reserve(models::DecoderModelImpl& model, models::KvCache& cache, int64_t capacity, const at::TensorOptions& options) {
+  capacity = std::min(capacity, model.config().max_position_embeddings);
+  if (cache.capacity >= capacity) return;
+  models::KvCache grown = model.make_cache(1, std::max(capacity, std::min(2 * cache.capacity, model.config().max_position_embeddings)), options);
+  for (size_t i = 0; i < cache.k.size(); ++i) {
+    grown.k[i].narrow(2, 0, cache.length).copy_(cache.k[i].narrow(2, 0, cache.length));  // (1, kv_heads, length, head_dim)
+    grown.v[i].narrow(2, 0, cache.length).copy_(cache.v[i].narrow(2, 0, cache.length));
+  }
+  grown.length = cache.length;
+  cache = std::move(grown);
 }
 
 }  // namespace
@@ -263,7 +302,30 @@ SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const 
   }
   chat.cache.length = static_cast<int64_t>(n);  // forget the previous question and answer
   const auto embeds = session.model.lm->embed(ids_tensor({ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end()}));
-  return answer_with_mask(session, chat.cache, embeds, image, options, hooks, with_mask);
+  SessionAnswer out = answer_with_mask(session, chat.cache, embeds, image, options, hooks, with_mask);
+  out.prompt_ids = ids;
+  return out;
+}
+
+SessionAnswer session_text_chat(Session& session, TextChatState& chat, const std::vector<std::pair<std::string, std::string>>& turns,
+                                const GenerationOptions& options, const AnswerHooks& hooks) {
+  torch::NoGradGuard no_grad;
+  auto& lm = *session.model.lm;
+  const std::vector<int64_t> ids = session.tokenizer.encode(session_chat_prompt(session, turns));
+  if (ids.empty()) fail("{}: the chat template rendered an empty prompt", session.model.architecture);
+  // Reuse the cached positions up to the first id that differs; at least one is fed anew.
+  const size_t limit = std::min({chat.ids.size(), ids.size() - 1, static_cast<size_t>(chat.cache.length)});
+  const size_t common = static_cast<size_t>(std::mismatch(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(limit), chat.ids.begin()).first - ids.begin());
+  const auto embeds = lm.embed(ids_tensor({ids.begin() + static_cast<std::ptrdiff_t>(common), ids.end()}));  // (1, L, D)
+  chat.cache.length = static_cast<int64_t>(common);
+  chat.ids.clear();  // (a failure below leaves an empty, consistent state)
+  cache_reserve(*lm.model, chat.cache, static_cast<int64_t>(ids.size()) + std::max<int64_t>(options.max_new_tokens, 0), embeds.options());
+  SessionAnswer out = answer_from(session, chat.cache, embeds, options, hooks);
+  out.prompt_ids = ids;
+  chat.ids = ids;
+  chat.ids.insert(chat.ids.end(), out.token_ids.begin(), out.token_ids.end());
+  chat.ids.resize(static_cast<size_t>(chat.cache.length));  // the last token chosen was never fed
+  return out;
 }
 
 std::string session_chat_answer(Session& session, ChatState& chat, const std::string& question, const GenerationOptions& options,

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "generate/generate.h"
 #include "models/causal_lm.h"
+#include "text/jinja.h"
 #include "text/tokenizer.h"
 
 namespace m3d::generate {
@@ -19,6 +21,11 @@ struct Session {
   int64_t seg_token_id = -1;  // [SEG] (config.json seg_token_id, else the tokenizer's) when the model has a seg module
   std::string chat_template;  // the model's Jinja chat template ("" when it has none)
   std::string bos_token, eos_token;  // as the template sees them
+  // The template parsed once at open (session_chat_template_parse); unset with its
+  // parse error kept when it does not parse, so models with a template m3d cannot
+  // read still answer plain prompts.
+  std::optional<text::JinjaTemplate> chat_template_parsed;
+  std::string chat_template_error;
 };
 
 // Loads DIR's weights (in `dtype`), its tokenizer (Tokenizer::load; a fast one also
@@ -38,6 +45,10 @@ std::string session_answer(Session& session, const at::Tensor& image, const std:
 // (an empty mask) when the answer has no [SEG] (lamed_phi3.py generate, seg_enable).
 struct SessionAnswer {
   std::string text;
+  std::vector<int64_t> prompt_ids;  // the prompt's token ids (image placeholders and a cached prefix included)
+  std::vector<int64_t> token_ids;  // the generated ids, a stop token included
+  int64_t cached_tokens = 0;  // prompt positions whose keys and values came from the cache
+  at::Tensor logits;  // with GenerationOptions::output_logits: (steps, V) fp32, the logits each token was chosen from
   at::Tensor seg_logits;  // undefined without a seg module or an image
   int64_t seg_count = 0;  // [SEG] hidden states that went into the mask
   int64_t prompt_tokens = 0;  // positions before the answer (image tokens and a cached prefix included)
@@ -76,6 +87,21 @@ SessionAnswer session_chat_answer_full(Session& session, ChatState& chat, const 
 // The chat template rendered for (role, content) turns with the generation prompt
 // (text/chat_template.h); throws when the model has no template.
 std::string session_chat_prompt(const Session& session, const std::vector<std::pair<std::string, std::string>>& turns);
+
+// A text conversation: its KV cache and the ids whose keys and values it holds (the
+// last rendering and the answer to it, less the final token, which was never fed).
+struct TextChatState {
+  models::KvCache cache;
+  std::vector<int64_t> ids;
+};
+
+// The conversation `turns` rendered with the chat template (session_chat_prompt) and
+// answered. The cache's positions are reused as far as their ids agree with the new
+// rendering's (a conversation that grows by turns re-reads only its new tokens:
+// re-tokenized answer text may differ from the ids generated); the rest is fed anew, so
+// the answer equals that of a fresh state. The cache grows as needed up to the context.
+SessionAnswer session_text_chat(Session& session, TextChatState& chat, const std::vector<std::pair<std::string, std::string>>& turns,
+                                const GenerationOptions& options, const AnswerHooks& hooks);
 
 // Whether the model's prompts let the image prefix be cached (LaMed: BOS first;
 // Med3DVLM: no BOS, each question is answered from scratch).

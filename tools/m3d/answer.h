@@ -1,11 +1,12 @@
 // An answer from the public Session API as the programs show it: the text, the box
 // in model voxels, scan voxels and LPS mm, usage; as text lines or JSON. Shared by
-// m3d generate, m3d chat and m3d serve.
+// m3d generate, m3d chat and m3d serve; the ids behind it (--show-ids).
 #pragma once
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <string>
 
 #include "m3d/session.h"
@@ -38,6 +39,24 @@ inline std::string box_line(const ScanBox& box) {
         fmt::format("; scan voxels {} to {}; LPS mm {} to {}", triple(box.scan_min, 1), triple(box.scan_max, 1), triple(box.mm_min, 1), triple(box.mm_max, 1));
   }
   return line;
+}
+
+// A TextCallback that streams the answer to stdout as it grows.
+inline bool print_piece(const std::string& piece) {
+  std::fputs(piece.c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// --show-ids: the prompt's ids, then the generated ids with their vocabulary entries,
+// on stderr, one line each.
+inline void print_ids(const Model& model, const Answer& answer) {
+  nlohmann::json pieces = nlohmann::json::array();
+  for (int64_t id : answer.token_ids) pieces.push_back(model.token_text(id));
+  auto dump = [](const nlohmann::json& v) { return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
+  std::fprintf(stderr, "prompt ids (%zu, %lld from the cache): %s\n", answer.prompt_ids.size(), static_cast<long long>(answer.cached_tokens),
+               dump(answer.prompt_ids).c_str());
+  std::fprintf(stderr, "generated ids (%zu): %s %s\n", answer.token_ids.size(), dump(answer.token_ids).c_str(), dump(pieces).c_str());
 }
 
 }  // namespace m3d::cli

@@ -91,6 +91,11 @@ inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
       ->capture_default_str();
 }
 
+// --show-ids (generate, chat): the ids behind each answer on stderr (print_ids in answer.h).
+inline void add_show_ids_option(CLI::App* cmd, bool& show_ids) {
+  cmd->add_flag("--show-ids", show_ids, "Print the prompt's token ids and the generated ids with their vocabulary entries to stderr, one line each");
+}
+
 // Flags given, for the public Session API (include/m3d/session.h); unset ones keep the
 // model's generation_config.json defaults.
 inline AskOptions ask_options(const GenerationFlags& f) {
