@@ -254,6 +254,26 @@ TEST(Quantize, LamedCheckpointLoadsWithItsWeightsInBlocks) {
   EXPECT_THROW(models::quantize_type_named("q3_k"), m3d::Error);
 }
 
+// q4_k_m follows llama.cpp's Q4_K_M rules (llama-quant.cpp): with 2 layers use_more_bits picks
+// layer 1 only (1 >= 7 * 2 / 8), so layer 1's down_proj and lm_head want Q6_K and the rest Q4_K;
+// the tiny model's rows (96, 160 columns) hold no 256-blocks, so Q6_K falls back to Q8_0 and
+// Q4_K to Q4_0, which the report names.
+TEST(Quantize, KmMixtureGivesSensitiveWeightsMoreBits) {
+  const std::string source = test::fixture("lamed_phi3_tiny");
+  const std::string out = test::temp_dir() + "/q4_k_m";
+  const models::QuantizeOptions options = models::quantize_options_named("Q4_K_M");
+  EXPECT_TRUE(options.k_m_mixture);
+  const models::QuantizeReport report = models::quantize_checkpoint(source, out, options);
+  EXPECT_EQ(report.by_type, (std::map<std::string, int64_t>{{"Q4_0", 7}, {"Q8_0", 2}}));
+  EXPECT_EQ(report.fallbacks.size(), 9u);
+  models::LoadedModel quantized = models::model_load(out);
+  const auto& layers = quantized.lm->model->layers;
+  EXPECT_EQ(layers->at<models::DecoderLayerImpl>(1).mlp->down_proj->quantized()->type, io::GgmlType::Q8_0);
+  EXPECT_EQ(layers->at<models::DecoderLayerImpl>(0).mlp->down_proj->quantized()->type, io::GgmlType::Q4_0);
+  EXPECT_EQ(layers->at<models::DecoderLayerImpl>(1).self_attn->qkv_proj->quantized()->type, io::GgmlType::Q4_0);
+  EXPECT_EQ(quantized.lm->lm_head->quantized()->type, io::GgmlType::Q8_0);
+}
+
 }  // namespace
 }  // namespace m3d
 

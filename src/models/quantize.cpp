@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -38,6 +39,26 @@ std::set<std::string> linear_weights(torch::nn::Module& root) {
 }
 
 bool in_llm(const std::string& key) { return key.rfind("model.layers.", 0) == 0 || key == "lm_head.weight"; }
+
+// The decoder layer a key belongs to ("model.layers.7.mlp.down_proj.weight" -> 7), -1 if none.
+int64_t layer_of(const std::string& key) {
+  static const std::string prefix = "model.layers.";
+  if (key.rfind(prefix, 0) != 0) return -1;
+  return std::strtoll(key.c_str() + prefix.size(), nullptr, 10);
+}
+
+bool ends_with(const std::string& s, const std::string& tail) { return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0; }
+
+// llama-quant.cpp's use_more_bits: the first and last eighth of the layers and every third between.
+bool use_more_bits(int64_t layer, int64_t layers) { return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2; }
+
+// The type `key` gets before the row-length fallback (QuantizeOptions::k_m_mixture).
+io::GgmlType intended_type(const QuantizeOptions& options, const std::string& key, int64_t layers) {
+  if (!options.k_m_mixture) return options.type;
+  if (key == "lm_head.weight") return io::GgmlType::Q6_K;
+  const bool sensitive = ends_with(key, ".self_attn.v_proj.weight") || ends_with(key, ".mlp.down_proj.weight");
+  return sensitive && use_more_bits(layer_of(key), layers) ? io::GgmlType::Q6_K : options.type;
+}
 
 // The type a weight of `cols` columns gets: `type` when whole blocks fit, a 32-element
 // type of at least as many bits for a K type that does not, nullopt when none fits.
@@ -107,7 +128,16 @@ io::GgmlType quantize_type_named(const std::string& name) {
   for (io::GgmlType type : {io::GgmlType::Q8_0, io::GgmlType::Q4_0, io::GgmlType::Q4_1, io::GgmlType::Q4_K, io::GgmlType::Q6_K}) {
     if (io::ggml_type_name(type) == upper) return type;
   }
-  fail("quantization type '{}' is not supported (supported: q8_0, q4_0, q4_1, q4_k, q6_k)", name);
+  fail("quantization type '{}' is not supported (supported: q8_0, q4_0, q4_1, q4_k, q6_k, q4_k_m)", name);
+}
+
+QuantizeOptions quantize_options_named(const std::string& name) {
+  QuantizeOptions options;
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  options.k_m_mixture = lower == "q4_k_m";
+  options.type = options.k_m_mixture ? io::GgmlType::Q4_K : quantize_type_named(name);
+  return options;
 }
 
 QuantizeReport quantize_checkpoint(const std::string& dir, const std::string& out_dir, const QuantizeOptions& options) {
@@ -125,11 +155,18 @@ QuantizeReport quantize_checkpoint(const std::string& dir, const std::string& ou
   QuantizeReport report;
   std::vector<io::GgufWriteTensor> tensors;
   std::vector<std::string> long_names;
+  int64_t layers = 0;
+  for (const auto& item : ckpt.tensors) layers = std::max(layers, layer_of(item.first) + 1);
   for (const auto& [key, record] : ckpt.tensors) {
     report.bytes_in += record.nbytes();
     const bool candidate = linears.count(key) && record.shape.size() == 2 && (options.everything || in_llm(key));
-    const std::optional<io::GgmlType> type = candidate ? type_for(options.type, record.shape[1]) : std::nullopt;
-    if (candidate && type != options.type) report.fallbacks.push_back(fmt::format("{}: {}", key, type ? io::ggml_type_name(*type) : "kept"));
+    const io::GgmlType intended = intended_type(options, key, layers);
+    const std::optional<io::GgmlType> type = candidate ? type_for(intended, record.shape[1]) : std::nullopt;
+    if (candidate && type != intended) {
+      report.fallbacks.push_back(
+          fmt::format("{}: {} (rows are no whole number of {} blocks)", key, type ? io::ggml_type_name(*type) : "kept", io::ggml_type_name(intended)));
+    }
+    if (type) ++report.by_type[std::string(io::ggml_type_name(*type))];
     io::GgufWriteTensor t;
     if (type) {
       t = {key, *type, record.shape, quantize_rows(*type, io::tensor_from_record(record))};
@@ -148,7 +185,7 @@ QuantizeReport quantize_checkpoint(const std::string& dir, const std::string& ou
   std::vector<std::pair<std::string, io::GgufWriteValue>> metadata = {
       {"general.architecture", io::GgufWriteValue::string("m3d")},
       {"general.name", io::GgufWriteValue::string(config.architecture())},
-      {"m3d.quantization", io::GgufWriteValue::string(std::string(io::ggml_type_name(options.type)))},
+      {"m3d.quantization", io::GgufWriteValue::string(options.k_m_mixture ? "Q4_K_M" : std::string(io::ggml_type_name(options.type)))},
       {"m3d.source", io::GgufWriteValue::string(fs::path(dir).filename().string())},
   };
   if (!long_names.empty()) metadata.emplace_back(io::kGgufLongNamesKey, io::GgufWriteValue::string_array(long_names));
