@@ -3,7 +3,8 @@
 transformers' Phi3ForCausalLM / LlamaForCausalLM and MONAI's ViT (as M3D builds it),
 in the checkpoint's dtype, measuring what bench_lamed measures: load, ViT3D encode,
 prefill of 1 + 256 image + 32 text tokens, greedy decode tokens/s (HF KV cache),
-peak RSS. Prints one JSON line.
+peak RSS. One warm-up, then --repeat timed repeats, each printed on stderr; one JSON
+line of medians (the statistic bench_lamed prints).
 
     ../refenv/bin/python bench/lamed_reference.py DIR [--decode N] [--repeat R]
 (venv: docs/development.md, plus transformers==4.41.2 monai==1.3.0 einops)
@@ -13,6 +14,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -59,7 +61,7 @@ def main() -> None:
     ids = torch.randint(3, 32000, (1, 1 + 256 + 32))
     encode_s, prefill_s, decode_tps = [], [], []
     with torch.no_grad():
-        for _ in range(args.repeat):
+        for r in range(args.repeat + 1):  # r == 0: warm-up
             t = time.perf_counter()
             x = vit.patch_embedding(image)
             x = torch.cat([vit.cls_token.expand(1, -1, -1), x], dim=1)
@@ -83,10 +85,15 @@ def main() -> None:
                 past = out.past_key_values
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
             decode_tps.append(args.decode / (time.perf_counter() - t))
+            print(f"{'warm-up' if r == 0 else 'repeat '} encode {encode_s[-1]:.3f} s  prefill {289 / prefill_s[-1]:.2f} tok/s  "
+                  f"decode {decode_tps[-1]:.3f} tok/s", file=sys.stderr)
+            if r == 0:
+                del encode_s[-1], prefill_s[-1], decode_tps[-1]
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1048576
     print(json.dumps({"impl": "python", "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
                       "load_s": round(load_s, 2), "encode_s": round(statistics.median(encode_s), 3),
                       "prefill_s": round(statistics.median(prefill_s), 3),
+                      "prefill_tok_s": round(statistics.median(289 / x for x in prefill_s), 2),
                       "decode_tok_s": round(statistics.median(decode_tps), 3), "peak_rss_gb": round(peak_gb, 2)}))
 
 
