@@ -46,55 +46,20 @@ void matmul_run(RowKernel kernel, const uint16_t* w, int64_t n, int64_t k, const
   }
 }
 
-std::atomic<QuantIsa> forced_isa{QuantIsa::kAuto};
+bool has_avx512() { return __builtin_cpu_supports("avx512f"); }
 
-const char* isa_name(QuantIsa isa) {
-  switch (isa) {
-    case QuantIsa::kScalar:
-      return "scalar";
-    case QuantIsa::kAvx2:
-      return "avx2";
-    case QuantIsa::kAvx512:
-      return "avx512";
-    case QuantIsa::kAuto:
-      break;
-  }
-  return "auto";
-}
-
-QuantIsa best_isa() {
-  static const QuantIsa best = bf16_gemv_isa_available(QuantIsa::kAvx512) ? QuantIsa::kAvx512
-                               : bf16_gemv_isa_available(QuantIsa::kAvx2) ? QuantIsa::kAvx2
-                                                                          : QuantIsa::kScalar;
-  return best;
+IsaChoice& isa_choice() {
+  static IsaChoice choice("bf16_gemv_isa_force", has_avx512);
+  return choice;
 }
 
 }  // namespace
 
-void bf16_gemv_isa_force(QuantIsa isa) {
-  if (!bf16_gemv_isa_available(isa)) fail("bf16_gemv_isa_force: this CPU lacks the instructions of the {} kernels", isa_name(isa));
-  forced_isa = isa;
-}
+void bf16_gemv_isa_force(QuantIsa isa) { isa_choice().force(isa); }
 
-QuantIsa bf16_gemv_isa_active() {
-  const QuantIsa isa = forced_isa;
-  return isa == QuantIsa::kAuto ? best_isa() : isa;
-}
+QuantIsa bf16_gemv_isa_active() { return isa_choice().active(); }
 
-bool bf16_gemv_isa_available(QuantIsa isa) {
-  __builtin_cpu_init();  // needed when called before libgcc's constructor has run (static initializers)
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  switch (isa) {
-    case QuantIsa::kAuto:
-    case QuantIsa::kScalar:
-      return true;
-    case QuantIsa::kAvx2:
-      return avx2;
-    case QuantIsa::kAvx512:
-      return avx2 && __builtin_cpu_supports("avx512f");
-  }
-  return false;
-}
+bool bf16_gemv_isa_available(QuantIsa isa) { return isa_choice().available(isa); }
 
 std::string bf16_gemv_description() { return isa_name(bf16_gemv_isa_active()); }
 

@@ -406,22 +406,6 @@ void quantize_q6_k_block(const float* x, uint8_t* out) {
 
 // --- dispatch and the driver ---
 
-std::atomic<QuantIsa> forced_isa{QuantIsa::kAuto};
-
-const char* isa_name(QuantIsa isa) {
-  switch (isa) {
-    case QuantIsa::kScalar:
-      return "scalar";
-    case QuantIsa::kAvx2:
-      return "avx2";
-    case QuantIsa::kAvx512:
-      return "avx512-vnni";
-    case QuantIsa::kAuto:
-      break;
-  }
-  return "auto";
-}
-
 [[noreturn]] void fail_unsupported(GgmlType type) {
   fail("quant_matmul: weight type {} has no quantized kernel (supported: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K); dequantize it to F32 or F16 first",
        io::ggml_type_name(type));
@@ -477,43 +461,28 @@ void matmul_run(const quant_kernels::Table& table, GgmlType type, const uint8_t*
   }
 }
 
-QuantIsa best_isa() {
-  static const QuantIsa best = quant_isa_available(QuantIsa::kAvx512) ? QuantIsa::kAvx512
-                               : quant_isa_available(QuantIsa::kAvx2) ? QuantIsa::kAvx2
-                                                                      : QuantIsa::kScalar;
-  return best;
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+IsaChoice& isa_choice() {
+  static IsaChoice choice("quant_isa_force", has_avx512);
+  return choice;
 }
 
 }  // namespace
 
-void quant_isa_force(QuantIsa isa) {
-  if (!quant_isa_available(isa)) fail("quant_isa_force: this CPU lacks the instructions of the {} kernels", isa_name(isa));
-  forced_isa = isa;
-}
+void quant_isa_force(QuantIsa isa) { isa_choice().force(isa); }
 
-QuantIsa quant_isa_active() {
-  const QuantIsa isa = forced_isa;
-  return isa == QuantIsa::kAuto ? best_isa() : isa;
-}
+QuantIsa quant_isa_active() { return isa_choice().active(); }
 
-bool quant_isa_available(QuantIsa isa) {
-  __builtin_cpu_init();  // needed when called before libgcc's constructor has run (static initializers)
-  // F16C is not asked: clang 14's __builtin_cpu_supports has no "f16c", and every AVX2 CPU has it.
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  switch (isa) {
-    case QuantIsa::kAuto:
-    case QuantIsa::kScalar:
-      return true;
-    case QuantIsa::kAvx2:
-      return avx2;
-    case QuantIsa::kAvx512:
-      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-  }
-  return false;
-}
+bool quant_isa_available(QuantIsa isa) { return isa_choice().available(isa); }
 
-std::string quant_kernels_description() { return fmt::format("{} (q8_0 q4_0 q4_1 q4_k q6_k)", isa_name(quant_isa_active())); }
+std::string quant_kernels_description() {
+  const QuantIsa isa = quant_isa_active();
+  return fmt::format("{} (q8_0 q4_0 q4_1 q4_k q6_k)", isa == QuantIsa::kAvx512 ? "avx512-vnni" : isa_name(isa));
+}
 
 bool quant_matmul_supported(io::GgmlType type) {
   return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1 || type == GgmlType::Q4_K || type == GgmlType::Q6_K;

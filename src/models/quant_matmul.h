@@ -11,10 +11,9 @@
 #include <string>
 
 #include "io/gguf_blocks.h"
+#include "models/cpu_isa.h"
 
 namespace m3d::models {
-
-enum class QuantIsa { kAuto, kScalar, kAvx2, kAvx512 };
 
 // Forces an implementation (tests, benchmarks); kAuto = best the CPU has. Forcing one the CPU lacks throws.
 void quant_isa_force(QuantIsa isa);
