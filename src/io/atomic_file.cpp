@@ -21,13 +21,13 @@ void fsync_directory_of(const std::string& path) {
   }
 }
 
+}  // namespace
+
 void require_directory_of(const std::string& path) {
   const auto dir = std::filesystem::path(path).parent_path();
   std::error_code ec;
   if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) fail("{}: cannot write: directory {} does not exist", path, dir.string());
 }
-
-}  // namespace
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   require_directory_of(path_);

@@ -27,6 +27,10 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+// Throws "PATH: cannot write: directory D does not exist" when PATH's folder is missing: a
+// command writing several files checks them all before writing the first.
+void require_directory_of(const std::string& path);
+
 // A whole file (text or bytes) written atomically; every error names the file and the
 // OS reason, and nothing is left under the final name unless all of it was written.
 void write_file_atomic(const std::string& path, std::string_view bytes);

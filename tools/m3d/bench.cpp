@@ -31,7 +31,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--labels", o->labels, "Class names by mask index (rec / reg; built in for 0003 and 0012)")->delimiter(',');
   cmd->add_option("--prompt", o->report_prompt, "Report prompt (one of M3D's caption templates)")->capture_default_str();
   cmd->add_option("--limit", o->limit, "Only the first N samples");
-  cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str();
+  cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--overwrite", o->overwrite,
                 "Discard predictions already in the output folder (a rerun otherwise resumes them, and refuses another model's or setting's)");
   add_dtype_option(cmd, *dtype);

@@ -75,13 +75,13 @@ struct GenerationFlags {
 };
 
 inline void add_generation_options(CLI::App* cmd, GenerationFlags& f) {
-  cmd->add_option("--max-new-tokens", f.max_new_tokens, "Default: generation_config.json, else 256");
+  cmd->add_option("--max-new-tokens", f.max_new_tokens, "Default: generation_config.json, else 256")->check(CLI::PositiveNumber);
   cmd->add_flag("--do-sample", f.do_sample, "Sample instead of greedy decoding (the official Bench uses greedy)");
   cmd->add_flag("--greedy", f.greedy, "Greedy decoding even where generation_config.json samples (Med3DVLM's does)")->excludes("--do-sample");
   f.cmd = cmd;
-  cmd->add_option("--temperature", f.temperature, "Sampling temperature")->capture_default_str();
-  cmd->add_option("--top-p", f.top_p, "Nucleus sampling (the official demo: 0.9)")->capture_default_str();
-  cmd->add_option("--top-k", f.top_k, "Top-k sampling, 0 = off")->capture_default_str();
+  cmd->add_option("--temperature", f.temperature, "Sampling temperature")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling (the official demo: 0.9)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", f.top_k, "Top-k sampling, 0 = off")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--repetition-penalty", f.repetition_penalty, "HF repetition penalty")->capture_default_str();
   cmd->add_option("--seed", f.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--tokenizer", f.tokenizer,

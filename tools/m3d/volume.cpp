@@ -167,6 +167,9 @@ void add_volume(CLI::App& app) {
   prep_cmd->add_option("--preview", prep->preview, "PNG of the three mid planes of what the model will see");
   prep_cmd->add_option("--map", prep->map, "JSON of the way back to the scan (for m3d volume back)");
   prep_cmd->callback([prep] {
+    for (const std::string* out : {&prep->output, &prep->preview, &prep->map}) {  // all or nothing: none written if one cannot be
+      if (!out->empty()) io::require_directory_of(*out);
+    }
     const imaging::Recipe recipe = imaging::recipe_load(prep->recipe);
     imaging::RawVolume raw = imaging::volume_read(prep->path, read_options(prep->series, prep->max_voxels));
     for (const auto& w : raw.info.warnings) std::fprintf(stderr, "warning: %s: %s\n", prep->path.c_str(), w.c_str());
