@@ -24,7 +24,9 @@ bool cpu_has_avx2_fma() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-IsaChoice::IsaChoice(const char* family, bool (*avx512)()) : family_(family), avx512_(avx512) {}
+IsaChoice::IsaChoice(const char* family, bool (*avx512)()) : family_(family), avx512_(avx512) {
+  best_ = available(QuantIsa::kAvx512) ? QuantIsa::kAvx512 : available(QuantIsa::kAvx2) ? QuantIsa::kAvx2 : QuantIsa::kScalar;
+}
 
 bool IsaChoice::available(QuantIsa isa) const {
   switch (isa) {
@@ -46,8 +48,7 @@ void IsaChoice::force(QuantIsa isa) {
 
 QuantIsa IsaChoice::active() const {
   const QuantIsa isa = forced_;
-  if (isa != QuantIsa::kAuto) return isa;
-  return available(QuantIsa::kAvx512) ? QuantIsa::kAvx512 : available(QuantIsa::kAvx2) ? QuantIsa::kAvx2 : QuantIsa::kScalar;
+  return isa == QuantIsa::kAuto ? best_ : isa;
 }
 
 }  // namespace m3d::models

@@ -26,6 +26,7 @@ class IsaChoice {
  private:
   const char* family_;
   bool (*avx512_)();
+  QuantIsa best_;  // the CPU's best, found once
   std::atomic<QuantIsa> forced_{QuantIsa::kAuto};
 };
 

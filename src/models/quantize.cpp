@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include "core/strings.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/gguf_write.h"
@@ -46,8 +47,6 @@ int64_t layer_of(const std::string& key) {
   if (key.rfind(prefix, 0) != 0) return -1;
   return std::strtoll(key.c_str() + prefix.size(), nullptr, 10);
 }
-
-bool ends_with(const std::string& s, const std::string& tail) { return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0; }
 
 // llama-quant.cpp's use_more_bits: the first and last eighth of the layers and every third between.
 bool use_more_bits(int64_t layer, int64_t layers) { return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2; }
@@ -133,9 +132,7 @@ io::GgmlType quantize_type_named(const std::string& name) {
 
 QuantizeOptions quantize_options_named(const std::string& name) {
   QuantizeOptions options;
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  options.k_m_mixture = lower == "q4_k_m";
+  options.k_m_mixture = ascii_lower(name) == "q4_k_m";
   options.type = options.k_m_mixture ? io::GgmlType::Q4_K : quantize_type_named(name);
   return options;
 }

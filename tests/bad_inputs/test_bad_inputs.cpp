@@ -158,7 +158,7 @@ TEST(BadInputs, OutputIntoAReadOnlyFolderIsRefused) {
   const std::string dir = temp_dir(), locked = dir + "/locked", scan = kNibabel + "/anatomical.nii";
   fs::create_directories(locked);
   const bool root = ::geteuid() == 0;
-  if (root) ASSERT_EQ(::chown(locked.c_str(), 65534, 65534), 0) << locked;
+  if (root) { ASSERT_EQ(::chown(locked.c_str(), 65534, 65534), 0) << locked; }
   fs::permissions(
       locked, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
   const std::string runner = root ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
