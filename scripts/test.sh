@@ -36,6 +36,11 @@ if [ "$fuzz_seconds" -gt 0 ]; then
       slice_image) for f in tests/fixtures/volumes/m3d_cap_slices/1.png tests/fixtures/volumes/jpeg_slices/*.jpg; do  # first byte: the kind asked for
                      for kind in 0 1 2; do { printf "\\$(printf %03o $kind)"; cat "$f"; } > "$corpus/$kind-$(basename "$f")"; done
                    done
+                   header_mha='ObjectType = Image\nNDims = 3\nDimSize = 2 2 1\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n'
+                   header_nrrd='NRRD0004\ntype: uchar\ndimension: 3\nsizes: 2 2 1\nencoding: %s\n\n'
+                   { printf '\003'"$header_mha"; printf abcd; } > "$corpus/3-raw.mha"
+                   { printf '\004'"$header_nrrd" raw; printf abcd; } > "$corpus/4-raw.nrrd"
+                   { printf '\004'"$header_nrrd" gzip; printf abcd | gzip -c; } > "$corpus/4-gzip.nrrd"
                    seconds=$((fuzz_seconds / 4)) ;;
       csv) cp tests/fixtures/metrics/*.csv "$corpus"/; seconds=$((fuzz_seconds / 4)) ;;
       jinja) printf '%s' '{% for m in messages %}{{ m.role | upper }}: {{ m.content | trim }}{% if not loop.last %}\n{% endif %}{% endfor %}' > "$corpus/seed"

@@ -2,7 +2,7 @@
 // (nibabel's anatomical.nii) with the tiny LaMed fixture maps a box to the same LPS
 // millimetres as `m3d volume back --box`; a Session answers as `m3d generate` does,
 // question after question on one cached scan; streaming, cancellation and the
-// model-space case.
+// model-space case. An Embedder's vectors are models::ClipModel's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,9 +14,12 @@
 #include "generate/api.h"
 #include "imaging/scan.h"
 #include "io/npy.h"
+#include "m3d/embedder.h"
 #include "m3d/error.h"
 #include "m3d/session.h"
 #include "models/causal_lm.h"
+#include "models/clip.h"
+#include "text/tokenizer.h"
 #include "test_support.h"
 
 namespace m3d::test {
@@ -214,6 +217,64 @@ TEST(ApiOpen, ArchitecturesAreEveryKindAndUnknownOnesListThem) {
     for (const auto& name : names) supported += (supported.empty() ? "" : ", ") + name;
     EXPECT_EQ(std::string(e.what()), dir + "/config.json: architecture 'GPT2LMHeadModel' is not supported (supported: " + supported + ")");
   }
+}
+
+// A scan's vector is the checkpoint's encode_image of the prepared input; a report's
+// its encode_text of the tokenizer's ids, the last max_length kept ([CLS] The liver is
+// normal . [SEP]: 7 WordPiece tokens of the tiny DistilBERT's vocabulary).
+TEST(ApiEmbedder, VectorsAreTheClipModelsOnPreparedScansAndTokenizedReports) {
+  torch::NoGradGuard no_grad;
+  const std::string nce = fixture("clip/tiny_nce"), path = temp_dir() + "/v.npy";
+  const at::Tensor volume = torch::rand({1, 8, 16, 16});
+  io::npy_write(path, DType::F32, {1, 8, 16, 16}, volume.data_ptr<float>());
+  const Embedder images = Embedder::open(nce);
+  EXPECT_EQ(images.info().architecture, "M3DCLIP");
+  EXPECT_EQ(images.info().image_grid, (std::array<int64_t, 3>{8, 16, 16}));
+  EXPECT_EQ(images.info().dim, 32);
+  const Embedding image = images.embed_scan(PreparedScan::prepare(path, {"auto", nce, ""}));
+  const at::Tensor expected = models::clip_load(nce)->encode_image(volume.unsqueeze(0))[0];
+  const at::Tensor got = torch::tensor(image.values);
+  EXPECT_LE((got - expected).abs().max().item<double>(), 1e-6);
+  EXPECT_NEAR(got.norm().item<double>(), 1.0, 1e-5);
+  EXPECT_EQ(image.tokens, 0);
+
+  const std::string dec = fixture("med3dvlm/dec_clip_tiny");
+  models::ClipModel model = models::clip_load(dec);
+  const text::Tokenizer tokenizer = text::Tokenizer::load(dec);
+  const std::string report = "The liver is normal.";
+  for (const int64_t max_length : {512, 4}) {
+    const Embedding embedding = Embedder::open(dec, {"f32", max_length}).embed_text(report);
+    std::vector<int64_t> ids = tokenizer.encode(report);
+    ASSERT_EQ(ids.size(), 7u);
+    if (max_length == 4) ids = {ids[0], ids[1], ids[2], ids[6]};  // truncation keeps [SEP]
+    const at::Tensor input = torch::tensor(ids, torch::kLong).unsqueeze(0);
+    const at::Tensor want = model->encode_text(input, torch::ones_like(input))[0];
+    EXPECT_LE((torch::tensor(embedding.values) - want).abs().max().item<double>(), 1e-6) << max_length;
+    EXPECT_EQ(embedding.tokens, std::min<int64_t>(7, max_length));
+  }
+}
+
+TEST(ApiEmbedder, ErrorsSayWhatToDo) {
+  const std::string nce = fixture("clip/tiny_nce"), lamed = fixture("lamed_phi3_tiny");
+  EXPECT_TRUE(model_is_contrastive(nce));
+  EXPECT_FALSE(model_is_contrastive(lamed));
+  try {
+    Embedder::open(lamed);
+    FAIL() << "a LaMed checkpoint opened as an embedder";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("open it with m3d::Model::open"), std::string::npos) << e.what(); }
+  const Embedder embedder = Embedder::open(nce);
+  EXPECT_FALSE(embedder.info().has_tokenizer);
+  try {
+    embedder.embed_text("The liver is normal.");
+    FAIL() << "a checkpoint without tokenizer files embedded a report";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find(nce + ": no tokenizer"), std::string::npos) << e.what(); }
+  const std::string path = temp_dir() + "/small.npy";
+  const std::vector<float> zeros(8 * 8 * 8, 0.0f);
+  io::npy_write(path, DType::F32, {1, 8, 8, 8}, zeros.data());
+  try {
+    embedder.embed_scan(PreparedScan::prepare(path));
+    FAIL() << "an 8x8x8 volume was embedded by an 8x16x16 model";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("8x8x8, the model takes 8x16x16"), std::string::npos) << e.what(); }
 }
 
 }  // namespace

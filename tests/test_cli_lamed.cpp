@@ -202,6 +202,113 @@ TEST_F(CliLamed, QuickstartSmokeRunWritesEverythingAndReusesIt) {
   EXPECT_NE(err.find("reusing " + dir + "/lamed/final"), std::string::npos) << err;
 }
 
+// Med3DVLM (VLMQwen: DCFormer + mixer + Qwen2) through the same trainer, from the tiny
+// official-layout fixture (128x256x256 grid, 401-token vocabulary with <im_patch>).
+// Stage 1 (pretrain_mm_projector.sh) trains the mixer projector and the input
+// embeddings; the frozen DCFormer's BatchNorm statistics still move (train mode, as the
+// official run: frozen is not eval); nothing else changes.
+TEST_F(CliLamed, Med3dvlmStage1TrainsTheMixerAndEmbeddingsAndMovesBatchNormStatistics) {
+  const std::string init = fixture("med3dvlm/vlm_qwen_tiny");
+  const std::string out = train("med3dvlm1", "med3dvlm-stage1", "--set max_length=160", init);
+  const auto before = weights(init + "/model.safetensors");
+  const auto after = weights(out + "/final/model.safetensors");
+  const auto added = read_json(out + "/final/added_tokens.json");
+  EXPECT_EQ(added.size(), 1u) << "train_vlm.py adds <im_patch> only: " << added.dump();
+  EXPECT_EQ(added.at("<im_patch>"), 400);
+  ASSERT_EQ(after.size(), before.size());
+  size_t projector = 0, statistics = 0;
+  for (const auto& [name, tensor] : after) {
+    const bool same = torch::equal(tensor, before.at(name));
+    if (name.find("mm_projector") != std::string::npos || name == "model.embed_tokens.weight") {
+      EXPECT_FALSE(same) << name << " should train";
+      projector += name.find("mm_projector") != std::string::npos;
+    } else if (name.find(".running_") != std::string::npos || name.find("num_batches_tracked") != std::string::npos) {
+      EXPECT_FALSE(same) << name << ": BatchNorm in train mode updates its statistics";
+      ++statistics;
+    } else {
+      EXPECT_TRUE(same) << name << " should stay frozen";
+    }
+  }
+  EXPECT_EQ(projector, 48u) << "2 streams x 2 mixer layers x (2 LayerNorms + 2 MLPs of 2 Linears) x (weight, bias)";
+  EXPECT_GT(statistics, 0u);
+}
+
+// Stage 2 (finetune_lora.sh): LoRA on every Linear of the Qwen2 decoder (q, k, v, o, gate,
+// up, down), the DCFormer, projector, embeddings and lm_head in full; the merged final
+// model equals `m3d export --merge-lora` of the last checkpoint.
+TEST_F(CliLamed, Med3dvlmStage2PutsLoraOnEveryLlmLinearAndTrainsTheTowerInFull) {
+  const std::string init = fixture("med3dvlm/vlm_qwen_tiny");
+  const std::string out = train("med3dvlm2", "med3dvlm-stage2", "--set max_length=160 --set 'lora={\"r\":4,\"lora_alpha\":8,\"lora_dropout\":0.05}'", init);
+  const auto base = weights(init + "/model.safetensors");
+  const auto checkpoint = weights(out + "/checkpoint-2/model.safetensors");
+  for (const char* linear : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+    const std::string name = std::string("model.layers.1.") + linear;
+    ASSERT_TRUE(checkpoint.count(name + ".lora_A.weight")) << name;
+    EXPECT_TRUE(torch::equal(checkpoint.at(name + ".weight"), base.at(name + ".weight"))) << name << " is frozen under LoRA";
+  }
+  EXPECT_FALSE(checkpoint.count("model.mm_projector.low_mixer.0.mlp1.mm_projector.0.lora_A.weight")) << "no LoRA on the projector";
+  EXPECT_FALSE(torch::equal(checkpoint.at("model.vision_tower.vision_tower.encoder.s1.0.dwconv.c1.0.weight"),
+                            base.at("model.vision_tower.vision_tower.encoder.s1.0.dwconv.c1.0.weight")))
+      << "stage 2 trains the DCFormer in full";
+  EXPECT_FALSE(torch::equal(checkpoint.at("lm_head.weight").slice(0, 0, 400), base.at("lm_head.weight").slice(0, 0, 400)));
+  std::string stdout_text, stderr_text;
+  ASSERT_EQ(run_command(kM3d + " export --merge-lora " + out + "/checkpoint-2 -o " + *root_ + "/med3dvlm-exported", &stdout_text, &stderr_text), 0)
+      << stderr_text;
+  EXPECT_NE(stdout_text.find("14 LoRA layers merged"), std::string::npos) << stdout_text;
+  const auto exported = weights(*root_ + "/med3dvlm-exported/model.safetensors"), final_weights = weights(out + "/final/model.safetensors");
+  ASSERT_EQ(exported.size(), base.size()) << "the plain HF key set";
+  for (const auto& [name, tensor] : final_weights) EXPECT_TRUE(torch::allclose(tensor, exported.at(name), 0, 1e-6)) << name;
+}
+
+// `m3d bench --protocol med3dvlm`: Med3DVLM's eval settings (sampling seeded per sample, a
+// report prompt drawn per sample) give the same predictions on every run, and a folder
+// made under one protocol does not resume under the other.
+TEST_F(CliLamed, BenchMed3dvlmProtocolIsSeededPerSampleAndPartOfTheRunIdentity) {
+  const std::string base = kM3d + " bench --model " + fixture("med3dvlm/vlm_qwen_tiny") + " --data " + *root_ +
+                           "/data --split train --task report --limit 3 --max-new-tokens 4 --protocol med3dvlm -o ";
+  std::string out, err;
+  ASSERT_EQ(run_command(base + *root_ + "/bench_a", &out, &err), 0) << err;
+  ASSERT_EQ(run_command(base + *root_ + "/bench_b", &out, &err), 0) << err;
+  auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  const std::string predictions = text(*root_ + "/bench_a/predictions.csv");
+  EXPECT_EQ(predictions, text(*root_ + "/bench_b/predictions.csv"));
+  EXPECT_EQ(read_json(*root_ + "/bench_a/summary.json")["protocol"], "med3dvlm");
+  EXPECT_NE(run_command(kM3d + " bench --model " + fixture("med3dvlm/vlm_qwen_tiny") + " --data " + *root_ +
+                            "/data --split train --task report --limit 3 --max-new-tokens 4 -o " + *root_ + "/bench_a",
+                        &out, &err),
+            0);
+  EXPECT_NE(err.find("protocol"), std::string::npos) << err;
+  EXPECT_NE(run_command(base + *root_ + "/bench_c --protocol nope", &out, &err), 0);
+}
+
+TEST_F(CliLamed, Med3dvlmQuickstartSmokeRunWritesItsOwnPage) {
+  const std::string dir = *root_ + "/quickstart-med3dvlm";
+  std::string out, err;
+  ASSERT_EQ(run_command("cd " + std::string(M3D_SOURCE_DIR) + " && " + kM3d + " quickstart --quick --no-progress --family med3dvlm -o " + dir, &out, &err), 0)
+      << err;
+  for (const char* file : {"med3dvlm-index.html", "med3dvlm-bench.md", "med3dvlm-bench.json", "med3dvlm-examples/example.json", "med3dvlm-examples/preview.png",
+                           "siglip/checkpoint-2/config.json", "med3dvlm/final/model.safetensors"}) {
+    EXPECT_TRUE(fs::exists(dir + "/" + file)) << file;
+  }
+  EXPECT_EQ(read_json(dir + "/med3dvlm-bench.json").size(), 3u) << "closed VQA and the report's two metrics; Med3DVLM has no positioning";
+  const auto config = read_json(dir + "/med3dvlm/final/config.json");
+  EXPECT_EQ(config["model_type"], "vlm_qwen");
+  EXPECT_EQ(config["vocab_size"], 151666) << "Qwen2.5's vocabulary with <im_patch>, as the released model";
+  const auto recipe = read_json(dir + "/med3dvlm/final/m3d_recipe.json");
+  EXPECT_EQ(recipe["ops"].back()["size"], nlohmann::json({16, 128, 128})) << recipe.dump();
+  const auto example = read_json(dir + "/med3dvlm-examples/example.json");
+  std::string answer;
+  ASSERT_EQ(run_command(kM3d + " generate --model " + dir + "/med3dvlm/final --image " + dir + "/med3dvlm-examples/ct.nii.gz --prompt ' " +
+                            example["vqa_question"].get<std::string>() + "' --greedy --max-new-tokens 48 --json",
+                        &answer, &err),
+            0)
+      << err;
+  EXPECT_EQ(nlohmann::json::parse(answer)["text"], example["vqa_answer"]);
+}
+
 // The line of `err` that reports the error ("m3d: error: ..."), or all of `err`.
 std::string error_line(const std::string& err) {
   const size_t start = err.find("m3d: error: ");

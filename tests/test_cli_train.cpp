@@ -321,7 +321,7 @@ TEST_F(CliTrain, BenchItrRecallEqualsTheModelsEmbeddings) {
 TEST_F(CliTrain, BadConfigsAreClearErrors) {
   std::string out, err;
   EXPECT_EQ(run_command(kM3d + " train clip --preset nope --data x -o y", &out, &err), 1);
-  EXPECT_NE(err.find("unknown training preset 'nope' (presets: m3d-clip, siglip, tiny)"), std::string::npos) << err;
+  EXPECT_NE(err.find("unknown training preset 'nope' (presets: m3d-clip, siglip, tiny, med3dvlm-siglip, med3dvlm-tiny)"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("bad", {{"batch_sise", 3}}) + " -o " + *root_ + "/bad", &out, &err), 1);
   EXPECT_NE(err.find("unknown training option 'batch_sise'"), std::string::npos) << err;
   EXPECT_EQ(run_command(kM3d + " train clip -q --config " + config("big", {{"batch_size", 64}}) + " -o " + *root_ + "/big", &out, &err), 1);

@@ -3,6 +3,7 @@
 // over a tiny Phi-3 whose seg module and ViTs are ../shared/fixtures/segvol_small's).
 // Greedy tokens, the [SEG] hidden state, seg_prompt and the mask logits; box and point
 // prompts through the prompt encoder; the KV-cache generation, greedy and sampled.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -235,6 +236,24 @@ TEST_F(LamedSeg, CliSegmentAndGenerateWriteTheMask) {
   ASSERT_EQ(run_command(kM3d + " generate --model " + *dir_ + " --image " + image + prompt + " --seg-out " + dir + "/g.npy", &out, &err), 0) << err;
   EXPECT_EQ(out, json["text"].get<std::string>() + "\n");
   EXPECT_TRUE(torch::equal(io::tensor_from_record(io::npy_read(dir + "/g.npy").array), mask));
+}
+
+TEST_F(LamedSeg, CliPromptWithABoxMatchesOfficial) {
+  // m3d segment --prompt --box: the mean [SEG] state and the box in one prompt, the official box_text case.
+  const std::string dir = temp_dir();
+  const auto json = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json");
+  const at::Tensor box = expected("box");
+  std::string corners = fmt::format("{}", box[0][0].item<float>());
+  for (int64_t i = 1; i < 6; ++i) corners += fmt::format(",{}", box[0][i].item<float>());
+  std::string out, err;
+  ASSERT_EQ(
+      run_command(kM3d + " segment --model " + *dir_ + " --image " + shared_fixture("vit3d_spp_tiny") + "/expected.safetensors --image-key images --prompt '" +
+                      json["prompt"].get<std::string>() + "' --max-new-tokens 16 --box " + corners + " --logits " + dir + "/l.npy",
+                  &out, &err),
+      0)
+      << err;
+  EXPECT_EQ(out, json["text"].get<std::string>() + "\n");
+  expect_logits(io::tensor_from_record(io::npy_read(dir + "/l.npy").array).clone(), "box_text");
 }
 
 TEST_F(LamedSeg, MaskOfAScanLandsOnItsGrid) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -15,6 +16,8 @@
 #include "models/lora.h"
 #include "test_support.h"
 #include "text/tokenizer.h"
+#include "text/box.h"
+#include "train/lamed_data.h"
 #include "train/lamed_train.h"
 #include "train/optim.h"
 
@@ -76,6 +79,50 @@ TEST(LamedTrain, SamplesAreBuiltAsMultiDataset) {
       EXPECT_EQ(got.attention_mask, want["attention_mask"][i].get<std::vector<int64_t>>()) << key << " sample " << i;
     }
   }
+}
+
+// Med3DVLM's train_vlm.py keeps Qwen2.5's own eos_token and pad_token (med3dvlm_spec.md
+// §4.6: EOS 151645 <|im_end|> in the first padding slot and learnt, pads 151643 masked),
+// where M3D's train.py pads with <unk> or EOS.
+TEST(LamedTrain, Med3dvlmSequencesEndWithImEndAndMaskTheEndOfTextPads) {
+  const std::string dir = std::string(M3D_SOURCE_DIR) + "/third_party/tokenizers/qwen2_5";
+  auto tokenizer = text::Tokenizer::load(dir);
+  tokenizer.add_special_tokens({"<im_patch>"});
+  EXPECT_EQ(tokenizer.vocab_size(), 151666);
+  const SequenceTokens tokens = med3dvlm_sequence_tokens(tokenizer, dir);
+  EXPECT_EQ(tokens.eos, 151645);
+  EXPECT_EQ(tokens.pad, 151643);
+  const std::string question = text::image_placeholders(4) + " Which plane is this? Choices: A. axial B. sagittal C. coronal D. oblique";
+  const LamedSample s = lamed_build_sample(tokenizer, question, "A. axial", 64, tokens.pad, tokens.eos);
+  const auto valid = static_cast<size_t>(std::count(s.attention_mask.begin(), s.attention_mask.end(), 1));
+  const auto question_len = tokenizer.encode(question).size();
+  ASSERT_LT(valid, s.input_ids.size());
+  EXPECT_EQ(s.input_ids[valid], 151645);
+  EXPECT_EQ(s.labels[valid], 151645) << "the appended <|im_end|> is learnt";
+  EXPECT_EQ(s.labels[valid + 1], -100);
+  EXPECT_EQ(s.input_ids[valid + 1], 151643);
+  EXPECT_EQ(s.labels[question_len - 1], -100);
+  EXPECT_EQ(s.labels[question_len], s.input_ids[question_len]) << "the answer is learnt";
+  EXPECT_EQ(s.input_ids[0], 151665) << "no BOS: the prompt starts with <im_patch>";
+  // The LaMed rule on a Llama tokenizer is unchanged.
+  const auto llama = text::Tokenizer::from_file(test::fixture("lamed_phi3_tiny/tokenizer.json"));
+  const SequenceTokens lamed = lamed_sequence_tokens(llama);
+  EXPECT_EQ(lamed.pad, llama.token_to_id("<unk>"));
+  EXPECT_EQ(lamed.eos, llama.token_to_id("</s>"));
+  // A tokenizer_config.json naming a token the vocabulary lacks is refused by name.
+  const std::string bad = test::temp_dir();
+  fs::copy_file(dir + "/tokenizer.json", bad + "/tokenizer.json");
+  std::ofstream(bad + "/tokenizer_config.json") << R"({"eos_token": "<|nope|>", "pad_token": "<|endoftext|>"})";
+  EXPECT_THROW(
+      {
+        try {
+          med3dvlm_sequence_tokens(tokenizer, bad);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("eos_token '<|nope|>' is not in the vocabulary"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 TEST(LamedTrain, Stage1LossAndGradientsMatch) {

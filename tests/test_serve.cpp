@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <thread>
@@ -383,7 +384,7 @@ TEST(Serve, BadRequestsAreJsonErrorsAndLeaveNothing) {
   EXPECT_EQ(entries(data + "/tmp"), 0u);
 
   expect_error(server.client().Post("/v1/segment", "{}", "application/json"), 400, "has no [SEG] segmentation head");
-  expect_error(server.client().Post("/v1/embeddings", "{}", "application/json"), 501, "not built yet");
+  expect_error(server.client().Post("/v1/embeddings", "{\"input\": \"x\"}", "application/json"), 501, "needs a contrastive model");
   expect_error(server.client().Get("/v1/nothing"), 404, "no route");
   const std::string one_413 = "m3d_requests_total{route=\"/v1/studies\",status=\"413\"} 1";
   const std::string metrics = metrics_showing(server, one_413);
@@ -457,6 +458,71 @@ TEST(Serve, SegmentEqualsCliMaskOnTheScanGrid) {
   expect_error(server.client().Get(("/v1/studies/" + id + "/masks/0123456789abcdef.nii.gz").c_str()), 404, "no mask");
   ASSERT_EQ(server.client().Delete(("/v1/studies/" + id).c_str())->status, 204);
   expect_error(server.client().Get(answer["mask"]["url"].get<std::string>().c_str()), 404, "no mask");
+}
+
+// tests/fixtures/clip/tiny_nce (M3D-CLIP, grid 8 x 16 x 16) with the tiny DistilBERT's
+// WordPiece vocabulary (its 68 ids fit the BERT's 99) and a recipe to its grid, so a
+// NIfTI upload and reports both embed.
+std::string clip_model_dir(const std::string& under) {
+  const std::string dir = under + "/tiny_clip";
+  fs::create_directories(dir);
+  for (const char* name : {"config.json", "model.safetensors"}) fs::copy_file(fixture("clip/tiny_nce") + "/" + name, dir + "/" + name);
+  for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+    fs::copy_file(fixture("med3dvlm/dec_clip_tiny") + "/" + name, dir + "/" + name);
+  }
+  std::ofstream(dir + "/m3d_recipe.json") << R"({"name": "tiny", "ops": [{"op": "minmax"}, {"op": "resize", "size": [8, 16, 16], "mode": "trilinear"}]})";
+  return dir;
+}
+
+TEST(Serve, EmbeddingsEqualEmbedCli) {
+  // POST /v1/embeddings of an uploaded study and two reports equals `m3d embed` of the
+  // scan file and the same reports; usage counts the reports' WordPiece tokens
+  // ([CLS] The liver is normal . [SEP]: 7; [CLS] Axial CT scan [SEP]: 5).
+  const std::string root = temp_dir(), model = clip_model_dir(root);
+  const std::vector<std::string> reports = {"The liver is normal.", "Axial CT scan"};
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " embed --model " + model + " --image " + kScan + " --text '" + reports[0] + "' --text '" + reports[1] + "'", &out, &err), 0)
+      << err;
+  const json cli = json::parse(out);
+  Server server(root + "/data", {"--max-inputs", "3"}, model);
+  ASSERT_TRUE(server.ready());
+  const json models = body_of(server.client().Get("/v1/models"));
+  ASSERT_EQ(models["data"].size(), 1u) << models;
+  EXPECT_EQ(models["data"][0]["id"], "tiny_clip");
+  EXPECT_EQ(models["data"][0]["m3d"]["image_grid"], json({8, 16, 16}));
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  const json request = {{"model", "tiny_clip"}, {"input", {"m3d://studies/" + id, reports[0], reports[1]}}};
+  const json answer = body_of(post_json(server, "/v1/embeddings", request.dump()));
+  ASSERT_EQ(answer["data"].size(), 3u) << answer;
+  EXPECT_EQ(answer["object"], "list");
+  EXPECT_EQ(answer["model"], "tiny_clip");
+  EXPECT_EQ(answer["usage"], json({{"prompt_tokens", 12}, {"total_tokens", 12}}));
+  const std::vector<json> expected = {cli["image"][0], cli["text"][0], cli["text"][1]};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const json& row = answer["data"][i];
+    EXPECT_EQ(row["object"], "embedding");
+    EXPECT_EQ(row["index"], i);
+    ASSERT_EQ(row["embedding"].size(), 32u) << i;
+    for (size_t k = 0; k < 32; ++k) EXPECT_NEAR(row["embedding"][k].get<double>(), expected[i][k].get<double>(), 1e-6) << i << ", " << k;
+  }
+  const json single = body_of(post_json(server, "/v1/embeddings", json({{"input", reports[1]}}).dump()));
+  ASSERT_EQ(single["data"].size(), 1u) << single;
+  EXPECT_EQ(single["data"][0]["embedding"], answer["data"][2]["embedding"]);
+
+  const std::string path = "/v1/embeddings";
+  expect_error(post_json(server, path, "{\"input\": ["), 400, "malformed JSON");
+  expect_error(post_json(server, path, "{}"), 400, "'input'");
+  expect_error(post_json(server, path, json({{"input", json::array()}}).dump()), 400, "empty array");
+  expect_error(post_json(server, path, json({{"input", {"a", ""}}}).dump()), 400, "input[1]: empty string");
+  expect_error(post_json(server, path, json({{"input", {1, 2}}}).dump()), 400, "token-id arrays");
+  expect_error(post_json(server, path, json({{"input", "m3d://studies/../../etc"}}).dump()), 400, "m3d://studies/<id>");
+  expect_error(post_json(server, path, json({{"input", "m3d://studies/0123456789abcdef"}}).dump()), 404, "no study '0123456789abcdef'");
+  expect_error(post_json(server, path, json({{"input", {"a", "b", "c", "d"}}}).dump()), 413, "--max-inputs is 3");
+  expect_error(post_json(server, path, json({{"model", "gpt-4o"}, {"input", "a"}}).dump()), 404, "gpt-4o");
+  expect_error(post_json(server, path, json({{"input", "a"}, {"encoding_format", "base64"}}).dump()), 400, "encoding_format");
+  expect_error(post_json(server, "/v1/chat/completions", chat_request(id, kQuestion, false).dump()), 501, "contrastive model");
+  const std::string counted = "m3d_embeddings_total 4";
+  EXPECT_NE(metrics_showing(server, counted).find(counted), std::string::npos);
 }
 
 TEST(Serve, ApiKeyGuardsV1) {

@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "io/checkpoint.h"
 #include "io/tensor.h"
 #include "m3d/error.h"
 #include "models/clip.h"
 #include "test_support.h"
+#include "train/distributed.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 
@@ -114,6 +118,78 @@ TEST(Train, ScheduleShape) {
   EXPECT_NEAR(cosine_with_warmup(515, 30, 1000), 0.5, 1e-12);
   EXPECT_NEAR(cosine_with_warmup(1000, 30, 1000), 0.0, 1e-12);
   EXPECT_DOUBLE_EQ(cosine_with_warmup(5, 0, 10), 0.5 * (1 + std::cos(M_PI * 0.5)));
+}
+
+}  // namespace
+}  // namespace m3d::train
+
+namespace m3d::train {
+namespace {
+
+// A linear model on fixed random inputs, trained by training_loop into `dir` for `total` steps
+// (checkpoints every 2), resuming when asked; `lr` goes into the run's config.
+TrainResult train_tiny(const std::string& dir, int64_t total, bool resume, double lr = 0.1) {
+  torch::manual_seed(0);
+  torch::nn::Linear model(4, 1);
+  AdamWOptions adam;
+  adam.lr = lr;
+  AdamW optimizer(trainable_parameters(*model), adam);
+  const torch::Tensor inputs = torch::randn({8, 4}), targets = torch::randn({8, 1});
+  LoopSettings s;
+  s.output_dir = dir;
+  s.dataset_size = 8;
+  s.total_steps = total;
+  s.steps_per_epoch = 4;
+  s.batch_size = 2;
+  s.lr = lr;
+  s.warmup_ratio = 0.25;
+  s.save_steps = 2;
+  s.log_steps = 1;
+  s.workers = 1;
+  s.config = {{"lr", lr}, {"max_steps", total}, {"batch_size", 2}};
+  LoopHooks hooks;
+  hooks.load = [&](const std::vector<int64_t>& indices, int64_t) {
+    Batch batch;
+    batch.images = inputs.index_select(0, torch::tensor(indices));
+    batch.labels = targets.index_select(0, torch::tensor(indices));
+    return batch;
+  };
+  hooks.loss = [&](const Batch& batch) { return (model(batch.images) - batch.labels).pow(2).mean(); };
+  TrainRunOptions options;
+  options.resume = resume;
+  options.progress = false;
+  std::filesystem::create_directories(dir);
+  return training_loop(s, *model, optimizer, nullptr, DistEnv{}, hooks, options);
+}
+
+// --resume with a larger max_steps extends the run: it continues from its checkpoint, logs
+// each step once, and from there the learning rate follows warmup and cosine over the new
+// total (HF Trainer resumed with a new max_steps); settings that change what was trained
+// are still refused, and so is a total below the saved step.
+TEST(Train, ResumeExtendsTheScheduleButRefusesOtherChanges) {
+  const std::string dir = test::temp_dir() + "/run";
+  EXPECT_EQ(train_tiny(dir, 2, false).steps, 2);
+  const TrainResult extended = train_tiny(dir, 6, true);
+  EXPECT_EQ(extended.steps, 6);
+  EXPECT_EQ(extended.checkpoint, dir + "/checkpoint-6");
+  std::ifstream log(dir + "/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    steps.push_back(j.at("step"));
+    const int64_t step = steps.back();
+    const int64_t total = step <= 2 ? 2 : 6;  // steps 1-2 ran under the old schedule
+    EXPECT_NEAR(j.at("lr").get<double>(), 0.1 * cosine_with_warmup(step - 1, warmup_steps(total, 0.25), total), 1e-15) << "step " << step;
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  try {
+    train_tiny(dir, 8, true, 0.5);
+    ADD_FAILURE() << "a changed lr was accepted";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("changed: lr"), std::string::npos) << e.what(); }
+  try {
+    train_tiny(dir, 4, true);
+    ADD_FAILURE() << "max_steps below the saved step was accepted";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("at step 6, past the 4 steps"), std::string::npos) << e.what(); }
 }
 
 }  // namespace

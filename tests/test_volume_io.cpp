@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "imaging/volume_io.h"
 #include "io/npy.h"
@@ -409,6 +410,63 @@ TEST(VolumeRead, NpyIsDepthHeightWidthWithUnitGeometry) {
   const std::string empty = test::temp_dir() + "/empty.npy";  // a zero-length dimension: one line, not a libtorch backtrace
   io::npy_write(empty, DType::F32, {1, 0, 256, 256}, nullptr);
   test::expect_one_line_error([&] { volume_read(empty); }, empty, "empty volume (shape [1, 0, 256, 256])");
+}
+
+}  // namespace
+}  // namespace m3d::imaging
+
+namespace m3d::imaging {
+namespace {
+
+// Uncompressed MetaImage and NRRD payloads, attached or in a data file (compressed ones:
+// tests/bad_inputs): ITK read a short one without a word; the header's sizes are now checked
+// against the bytes first.
+TEST(VolumeRead, ShortMetaImageAndNrrdPayloadsAreErrors) {
+  const std::string dir = test::temp_dir();
+  std::vector<uint8_t> voxels;
+  for (int16_t v = 0; v < 24; ++v) voxels.insert(voxels.end(), {static_cast<uint8_t>(v), 0});  // little-endian int16 0..23
+  const std::map<std::string, std::string> headers = {
+      {".nrrd", "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 3 2\nencoding: raw\nendian: little\n\n"},
+      {".mha", "ObjectType = Image\nNDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\nElementDataFile = LOCAL\n"}};
+  for (const auto& [ext, header] : headers) {
+    std::vector<uint8_t> bytes(header.begin(), header.end());
+    bytes.insert(bytes.end(), voxels.begin(), voxels.end());
+    test::write_bytes(dir + "/whole" + ext, bytes);
+    const RawVolume whole = volume_read(dir + "/whole" + ext);
+    EXPECT_EQ(whole.size, (std::array<int64_t, 3>{4, 3, 2})) << ext;
+    EXPECT_EQ(whole.data, voxels) << ext;
+    bytes.pop_back();
+    test::write_bytes(dir + "/short" + ext, bytes);
+    try {
+      volume_read(dir + "/short" + ext);
+      ADD_FAILURE() << ext << ": a short payload was read";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("truncated: the header's sizes need 48 bytes of voxels, the file holds 47"), std::string::npos) << e.what();
+    }
+  }
+  // Detached headers (.mhd, .nhdr) and the data file they name.
+  test::write_bytes(dir + "/voxels.raw", voxels);
+  test::write_bytes(dir + "/short.raw", std::vector<uint8_t>(voxels.begin(), voxels.end() - 1));
+  const std::map<std::string, std::string> detached = {
+      {".nhdr", "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 3 2\nencoding: raw\nendian: little\ndata file: "},
+      {".mhd", "ObjectType = Image\nNDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\nElementDataFile = "}};
+  for (const auto& [ext, header] : detached) {
+    for (const std::string data : {"voxels.raw", "short.raw", "missing.raw"}) {
+      const std::string text = header + data + "\n", path = dir + "/" + data + ext;
+      test::write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
+      if (data == "voxels.raw") {
+        EXPECT_EQ(volume_read(path).data, voxels) << ext;
+        continue;
+      }
+      try {
+        volume_read(path);
+        ADD_FAILURE() << path << " was read";
+      } catch (const Error& e) {
+        const std::string want = data == "short.raw" ? "(data file short.raw): truncated" : "data file " + dir + "/missing.raw does not exist";
+        EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -15,4 +15,11 @@ std::string report_truncate_seeded(const std::string& report, const text::Tokeni
   return text::report_truncate(report, tokenizer, max_tokens, rng);
 }
 
+const std::vector<std::string>& caption_templates() {
+  static const std::vector<std::string> templates = {"Can you provide a caption consists of findings for this medical image?",
+                                                     "Please generate a medical report based on this image.",
+                                                     "Describe the findings of the medical image you see."};
+  return templates;
+}
+
 }  // namespace m3d::data

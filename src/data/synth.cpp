@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "core/progress.h"
+#include "core/strings.h"
 #include "imaging/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/csv.h"
@@ -488,11 +489,8 @@ void synth_write_indexes(const SynthOptions& o, const std::vector<StudyRows>& st
   io::write_file_atomic(vqa_dir + "/M3D_VQA_test.csv", csv["test"]);
 }
 
-}  // namespace
-
-void synth_write(const SynthOptions& o) {
-  if (o.output.empty()) fail("m3d synth: give an output folder");
-  if (o.count <= 0 || o.count > 1000000) fail("m3d synth: --n must be between 1 and 1000000, got {}", o.count);
+// Generates the set into o.output (the studies on all cores, then the indexes).
+void synth_write_into(const SynthOptions& o) {
   fs::create_directories(o.output + "/M3D_Cap_npy");
   fs::create_directories(o.output + "/M3D-VQA");
   std::vector<StudyRows> studies(static_cast<size_t>(o.count));
@@ -525,6 +523,41 @@ void synth_write(const SynthOptions& o) {
   progress.finish();
   if (!error.empty()) fail("m3d synth: {}", error);
   synth_write_indexes(o, studies);
+}
+
+}  // namespace
+
+// The set is written into a sibling OUT.partial and renamed to OUT when complete, so a run
+// that fails midway (a full disk, a kill) leaves no folder that looks like a set. A previous
+// set in OUT is replaced whole; a folder holding anything else is refused, not mixed into.
+void synth_write(const SynthOptions& o) {
+  if (o.output.empty()) fail("m3d synth: give an output folder");
+  if (o.count <= 0 || o.count > 1000000) fail("m3d synth: --n must be between 1 and 1000000, got {}", o.count);
+  std::string out = o.output;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec) && !fs::exists(out + "/M3D_Cap_npy/M3D_Cap.json", ec)) {
+    fail("{}: the folder holds files that are not an m3d synth set; write the set into a new or empty folder", out);
+  }
+  SynthOptions partial = o;
+  partial.output = out + ".partial";
+  fs::remove_all(partial.output);  // a killed run's
+  struct Remove {
+    const std::string& dir;
+    ~Remove() {
+      std::error_code ignored;
+      fs::remove_all(dir, ignored);
+    }
+  } remove{partial.output};
+  // Errors name the files as they would be in OUT.
+  try {
+    synth_write_into(partial);
+  } catch (const std::exception& e) { fail("{}", replace_all(e.what(), partial.output, out)); }
+  const std::string old = out + ".old";
+  fs::remove_all(old);
+  if (fs::exists(out)) fs::rename(out, old);
+  fs::rename(partial.output, out);
+  fs::remove_all(old);
 }
 
 }  // namespace m3d::data

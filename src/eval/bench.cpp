@@ -108,6 +108,14 @@ void load_positioning(const BenchOptions& o, std::vector<Sample>& samples, std::
   }
 }
 
+// The report prompt of sample `index`: the fixed one (m3d), or one drawn per sample (med3dvlm).
+std::string report_prompt_of(const BenchOptions& o, int64_t index) {
+  if (o.protocol != "med3dvlm") return o.report_prompt;
+  const std::vector<std::string>& prompts = o.report_prompts.empty() ? data::caption_templates() : o.report_prompts;
+  auto rng = data::sample_rng(42, 4, 0, static_cast<uint64_t>(index));
+  return prompts[std::uniform_int_distribution<size_t>(0, prompts.size() - 1)(rng)];
+}
+
 std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>* header) {
   std::vector<Sample> samples;
   if (o.task == "report" || o.task == "itr") {
@@ -115,8 +123,8 @@ std::vector<Sample> load_samples(const BenchOptions& o, std::vector<std::string>
       Sample s;
       s.image = pair.image;
       s.reference = read_text(pair.text);
-      s.question = o.report_prompt;
-      s.fields = {o.report_prompt, s.reference};
+      s.question = report_prompt_of(o, static_cast<int64_t>(samples.size()));
+      s.fields = {s.question, s.reference};
       if (o.task == "itr") s.fields = {pair.image_entry, pair.text_entry};
       samples.push_back(s);
     }
@@ -254,6 +262,8 @@ json run_identity(const BenchOptions& o) {
           {"seg_dataset", o.seg_dataset},
           {"labels", o.labels},
           {"prompt", o.report_prompt},
+          {"protocol", o.protocol},
+          {"report_prompts", o.report_prompts},
           {"max_new_tokens", o.max_new_tokens},
           {"dtype", c10::toString(o.dtype)}};
 }
@@ -268,7 +278,11 @@ std::map<int64_t, json> open_journal(const BenchOptions& o) {
     for (const char* file : {"/predictions.jsonl", "/predictions.csv", "/summary.json", "/summary.md", "/run.json"}) fs::remove(o.output_dir + file);
   }
   if (fs::exists(identity_path)) {
-    const json saved = io::json_read_file(identity_path);
+    json saved = io::json_read_file(identity_path);
+    if (saved.is_object() && !saved.contains("protocol")) {  // a folder made before protocols: M3D's
+      saved["protocol"] = "m3d";
+      saved["report_prompts"] = json::array();
+    }
     if (saved != identity) {
       std::string changed;
       for (const auto& [key, value] : identity.items()) {
@@ -304,7 +318,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     for (size_t i = 0; i < samples.size(); ++i) {
       if (done.count(static_cast<int64_t>(i))) continue;
       at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
-      const auto& size = model->config().vision.img_size;
+      const auto size = model->config().image_size();  // the ViT's or the DCFormer's grid
       if (image.sizes().slice(2).vec() != std::vector<int64_t>(size.begin(), size.end())) {  // as m3d train clip feeds a smaller model
         image = at::upsample_trilinear3d(image, {size[0], size[1], size[2]}, false);
       }
@@ -414,20 +428,25 @@ void predict_model(const BenchOptions& o, const std::vector<Sample>& samples, st
   generate::Session session = generate::session_open(o.model_dir, o.dtype);
   generate::GenerationOptions g = session.defaults;
   g.max_new_tokens = o.max_new_tokens;
-  g.do_sample = false;
+  g.do_sample = o.protocol == "med3dvlm";
+  if (g.do_sample) {  // eval_*.py: do_sample=True, temperature=1.0, top_p=None; the rest from generation_config.json
+    g.temperature = 1.0;
+    g.top_p = 1.0;
+  }
   std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
   if (journal == nullptr) fail("{}: cannot append", journal_path);
   Progress progress("m3d bench " + o.task, static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
-  // M3D-Data's .npy are on 32 x 256 x 256; a LaMed trained on another grid (m3d train lamed
+  // M3D-Data's .npy are on 32 x 256 x 256; a model trained on another grid (m3d train lamed
   // --preset tiny: 16 x 64 x 64) gets them resized here, as its training loader resized them
   // (load_model_volume): the model itself refuses an image off its grid.
-  const models::LamedModelImpl* lamed = session.model.lm->lamed();
+  const models::MultimodalModelImpl* vlm = session.model.lm->multimodal();
   for (size_t i = 0; i < samples.size(); ++i) {
     if (done.count(static_cast<int64_t>(i))) continue;
     at::Tensor image = imaging::model_input_from_path(samples[i].image, "", "auto", o.model_dir);
-    if (lamed != nullptr && image.sizes().slice(2) != at::IntArrayRef(lamed->image_grid())) {
-      image = at::upsample_trilinear3d(image, lamed->image_grid(), false);  // (1, C, D, H, W) on the model grid
+    if (vlm != nullptr && image.sizes().slice(2) != at::IntArrayRef(vlm->image_grid())) {
+      image = at::upsample_trilinear3d(image, vlm->image_grid(), false);  // (1, C, D, H, W) on the model grid
     }
+    g.seed = 42 + i;
     const std::string pred = generate::session_answer(session, image, samples[i].question, g);
     const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
     journal_append(journal, record, journal_path);
@@ -443,6 +462,7 @@ void predict_model(const BenchOptions& o, const std::vector<Sample>& samples, st
 
 std::string bench_run(const BenchOptions& options) {
   BenchOptions o = options;
+  if (o.protocol != "m3d" && o.protocol != "med3dvlm") fail("m3d bench: unknown protocol '{}' (supported: m3d, med3dvlm)", o.protocol);
   if (const std::string canonical = data::task_canonical(o.task); !canonical.empty()) o.task = canonical;  // vqa_closed: vqa-closed
   std::vector<std::string> header;
   const std::vector<Sample> samples = load_samples(o, &header);
@@ -494,7 +514,8 @@ std::string bench_run(const BenchOptions& options) {
   summary["model"] = o.predictor == "model" ? o.model_dir : o.predictor + " baseline";
   summary["data"] = o.data_dir;
   summary["max_new_tokens"] = o.max_new_tokens;
-  if (o.task == "report") summary["prompt"] = o.report_prompt;
+  if (o.task == "report") summary["prompt"] = o.protocol == "med3dvlm" ? json("one drawn per sample (protocol med3dvlm)") : json(o.report_prompt);
+  summary["protocol"] = o.protocol;
   io::write_file_atomic(o.output_dir + "/summary.json", summary.dump(2) + "\n");
   io::write_file_atomic(o.output_dir + "/summary.md", result.markdown);
   return summary.dump(2);

@@ -38,6 +38,14 @@ struct BenchOptions {
   std::string seg_dataset = "0003";  // M3D-Seg dataset code for rec / reg (0003 = AbdomenCT-1k)
   std::vector<std::string> labels;  // class names by mask index (built in for 0003 and 0012)
   std::string report_prompt = "Describe the findings of the medical image you see.";  // one of M3D's Caption_templates
+  // How the model answers. "m3d" (M3D's Bench/eval scripts): greedy, report_prompt for
+  // every report. "med3dvlm" (Med3DVLM's eval_caption.py / eval_vqa.py, med3dvlm_spec.md
+  // §4.7, §6): sampling at temperature 1.0 without top-p, top_k and repetition_penalty
+  // from the model's generation_config.json, each sample seeded from 42 and its index (so a
+  // resumed run draws what an uninterrupted one would), and each report prompt drawn from
+  // report_prompts (data::caption_templates() when empty) the same way.
+  std::string protocol = "m3d";
+  std::vector<std::string> report_prompts;
   int64_t limit = -1, max_new_tokens = 256;
   c10::ScalarType dtype = c10::kFloat;
   // "model" (default), or a baseline that needs no model: "oracle" answers with the

@@ -28,11 +28,12 @@ void chat_template_parse(Session& session) {
   } catch (const Error& e) { session.chat_template_error = e.what(); }
 }
 
-// A GGUF file: the model, its tokenizer and stop id from the metadata; the chat template kept.
+// A GGUF file: the model, its tokenizer and stop ids (llama.cpp's end-of-generation set) from
+// the metadata; the chat template kept.
 Session session_open_gguf(const std::string& path, c10::ScalarType dtype) {
   const io::GgufTokenizer t = io::gguf_tokenizer(io::gguf_read(path));
   Session session{models::model_load_gguf(path, {dtype}), text::Tokenizer::from_gguf(t, path), {}};
-  if (t.eos_token_id) session.defaults.eos_token_id = {*t.eos_token_id};
+  if (auto stop = text::gguf_end_of_generation_ids(t); !stop.empty()) session.defaults.eos_token_id = stop;
   session.chat_template = t.chat_template;
   chat_template_parse(session);
   if (t.bos_token_id) session.bos_token = t.tokens.at(static_cast<size_t>(*t.bos_token_id));
@@ -202,8 +203,10 @@ at::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(id
 
 // The answer after `embeds`, and with `with_mask` (a model with a [SEG] head and an
 // image) its mask logits from the hidden states before each generated [SEG].
+// `spatial` (point / box prompts) joins the [SEG] state, or drives the mask alone when the
+// answer has none.
 SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const at::Tensor& embeds, const at::Tensor& image, const GenerationOptions& options,
-                               const AnswerHooks& hooks, bool with_mask) {
+                               const AnswerHooks& hooks, bool with_mask, const models::SegPrompts& spatial = {}) {
   const bool mask = with_mask && session.model.seg && image.defined();
   std::vector<at::Tensor> seg_hidden;
   SessionAnswer out = answer_from(session, cache, embeds, options, hooks, mask ? &seg_hidden : nullptr);
@@ -212,18 +215,23 @@ SessionAnswer answer_with_mask(Session& session, models::KvCache& cache, const a
   const auto& weight = seg.seg_projector->fc1->weight;
   const auto input = image.to(weight.device(), torch::kFloat);
   out.seg_count = static_cast<int64_t>(seg_hidden.size());
+  const bool has_spatial = spatial.points.defined() || spatial.boxes.defined();
+  if (seg_hidden.empty() && has_spatial) {
+    out.seg_logits = seg.forward(input, at::Tensor(), spatial).to(torch::kFloat);  // (1, 1, D, H, W)
+    return out;
+  }
   if (seg_hidden.empty()) {
     // No [SEG]: lamed_phi3.py sets the logits to -inf (an empty mask).
     out.seg_logits = at::full(input.sizes(), -std::numeric_limits<float>::infinity(), input.options());  // (1, 1, D, H, W)
     return out;
   }
   const auto hidden = at::stack(seg_hidden).mean(0, true);  // (1, D_llm): several [SEG] states are averaged before projecting
-  out.seg_logits = seg.forward(input, hidden).to(torch::kFloat);  // (1, 1, D, H, W)
+  out.seg_logits = seg.forward(input, hidden, spatial).to(torch::kFloat);  // (1, 1, D, H, W)
   return out;
 }
 
 SessionAnswer answer(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options, const AnswerHooks& hooks,
-                     bool with_mask) {
+                     bool with_mask, const models::SegPrompts& spatial = {}) {
   torch::NoGradGuard no_grad;
   auto& lm = *session.model.lm;
   if (image.defined() && lm.multimodal() == nullptr) fail("{}: this model takes no image", session.model.architecture);
@@ -232,7 +240,7 @@ SessionAnswer answer(Session& session, const at::Tensor& image, const std::strin
   const auto embeds = lm.embed(ids_tensor(ids), image);  // (1, L, D)
   const int64_t capacity = std::min(embeds.size(1) + std::max<int64_t>(options.max_new_tokens, 0), lm.model->config().max_position_embeddings);
   auto cache = lm.model->make_cache(1, capacity, embeds.options());
-  SessionAnswer out = answer_with_mask(session, cache, embeds, image, options, hooks, with_mask);
+  SessionAnswer out = answer_with_mask(session, cache, embeds, image, options, hooks, with_mask, spatial);
   out.prompt_ids = ids;
   return out;
 }
@@ -258,8 +266,8 @@ std::string session_answer(Session& session, const at::Tensor& image, const std:
 }
 
 SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                                 const std::function<void(const std::string&)>& on_text) {
-  return answer(session, image, question, options, {on_text, {}}, true);
+                                 const std::function<void(const std::string&)>& on_text, const models::SegPrompts& spatial) {
+  return answer(session, image, question, options, {on_text, {}}, true, spatial);
 }
 
 SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,

@@ -62,8 +62,11 @@ struct AnswerHooks {
   std::function<void(const std::string&)> on_text;
   std::function<bool()> keep_going;
 };
+// `spatial`: SegVol point / box prompts in model voxels (models::SegPrompts, text unused), joined
+// to the [SEG] state as SegVol's forward_decoder joins text, points and boxes; with no [SEG]
+// in the answer they alone make the mask (instead of an empty one).
 SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                                 const std::function<void(const std::string&)>& on_text = {});
+                                 const std::function<void(const std::string&)>& on_text = {}, const models::SegPrompts& spatial = {});
 
 // The same with usage counts, cancellation and, with `with_mask`, the [SEG] mask.
 SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,

@@ -43,11 +43,14 @@ at::Tensor model_input_from_path(const std::string& path, const std::string& key
   std::string name = recipe;
   if (name.empty() || name == "auto") {
     name = std::filesystem::exists(checkpoint_dir + "/m3d_recipe.json") ? checkpoint_dir + "/m3d_recipe.json" : "m3d-lamed";
-    // A DCFormer tower is Med3DVLM's, trained on 128 x 256 x 256 (med3dvlm_spec.md §5.1).
+    // A DCFormer tower is Med3DVLM's, trained on 128 x 256 x 256 (med3dvlm_spec.md §5.1): the
+    // VLM names it in vision_tower, DCFormer_SigLIP (dec_clip) in vision_encoder.
     const std::string config = checkpoint_dir + "/config.json";
-    if (name == "m3d-lamed" && std::filesystem::exists(config) &&
-        io::json_string(io::json_read_file(config), "vision_tower", config).value_or("") == "dcformer") {
-      name = "med3dvlm";
+    if (name == "m3d-lamed" && std::filesystem::exists(config)) {
+      const auto c = io::json_read_file(config);
+      if (io::json_string(c, "vision_tower", config).value_or("") == "dcformer" || io::json_string(c, "model_type", config).value_or("") == "dec_clip") {
+        name = "med3dvlm";
+      }
     }
   }
   const Prepared p = prepare(volume_from_raw(volume_read(path)), recipe_load(name).ops);

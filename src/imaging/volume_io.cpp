@@ -16,20 +16,21 @@
 #include <itkMetaDataObject.h>
 #include <itkRGBAPixel.h>
 #include <itkRGBPixel.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 
 #include "imaging/image_check.h"
 #include "imaging/nifti.h"
+#include "core/output_guard.h"
 #include "core/strings.h"
 #include "io/atomic_file.h"
 #include "io/mapped_file.h"
@@ -347,9 +348,22 @@ RawVolume read_dicom_dir(const std::string& dir, const ReadOptions& options) {
   return out;
 }
 
-void slice_file_check(const fs::path& file) {
+// What ITK's readers do not check (image_check.h), before they see the file.
+void file_check(const fs::path& file) {
   const auto bytes = io::MappedFile::open(file.string());
-  const std::string ext = ascii_lower(file.extension().string());
+  const std::string ext = ascii_lower(file.extension().string()), format = format_of(file.string());
+  if (format == "metaimage" || format == "nrrd") {
+    std::shared_ptr<const io::MappedFile> data;
+    const auto detached = [&](const std::string& name) {
+      const fs::path data_path = file.parent_path() / name;
+      std::error_code ec;
+      if (!fs::is_regular_file(data_path, ec)) fail("{}: its data file {} does not exist", file.string(), data_path.string());
+      data = io::MappedFile::open(data_path.string());
+      return std::string_view(reinterpret_cast<const char*>(data->data()), data->size());
+    };
+    volume_payload_check(bytes->data(), bytes->size(), file.string(), format == "nrrd" ? PayloadKind::kNrrd : PayloadKind::kMetaImage, detached);
+    return;
+  }
   slice_image_check(bytes->data(), bytes->size(), file.string(),
                     ext == ".png"                     ? ImageKind::kPng
                     : ext == ".jpg" || ext == ".jpeg" ? ImageKind::kJpeg
@@ -384,7 +398,7 @@ RawVolume read_slice_folder(const std::string& dir, const std::vector<fs::path>&
   std::vector<std::pair<std::pair<size_t, size_t>, std::vector<uint8_t>>> slices;
   std::map<std::pair<size_t, size_t>, int> counts;
   std::vector<std::pair<size_t, size_t>> first_seen;
-  for (const auto& entry : ordered) slice_file_check(entry.second);
+  for (const auto& entry : ordered) file_check(entry.second);
   for (const auto& [n, p] : ordered) {
     itk::ImageIOBase::Pointer io = itk::ImageIOFactory::CreateImageIO(p.string().c_str(), itk::IOFileModeEnum::ReadMode);
     if (!io) fail("{}: cannot read the slice image", p.string());
@@ -475,68 +489,56 @@ void write_as(const std::string& path, const RawVolume& volume) {
   writer->Update();
 }
 
+// The reason in one line: MetaIO's first line when it printed one, else ITK's text
+// without its "ITK ERROR: NrrdImageIO(0x55d0...): " prefix, and of teem's chain of
+// "[nrrd] function: ..." messages only the last, innermost one.
+std::string itk_reason(const itk::ExceptionObject& e, const std::string& printed) {
+  static const std::regex itk_prefix(R"((ITK ERROR|itk::ERROR): \w+\(0x[0-9a-fA-F]+\): )"), caller(R"(^(\w+: )+)");
+  std::string what = printed.empty() ? std::string(e.GetDescription()) : printed.substr(0, printed.find('\n'));
+  what = std::regex_replace(what, itk_prefix, "");
+  if (const size_t teem = what.rfind("[nrrd] "); teem != std::string::npos) what = what.substr(teem + 7);
+  std::replace(what.begin(), what.end(), '\n', ' ');
+  while (!what.empty() && std::isspace(static_cast<unsigned char>(what.back()))) what.pop_back();
+  return std::regex_replace(what, caller, "");
+}
+
 }  // namespace
 
 RawVolume volume_read(const std::string& path, const ReadOptions& options) {
   itk::Object::GlobalWarningDisplayOff();  // findings such as uneven slice spacing come back in info.warnings
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
-  try {
-    if (fs::is_directory(path)) {
-      std::vector<fs::path> images;
-      bool other = false;
-      for (const auto& entry : fs::directory_iterator(path)) {
-        if (!entry.is_regular_file()) continue;
-        const std::string ext = ascii_lower(entry.path().extension().string());
-        if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") images.push_back(entry.path());
-        else other = true;
+  // .npy and NIfTI are read by m3d's own code; the rest goes through ITK / GDCM.
+  const CerrCaptured captured(fs::is_directory(path, ec) || (!ends_with(ascii_lower(path), ".npy") && format_of(path) != "nifti"));
+  RawVolume out = [&]() -> RawVolume {
+    try {
+      if (fs::is_directory(path)) {
+        std::vector<fs::path> images;
+        bool other = false;
+        for (const auto& entry : fs::directory_iterator(path)) {
+          if (!entry.is_regular_file()) continue;
+          const std::string ext = ascii_lower(entry.path().extension().string());
+          if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") images.push_back(entry.path());
+          else other = true;
+        }
+        if (!images.empty() && !other) return read_slice_folder(path, images, options);
+        return read_dicom_dir(path, options);
       }
-      if (!images.empty() && !other) return read_slice_folder(path, images, options);
-      return read_dicom_dir(path, options);
-    }
-    if (ends_with(ascii_lower(path), ".npy")) return read_npy(path, options);
-    if (format_of(path) == "nifti") return nifti_read(path, options);
-    if (png_or_jpeg(path)) slice_file_check(path);  // before ITK's probes see it
-    return read_file(path, options);
-  } catch (const itk::ExceptionObject& e) {
-    std::string what = e.GetDescription();
-    std::replace(what.begin(), what.end(), '\n', ' ');
-    fail("{}: cannot read the image: {}", path, what);
-  }
+      if (ends_with(ascii_lower(path), ".npy")) return read_npy(path, options);
+      if (format_of(path) == "nifti") return nifti_read(path, options);
+      if (png_or_jpeg(path) || format_of(path) == "metaimage" || format_of(path) == "nrrd") file_check(path);  // before ITK's probes see it
+      return read_file(path, options);
+    } catch (const itk::ExceptionObject& e) { fail("{}: cannot read the image: {}", path, itk_reason(e, captured.text())); }
+  }();
+  // What a reader printed without failing is kept where `volume info` shows it.
+  if (const std::string printed = captured.text(); !printed.empty()) out.info.warnings.push_back(printed.substr(0, printed.find('\n')));
+  return out;
 }
 
 std::vector<SeriesInfo> dicom_series_list(const std::string& dir) {
   if (!fs::is_directory(dir)) fail("{}: not a directory", dir);
   return scan_series(dir).series;
 }
-
-namespace {
-
-// fd 2 goes to /dev/null while alive (third-party writers that print their own errors).
-class StderrMuted {
- public:
-  StderrMuted() {
-    std::fflush(stderr);
-    saved_ = ::dup(2);
-    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (saved_ >= 0 && null >= 0) ::dup2(null, 2);
-    if (null >= 0) ::close(null);
-  }
-  ~StderrMuted() {
-    std::fflush(stderr);
-    if (saved_ >= 0) {
-      ::dup2(saved_, 2);
-      ::close(saved_);
-    }
-  }
-  StderrMuted(const StderrMuted&) = delete;
-  StderrMuted& operator=(const StderrMuted&) = delete;
-
- private:
-  int saved_ = -1;
-};
-
-}  // namespace
 
 void volume_write(const std::string& path, const RawVolume& volume) {
   const std::string format = format_of(path);
@@ -568,11 +570,7 @@ void volume_write(const std::string& path, const RawVolume& volume) {
         default:
           fail("{}: cannot write voxels of type {} (U8, I16, I32, F32, F64)", path, dtype_name(volume.dtype));
       }
-    } catch (const itk::ExceptionObject& e) {
-      std::string what = e.GetDescription();
-      std::replace(what.begin(), what.end(), '\n', ' ');
-      fail("{}: cannot write the image: {}", path, what);
-    }
+    } catch (const itk::ExceptionObject& e) { fail("{}: cannot write the image: {}", path, replace_all(itk_reason(e, ""), temp, path)); }
   };
   // ITK's writers do not all report failed writes (a full disk can leave a short
   // file): the written file is read back and must hold exactly these voxels.

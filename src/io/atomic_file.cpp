@@ -91,9 +91,14 @@ void write_via_temp(const std::string& path, const std::function<void(const std:
       if (armed) ::unlink(temp.c_str());
     }
   } remove{temp};
+  // The temporary is created here first: third-party writers that cannot create it say
+  // so without the OS reason (niftilib) or in their own words (ITK), open's errno says why.
+  const int created = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (created < 0) fail("{}: cannot write: {}", path, std::strerror(errno));
+  ::close(created);
   write(temp);
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(temp, ec)) fail("{}: cannot write: the writer produced no file", path);
+  if (std::filesystem::file_size(temp, ec) == 0 || ec) fail("{}: cannot write: the writer produced no data", path);
   if (check) check(temp);
   const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("{}: cannot write: {}", path, std::strerror(errno));

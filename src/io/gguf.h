@@ -143,6 +143,7 @@ struct GgufTokenizer {
   std::optional<int64_t> bos_token_id, eos_token_id, unknown_token_id, padding_token_id;
   std::optional<bool> add_bos_token, add_eos_token, add_space_prefix;
   std::string chat_template;  // tokenizer.chat_template, "" when absent
+  std::string model_name;  // general.name: llama.cpp keys Phi-3's special-token whitespace rule on it
 };
 // Throws when tokenizer.ggml.model or tokens are missing or the arrays disagree in length
 // or a special id is outside the vocabulary.

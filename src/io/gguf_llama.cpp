@@ -174,6 +174,7 @@ GgufTokenizer gguf_tokenizer(const GgufFile& gguf) {
   t.add_eos_token = gguf.get_bool("tokenizer.ggml.add_eos_token");
   t.add_space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix");
   t.chat_template = gguf.get_string("tokenizer.chat_template").value_or("");
+  t.model_name = gguf.get_string("general.name").value_or("");
   return t;
 }
 

@@ -19,9 +19,12 @@ json read_object(const std::string& path) {
 
 std::string HfConfig::architecture() const { return architectures.empty() ? model_type : architectures.front(); }
 
-HfConfig hf_config_read(const std::string& path) {
+HfConfig hf_config_read(const std::string& path) { return hf_config_from_json(read_object(path), path); }
+
+HfConfig hf_config_from_json(const json& config, const std::string& path) {
+  if (!config.is_object()) fail("{}: expected a JSON object, found {}", path, config.type_name());
   HfConfig c;
-  c.raw = read_object(path);
+  c.raw = config;
   const json& j = c.raw;
   // Med3DVLM's merge script writes a plain string ("architectures": "VLMQwenForCausalLM").
   const auto arch = j.find("architectures");

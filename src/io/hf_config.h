@@ -85,6 +85,8 @@ struct SpecialTokensMap {
 };
 
 HfConfig hf_config_read(const std::string& path);
+// The same from a parsed config.json (`where` names it in errors).
+HfConfig hf_config_from_json(const nlohmann::json& config, const std::string& where);
 GenerationConfig generation_config_read(const std::string& path);
 TokenizerConfig tokenizer_config_read(const std::string& path);
 // added_tokens.json: {token text: id}

@@ -26,6 +26,15 @@ std::array<int64_t, 3> triple(const json& c, const char* key, std::array<int64_t
   return {values[0], values[1], values[2]};
 }
 
+// The gather / local loss switches both configs share (open_clip's).
+void read_loss_gathering(const json& c, const std::string& where, ClipConfig& config) {
+  config.gather_loss = c.value("gather_loss", config.gather_loss);
+  config.local_loss = c.value("local_loss", config.local_loss);
+  if (config.gather_loss && config.local_loss) {
+    fail("{}: local_loss=true is not supported (the official branch uses labels that are wrong on every rank but 0)", where);
+  }
+}
+
 // DEC_CLIPConfig (Med3DVLM src/model/CLIP.py) with its training script's values.
 ClipConfig dec_clip_config_from_json(const json& c, const std::string& where) {
   ClipConfig config;
@@ -37,8 +46,11 @@ ClipConfig dec_clip_config_from_json(const json& c, const std::string& where) {
   if (config.loss_type != "sigmoid") {
     fail("{}: DEC_CLIP loss_type '{}' is not supported (supported: sigmoid, what DCFormer_SigLIP trained with)", where, config.loss_type);
   }
+  if (c.value("efficient_loss", false)) fail("{}: efficient_loss=true is not supported (DCFormer_SigLIP trained with the gathered loss)", where);
+  read_loss_gathering(c, where, config);
   config.t_prime_init = c.value("t_prime", config.t_prime_init);
   config.bias_init = c.value("bias", config.bias_init);
+  config.language_model_name_or_path = c.value("language_model_name_or_path", std::string("medicalai/ClinicalBERT"));
   const auto ints = [&](const char* key, std::array<int64_t, 5> fallback) {
     if (!c.contains(key)) return fallback;
     const auto v = c.at(key).get<std::vector<int64_t>>();
@@ -47,11 +59,42 @@ ClipConfig dec_clip_config_from_json(const json& c, const std::string& where) {
   };
   config.dcformer.num_blocks = ints("dcformer_num_blocks", config.dcformer.num_blocks);
   config.dcformer.channels = ints("dcformer_channels", config.dcformer.channels);
+  for (int s = 0; s < 5; ++s) {
+    if (config.dcformer.channels[s] < 1) fail("{}: dcformer_channels must be positive", where);
+  }
+  config.dcformer.image_size = dcformer_image_size_from_input_size(c, where, config.dcformer.image_size);
   // ClinicalBERT (medicalai/ClinicalBERT, a multilingual-cased DistilBERT) unless text_config says otherwise.
   json text = c.value("text_config", json{{"model_type", "distilbert"}, {"vocab_size", 119547}});
   if (!text.contains("model_type")) text["model_type"] = "distilbert";
   config.text = BertConfig::from_json(text, where + " (text_config)");
   return config;
+}
+
+// What DEC_CLIP's save_pretrained writes (the released config's keys; dim / depth /
+// mlp_depth are the ViT's and unused by the DCFormer), plus m3d's text_config and
+// the DCFormer's dims.
+json dec_clip_config_to_json(const ClipConfig& c) {
+  json text = c.text.to_json();
+  text.erase("architectures");
+  const auto& d = c.dcformer;
+  return {{"architectures", {"DEC_CLIP"}},
+          {"model_type", "dec_clip"},
+          {"language_model_name_or_path", c.language_model_name_or_path},
+          {"vision_encoder", "dcformer"},
+          {"input_size", {d.image_size[1], d.image_size[2], d.image_size[0]}},  // (H, W, D)
+          {"dim", 768},
+          {"depth", 12},
+          {"hidden_size", c.hidden_size},
+          {"mlp_depth", 2},
+          {"local_loss", c.local_loss},
+          {"gather_loss", c.gather_loss},
+          {"loss_type", c.loss_type},
+          {"t_prime", c.t_prime_init},
+          {"bias", c.bias_init},
+          {"efficient_loss", false},
+          {"dcformer_num_blocks", d.num_blocks},
+          {"dcformer_channels", d.channels},
+          {"text_config", text}};
 }
 
 }  // namespace
@@ -79,11 +122,7 @@ ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
     if (config.loss_type != "nce" && config.loss_type != "sigmoid") {
       fail("{}: loss_type '{}' is not supported (supported: nce, sigmoid)", where, config.loss_type);
     }
-    config.gather_loss = c.value("gather_loss", config.gather_loss);
-    config.local_loss = c.value("local_loss", config.local_loss);
-    if (config.gather_loss && config.local_loss) {
-      fail("{}: local_loss=true is not supported (the official branch uses labels that are wrong on every rank but 0)", where);
-    }
+    read_loss_gathering(c, where, config);
     config.logit_scale_init = c.value("logit_scale_init", config.logit_scale_init);  // m3d key; M3D: ln(1/0.07)
     config.t_prime_init = c.value("t_prime", config.t_prime_init);
     config.bias_init = c.value("bias", config.bias_init);
@@ -96,12 +135,12 @@ ClipConfig ClipConfig::from_json(const json& c, const std::string& where) {
 }
 
 json ClipConfig::to_json() const {
-  if (model_type == "dec_clip") fail("clip: writing a DEC_CLIP (DCFormer_SigLIP) config is not supported yet (no training for it)");
+  if (model_type == "dec_clip") return dec_clip_config_to_json(*this);
   json text = this->text.to_json();
   text.erase("architectures");
   return {{"architectures", {"M3DCLIP"}},
           {"model_type", "m3d_clip"},
-          {"language_model_name_or_path", "bert-base-uncased"},
+          {"language_model_name_or_path", language_model_name_or_path},
           {"in_channels", vision.in_channels},
           {"img_size", vision.img_size},
           {"patch_size", vision.patch_size},
@@ -119,6 +158,10 @@ json ClipConfig::to_json() const {
           {"loss_type", loss_type},
           {"text_config", text}};
 }
+
+int64_t ClipConfig::image_channels() const { return model_type == "dec_clip" ? dcformer.in_channels : vision.in_channels; }
+
+std::array<int64_t, 3> ClipConfig::image_size() const { return model_type == "dec_clip" ? dcformer.image_size : vision.img_size; }
 
 ClipModelImpl::ClipModelImpl(const ClipConfig& c) : config_(c) {
   if (c.model_type == "dec_clip") {

@@ -26,8 +26,10 @@ namespace m3d::models {
 //    else bert-base-uncased's (what language_model_name_or_path names in the
 //    release), with widths, depth and vocabulary taken from the checkpoint's shapes.
 // DEC_CLIPConfig (model_type "dec_clip"): vision_encoder "dcformer" (decomp_small, dims
-// from the checkpoint; test-only keys dcformer_num_blocks / dcformer_channels), the
-// text tower's DistilBERT config as m3d's `text_config`, else ClinicalBERT's.
+// from the checkpoint; m3d's keys dcformer_num_blocks / dcformer_channels for others),
+// the input grid as `input_size` (H, W, D), the text tower's config as m3d's
+// `text_config` (DistilBERT as released; BERT / RoBERTa towers are m3d's extension:
+// the official code reads the tower's width as DistilBERT's config.dim), else ClinicalBERT's.
 struct ClipConfig {
   std::string model_type = "m3d_clip";  // "m3d_clip" | "dec_clip"
   Vit3dConfig vision;  // m3d_clip; classification (cls token) always on
@@ -39,6 +41,11 @@ struct ClipConfig {
   double logit_scale_init = 2.659260036932778;  // ln(1/0.07); config key logit_scale_init (m3d's)
   double t_prime_init = 2.659260036932778, bias_init = 0.0;
   int64_t max_text_len = 512;  // what train_CLIP.py tokenizes to (config's max_text_len is unused there)
+  std::string language_model_name_or_path = "bert-base-uncased";  // where the text tower came from (informative)
+
+  // The image input's channels and (D, H, W) grid, of whichever vision tower.
+  int64_t image_channels() const;
+  std::array<int64_t, 3> image_size() const;
 
   static ClipConfig from_json(const nlohmann::json& config, const std::string& where);
   nlohmann::json to_json() const;

@@ -8,7 +8,9 @@
 
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include "m3d/error.h"
@@ -61,6 +63,16 @@ DcformerConfig dcformer_variant(const std::string& name) {
   c.num_blocks = it->second.first;
   c.channels = it->second.second;
   return c;
+}
+
+std::array<int64_t, 3> dcformer_image_size_from_input_size(const nlohmann::json& config, const std::string& where, std::array<int64_t, 3> fallback) {
+  if (!config.contains("input_size")) return fallback;
+  const nlohmann::json& v = config.at("input_size");
+  const auto positive = [](const nlohmann::json& n) { return n.is_number_integer() && n.get<int64_t>() > 0; };
+  if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), positive)) {
+    fail("{}: input_size must be 3 positive integers (H, W, D, e.g. [256, 256, 128] for a 128x256x256 volume), got {}", where, v.dump());
+  }
+  return {v[2].get<int64_t>(), v[0].get<int64_t>(), v[1].get<int64_t>()};  // (H, W, D) -> (D, H, W)
 }
 
 DcformerConfig dcformer_config_from_checkpoint(const io::Checkpoint& ckpt, const std::string& prefix, const DcformerConfig& base) {

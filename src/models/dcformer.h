@@ -4,6 +4,7 @@
 // `encoder.*` keys of Med3DVLM / DCFormer_SigLIP checkpoints load unchanged.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -40,6 +41,12 @@ struct DcformerConfig {
 // decomp_nano, decomp_naive, decomp_tiny, decomp_small, decomp_base, decomp_large.
 DcformerConfig dcformer_variant(const std::string& name);
 std::vector<std::string> dcformer_variants();
+
+// DcformerConfig::image_size (D, H, W) from a config's `input_size`, which Med3DVLM
+// (DEC_CLIPConfig, train_vlm.py, train_clip.py) writes in the encoder's internal
+// (H, W, D) order: [256, 256, 128] is the 128 x 256 x 256 volume. Three positive
+// integers; `fallback` (D, H, W) when the key is absent.
+std::array<int64_t, 3> dcformer_image_size_from_input_size(const nlohmann::json& config, const std::string& where, std::array<int64_t, 3> fallback);
 
 // Blocks, channels and kernels from tensor shapes under `prefix` (the key prefix
 // before "encoder.", e.g. "model.vision_tower.vision_tower."); image_size from `base`.

@@ -91,6 +91,8 @@ class LamedModelImpl : public MultimodalModelImpl {
   int64_t proj_out_num() const override { return vision->config().proj_out_num; }
   std::array<int64_t, 3> image_grid() const override { return vision->config().image_size; }
   VisionSideImpl& vision_side() const override { return *vision.ptr(); }
+  int64_t image_channels() const override { return vision->config().image_channel; }
+  torch::nn::Module& clip_vision_tower() const override { return *vision_tower->vision_tower.ptr(); }
   const LamedConfig& lamed_config() const { return vision->config(); }
 
   LamedVision vision{nullptr};

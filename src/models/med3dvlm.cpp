@@ -91,6 +91,10 @@ Med3dvlmConfig Med3dvlmConfig::from_hf(const io::HfConfig& hf, const std::string
   c.dcformer.num_blocks = positive_ints(j, "dcformer_num_blocks", c.dcformer.num_blocks, where);
   c.dcformer.channels = positive_ints(j, "dcformer_channels", c.dcformer.channels, where);
   c.dcformer.in_channels = io::json_int(j, "image_channel", where).value_or(c.dcformer.in_channels);
+  // The official VLM trains on 128 x 256 x 256 and ignores `input_size` (bookkeeping only; the
+  // shared fixture even writes it in another order), so another grid is m3d's own key, in
+  // LaMed's (D, H, W) order.
+  c.dcformer.image_size = positive_ints(j, "image_size", c.dcformer.image_size, where);
   return c;
 }
 

@@ -83,6 +83,8 @@ class Med3dvlmModelImpl : public MultimodalModelImpl {
   int64_t proj_out_num() const override { return vision->config().proj_out_num; }
   std::array<int64_t, 3> image_grid() const override { return vision->dcformer_config().image_size; }
   VisionSideImpl& vision_side() const override { return *vision.ptr(); }
+  int64_t image_channels() const override { return vision->dcformer_config().in_channels; }
+  torch::nn::Module& clip_vision_tower() const override { return *vision_tower->vision_tower.ptr(); }
   const Med3dvlmConfig& med3dvlm_config() const { return vision->config(); }
 
   Med3dvlmVision vision{nullptr};

@@ -1,6 +1,7 @@
 // Presets follow the released configs: M3D-LaMed-Phi-3-4B and -Llama-2-7B
-// (m3d_lamed_spec.md §4.2, §4.5; vision 768/3072/12/12, spp projector) and the
-// bare decoders they are built on.
+// (m3d_lamed_spec.md §4.2, §4.5; vision 768/3072/12/12, spp projector), the bare
+// decoders they are built on, and DCFormer_SigLIP (med3dvlm_spec.md §2: decomp_small
+// on 128x256x256, ClinicalBERT's DistilBERT, projections to 768).
 #include "models/presets.h"
 
 #include <torch/torch.h>
@@ -14,6 +15,7 @@
 #include "io/tensor.h"
 #include "m3d/error.h"
 #include "models/causal_lm.h"
+#include "models/clip.h"
 
 namespace m3d::models {
 namespace {
@@ -71,6 +73,14 @@ json llama2_7b() {
           {"torch_dtype", "float16"}};
 }
 
+// DEC_CLIP as train_clip.py builds it for scripts/train_clip.sh, through m3d's writer.
+json dcformer_siglip() {
+  const json released = {{"model_type", "dec_clip"},     {"language_model_name_or_path", "medicalai/ClinicalBERT"},
+                         {"vision_encoder", "dcformer"}, {"input_size", {256, 256, 128}},
+                         {"hidden_size", 768},           {"loss_type", "sigmoid"}};
+  return ClipConfig::from_json(released, "preset dcformer-siglip").to_json();
+}
+
 json with(json base, const json& changes) {
   base.update(changes);
   return base;
@@ -104,6 +114,7 @@ const std::vector<std::pair<std::string, json>>& presets() {
                                                               {"vision_num_layers", 2},
                                                               {"vision_num_heads", 4},
                                                               {"torch_dtype", "float32"}})},
+      {"dcformer-siglip", dcformer_siglip()},
   };
   return kPresets;
 }
@@ -128,15 +139,20 @@ void init_random_checkpoint(const json& config, const std::string& dir, const st
   { io::write_file_atomic(dir + "/config.json", config.dump(2) + "\n"); }
   torch::manual_seed(seed);
   const c10::ScalarType type = dtype == "bf16" ? torch::kBFloat16 : dtype == "f16" ? torch::kHalf : torch::kFloat;
-  CausalLm lm{nullptr};
+  const std::string model_type = config.value("model_type", std::string());
+  std::shared_ptr<torch::nn::Module> model;
   {
     // Parameters are born uninitialised in the target dtype: a 7B model costs its weight bytes once.
     const DefaultDtypeGuard guard(type);
-    lm = model_build(io::hf_config_read(dir + "/config.json"), dir + "/config.json");
+    if (model_type == "m3d_clip" || model_type == "dec_clip") {
+      model = ClipModel(ClipConfig::from_json(config, dir + "/config.json")).ptr();
+    } else {
+      model = model_build(io::hf_config_read(dir + "/config.json"), dir + "/config.json").ptr();
+    }
   }
   torch::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& item : lm->named_parameters(true)) {
+  for (const auto& item : model->named_parameters(true)) {
     const std::string& name = item.key();
     at::Tensor t = item.value();
     auto ends_with = [&](const char* suffix) {
@@ -145,13 +161,18 @@ void init_random_checkpoint(const json& config, const std::string& dir, const st
     };
     if (ends_with(".bias")) {
       t.zero_();
-    } else if (ends_with("norm.weight") || ends_with("norm1.weight") || ends_with("norm2.weight")) {
+    } else if (ends_with("norm.weight") || ends_with("norm1.weight") || ends_with("norm2.weight") || ends_with("LayerNorm.weight")) {
       t.normal_(1.0, 0.1);  // norms near identity, but not exactly, so they are exercised
     } else {
       t.normal_(0.0, 0.02);
     }
     tensors.emplace_back(name, t);
   }
+  // BatchNorm statistics as constructed (mean 0, variance 1); BatchNorm scales near 1.
+  for (const auto& item : model->named_modules()) {
+    if (auto* norm = dynamic_cast<BatchNorm3dImpl*>(item.value().get())) norm->weight.normal_(1.0, 0.1);
+  }
+  for (const auto& item : model->named_buffers(true)) tensors.emplace_back(item.key(), item.value());
   io::safetensors_save(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 

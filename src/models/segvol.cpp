@@ -456,14 +456,17 @@ LamedSegImpl::LamedSegImpl(const SegvolConfig& c) {
   seg_projector = register_module("seg_projector", SegProjector(c.hidden_size, c.mm_hidden_size));
 }
 
-torch::Tensor LamedSegImpl::forward(const torch::Tensor& image, const torch::Tensor& seg_hidden) {
-  const int64_t h = seg_module->config().hidden_size;
-  if (seg_hidden.dim() != 2 || seg_hidden.size(1) != h || seg_hidden.size(0) != image.size(0)) {
-    fail("segvol: expected the [SEG] hidden state as [{}, {}] (batch, LLM hidden_size), got {}", image.size(0), h, shape_of(seg_hidden));
+torch::Tensor LamedSegImpl::forward(const torch::Tensor& image, const torch::Tensor& seg_hidden, const SegPrompts& spatial) {
+  SegPrompts prompts = spatial;
+  prompts.text = torch::Tensor();
+  if (seg_hidden.defined()) {
+    const int64_t h = seg_module->config().hidden_size;
+    if (seg_hidden.dim() != 2 || seg_hidden.size(1) != h || seg_hidden.size(0) != image.size(0)) {
+      fail("segvol: expected the [SEG] hidden state as [{}, {}] (batch, LLM hidden_size), got {}", image.size(0), h, shape_of(seg_hidden));
+    }
+    const auto type = activation_type(seg_projector->fc1->weight);
+    prompts.text = seg_projector->forward(seg_hidden.to(type));  // (B, 768)
   }
-  const auto type = activation_type(seg_projector->fc1->weight);
-  SegPrompts prompts;
-  prompts.text = seg_projector->forward(seg_hidden.to(type));  // (B, 768)
   return seg_module->forward(image, prompts);  // (B, 1, D, H, W)
 }
 

@@ -251,8 +251,10 @@ TORCH_MODULE(SegProjector);
 class LamedSegImpl : public torch::nn::Module {
  public:
   explicit LamedSegImpl(const SegvolConfig& config);
-  // image (B, 1, D, H, W), hidden (B, h): the LLM's state before [SEG] -> logits (B, 1, D, H, W)
-  torch::Tensor forward(const torch::Tensor& image, const torch::Tensor& seg_hidden);
+  // image (B, 1, D, H, W), hidden (B, h): the LLM's state before [SEG] -> logits (B, 1, D, H, W).
+  // `spatial` adds point / box prompts (its text is ignored) beside the projected state, as
+  // SegVol's forward_decoder combines them; an undefined `seg_hidden` leaves them alone.
+  torch::Tensor forward(const torch::Tensor& image, const torch::Tensor& seg_hidden, const SegPrompts& spatial = {});
 
   Segvol seg_module{nullptr};
   SegProjector seg_projector{nullptr};

@@ -48,6 +48,11 @@ class MultimodalModelImpl : public DecoderModelImpl {
   // The one vision side, whose children the model registers as model.vision_tower and
   // model.mm_projector (the checkpoint's keys); the same class `m3d encode` runs.
   virtual VisionSideImpl& vision_side() const = 0;
+  virtual int64_t image_channels() const = 0;  // C of the (B, C, D, H, W) images
+  // The tower a contrastive model's vision encoder loads into (train.py's
+  // pretrain_clip_model / pretrain_vision_model): the ViT3D (M3D-CLIP) or the DCFormer
+  // (DCFormer_SigLIP), whose keys follow the CLIP's "vision_encoder." prefix.
+  virtual torch::nn::Module& clip_vision_tower() const = 0;
 };
 
 // Refuses an image that is not (B, `channels`, D, H, W) on `grid`, saying what to do:

@@ -1,6 +1,7 @@
 // The interface behind m3d::text::Tokenizer: one implementation per tokenizer
 // family (tokenizer.json BPE in bpe.cpp, WordPiece in wordpiece.cpp, the slow
-// SentencePiece LlamaTokenizer in slow_llama.cpp). Internal to src/text.
+// SentencePiece LlamaTokenizer in slow_llama.cpp, GGUF's SentencePiece vocabulary
+// in gguf_spm.cpp). Internal to src/text.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,10 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
+
+namespace m3d::io {
+struct GgufTokenizer;
+}
 
 namespace m3d::text {
 
@@ -35,6 +40,10 @@ std::unique_ptr<TokenizerBackend> load_fast_bpe(const nlohmann::json& root, cons
 std::unique_ptr<TokenizerBackend> load_slow_wordpiece(const std::string& dir);
 // wordpiece.cpp: a tokenizer.json whose model is WordPiece (BertTokenizerFast).
 std::unique_ptr<TokenizerBackend> load_fast_wordpiece(const nlohmann::json& root, const std::string& path);
+
+// gguf_spm.cpp: a GGUF file's SentencePiece-BPE vocabulary (tokenizer.ggml.model "llama")
+// as llama.cpp tokenizes it; `name` names the file in errors.
+std::unique_ptr<TokenizerBackend> load_gguf_spm(const io::GgufTokenizer& gguf, const std::string& name);
 
 // slow_llama.cpp: transformers' LlamaTokenizer (use_fast=False) from a directory
 // with tokenizer.model, tokenizer_config.json, special_tokens_map.json, added_tokens.json.

@@ -3,11 +3,13 @@
 // merges; `pre` names the pre-tokenizer (llama-vocab.cpp's LLAMA_VOCAB_PRE_TYPE_*
 // regexes, written here as the Hugging Face components they come from); token_type
 // 3 (control) tokens are special added tokens, 4 (user defined) plain added tokens;
-// add_bos_token / add_eos_token are the post-processor.
+// add_bos_token / add_eos_token are the post-processor. Model "llama" (SentencePiece BPE
+// with scores) has a backend of its own, gguf_spm.cpp.
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
 #include "m3d/error.h"
+#include "text/backend.h"
 #include "text/tokenizer.h"
 
 namespace m3d::text {
@@ -69,7 +71,10 @@ json post_processor(const io::GgufTokenizer& gguf) {
 }  // namespace
 
 Tokenizer Tokenizer::from_gguf(const io::GgufTokenizer& gguf, const std::string& name) {
-  if (gguf.model != "gpt2") { fail("{}: tokenizer.ggml.model '{}' is not supported from GGUF metadata (supported: gpt2, byte-level BPE)", name, gguf.model); }
+  if (gguf.model == "llama") return Tokenizer(load_gguf_spm(gguf, name));
+  if (gguf.model != "gpt2") {
+    fail("{}: tokenizer.ggml.model '{}' is not supported from GGUF metadata (supported: gpt2, byte-level BPE; llama, SentencePiece BPE)", name, gguf.model);
+  }
   const PreSteps pre = pre_steps(gguf.pre, name);
   json vocab = json::object();
   for (size_t id = 0; id < gguf.tokens.size(); ++id) vocab[gguf.tokens[id]] = id;

@@ -35,6 +35,7 @@ class SentencePieceModel {
   int64_t piece_to_id(std::string_view piece) const;  // the unk id when unknown
   const std::string& id_to_piece(int64_t id) const;  // throws when out of range
   Type type(int64_t id) const { return pieces_.at(static_cast<size_t>(id)).type; }
+  float score(int64_t id) const { return pieces_.at(static_cast<size_t>(id)).score; }
   int64_t unk_id() const { return unk_id_; }
 
  private:

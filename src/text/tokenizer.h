@@ -39,9 +39,10 @@ class TokenizerBackend;
 class Tokenizer {
  public:
   // Parses tokenizer.json; throws m3d::Error naming the file and the unsupported part.
-  // from_gguf: the byte-level BPE ("gpt2") tokenizer stored in a GGUF file's
-  // tokenizer.ggml.* metadata, with the pre-tokenizer its `pre` name stands for in
-  // llama.cpp (gguf_tokenizer.cpp lists them); others are refused by name.
+  // from_gguf: the tokenizer stored in a GGUF file's tokenizer.ggml.* metadata: byte-level
+  // BPE ("gpt2") with the pre-tokenizer its `pre` name stands for in llama.cpp
+  // (gguf_tokenizer.cpp lists them), or SentencePiece BPE with scores ("llama", gguf_spm.cpp)
+  // as llama.cpp runs it; others are refused by name.
   static Tokenizer from_gguf(const io::GgufTokenizer& gguf, const std::string& name);
   static Tokenizer from_file(const std::string& path);
   // The same from a parsed tokenizer.json; `name` names it in errors.
@@ -82,6 +83,11 @@ class Tokenizer {
   std::unique_ptr<TokenizerBackend> impl_;
   bool slow_ = false;
 };
+
+// The ids that end generation with a GGUF file's tokenizer, as llama.cpp's llama_vocab_is_eog:
+// tokenizer.ggml.eos_token_id (SentencePiece default 2) and the end-of-turn tokens llama.cpp
+// knows by text (<|end|>, <|im_end|>, <|eot_id|>, </s>, ...; gguf_spm.cpp lists them), ascending.
+std::vector<int64_t> gguf_end_of_generation_ids(const io::GgufTokenizer& gguf);
 
 // transformers' truncation of one sequence encoded with its special tokens: the first
 // max_length - 1 ids, then the closing special token ([SEP], </s>) that was last.

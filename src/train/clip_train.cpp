@@ -54,8 +54,14 @@ std::vector<data::CapPair> cap_pairs(const std::string& source, const std::strin
 // Loads, resizes, augments and tokenizes; keeps resized volumes when asked.
 class Loader {
  public:
-  Loader(std::vector<data::CapPair> samples, const text::Tokenizer& tokenizer, const models::Vit3dConfig& vision, const ClipTrainConfig& config, bool train)
-      : samples_(std::move(samples)), tokenizer_(tokenizer), vision_(vision), config_(config), train_(train) {}
+  // Volumes are resized to the model's grid (the ViT's img_size or the DCFormer's input_size).
+  Loader(std::vector<data::CapPair> samples, const text::Tokenizer& tokenizer, const models::ClipConfig& model, const ClipTrainConfig& config, bool train)
+      : samples_(std::move(samples)),
+        tokenizer_(tokenizer),
+        channels_(model.image_channels()),
+        grid_(std::vector<int64_t>{model.image_size()[0], model.image_size()[1], model.image_size()[2]}),
+        config_(config),
+        train_(train) {}
 
   size_t size() const { return samples_.size(); }
 
@@ -95,8 +101,7 @@ class Loader {
       std::lock_guard<std::mutex> lock(mutex_);
       if (auto it = cache_.find(index); it != cache_.end()) return it->second;
     }
-    torch::Tensor image = load_model_volume(samples_[static_cast<size_t>(index)].image, vision_.in_channels,
-                                            std::vector<int64_t>(vision_.img_size.begin(), vision_.img_size.end()));
+    torch::Tensor image = load_model_volume(samples_[static_cast<size_t>(index)].image, channels_, grid_);
     if (config_.cache_images) {
       std::lock_guard<std::mutex> lock(mutex_);
       cache_[index] = image;
@@ -106,38 +111,120 @@ class Loader {
 
   std::vector<data::CapPair> samples_;
   const text::Tokenizer& tokenizer_;
-  models::Vit3dConfig vision_;
+  int64_t channels_;
+  std::vector<int64_t> grid_;
   const ClipTrainConfig& config_;
   bool train_;
   std::mutex mutex_;
   std::map<int64_t, torch::Tensor> cache_;
 };
 
+// PyTorch's default initialisation of nn.Linear and nn.Conv3d (kaiming_uniform with
+// a = sqrt(5), and the bias bound it implies): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+void init_uniform_fan_in(torch::Tensor weight, torch::Tensor bias) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(weight[0].numel()));
+  weight.uniform_(-bound, bound);
+  if (bias.defined()) bias.uniform_(-bound, bound);
+}
+
 // MONAI ViT's initialisation for a ViT trained from scratch: truncated normal (0.02)
 // for the patch projection and positions, zero cls token and biases there, PyTorch's
-// default Linear init in the blocks, LayerNorms at identity; default Linear init for
-// the projections.
-void init_from_scratch(models::ClipModelImpl& model) {
-  torch::NoGradGuard no_grad;
-  auto linear_default = [](models::LinearImpl& linear) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(linear.weight.size(1)));
-    linear.weight.uniform_(-bound, bound);
-    if (linear.bias.defined()) linear.bias.uniform_(-bound, bound);
-  };
-  for (const auto& item : model.vision_encoder->named_modules()) {
-    if (auto* linear = dynamic_cast<models::LinearImpl*>(item.value().get())) linear_default(*linear);
+// default Linear init in the blocks, LayerNorms at identity.
+void init_vit_from_scratch(models::Vit3dImpl& vit) {
+  for (const auto& item : vit.named_modules()) {
+    if (auto* linear = dynamic_cast<models::LinearImpl*>(item.value().get())) init_uniform_fan_in(linear->weight, linear->bias);
     if (auto* norm = dynamic_cast<models::LayerNormImpl*>(item.value().get())) {
       norm->weight.fill_(1);
       norm->bias.fill_(0);
     }
   }
-  auto& patch = *model.vision_encoder->patch_embedding;
+  auto& patch = *vit.patch_embedding;
   patch.linear->weight.normal_(0, 0.02).clamp_(-2, 2);
   patch.linear->bias.zero_();
   patch.position_embeddings.normal_(0, 0.02).clamp_(-2, 2);
-  model.vision_encoder->cls_token.zero_();
-  linear_default(*model.mm_vision_proj);
-  linear_default(*model.mm_language_proj);
+  vit.cls_token.zero_();
+}
+
+// DCFormer from scratch as the official DEC_CLIP(config) gets it: dcformer.py sets no
+// initialisation and DEC_CLIP never calls post_init, so PyTorch's defaults: Conv3d and
+// Linear as above, BatchNorm at identity with running statistics (0, 1), and the
+// layer scales at ConvBlock's layer_scale_init_value 1e-6.
+void init_dcformer_from_scratch(models::DcformerImpl& dcformer) {
+  for (const auto& item : dcformer.named_modules()) {
+    torch::nn::Module* m = item.value().get();
+    if (auto* linear = dynamic_cast<models::LinearImpl*>(m)) init_uniform_fan_in(linear->weight, linear->bias);
+    if (auto* branch = dynamic_cast<models::DecompBranchImpl*>(m)) init_uniform_fan_in(branch->weight, branch->bias);
+    if (auto* block = dynamic_cast<models::ConvBlockImpl*>(m)) {
+      if (block->proj.defined()) init_uniform_fan_in(block->proj, {});
+      block->scale.fill_(1e-6);
+    }
+    if (auto* norm = dynamic_cast<models::BatchNorm3dImpl*>(m)) {
+      norm->weight.fill_(1);
+      norm->bias.fill_(0);
+      norm->running_mean.fill_(0);
+      norm->running_var.fill_(1);
+      if (norm->num_batches_tracked.defined()) norm->num_batches_tracked.zero_();
+    }
+  }
+}
+
+// The vision tower and the projections from scratch (default Linear init for those).
+void init_from_scratch(models::ClipModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  if (model.dcformer_encoder) {
+    init_dcformer_from_scratch(*model.dcformer_encoder);
+  } else {
+    init_vit_from_scratch(*model.vision_encoder);
+  }
+  init_uniform_fan_in(model.mm_vision_proj->weight, model.mm_vision_proj->bias);
+  init_uniform_fan_in(model.mm_language_proj->weight, model.mm_language_proj->bias);
+}
+
+// The text tower: `text_init`'s weights (strict within the encoder; a *ForMaskedLM
+// head and, for a tower built without one, the pooler are not loaded), else BERT's
+// initialisation.
+void init_text_tower(models::ClipModelImpl& model, const io::Checkpoint* text_checkpoint) {
+  if (text_checkpoint) {
+    io::LoadOptions load;
+    load.prefix = models::bert_checkpoint_prefix(*text_checkpoint);
+    load.whole_checkpoint = false;
+    load.ignore = {"embeddings.position_ids"};
+    if (!model.language_encoder->has_pooler()) load.ignore.push_back("pooler.");
+    io::state_dict_load(*model.language_encoder, *text_checkpoint, load);
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.language_encoder->parameters()) p.normal_(0, 0.02);
+  for (const auto& item : model.language_encoder->named_modules()) {
+    if (auto* norm = dynamic_cast<models::LayerNormImpl*>(item.value().get())) norm->weight.fill_(1), norm->bias.fill_(0);
+  }
+}
+
+// The model a run starts from: `init` (M3D-CLIP or DCFormer_SigLIP, to fine-tune), or
+// `model` from scratch with the text tower from `text_init`. Fills `tokenizer_dir`
+// when the config leaves it empty.
+models::ClipModel clip_model_start(const ClipTrainConfig& config, std::string& tokenizer_dir) {
+  if (!config.init.empty()) {
+    if (tokenizer_dir.empty()) tokenizer_dir = config.init;
+    return models::clip_load(config.init);
+  }
+  models::ClipConfig clip = models::ClipConfig::from_json(config.model, "training config \"model\"");
+  const bool dec_clip = clip.model_type == "dec_clip";
+  std::unique_ptr<io::Checkpoint> text_checkpoint;
+  if (!config.text_init.empty()) {
+    if (!fs::exists(config.text_init + "/config.json")) {
+      fail("text_init '{}': no BERT-family checkpoint there (config.json missing); download one (the official run uses {}) and give its folder",
+           config.text_init, dec_clip ? "medicalai/ClinicalBERT" : "bert-base-uncased");
+    }
+    clip.text = models::BertConfig::from_json(io::json_read_file(config.text_init + "/config.json"), config.text_init + "/config.json");
+    if (dec_clip) clip.language_model_name_or_path = config.text_init;
+    text_checkpoint = std::make_unique<io::Checkpoint>(io::checkpoint_open(config.text_init));
+    if (tokenizer_dir.empty()) tokenizer_dir = config.text_init;
+  }
+  models::ClipModel model(clip);
+  init_from_scratch(*model);
+  init_text_tower(*model, text_checkpoint.get());
+  return model;
 }
 
 json evaluate(models::ClipModelImpl& model, Loader& loader, int64_t batch_size) {
@@ -189,7 +276,7 @@ ClipTrainConfig ClipTrainConfig::from_json(const json& c, const std::string& whe
     t.cache_images = c.value("cache_images", t.cache_images);
     t.read_schedule(c, where);
   } catch (const json::exception& e) { fail("{}: malformed training config: {}", where, e.what()); }
-  if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (an M3D-CLIP checkpoint) or \"model\" (a CLIP config)", where);
+  if (t.init.empty() && t.model.is_null()) fail("{}: give \"init\" (an M3D-CLIP or DCFormer_SigLIP checkpoint) or \"model\" (a CLIP config)", where);
   if (t.max_length < 3) fail("{}: max_length must be at least 3", where);
   return t;
 }
@@ -202,9 +289,72 @@ json ClipTrainConfig::to_json() const {
   return out;
 }
 
-std::vector<std::string> clip_train_presets() { return {"m3d-clip", "siglip", "tiny"}; }
+namespace {
+
+// Med3DVLM's DCFormer_SigLIP run (scripts/train_clip.sh, med3dvlm_spec.md §2.4) and a
+// small DCFormer for one CPU; null for other names.
+json med3dvlm_preset(const std::string& name) {
+  const json released = {{"model_type", "dec_clip"}, {"vision_encoder", "dcformer"}, {"input_size", {256, 256, 128}},  // (H, W, D): 128x256x256
+                         {"hidden_size", 768},       {"loss_type", "sigmoid"},       {"t_prime", std::log(1 / 0.07)}, {"bias", 0.0},
+                         {"gather_loss", true},      {"local_loss", false}};
+  if (name == "med3dvlm-siglip") {
+    return {{"description",
+             "DCFormer_SigLIP as released: decomp_small from scratch on 128x256x256, medicalai/ClinicalBERT (a local folder), sigmoid loss, "
+             "100 epochs, batch 64 per GPU, lr 1e-4, wd 0.1, no evaluation (the official run used DeepSpeed bf16; here f32)"},
+            {"model", released},
+            {"text_init", "medicalai/ClinicalBERT"},
+            {"epochs", 100},
+            {"batch_size", 64},
+            {"lr", 1e-4},
+            {"weight_decay", 0.1},
+            {"warmup_ratio", 0.03},
+            {"max_length", 512},
+            {"save_steps", 1000},
+            {"save_total_limit", 1},
+            {"eval_fraction", 0},
+            {"workers", 4}};
+  }
+  if (name == "med3dvlm-tiny") {
+    json model = released;
+    model["input_size"] = {128, 128, 16};  // (H, W, D): 16x128x128
+    model["dcformer_num_blocks"] = {1, 1, 1, 1, 1};
+    model["dcformer_channels"] = {8, 16, 32, 64, 128};
+    model["hidden_size"] = 256;
+    // The released init (t' = ln(1/0.07), b = 0) starts every off-diagonal logit near
+    // +14 once the untrained features agree; AdamW moves b by about lr a step, far too
+    // slowly for a short run. SigLIP's own init (Zhai et al. 2023: t' = ln 10, b = -10).
+    model["t_prime"] = std::log(10.0);
+    model["bias"] = -10.0;
+    return {
+        {"description",
+         "one CPU: a 5-stage DCFormer (8..128 channels, one block each) on 16x128x128 volumes from scratch; the 6-layer MiniLM text tower "
+         "with its embeddings and first 4 layers frozen; sigmoid loss from SigLIP's init (t' = ln 10, b = -10); reports truncated to 64 tokens the official way"},
+        {"model", model},
+        {"text_init", "third_party/models/all-MiniLM-L6-v2"},
+        {"freeze",
+         {"language_encoder.embeddings", "language_encoder.encoder.layer.0.", "language_encoder.encoder.layer.1.", "language_encoder.encoder.layer.2.",
+          "language_encoder.encoder.layer.3."}},
+        {"epochs", 40},
+        {"batch_size", 32},
+        {"lr", 1e-3},
+        {"weight_decay", 0.1},
+        {"warmup_ratio", 0.05},
+        {"max_length", 64},
+        {"cache_images", true},
+        {"save_steps", 50},
+        {"eval_fraction", 0.25},
+        {"eval_limit", 100},
+        {"eval_split", "test"}};
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> clip_train_presets() { return {"m3d-clip", "siglip", "tiny", "med3dvlm-siglip", "med3dvlm-tiny"}; }
 
 json clip_train_preset(const std::string& name) {
+  if (json preset = med3dvlm_preset(name); !preset.is_null()) return preset;
   const json m3d_model = {{"model_type", "m3d_clip"},  {"in_channels", 1},   {"img_size", {32, 256, 256}}, {"patch_size", {4, 16, 16}},
                           {"hidden_size", 768},        {"mlp_dim", 3072},    {"num_layers", 12},           {"num_heads", 12},
                           {"pos_embed", "perceptron"}, {"loss_type", "nce"}, {"gather_loss", true},        {"local_loss", false}};
@@ -282,44 +432,17 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
 
   // The model.
   torch::manual_seed(config.seed);
-  models::ClipModel model{nullptr};
   std::string tokenizer_dir = config.tokenizer;
-  if (!config.init.empty()) {
-    model = models::clip_load(config.init);
-    if (model->config().model_type == "dec_clip") fail("{}: training DCFormer_SigLIP (dec_clip) is not supported yet", config.init);
-    if (tokenizer_dir.empty()) tokenizer_dir = config.init;
-  } else {
-    models::ClipConfig clip = models::ClipConfig::from_json(config.model, "training config \"model\"");
-    if (clip.model_type == "dec_clip") fail("training config \"model\": training DCFormer_SigLIP (dec_clip) is not supported yet");
-    std::unique_ptr<io::Checkpoint> text_ckpt;
-    if (!config.text_init.empty()) {
-      if (!fs::exists(config.text_init + "/config.json")) {
-        fail("text_init '{}': no BERT checkpoint there (config.json missing); the official run uses bert-base-uncased", config.text_init);
-      }
-      clip.text = models::BertConfig::from_json(io::json_read_file(config.text_init + "/config.json"), config.text_init + "/config.json");
-      text_ckpt = std::make_unique<io::Checkpoint>(io::checkpoint_open(config.text_init));
-      if (tokenizer_dir.empty()) tokenizer_dir = config.text_init;
-    }
-    model = models::ClipModel(clip);
-    init_from_scratch(*model);
-    if (text_ckpt) {
-      io::LoadOptions load;
-      load.prefix = models::bert_checkpoint_prefix(*text_ckpt);
-      load.whole_checkpoint = false;
-      load.ignore = {"embeddings.position_ids"};
-      io::state_dict_load(*model->language_encoder, *text_ckpt, load);
-    } else {
-      torch::NoGradGuard no_grad;  // a text tower from scratch: BERT's init
-      for (auto& p : model->language_encoder->parameters()) p.normal_(0, 0.02);
-      for (const auto& item : model->language_encoder->named_modules()) {
-        if (auto* norm = dynamic_cast<models::LayerNormImpl*>(item.value().get())) norm->weight.fill_(1), norm->bias.fill_(0);
-      }
-    }
-  }
+  models::ClipModel model = clip_model_start(config, tokenizer_dir);
+  const bool dcformer = model->config().model_type == "dec_clip";
   if (tokenizer_dir.empty()) fail("training: no tokenizer (give \"tokenizer\", \"text_init\" or \"init\")");
   const text::Tokenizer tokenizer = text::Tokenizer::load(tokenizer_dir);
-  model->train();
-  model->vision_encoder->set_gradient_checkpointing(config.gradient_checkpointing);
+  model->train();  // the DCFormer's BatchNorm on batch statistics, updating its running ones, as HF Trainer's
+  if (dcformer && config.gradient_checkpointing) fail("training: gradient_checkpointing is available for the ViT only, not for a DCFormer; set it false");
+  if (dcformer && config.bf16) {
+    fail("training: bf16 autocast is not supported for a DCFormer (its train-mode BatchNorm keeps f32 running statistics of f32 activations); set it false");
+  }
+  if (!dcformer) model->vision_encoder->set_gradient_checkpointing(config.gradient_checkpointing);
   for (const auto& prefix : config.freeze) {
     size_t matched = 0;
     for (auto& item : model->named_parameters()) {
@@ -327,8 +450,9 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
     }
     if (matched == 0) fail("training: \"freeze\" prefix '{}' matches no parameter", prefix);
   }
-  if (comm) {  // every rank starts from rank 0's weights
+  if (comm) {  // every rank starts from rank 0's weights and BatchNorm statistics
     for (auto& p : model->parameters()) comm->broadcast(p, 0);
+    for (auto& b : model->buffers()) comm->broadcast(b, 0);
   }
   auto parameters = trainable_parameters(*model);
   AdamWOptions adam;
@@ -337,12 +461,12 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
   AdamW optimizer(parameters, adam);
 
   // The data and the schedule.
-  Loader train_data(cap_pairs(config.data, config.train_split, -1), tokenizer, model->config().vision, config, true);
+  Loader train_data(cap_pairs(config.data, config.train_split, -1), tokenizer, model->config(), config, true);
   const LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
   const int64_t B = config.batch_size;
   std::unique_ptr<Loader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
-    eval_data = std::make_unique<Loader>(cap_pairs(config.data, config.eval_split, config.eval_limit), tokenizer, model->config().vision, config, false);
+    eval_data = std::make_unique<Loader>(cap_pairs(config.data, config.eval_split, config.eval_limit), tokenizer, model->config(), config, false);
   }
 
   LoopHooks hooks;
@@ -361,9 +485,11 @@ TrainResult clip_train(const ClipTrainConfig& config, const TrainRunOptions& opt
     return model->loss(image_features, text_features);
   };
   if (eval_data) hooks.evaluate = [&] { return evaluate(*model, *eval_data, B); };
+  const std::string recipe = training_recipe_text(config.init, model->config().image_size());
   hooks.save_files = [&](const std::string& dir) {
     io::write_file_atomic(dir + "/config.json", model->config().to_json().dump(2) + "\n");
     copy_tokenizer_files(tokenizer_dir, dir);
+    if (!recipe.empty()) io::write_file_atomic(dir + "/m3d_recipe.json", recipe);
   };
   return training_loop(settings, *model, optimizer, comm.get(), env, hooks, options);
 }
@@ -373,7 +499,7 @@ json clip_evaluate(const std::string& checkpoint_dir, const std::string& data, c
   const text::Tokenizer tokenizer = text::Tokenizer::load(checkpoint_dir);
   ClipTrainConfig config;
   config.init = checkpoint_dir;
-  Loader loader(cap_pairs(data, split, limit), tokenizer, model->config().vision, config, false);
+  Loader loader(cap_pairs(data, split, limit), tokenizer, model->config(), config, false);
   return evaluate(*model, loader, 8);
 }
 

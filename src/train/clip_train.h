@@ -1,6 +1,6 @@
-// Contrastive pre-training of M3D-CLIP (and its sigmoid-loss variant) on
-// image-report pairs in the M3D-Cap layout, as LaMed/src/train/train_CLIP.py with
-// HF Trainer runs it: AdamW, cosine schedule with warmup, gradient clipping and
+// Contrastive pre-training of M3D-CLIP (and its sigmoid-loss variant) and of
+// Med3DVLM's DCFormer_SigLIP (DEC_CLIP) on image-report pairs in the M3D-Cap layout,
+// as LaMed/src/train/train_CLIP.py and Med3DVLM src/train/train_clip.py with HF Trainer run them: AdamW, cosine schedule with warmup, gradient clipping and
 // accumulation, the official augmentations and report truncation, features gathered
 // across ranks for the loss; checkpoints that resume exactly, periodic retrieval
 // evaluation, a JSONL log and a progress bar.
@@ -21,9 +21,11 @@ class Tokenizer;
 namespace m3d::train {
 
 struct ClipTrainConfig : TrainSchedule {
-  // Model: start from an M3D-CLIP checkpoint (`init`), or build `model` (a config.json
-  // of models::ClipConfig) with the ViT from scratch and the text tower from a BERT
-  // checkpoint (`text_init`, e.g. bert-base-uncased, as the official run does).
+  // Model: start from an M3D-CLIP or DCFormer_SigLIP checkpoint (`init`), or build
+  // `model` (a config.json of models::ClipConfig: model_type m3d_clip or dec_clip) with
+  // the vision tower (ViT or DCFormer) from scratch and the text tower from a
+  // BERT-family checkpoint (`text_init`: bert-base-uncased in M3D's run,
+  // medicalai/ClinicalBERT in Med3DVLM's), or from scratch without one.
   std::string init, text_init;
   nlohmann::json model;
   std::string tokenizer;  // a directory with vocab.txt; default: text_init, else init
@@ -47,7 +49,8 @@ struct ClipTrainConfig : TrainSchedule {
 
 // Named configs: "m3d-clip" (the official M3D-CLIP run), "siglip" (the sigmoid
 // loss with Med3DVLM's batch and settings on the M3D-CLIP towers), "tiny" (a small
-// ViT and the 6-layer MiniLM text tower, for one CPU).
+// ViT and the 6-layer MiniLM text tower, for one CPU), "med3dvlm-siglip" (the
+// DCFormer_SigLIP run), "med3dvlm-tiny" (a small DCFormer and MiniLM, for one CPU).
 nlohmann::json clip_train_preset(const std::string& name);
 std::vector<std::string> clip_train_presets();
 

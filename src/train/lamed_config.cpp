@@ -6,7 +6,9 @@
 #include <set>
 
 #include "data/m3d_data.h"
+#include "data/sample.h"
 #include "m3d/error.h"
+#include "models/dcformer.h"
 #include "train/lamed_train.h"
 
 namespace m3d::train {
@@ -15,8 +17,7 @@ using json = nlohmann::json;
 
 LamedTemplates LamedTemplates::builtin() {
   LamedTemplates t;
-  t.caption = {"Can you provide a caption consists of findings for this medical image?", "Please generate a medical report based on this image.",
-               "Describe the findings of the medical image you see."};
+  t.caption = data::caption_templates();
   t.rec_questions = {"Where is {} in this image? Please output the box.", "Can you find the {} in this image? Give coordinates."};
   t.rec_answers = {"Coordinates are {}.", "Sure, the bounding box is {}."};
   t.rec_no_answers = {"Sorry, there is no {}.", "This is {}, but not here."};
@@ -118,9 +119,89 @@ json LamedTrainConfig::to_json() const {
   return out;
 }
 
-std::vector<std::string> lamed_train_presets() { return {"stage1", "stage2", "tiny"}; }
+std::vector<std::string> lamed_train_presets() { return {"stage1", "stage2", "tiny", "med3dvlm-stage1", "med3dvlm-stage2", "med3dvlm-tiny"}; }
+
+namespace {
+
+// Med3DVLM's training presets (scripts/pretrain_mm_projector.sh, scripts/finetune_lora.sh;
+// med3dvlm_spec.md §4.8) and the quickstart's tiny one.
+json med3dvlm_preset(const std::string& name) {
+  // pretrain_mm_projector.sh and finetune_lora.sh run M3D's stage settings; stage 2 without
+  // positioning (Med3DVLM has none).
+  if (name == "med3dvlm-stage1") {
+    json preset = lamed_train_preset("stage1");
+    preset["description"] =
+        "Med3DVLM stage 1 as pretrain_mm_projector.sh: the mixer projector and input embeddings, Cap + closed/open VQA, 3 epochs, batch 16, "
+        "lr 1e-4, wd 0; init: a VLMQwen built on Qwen2.5-7B-Instruct, with the DCFormer from DCFormer_SigLIP (vision_init)";
+    return preset;
+  }
+  if (name == "med3dvlm-stage2") {
+    json preset = lamed_train_preset("stage2");
+    preset["description"] =
+        "Med3DVLM stage 2 as finetune_lora.sh: LoRA r 16 / alpha 32 / dropout 0.05 on every LLM Linear, the DCFormer, projector, embeddings "
+        "and lm_head in full; Cap + closed/open VQA (its yes/no VQA set is not in M3D-Data); 5 epochs, batch 8, lr 5e-5";
+    preset["mixture"] = {{"cap", 1}, {"vqa_closed", 1}, {"vqa_open", 1}};
+    return preset;
+  }
+  // A Qwen2-shaped decoder (GQA, q/k/v biases, tied embeddings) over the real Qwen2.5
+  // tokenizer, the DCFormer of `m3d train clip --preset med3dvlm-tiny` (its dims and grid,
+  // so that vision_init loads strictly) and a two-layer mixer: 16 + 4 DCFormer tokens -> 8 + 8.
+  const json clip = clip_train_preset("med3dvlm-tiny").at("model");
+  const json channels = clip.at("dcformer_channels");
+  const json model = {{"architectures", "VLMQwenForCausalLM"},
+                      {"model_type", "vlm_qwen"},
+                      {"hidden_size", 256},
+                      {"intermediate_size", 688},
+                      {"num_hidden_layers", 4},
+                      {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2},
+                      {"max_position_embeddings", 1024},
+                      {"rms_norm_eps", 1e-6},
+                      {"rope_theta", 1000000.0},
+                      {"tie_word_embeddings", true},
+                      {"bos_token_id", 151643},
+                      {"eos_token_id", 151645},
+                      {"hidden_act", "silu"},
+                      {"use_sliding_window", false},
+                      {"vision_tower", "dcformer"},
+                      {"vision_select_layer", -2},
+                      {"vision_select_feature", "cls_patch"},
+                      {"image_size", models::dcformer_image_size_from_input_size(clip, "the med3dvlm-tiny CLIP preset", {128, 256, 256})},
+                      {"dcformer_num_blocks", clip.at("dcformer_num_blocks")},
+                      {"dcformer_channels", channels},
+                      {"mm_projector_type", "mixer"},
+                      {"mm_mlp_depth", 2},
+                      {"low_input_size", {16, channels[3]}},
+                      {"high_input_size", {4, channels[4]}},
+                      {"low_output_size", {16, 8}},
+                      {"high_output_size", {8, 8}},
+                      {"proj_out_num", 16},
+                      {"mm_hidden_size", channels[4]}};
+  return {{"description",
+           "one CPU: a 4-layer, 256-wide Qwen2-style decoder from scratch (Qwen2.5 tokenizer) on 16x128x128 volumes, its DCFormer "
+           "from the tiny DCFormer_SigLIP and frozen, everything else trained on Cap and VQA (choices shuffled), batches grouped by task"},
+          {"model", model},
+          {"tokenizer", "third_party/tokenizers/qwen2_5"},
+          {"stage", "full"},
+          {"freeze", {"model.vision_tower."}},
+          {"shuffle_choices", true},
+          {"group_by_task", true},
+          {"mixture", {{"cap", 3}, {"vqa_closed", 5}, {"vqa_open", 0.5}}},
+          {"epochs", 2},
+          {"batch_size", 16},
+          {"lr", 1e-3},
+          {"weight_decay", 0.0},
+          {"warmup_ratio", 0.05},
+          {"max_length", 256},
+          {"cache_images", true},
+          {"save_steps", 200},
+          {"eval_split", ""}};
+}
+
+}  // namespace
 
 json lamed_train_preset(const std::string& name) {
+  if (name == "med3dvlm-stage1" || name == "med3dvlm-stage2" || name == "med3dvlm-tiny") return med3dvlm_preset(name);
   if (name == "stage1") {  // LaMed/script/pretrain_phi3.sh
     return {{"description",
              "stage 1 (alignment) as pretrain_phi3.sh: projector and input embeddings, Cap + closed/open VQA, 3 epochs, "

@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <optional>
 
 #include "data/m3d_data.h"
+#include "io/hf_config.h"
 #include "io/npy.h"
 #include "io/tensor.h"
 #include "m3d/error.h"
@@ -100,15 +103,46 @@ std::vector<LamedItem> lamed_mixture_items(const LamedTrainConfig& config) {
   return items;
 }
 
+SequenceTokens lamed_sequence_tokens(const text::Tokenizer& tokenizer) {
+  SequenceTokens t;
+  t.eos = tokenizer.token_to_id("</s>");
+  if (t.eos < 0) t.eos = tokenizer.token_to_id("<|endoftext|>");
+  if (t.eos < 0) fail("the tokenizer has no </s> or <|endoftext|> (the EOS the answers end with)");
+  t.pad = tokenizer.token_to_id("<unk>");
+  if (t.pad < 0) t.pad = t.eos;
+  return t;
+}
+
+SequenceTokens med3dvlm_sequence_tokens(const text::Tokenizer& tokenizer, const std::string& dir) {
+  const std::string path = dir + "/tokenizer_config.json";
+  const io::TokenizerConfig config = std::filesystem::exists(path) ? io::tokenizer_config_read(path) : io::TokenizerConfig{};
+  auto id_of = [&](const std::optional<std::string>& token, const char* what) -> int64_t {
+    if (!token) return -1;
+    const int64_t id = tokenizer.token_to_id(*token);
+    if (id < 0) fail("{}: {} '{}' is not in the vocabulary", path, what, *token);
+    return id;
+  };
+  SequenceTokens t;
+  t.eos = id_of(config.eos_token, "eos_token");
+  if (t.eos < 0) t.eos = tokenizer.token_to_id("<|endoftext|>");
+  if (t.eos < 0) fail("{}: no eos_token, and the vocabulary has no <|endoftext|> (the EOS the answers end with)", path);
+  t.pad = id_of(config.pad_token, "pad_token");
+  if (t.pad < 0) t.pad = id_of(config.unk_token, "unk_token");
+  if (t.pad < 0) fail("{}: neither pad_token nor unk_token is set (train_vlm.py pads with one of them)", path);
+  return t;
+}
+
 LamedLoader::LamedLoader(std::vector<LamedItem> items, const text::Tokenizer& tokenizer, const LamedTemplates& templates, const LamedTrainConfig& config,
-                         int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train)
-    : items_(std::move(items)), tokenizer_(tokenizer), templates_(templates), config_(config), channels_(channels), size_(std::move(size)), train_(train) {
+                         SequenceTokens tokens, int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train)
+    : items_(std::move(items)),
+      tokenizer_(tokenizer),
+      templates_(templates),
+      config_(config),
+      channels_(channels),
+      size_(std::move(size)),
+      train_(train),
+      tokens_(tokens) {
   image_tokens_ = text::image_placeholders(image_tokens);
-  pad_ = tokenizer.token_to_id("<unk>");
-  eos_ = tokenizer.token_to_id("</s>");
-  if (eos_ < 0) eos_ = tokenizer.token_to_id("<|endoftext|>");
-  if (eos_ < 0) fail("the tokenizer has no </s> or <|endoftext|> (the EOS the answers end with)");
-  if (pad_ < 0) pad_ = eos_;  // train.py: pad = unk when there is one, else eos
 }
 
 Batch LamedLoader::batch(const std::vector<int64_t>& indices, int64_t epoch) {
@@ -121,7 +155,7 @@ Batch LamedLoader::batch(const std::vector<int64_t>& indices, int64_t epoch) {
     if (!item.labels.empty()) mask = organ_mask(item);
     if (train_ && config_.augment) image = augment(image, rng, mask.defined() ? &mask : nullptr);
     const auto [question, answer] = text_of(item, mask, rng);
-    const LamedSample s = lamed_build_sample(tokenizer_, question, answer, config_.max_length, pad_, eos_);
+    const LamedSample s = lamed_build_sample(tokenizer_, question, answer, config_.max_length, tokens_.pad, tokens_.eos);
     images.push_back(image);
     ids.push_back(torch::tensor(s.input_ids, torch::kLong));
     labels.push_back(torch::tensor(s.labels, torch::kLong));

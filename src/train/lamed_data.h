@@ -39,11 +39,22 @@ std::vector<LamedItem> lamed_items_read(const std::string& root, const std::stri
 // spread evenly over (and repeating) its own, tasks in the order of config.mixture.
 std::vector<LamedItem> lamed_mixture_items(const LamedTrainConfig& config);
 
+// The ids a training sequence is padded with and ends with (the EOS written into the
+// first padding slot), as each family's training script sets up its tokenizer.
+struct SequenceTokens {
+  int64_t pad = 0, eos = 2;
+};
+// M3D's train.py: EOS </s> (<|endoftext|> without one), pad = <unk> when there is one, else EOS.
+SequenceTokens lamed_sequence_tokens(const text::Tokenizer& tokenizer);
+// Med3DVLM's train_vlm.py: the tokenizer's own eos_token and pad_token (tokenizer_config.json
+// in `dir`; Qwen2.5: <|im_end|> and <|endoftext|>), pad = unk_token when pad_token is unset.
+SequenceTokens med3dvlm_sequence_tokens(const text::Tokenizer& tokenizer, const std::string& dir);
+
 // Loads, augments and builds the sequences of a micro-batch.
 class LamedLoader {
  public:
   LamedLoader(std::vector<LamedItem> items, const text::Tokenizer& tokenizer, const LamedTemplates& templates, const LamedTrainConfig& config,
-              int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train);
+              SequenceTokens tokens, int64_t image_tokens, int64_t channels, std::vector<int64_t> size, bool train);
 
   size_t size() const { return items_.size(); }
   const LamedItem& item(size_t i) const { return items_[i]; }
@@ -62,7 +73,7 @@ class LamedLoader {
   int64_t channels_;
   std::vector<int64_t> size_;
   bool train_;
-  int64_t pad_ = 0, eos_ = 2;
+  SequenceTokens tokens_;
   std::mutex mutex_;
   std::map<std::string, torch::Tensor> cache_;
 };

@@ -16,6 +16,7 @@
 #include "m3d/error.h"
 #include "models/causal_lm.h"
 #include "models/layers.h"
+#include "models/registry.h"
 #include "models/segvol.h"
 #include "text/box.h"
 #include "text/tokenizer.h"
@@ -29,32 +30,37 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-// The tokens train.py adds (initialize_vision_tokenizer): <im_patch>, <bx_start>,
-// <bx_end> special, [SEG] not.
-const std::vector<std::pair<std::string, bool>>& lamed_added_tokens() {
-  static const std::vector<std::pair<std::string, bool>> tokens = {
+// The tokens the training scripts add (initialize_vision_tokenizer): LaMed's train.py
+// <im_patch>, <bx_start>, <bx_end> special and [SEG] not; Med3DVLM's train_vlm.py
+// <im_patch> only (vocabulary 151666 on Qwen2.5).
+const std::vector<std::pair<std::string, bool>>& added_tokens(models::ModelKind kind) {
+  static const std::vector<std::pair<std::string, bool>> lamed = {
       {text::kImagePatch, true}, {text::kBoxStart, true}, {text::kBoxEnd, true}, {text::kSegToken, false}};
-  return tokens;
+  static const std::vector<std::pair<std::string, bool>> med3dvlm = {{text::kImagePatch, true}};
+  return kind == models::ModelKind::Med3dvlm ? med3dvlm : lamed;
 }
 
-// The tokenizer of a run with LaMed's tokens added when missing, and their ids.
+// The tokenizer of a run with the family's tokens added when missing, and their ids.
 struct LamedTokenizer {
   std::string dir;
   text::Tokenizer tokenizer;
   std::map<std::string, int64_t> added;
+  SequenceTokens sequence;  // pad and EOS of the training sequences
+  models::ModelKind kind;
 };
 
-LamedTokenizer tokenizer_prepare(const LamedTrainConfig& config) {
+LamedTokenizer tokenizer_prepare(const LamedTrainConfig& config, models::ModelKind kind) {
   const std::string dir = config.tokenizer.empty() ? config.init : config.tokenizer;
   if (dir.empty()) fail("training: no tokenizer (give \"tokenizer\" or \"init\")");
-  LamedTokenizer t{dir, text::Tokenizer::load(dir), {}};
-  for (const auto& [token, special] : lamed_added_tokens()) {
+  LamedTokenizer t{dir, text::Tokenizer::load(dir), {}, {}, kind};
+  for (const auto& [token, special] : added_tokens(kind)) {
     if (t.tokenizer.token_to_id(token) < 0) {
       if (special) t.tokenizer.add_special_tokens({token});
       else t.tokenizer.add_tokens({token});
     }
     t.added[token] = t.tokenizer.token_to_id(token);
   }
+  t.sequence = kind == models::ModelKind::Med3dvlm ? med3dvlm_sequence_tokens(t.tokenizer, dir) : lamed_sequence_tokens(t.tokenizer);
   return t;
 }
 
@@ -67,9 +73,14 @@ void tokenizer_write(const LamedTokenizer& t, const std::string& dir) {
   io::write_file_atomic(dir + "/added_tokens.json", tokens.dump(2) + "\n");
   // The special ones must stay special when the folder is loaded (session_open reads this).
   json map = fs::exists(dir + "/special_tokens_map.json") ? io::json_read_file(dir + "/special_tokens_map.json") : json::object();
-  std::vector<std::string> specials = map.value("additional_special_tokens", std::vector<std::string>());
-  for (const auto& [token, special] : lamed_added_tokens()) {
-    if (special && std::find(specials.begin(), specials.end(), token) == specials.end()) specials.push_back(token);
+  // Entries are strings or AddedToken objects ({"content": ...}); both are kept as written.
+  json specials = map.value("additional_special_tokens", json::array());
+  if (!specials.is_array()) fail("{}/special_tokens_map.json: additional_special_tokens must be a list", t.dir);
+  auto listed = [&](const std::string& token) {
+    return std::any_of(specials.begin(), specials.end(), [&](const json& e) { return (e.is_object() ? e.value("content", json()) : e) == token; });
+  };
+  for (const auto& [token, special] : added_tokens(t.kind)) {
+    if (special && !listed(token)) specials.push_back(token);
   }
   map["additional_special_tokens"] = specials;
   io::write_file_atomic(dir + "/special_tokens_map.json", map.dump(2) + "\n");
@@ -93,9 +104,28 @@ void embeddings_resize(models::CausalLmImpl& lm, int64_t vocab) {
   if (lm.lm_head) resize(lm.lm_head->weight);
 }
 
-// The model of a run and its config.json: a LaMed checkpoint (`init`) or `model` from
-// scratch (HF's init), the vocabulary resized for LaMed's tokens, the ViT from an M3D-CLIP
-// (`vision_init`, train.py's pretrain_vision_model).
+// The config.json of a run's model: `init`'s, or `model` (from scratch).
+json model_config_of(const LamedTrainConfig& config) {
+  if (!config.init.empty()) return io::json_read_file(config.init + "/config.json");
+  if (config.model.is_null()) fail("training: give \"init\" (a checkpoint) or \"model\" (a config.json to build from scratch)");
+  return config.model;
+}
+
+// LaMed (ViT3D + spp projector) or Med3DVLM (DCFormer + mixer): what the tokens, the
+// tokenizer's pad/EOS and the vision init follow. Anything else is refused.
+models::ModelKind model_kind_of(const LamedTrainConfig& config) {
+  const std::string where = config.init.empty() ? "training config \"model\"" : config.init + "/config.json";
+  const models::Architecture& arch = models::architecture_of(io::hf_config_from_json(model_config_of(config), where), where);
+  if (arch.kind != models::ModelKind::Lamed && arch.kind != models::ModelKind::Med3dvlm) {
+    fail("{}: '{}' is {}; m3d train lamed trains vision-language models (LaMed, Med3DVLM)", where, arch.name, arch.description);
+  }
+  return arch.kind;
+}
+
+// The model of a run and its config.json: a checkpoint (`init`) or `model` from scratch
+// (HF's init), the vocabulary resized for the added tokens, the vision tower from a CLIP
+// (`vision_init`: M3D-CLIP's ViT for LaMed, DCFormer_SigLIP's DCFormer for Med3DVLM, as
+// train.py's pretrain_vision_model / train_vlm.py's pretrain_clip_model).
 struct LamedModel {
   models::CausalLm lm{nullptr};
   json config;
@@ -104,18 +134,17 @@ struct LamedModel {
 LamedModel model_prepare(const LamedTrainConfig& config, const text::Tokenizer& tokenizer, bool log) {
   LamedModel m;
   std::unique_ptr<io::Checkpoint> checkpoint;
+  m.config = model_config_of(config);
   if (!config.init.empty()) {
-    m.config = io::json_read_file(config.init + "/config.json");
     checkpoint = std::make_unique<io::Checkpoint>(io::checkpoint_open(config.init));
   } else {
-    m.config = config.model;
     m.config["vocab_size"] = tokenizer.vocab_size();
   }
   const std::string config_path = config.output_dir + "/config.json";
   io::write_file_atomic(config_path, m.config.dump(2) + "\n");
   m.lm = models::model_build(io::hf_config_read(config_path), config_path, checkpoint.get());
-  if (m.lm->lamed() == nullptr)
-    fail("{}: '{}' is not a LaMed architecture (it has no vision tower)", config_path, m.config.value("architectures", json()).dump());
+  if (m.lm->multimodal() == nullptr)
+    fail("{}: '{}' is not a vision-language architecture (it has no vision tower)", config_path, m.config.value("architectures", json()).dump());
   if (checkpoint) {
     io::LoadOptions load;
     load.ignore = {models::kSegModulePrefix, models::kSegProjectorPrefix};
@@ -134,14 +163,14 @@ LamedModel model_prepare(const LamedTrainConfig& config, const text::Tokenizer& 
   if (vocab != old_vocab) {
     embeddings_resize(*m.lm, vocab);
     m.config["vocab_size"] = vocab;
-    if (log) spdlog::info("vocabulary resized from {} to {} for LaMed's tokens", old_vocab, vocab);
+    if (log) spdlog::info("vocabulary resized from {} to {} for the added tokens", old_vocab, vocab);
   }
   if (!config.vision_init.empty()) {
     const io::Checkpoint clip = io::checkpoint_open(config.vision_init);
     io::LoadOptions load;
     load.prefix = "vision_encoder.";
     load.whole_checkpoint = false;
-    io::state_dict_load(*m.lm->lamed()->vision_tower->vision_tower, clip, load);
+    io::state_dict_load(m.lm->multimodal()->clip_vision_tower(), clip, load);
   }
   return m;
 }
@@ -153,7 +182,11 @@ std::vector<std::string> trainable_prepare(const LamedTrainConfig& config, model
   std::vector<std::string> lora_targets;
   if (config.stage == "finetune") lora_targets = models::lora_apply(lm, config.lora);
   lm.train();
-  lm.lamed()->vision_tower->vision_tower->set_gradient_checkpointing(config.gradient_checkpointing);
+  if (auto* lamed = lm.lamed()) {
+    lamed->vision_tower->vision_tower->set_gradient_checkpointing(config.gradient_checkpointing);
+  } else if (config.gradient_checkpointing) {
+    fail("training: gradient_checkpointing is built for the ViT3D tower only, not this model's DCFormer");
+  }
   if (config.stage == "full") {
     for (auto& p : lm.parameters()) p.requires_grad_(true);
   } else {
@@ -183,23 +216,6 @@ json caption_loss(models::CausalLmImpl& lm, LamedLoader& data, int64_t batch_siz
   }
   lm.train();
   return {{"caption_loss", sum / static_cast<double>(std::max<int64_t>(batches, 1))}, {"samples", data.size()}};
-}
-
-// The m3d_recipe.json a run's checkpoints carry (empty: none, the built-in m3d-lamed
-// serves): `init`'s own, else, for a grid that is not m3d-lamed's, M3D-Data's
-// preparation (m3d-lamed, which made the .npy volumes it trains on) followed by the
-// resize to the model grid that load_model_volume applies to them, so a scan given to
-// `m3d generate` reaches the model as its training volumes did.
-std::string recipe_text(const LamedTrainConfig& config, const std::array<int64_t, 3>& grid) {
-  if (!config.init.empty() && fs::exists(config.init + "/m3d_recipe.json")) {
-    return imaging::recipe_to_json(imaging::recipe_load(config.init + "/m3d_recipe.json")) + "\n";
-  }
-  imaging::Recipe recipe = imaging::recipe_builtin("m3d-lamed");
-  if (recipe.ops.back().params.at("size") == json(grid)) return "";
-  recipe.name = fmt::format("m3d-lamed-{}x{}x{}", grid[0], grid[1], grid[2]);
-  recipe.source = "m3d train lamed: " + recipe.source + ", then Resize to the model grid as the training loader resizes M3D-Data volumes";
-  recipe.ops.push_back({"resize", {{"size", grid}, {"mode", "trilinear"}}});
-  return imaging::recipe_to_json(recipe) + "\n";
 }
 
 // The final model, loadable by m3d generate / bench / the official code: adapters merged,
@@ -264,7 +280,7 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   fs::create_directories(config.output_dir);
 
   // The tokenizer, the model and what trains.
-  const LamedTokenizer tokenizer = tokenizer_prepare(config);
+  const LamedTokenizer tokenizer = tokenizer_prepare(config, model_kind_of(config));
   torch::manual_seed(config.seed);
   LamedModel model = model_prepare(config, tokenizer.tokenizer, main_rank && options.progress);
   models::CausalLm lm = model.lm;
@@ -280,15 +296,16 @@ TrainResult lamed_train(const LamedTrainConfig& config, const TrainRunOptions& o
   // The data.
   const LamedTemplates templates =
       config.templates.empty() ? LamedTemplates::builtin() : LamedTemplates::from_json(io::json_read_file(config.templates), config.templates);
-  const auto& lc = lm->lamed()->lamed_config();
-  const std::vector<int64_t> size(lc.image_size.begin(), lc.image_size.end());
-  const int64_t image_tokens = lc.proj_out_num;
-  const std::string recipe = recipe_text(config, lc.image_size);
-  LamedLoader train_data(lamed_mixture_items(config), tokenizer.tokenizer, templates, config, image_tokens, lc.image_channel, size, true);
+  const models::MultimodalModelImpl& vlm = *lm->multimodal();
+  const std::array<int64_t, 3> grid = vlm.image_grid();
+  const std::vector<int64_t> size(grid.begin(), grid.end());
+  const int64_t image_tokens = vlm.proj_out_num(), channels = vlm.image_channels();
+  const std::string recipe = training_recipe_text(config.init, grid);
+  LamedLoader train_data(lamed_mixture_items(config), tokenizer.tokenizer, templates, config, tokenizer.sequence, image_tokens, channels, size, true);
   std::unique_ptr<LamedLoader> eval_data;
   if (main_rank && !config.eval_split.empty()) {
     eval_data = std::make_unique<LamedLoader>(lamed_items_read(config.data, "cap", config.eval_split, config.eval_limit), tokenizer.tokenizer, templates,
-                                              config, image_tokens, lc.image_channel, size, false);
+                                              config, tokenizer.sequence, image_tokens, channels, size, false);
   }
   LoopSettings settings = config.loop_settings(train_data.size(), env.world_size, config.to_json());
   const int64_t B = config.batch_size, total = settings.total_steps;

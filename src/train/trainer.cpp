@@ -5,19 +5,26 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 
 #include "core/progress.h"
 #include "imaging/model_input.h"
+#include "imaging/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/json_util.h"
@@ -102,11 +109,13 @@ void output_dir_claim(const std::string& dir, bool resume) {
   }
 }
 
-// Keys of the saved and the current config that differ (output_dir and workers may).
+// Keys of the saved and the current config that differ, but for those that do not change
+// what the saved steps computed: where and how often to write, loader threads, and the
+// run's length (max_steps, epochs: a run may be extended; run_resume says so).
 std::string config_changes(json saved, json now) {
   std::string changed;
   for (json* c : {&saved, &now}) {
-    for (const char* key : {"output_dir", "workers"}) c->erase(key);
+    for (const char* key : {"output_dir", "workers", "save_steps", "save_total_limit", "log_steps", "max_steps", "epochs"}) c->erase(key);
   }
   for (const auto& [key, value] : now.items()) {
     if (!saved.contains(key) || saved[key] != value) changed += (changed.empty() ? "" : ", ") + key;
@@ -142,6 +151,8 @@ void copy_tokenizer_files(const std::string& from, const std::string& to) {
 void save_model_weights(torch::nn::Module& model, const std::string& path) {
   std::vector<std::pair<std::string, at::Tensor>> weights;
   for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+  // and the buffers, as PyTorch's state_dict: BatchNorm running statistics of a DCFormer.
+  for (const auto& item : model.named_buffers()) weights.emplace_back(item.key(), item.value().detach());
   io::safetensors_save(path, weights, {{"format", "pt"}});
 }
 
@@ -270,6 +281,31 @@ struct Run {
   std::string log_path;  // metrics.jsonl
 };
 
+// metrics.jsonl on the main rank: every line's write and flush checked (a full disk is an
+// error, not a log with holes), synced before each checkpoint so a checkpoint's log is on disk.
+class MetricsLog {
+ public:
+  explicit MetricsLog(std::string path) : path_(std::move(path)), file_(std::fopen(path_.c_str(), "ab")) {
+    if (file_ == nullptr) fail("{}: cannot append to the training log: {}", path_, std::strerror(errno));
+  }
+  ~MetricsLog() { std::fclose(file_); }
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  void append(const json& record) {
+    const std::string line = record.dump() + "\n";
+    if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+      fail("{}: cannot append to the training log: {}", path_, std::strerror(errno));
+    }
+  }
+  void sync() {
+    if (::fsync(::fileno(file_)) != 0) fail("{}: cannot sync the training log: {}", path_, std::strerror(errno));
+  }
+
+ private:
+  std::string path_;
+  FILE* file_;
+};
+
 // Drops the log lines written after the checkpoint at step `last`.
 void log_truncate_after(const std::string& log_path, int64_t last) {
   std::ifstream in(log_path);
@@ -280,7 +316,7 @@ void log_truncate_after(const std::string& log_path, int64_t last) {
     } catch (const json::exception&) {}
   }
   in.close();
-  std::ofstream(log_path, std::ios::trunc) << kept;
+  io::write_file_atomic(log_path, kept);
 }
 
 // With --resume: the newest complete checkpoint's weights, AdamW moments and this
@@ -298,6 +334,13 @@ int64_t run_resume(const Run& r) {
   }
   if (state.value("global_batch", r.G) != r.G) {
     fail("{}: saved with a global batch of {}, this run has {}: the data order would differ", dir, state.value("global_batch", r.G), r.G);
+  }
+  if (s.total_steps < last) fail("{}: the run is at step {}, past the {} steps asked for; give more steps to continue it", dir, last, s.total_steps);
+  const int64_t saved_total = state.value("total_steps", s.total_steps);
+  if (saved_total != s.total_steps && r.main_rank) {
+    // As HF Trainer resumed with a new max_steps: warmup and cosine span the new total from here on.
+    spdlog::info("{}: the schedule is {} from {} to {} steps: from step {} the learning rate follows the cosine over {} steps", dir,
+                 saved_total < s.total_steps ? "extended" : "shortened", saved_total, s.total_steps, last, s.total_steps);
   }
   const io::Checkpoint weights = io::checkpoint_open(dir + "/model.safetensors");
   io::state_dict_load(r.model, weights);
@@ -431,10 +474,10 @@ bool run_stop_requested(const Run& r) {
 }
 
 // hooks.evaluate on the main rank, logged; the other ranks wait for it.
-void run_evaluate(const Run& r, int64_t step, TrainResult& result, std::ofstream& log, Progress& progress) {
+void run_evaluate(const Run& r, int64_t step, TrainResult& result, MetricsLog* log, Progress& progress) {
   if (r.main_rank && r.hooks.evaluate) {
     result.last_eval = r.hooks.evaluate();
-    log << json{{"step", step}, {"eval", result.last_eval}}.dump() << "\n" << std::flush;
+    log->append(json{{"step", step}, {"eval", result.last_eval}});
     if (r.options.progress) {
       progress.finish();
       spdlog::info("step {} eval {}", step, result.last_eval.dump());
@@ -461,8 +504,8 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     io::write_file_atomic(s.output_dir + "/train_config.json", s.config.dump(2) + "\n");
   }
 
-  std::ofstream log;
-  if (r.main_rank) log.open(r.log_path, std::ios::app);
+  std::unique_ptr<MetricsLog> log;
+  if (r.main_rank) log = std::make_unique<MetricsLog>(r.log_path);
   TrainResult result;
   result.total_steps = total;
   Prefetcher batches(r, step);
@@ -487,18 +530,21 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double per_step = elapsed / static_cast<double>(step - first_step);
     if (r.main_rank && (step % s.log_steps == 0 || step == total)) {
-      log << json{{"step", step},           {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)},
-                  {"loss", loss_value},     {"lr", lr},
-                  {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step},
-                  {"elapsed_s", elapsed}}
-                 .dump()
-          << "\n"
-          << std::flush;
+      log->append(json{{"step", step},
+                       {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)},
+                       {"loss", loss_value},
+                       {"lr", lr},
+                       {"grad_norm", grad_norm},
+                       {"samples_per_s", static_cast<double>(G) / per_step},
+                       {"elapsed_s", elapsed}});
     }
     progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.1f} samples/s", loss_value, lr, static_cast<double>(G) / per_step));
     const bool stop = run_stop_requested(r);
-    if (eval_every > 0 && (step % eval_every == 0 || step == total)) run_evaluate(r, step, result, log, progress);
-    if (step % s.save_steps == 0 || step == total || stop) run_save(r, step, result);
+    if (eval_every > 0 && (step % eval_every == 0 || step == total)) run_evaluate(r, step, result, log.get(), progress);
+    if (step % s.save_steps == 0 || step == total || stop) {
+      if (log) log->sync();
+      run_save(r, step, result);
+    }
     if (stop) {
       result.stopped = true;
       if (r.main_rank && options.progress) {
@@ -511,6 +557,18 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
   batches.wait_all();
   progress.finish();
   return result;
+}
+
+std::string training_recipe_text(const std::string& init, const std::array<int64_t, 3>& grid) {
+  if (!init.empty() && std::filesystem::exists(init + "/m3d_recipe.json")) {
+    return imaging::recipe_to_json(imaging::recipe_load(init + "/m3d_recipe.json")) + "\n";
+  }
+  imaging::Recipe recipe = imaging::recipe_builtin("m3d-lamed");
+  if (recipe.ops.back().params.at("size") == nlohmann::json(grid)) return "";
+  recipe.name = fmt::format("m3d-lamed-{}x{}x{}", grid[0], grid[1], grid[2]);
+  recipe.source = "m3d train: " + recipe.source + ", then Resize to the model grid as the training loader resizes M3D-Data volumes";
+  recipe.ops.push_back({"resize", {{"size", grid}, {"mode", "trilinear"}}});
+  return imaging::recipe_to_json(recipe) + "\n";
 }
 
 }  // namespace m3d::train

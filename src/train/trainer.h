@@ -15,6 +15,7 @@
 #include <atomic>
 #include <functional>
 #include <random>
+#include <array>
 #include <string>
 #include <utility>
 #include <vector>
@@ -125,8 +126,15 @@ void output_dir_claim(const std::string& dir, bool resume);
 inline constexpr int kExitStopped = 3;
 // Copies the tokenizer files found in `from` to `to`.
 void copy_tokenizer_files(const std::string& from, const std::string& to);
+// The m3d_recipe.json a run's checkpoints carry (empty: none, the built-in m3d-lamed
+// serves): `init`'s own, else, for a model grid (D, H, W) that is not m3d-lamed's, M3D-Data's
+// preparation (m3d-lamed, which made the .npy volumes it trains on) followed by the resize
+// to the grid that load_model_volume applies to them, so a scan given to `m3d generate` /
+// `m3d embed` reaches the model as its training volumes did.
+std::string training_recipe_text(const std::string& init, const std::array<int64_t, 3>& grid);
 std::string read_text_file(const std::string& path);
-// The module's named parameters as a safetensors file (model.safetensors, HF layout).
+// The module's named parameters and buffers (its state dict) as a safetensors file
+// (model.safetensors, HF layout).
 void save_model_weights(torch::nn::Module& model, const std::string& path);
 // Model-grid volume: (C, D, H, W) float from an .npy / NIfTI model input, resized to `size` when it differs.
 torch::Tensor load_model_volume(const std::string& path, int64_t channels, const std::vector<int64_t>& size);

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 
+#include "core/strings.h"
 #include "test_support.h"
 
 namespace m3d::test {
@@ -166,8 +167,11 @@ TEST(BadInputs, OutputIntoAReadOnlyFolderIsRefused) {
   if (root && run_command(runner + kM3d + " volume info " + scan, &out, &err) != 0) {
     GTEST_SKIP() << "user 65534 cannot run m3d on the fixtures here (the checkout's folder permissions): " << err;
   }
-  for (const std::string name : {"x.nii.gz", "x.mha", "x.npy"}) {
-    expect_refused("volume prep " + scan + " --recipe m3d-lamed -o " + locked + "/" + name, dir, locked + "/" + name, "cannot write", runner);
+  // Every format names the OS reason (a .nii.gz used to say "the writer produced no file",
+  // an .mha ITK's own text).
+  for (const std::string name : {"x.nii.gz", "x.nii", "x.mha", "x.nrrd", "x.npy"}) {
+    expect_refused("volume prep " + scan + " --recipe m3d-lamed -o " + locked + "/" + name, dir, locked + "/" + name, "cannot write: Permission denied",
+                   runner);
   }
   fs::permissions(locked, fs::perms::owner_all);
 }
@@ -189,6 +193,30 @@ TEST(BadInputs, DamagedCheckpointsAreRefused) {
   const size_t data = header + 30 + (bytes[header + 26] | bytes[header + 27] << 8) + (bytes[header + 28] | bytes[header + 29] << 8);
   flip_byte(bin, data + 5, 0x04);
   expect_refused("inspect --verify " + bin, dir, bin, "zip entry 'torch_state/data/1': CRC-32");
+  expect_refused("inspect " + bin, dir, bin, "zip entry 'torch_state/data/1': CRC-32");
+}
+
+// ITK's MetaImage and NRRD readers took a truncated or bit-flipped compressed payload with
+// exit 0 (NaN or garbage voxels), and printed their own multi-line errors on a bad header.
+TEST(BadInputs, DamagedMetaImageAndNrrdAreRefused) {
+  const std::string dir = temp_dir(), scan = kNibabel + "/anatomical.nii";
+  std::string out, err;
+  for (const std::string ext : {".mha", ".nrrd"}) {
+    const std::string good = dir + "/good" + ext, truncated = dir + "/truncated" + ext, flipped = dir + "/flipped" + ext;
+    ASSERT_EQ(run_command(kM3d + " volume prep " + scan + " --recipe m3d-lamed -o " + good, &out, &err), 0) << err;
+    fs::copy_file(good, truncated);
+    truncate_to(truncated, fs::file_size(good) / 2);
+    fs::copy_file(good, flipped);
+    flip_byte(flipped, fs::file_size(good) / 2, 0x10);
+    expect_refused("volume info " + truncated, dir, truncated, "truncated");
+    expect_refused("volume prep " + truncated + " --recipe m3d-lamed -o " + dir + "/x.npy", dir, truncated, "truncated");
+    expect_refused("volume info " + flipped, dir, flipped, "damaged");
+  }
+  // A header MetaIO cannot parse: its first line, not ITK's text or MetaIO's own lines.
+  const auto bytes = read_bytes(dir + "/good.mha");
+  const std::string bad = dir + "/no_size.mha", text = replace_all(std::string(bytes.begin(), bytes.end()), "DimSize =", "Dim_Size =");
+  write_bytes(bad, std::vector<uint8_t>(text.begin(), text.end()));
+  expect_refused("volume info " + bad, dir, bad, "cannot read the image: DimSize required and not defined");
 }
 
 // A truncated tokenizer.model was reported as "Unigram not supported"; an
@@ -217,6 +245,7 @@ TEST(BadInputs, TrainingRunsAreNotMixedUp) {
   const std::string dir = temp_dir(), data = synth_set(dir);
   const std::string train = "train clip -q --preset tiny --data " + data + " --text-init " + kTextInit +
                             " --set batch_size=2 --set eval_split='\"\"' --set eval_fraction=0 --max-steps 1";
+  const std::string longer = train.substr(0, train.size() - 1) + "2";  // --max-steps 2
   expect_refused(train + " --set save_steps=0 -o " + dir + "/run", dir, "save_steps", "must be at least 1");
   expect_refused(train + " --set log_steps=0 -o " + dir + "/run", dir, "log_steps", "must be at least 1");
   expect_refused(train + " --resume -o " + dir + "/run", dir, dir + "/run", "no complete checkpoint");
@@ -226,7 +255,32 @@ TEST(BadInputs, TrainingRunsAreNotMixedUp) {
   const auto log = read_bytes(dir + "/run/metrics.jsonl");
   expect_refused(train + " -o " + dir + "/run", dir, dir + "/run", "holds another run's files");
   expect_refused(train + " --set lr=0.5 --resume -o " + dir + "/run", dir, dir + "/run/checkpoint-1", "changed: lr");
+  expect_refused(longer + " --set lr=0.5 --resume -o " + dir + "/run", dir, dir + "/run/checkpoint-1", "changed: lr");
   EXPECT_EQ(read_bytes(dir + "/run/metrics.jsonl"), log);
+  // A longer run is a normal continuation, and the log says the schedule changed.
+  ASSERT_EQ(run_command(kM3d + " " + longer + " --resume -o " + dir + "/run", &out, &err), 0) << err;
+  EXPECT_NE(err.find("the schedule is extended from 1 to 2 steps"), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(dir + "/run/checkpoint-2/model.safetensors"));
+}
+
+// A synth run stopped midway (here by SIGKILL; a full disk: CliVolume.FullDiskIsAnErrorAndLeavesNothing)
+// used to leave a folder of studies beside the previous set's indexes: the set is now built
+// in OUT.partial, so OUT stays the previous, complete set until the new one replaces it.
+TEST(BadInputs, SynthStoppedMidwayLeavesThePreviousSet) {
+  const std::string dir = temp_dir(), set = dir + "/set", other = dir + "/other";
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " synth --n 2 --seed 1 -o " + set, &out, &err), 0) << err;
+  const auto index = read_bytes(set + "/M3D_Cap_npy/M3D_Cap.json");
+  const auto before = listing(set);
+  EXPECT_NE(run_command("timeout -s KILL 3 " + kM3d + " synth --n 400 --seed 2 -j 1 -o " + set, &out, &err), 0) << "finished within 3 s";
+  EXPECT_EQ(listing(set), before);
+  EXPECT_EQ(read_bytes(set + "/M3D_Cap_npy/M3D_Cap.json"), index);
+  ASSERT_EQ(run_command(kM3d + " synth --n 1 --seed 3 -o " + set, &out, &err), 0) << err;  // replaces the set and the killed run's leftovers
+  EXPECT_FALSE(fs::exists(set + ".partial"));
+  EXPECT_NE(read_bytes(set + "/M3D_Cap_npy/M3D_Cap.json"), index);
+  fs::create_directories(other);
+  write_bytes(other + "/notes.txt", {'h', 'i'});
+  expect_refused("synth --n 1 -o " + other, dir, other, "not an m3d synth set");
 }
 
 // A bench folder of another predictor or setting used to be resumed as this run's.

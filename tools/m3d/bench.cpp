@@ -30,6 +30,11 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--seg-json", o->seg_json, "The M3D-Seg <code>.json, when not in the usual place");
   cmd->add_option("--labels", o->labels, "Class names by mask index (rec / reg; built in for 0003 and 0012)")->delimiter(',');
   cmd->add_option("--prompt", o->report_prompt, "Report prompt (one of M3D's caption templates)")->capture_default_str();
+  cmd->add_option("--protocol", o->protocol,
+                  "m3d: greedy, as M3D's Bench scripts; med3dvlm: as Med3DVLM's eval scripts (sampling at temperature 1 seeded per sample, "
+                  "top_k and repetition penalty from generation_config.json, a report prompt drawn per sample)")
+      ->check(CLI::IsMember({"m3d", "med3dvlm"}))
+      ->capture_default_str();
   cmd->add_option("--limit", o->limit, "Only the first N samples");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "As the official scripts")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--overwrite", o->overwrite,

@@ -1,18 +1,15 @@
 // m3d embed: M3D-CLIP / DCFormer_SigLIP image and report embeddings (L2-normalised, as encode_image /
-// encode_text return them), and their cosine similarities.
+// encode_text return them), and their cosine similarities, through m3d::Embedder.
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include <cstdio>
 #include <vector>
 
 #include "commands.h"
-#include "imaging/model_input.h"
 #include "io/npy.h"
+#include "m3d/embedder.h"
 #include "m3d/error.h"
 #include "options.h"
-#include "models/clip.h"
-#include "text/tokenizer.h"
 
 namespace m3d::cli {
 
@@ -33,40 +30,38 @@ void add_embed(CLI::App& app) {
   cmd->add_option("-o,--output", a->output, "Write the embeddings as .npy (images first, then texts) instead of JSON on stdout");
   cmd->callback([a] {
     if (a->images.empty() && a->texts.empty()) fail("m3d embed: give --image and/or --text");
-    torch::NoGradGuard no_grad;
-    models::ClipModel model = models::clip_load(a->model);
-    std::vector<torch::Tensor> image_rows, text_rows;
-    for (const auto& path : a->images) { image_rows.push_back(model->encode_image(imaging::model_input_from_path(path, a->image_key, a->recipe, a->model))); }
-    if (!a->texts.empty()) {
-      const text::Tokenizer tokenizer = text::Tokenizer::load(a->model);
-      for (const auto& report : a->texts) {
-        auto ids = tokenizer.encode(report);
-        text::truncate_keeping_last(ids, a->max_length);
-        const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0);
-        text_rows.push_back(model->encode_text(input, torch::ones_like(input)));
-      }
+    EmbedderOptions options;
+    options.max_length = a->max_length;
+    const Embedder embedder = Embedder::open(a->model, options);
+    std::vector<std::vector<float>> images, texts;
+    for (const auto& path : a->images) {
+      images.push_back(embedder.embed_scan(PreparedScan::prepare(path, PrepareOptions{a->recipe, a->model, a->image_key})).values);
     }
-    auto stack = [](const std::vector<torch::Tensor>& rows) { return rows.empty() ? torch::Tensor() : torch::cat(rows).to(torch::kFloat).contiguous(); };
-    const auto images = stack(image_rows), texts = stack(text_rows);
+    for (const auto& report : a->texts) texts.push_back(embedder.embed_text(report).values);
     if (!a->output.empty()) {
-      std::vector<torch::Tensor> all;
-      if (images.defined()) all.push_back(images);
-      if (texts.defined()) all.push_back(texts);
-      const auto out = torch::cat(all).contiguous();
-      io::npy_write(a->output, DType::F32, out.sizes().vec(), out.data_ptr<float>());
-      std::printf("%s: %lld embeddings x %lld\n", a->output.c_str(), static_cast<long long>(out.size(0)), static_cast<long long>(out.size(1)));
+      std::vector<float> all;
+      for (const auto* rows : {&images, &texts}) {
+        for (const auto& row : *rows) all.insert(all.end(), row.begin(), row.end());
+      }
+      const int64_t count = static_cast<int64_t>(images.size() + texts.size()), dim = embedder.info().dim;
+      io::npy_write(a->output, DType::F32, {count, dim}, all.data());
+      std::printf("%s: %lld embeddings x %lld\n", a->output.c_str(), static_cast<long long>(count), static_cast<long long>(dim));
       return;
     }
-    auto rows = [](const torch::Tensor& t) {
-      nlohmann::json out = nlohmann::json::array();
-      for (int64_t i = 0; t.defined() && i < t.size(0); ++i) {
-        const auto row = t[i].contiguous();
-        out.push_back(std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel()));
+    nlohmann::json result = {{"image", images}, {"text", texts}};
+    if (!images.empty() && !texts.empty()) {
+      nlohmann::json cosine = nlohmann::json::array();
+      for (const auto& image : images) {
+        std::vector<float> row;
+        for (const auto& report : texts) {
+          double dot = 0;
+          for (size_t k = 0; k < image.size(); ++k) dot += static_cast<double>(image[k]) * report[k];
+          row.push_back(static_cast<float>(dot));
+        }
+        cosine.push_back(row);
       }
-      return out;
-    };
-    nlohmann::json result = {{"image", rows(images)}, {"text", rows(texts)}};
-    if (images.defined() && texts.defined()) result["cosine"] = rows(torch::matmul(images, texts.t()).contiguous());
+      result["cosine"] = cosine;
+    }
     std::printf("%s\n", result.dump().c_str());
   });
 }

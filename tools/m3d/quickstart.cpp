@@ -36,9 +36,50 @@ namespace fs = std::filesystem;
 
 struct QuickstartOptions {
   std::string output = "m3d-quickstart";
+  std::string family = "lamed";  // lamed | med3dvlm
   bool quick = false;  // a smoke run: a few studies and steps (tests)
   bool progress = true;
 };
+
+// What differs between the two families' runs. Both share the data folder, so one
+// output folder can hold both; each has its own training folders, bench outputs and page.
+struct Family {
+  std::string name, clip_preset, vlm_preset, tokenizer;
+  std::string clip_dir, vlm_dir, prefix;  // training folders; prefix of the bench folders and the page
+  std::string clip_label, vlm_label, model_label;  // for the stage lines and the page
+  bool positioning;  // REC rows and the box example (LaMed); Med3DVLM has no positioning task
+};
+
+Family family_of(const std::string& name) {
+  if (name == "lamed") {
+    return {"lamed",
+            "tiny",
+            "tiny",
+            "third_party/tokenizers/llama2",
+            "clip",
+            "lamed",
+            "",
+            "a tiny M3D-CLIP: contrastive image-report pre-training (m3d train clip --preset tiny)",
+            "a tiny LaMed: ViT from the CLIP, Llama-style LLM from scratch, on Cap + VQA + REC + REG (m3d train lamed --preset tiny)",
+            "m3d tiny LaMed",
+            true};
+  }
+  if (name == "med3dvlm") {
+    return {"med3dvlm",
+            "med3dvlm-tiny",
+            "med3dvlm-tiny",
+            "third_party/tokenizers/qwen2_5",
+            "siglip",
+            "med3dvlm",
+            "med3dvlm-",
+            "a tiny DCFormer_SigLIP: sigmoid-loss image-report pre-training (m3d train clip --preset med3dvlm-tiny)",
+            "a tiny Med3DVLM: DCFormer from the SigLIP, mixer projector, Qwen2-style LLM from scratch, on Cap + VQA (m3d train lamed --preset "
+            "med3dvlm-tiny)",
+            "m3d tiny Med3DVLM",
+            false};
+  }
+  fail("quickstart: unknown family '{}' (supported: lamed, med3dvlm)", name);
+}
 
 // Sizes of the run: the full quickstart, or the smoke run.
 struct Plan {
@@ -116,10 +157,109 @@ json run_bench(const std::string& data, const std::string& task, const std::stri
   return json::parse(eval::bench_run(o));
 }
 
+// Stage 5: one test study as a hospital scan, asked through the public API, and the page.
+void write_examples(const Family& f, const std::string& out, const std::string& data, const std::string& model, const json& summary, int64_t studies,
+                    std::chrono::steady_clock::time_point start) {
+  const std::string examples_name = f.prefix + "examples", examples = out + "/" + examples_name;
+  fs::create_directories(examples);
+  const json cap = io::json_read_file(data + "/M3D_Cap_npy/M3D_Cap.json");
+  const std::string image_rel = cap["test"][0]["image"];
+  const std::string study_dir = fs::path(data + "/" + image_rel).parent_path().string();
+  const json truth = io::json_read_file(study_dir + "/truth.json");
+  // The "original scan": the study's HU volume as a NIfTI with its spacing, prepared
+  // like any hospital scan.
+  const int64_t index = std::stoll(fs::path(study_dir).filename().string());  // studies are named by index
+  const data::Study study = data::synth_study(0, index);
+  imaging::Volume ct;
+  ct.geometry.spacing = {study.spacing_dhw[2], study.spacing_dhw[1], study.spacing_dhw[0]};
+  ct.voxels = study.hu.round().to(at::kShort);
+  const std::string ct_path = examples + "/ct.nii.gz";
+  imaging::volume_write(ct_path, imaging::volume_to_raw(ct));
+  // As any program would (m3d generate, examples/simple.cpp): the public API, the scan
+  // prepared by the model's own recipe (final/m3d_recipe.json: m3d-lamed, then the
+  // resize to the tiny model's grid that its training volumes had).
+  Session session(Model::open(model));
+  session.set_scan(PreparedScan::prepare(ct_path, {"auto", model, ""}));
+  AskOptions ask;
+  ask.sample = false;
+  ask.max_new_tokens = 160;
+  const std::string report = session.ask("Describe the findings of the medical image you see.", ask).text;
+  ask.max_new_tokens = 48;
+  std::string vqa_question, vqa_truth;
+  for (const auto& item : truth["vqa"]) {
+    if (item.value("type", 0) == 1) {  // plane
+      vqa_question = fmt::format("{} Choices: A. {} B. {} C. {} D. {}", item["question"].get<std::string>(), item["choices"][0].get<std::string>(),
+                                 item["choices"][1].get<std::string>(), item["choices"][2].get<std::string>(), item["choices"][3].get<std::string>());
+      vqa_truth = item["answer_choice"].get<std::string>() + ". " + item["answer"].get<std::string>();
+      break;
+    }
+  }
+  const std::string vqa_answer = vqa_question.empty() ? "" : session.ask(" " + vqa_question, ask).text;
+  json example = {{"study", truth["id"]},         {"scan", "ct.nii.gz"},      {"report", report},          {"reference_report", truth["report"]},
+                  {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth}};
+  std::optional<ScanBox> box;
+  std::string rec_html;
+  if (f.positioning) {
+    const std::string organ = truth["organs"].empty() ? "liver" : truth["organs"][0].get<std::string>();
+    const std::string rec_question = fmt::format("Can you find the {} in this image? Give coordinates.", organ);
+    const Answer rec = session.ask(" " + rec_question, ask);
+    box = rec.box;
+    example["rec_question"] = rec_question;
+    example["rec_answer"] = rec.text;
+    std::string box_html = "the model gave no box";
+    if (box) {
+      example["box_model"] = box->normalized;
+      example["box_original_voxels"] = {box->scan_min, box->scan_max};
+      example["box_original_mm"] = {box->mm_min, box->mm_max};
+      box_html = fmt::format(
+          "model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
+          "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
+          text::box_text(box->normalized), box->scan_min[0], box->scan_min[1], box->scan_min[2], box->scan_max[0], box->scan_max[1], box->scan_max[2],
+          box->mm_min[0], box->mm_min[1], box->mm_min[2], box->mm_max[0], box->mm_max[1], box->mm_max[2]);
+    }
+    rec_html = "<h3>Positioning (REC)</h3><p>" + html_escape(rec_question) + "</p><pre>" + html_escape(rec.text) + "</pre><p>" + box_html +
+               "</p><img src=" + examples_name + "/rec_box.png>";
+  }
+  // The previews show what the model sees: its grid, scaled up 4x.
+  const auto dhw = session.scan()->model_size();
+  const at::Tensor shown = at::from_blob(const_cast<float*>(session.scan()->model_voxels().data()), {dhw[0], dhw[1], dhw[2]}, at::kFloat);
+  preview_png(examples + "/preview.png", shown, dhw[0] / 2, std::nullopt, 4);
+  if (f.positioning) {
+    const int64_t middle = box ? static_cast<int64_t>((box->normalized[0] + box->normalized[3]) / 2 * static_cast<double>(dhw[0])) : dhw[0] / 2;
+    preview_png(examples + "/rec_box.png", shown, middle, box, 4);
+  }
+  io::write_file_atomic(examples + "/example.json", example.dump(2) + "\n");
+
+  const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
+  std::ostringstream html;
+  html << "<!doctype html><meta charset=utf-8><title>m3d quickstart</title>"
+       << "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+       << "pre{white-space:pre-wrap;background:#f4f4f4;padding:8px}</style>"
+       << "<h1>m3d quickstart: " << f.model_label << "</h1><p>Synthetic CT studies (" << studies << "), the tiny contrastive model and the " << f.model_label
+       << " trained on them on this machine, scored on the test split. Everything here was made by <code>m3d quickstart --family " << f.name
+       << "</code>.</p><h2>M3D-Bench (test split)</h2><table>"
+       << "<tr><th>task</th><th>metric</th><th>" << f.model_label << "</th><th>constant answer</th><th>samples</th></tr>";
+  for (const auto& r : summary) {
+    html << fmt::format("<tr><td>{}</td><td>{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{}</td></tr>", r["task"].get<std::string>(),
+                        r["metric"].get<std::string>(), r["model"].get<double>(), r["constant"].get<double>(), r["samples"].get<int64_t>());
+  }
+  html << "</table><h2>Study " << html_escape(truth["id"].get<std::string>()) << "</h2>"
+       << "<p>The original scan <a href=" << examples_name << "/ct.nii.gz>ct.nii.gz</a>, prepared by the model's recipe (<code>" << f.vlm_dir
+       << "/final/m3d_recipe.json</code>: m3d-lamed, then resized to the model grid; its middle slice):</p>"
+       << "<img src=" << examples_name << "/preview.png>"
+       << "<h3>Report</h3><pre>" << html_escape(report) << "</pre><p>Reference:</p><pre>" << html_escape(truth["report"].get<std::string>()) << "</pre>"
+       << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer)
+       << "</pre><p>Reference: " << html_escape(vqa_truth) << "</p>" << rec_html
+       << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>{}/</code>, <code>{}/final</code>.</p>", minutes,
+                      f.clip_dir, f.vlm_dir);
+  io::write_file_atomic(out + "/" + f.prefix + "index.html", html.str());
+}
+
 int run(const QuickstartOptions& q) {
   const auto start = std::chrono::steady_clock::now();
   const Plan p = plan_for(q.quick);
-  const std::string out = q.output, data = out + "/data", examples = out + "/examples";
+  const Family f = family_of(q.family);
+  const std::string out = q.output, data = out + "/data";
   fs::create_directories(out);
 
   stage(1, "synthetic CT studies with known truth (m3d synth)");
@@ -139,32 +279,32 @@ int run(const QuickstartOptions& q) {
   run.resume = true;  // a finished run resumes at its end: nothing to do
   run.progress = q.progress;
 
-  stage(2, "a tiny M3D-CLIP: contrastive image-report pre-training (m3d train clip --preset tiny)");
-  json clip = train::clip_train_preset("tiny");
+  stage(2, f.clip_label.c_str());
+  json clip = train::clip_train_preset(f.clip_preset);
   clip["text_init"] = find_data("third_party/models/all-MiniLM-L6-v2");
   clip["data"] = data;
-  clip["output_dir"] = out + "/clip";
+  clip["output_dir"] = out + "/" + f.clip_dir;
   clip["max_steps"] = p.clip_steps;
   clip["batch_size"] = p.clip_batch;
   clip["save_steps"] = p.clip_steps;
   clip["eval_fraction"] = 0.0;
   clip["save_total_limit"] = 1;
   train::clip_train(train::ClipTrainConfig::from_json(clip, "the quickstart CLIP config"), run);
-  const std::string clip_dir = newest_checkpoint(out + "/clip");
+  const std::string clip_dir = newest_checkpoint(out + "/" + f.clip_dir);
 
-  stage(3, "a tiny LaMed: ViT from the CLIP, Llama-style LLM from scratch, on Cap + VQA + REC + REG (m3d train lamed --preset tiny)");
-  json lamed = train::lamed_train_preset("tiny");
-  lamed["tokenizer"] = find_data("third_party/tokenizers/llama2");
+  stage(3, f.vlm_label.c_str());
+  json lamed = train::lamed_train_preset(f.vlm_preset);
+  lamed["tokenizer"] = find_data(f.tokenizer);
   lamed["vision_init"] = clip_dir;
   lamed["data"] = data;
-  lamed["output_dir"] = out + "/lamed";
+  lamed["output_dir"] = out + "/" + f.vlm_dir;
   lamed["max_steps"] = p.lamed_steps;
   lamed["batch_size"] = p.lamed_batch;
   lamed["save_steps"] = std::max<int64_t>(p.lamed_steps / 2, 1);
   lamed["save_total_limit"] = 1;
-  const std::string model = out + "/lamed/final";
+  const std::string model = out + "/" + f.vlm_dir + "/final";
   if (!fs::exists(model + "/model.safetensors")) {
-    train::lamed_train(train::LamedTrainConfig::from_json(lamed, "the quickstart LaMed config"), run);
+    train::lamed_train(train::LamedTrainConfig::from_json(lamed, "the quickstart " + f.name + " config"), run);
   } else {
     std::fprintf(stderr, "reusing %s\n", model.c_str());
   }
@@ -174,19 +314,21 @@ int run(const QuickstartOptions& q) {
     std::string task, metric, label;
     int64_t limit;
   };
-  const std::vector<Row> rows = {{"vqa-closed", "m3d_correct", "closed VQA accuracy (chance 0.25)", p.vqa_limit},
-                                 {"report", "m3d_meteor", "report METEOR", p.report_limit},
-                                 {"report", "m3d_rouge1", "report ROUGE-1", p.report_limit},
-                                 {"rec", "m3d_acc_iou0.5", "REC accuracy@0.5", p.rec_limit},
-                                 {"rec", "m3d_iou", "REC mean IoU", p.rec_limit}};
+  std::vector<Row> rows = {{"vqa-closed", "m3d_correct", "closed VQA accuracy (chance 0.25)", p.vqa_limit},
+                           {"report", "m3d_meteor", "report METEOR", p.report_limit},
+                           {"report", "m3d_rouge1", "report ROUGE-1", p.report_limit}};
+  if (f.positioning) {
+    rows.push_back({"rec", "m3d_acc_iou0.5", "REC accuracy@0.5", p.rec_limit});
+    rows.push_back({"rec", "m3d_iou", "REC mean IoU", p.rec_limit});
+  }
   std::map<std::string, std::pair<json, json>> results;
   for (const auto& row : rows) {
     if (results.count(row.task)) continue;
-    results[row.task] = {run_bench(data, row.task, out + "/bench/" + row.task, model, row.limit, q.progress),
+    results[row.task] = {run_bench(data, row.task, out + "/bench/" + f.prefix + row.task, model, row.limit, q.progress),
                          run_bench(data, row.task, out + "/bench/" + row.task + "-constant", "", row.limit, false)};
   }
   std::ostringstream table;
-  table << "| task | metric | m3d tiny LaMed | constant answer | samples |\n|---|---|---|---|---|\n";
+  table << "| task | metric | " << f.model_label << " | constant answer | samples |\n|---|---|---|---|---|\n";
   json summary = json::array();
   for (const auto& row : rows) {
     const auto& [model_result, constant] = results[row.task];
@@ -194,96 +336,13 @@ int run(const QuickstartOptions& q) {
     table << fmt::format("| {} | {} | {:.3f} | {:.3f} | {} |\n", row.task, row.label, m, c, model_result.value("samples", 0));
     summary.push_back({{"task", row.task}, {"metric", row.metric}, {"model", m}, {"constant", c}, {"samples", model_result.value("samples", 0)}});
   }
-  io::write_file_atomic(out + "/bench.md", table.str());
-  io::write_file_atomic(out + "/bench.json", summary.dump(2) + "\n");
+  io::write_file_atomic(out + "/" + f.prefix + "bench.md", table.str());
+  io::write_file_atomic(out + "/" + f.prefix + "bench.json", summary.dump(2) + "\n");
 
-  stage(5, "worked examples: a report, a VQA answer, a box on the original scan, previews");
-  fs::create_directories(examples);
-  const json cap = io::json_read_file(data + "/M3D_Cap_npy/M3D_Cap.json");
-  const std::string image_rel = cap["test"][0]["image"];
-  const std::string study_dir = fs::path(data + "/" + image_rel).parent_path().string();
-  const json truth = io::json_read_file(study_dir + "/truth.json");
-  // The "original scan": the study's HU volume as a NIfTI with its spacing, prepared
-  // like any hospital scan.
-  const int64_t index = std::stoll(fs::path(study_dir).filename().string());  // studies are named by index
-  const data::Study study = data::synth_study(0, index);
-  imaging::Volume ct;
-  ct.geometry.spacing = {study.spacing_dhw[2], study.spacing_dhw[1], study.spacing_dhw[0]};
-  ct.voxels = study.hu.round().to(at::kShort);
-  const std::string ct_path = examples + "/ct.nii.gz";
-  imaging::volume_write(ct_path, imaging::volume_to_raw(ct));
-  // As any program would (m3d generate, examples/simple.cpp): the public API, the scan
-  // prepared by the model's own recipe (lamed/final/m3d_recipe.json: m3d-lamed, then
-  // the resize to the tiny LaMed's 16 x 64 x 64 grid that its training volumes had).
-  Session session(Model::open(model));
-  session.set_scan(PreparedScan::prepare(ct_path, {"auto", model, ""}));
-  AskOptions ask;
-  ask.sample = false;
-  ask.max_new_tokens = 160;
-  const std::string report = session.ask("Describe the findings of the medical image you see.", ask).text;
-  ask.max_new_tokens = 48;
-  std::string vqa_question, vqa_truth;
-  for (const auto& item : truth["vqa"]) {
-    if (item.value("type", 0) == 1) {  // plane
-      vqa_question = fmt::format("{} Choices: A. {} B. {} C. {} D. {}", item["question"].get<std::string>(), item["choices"][0].get<std::string>(),
-                                 item["choices"][1].get<std::string>(), item["choices"][2].get<std::string>(), item["choices"][3].get<std::string>());
-      vqa_truth = item["answer_choice"].get<std::string>() + ". " + item["answer"].get<std::string>();
-      break;
-    }
-  }
-  const std::string vqa_answer = vqa_question.empty() ? "" : session.ask(" " + vqa_question, ask).text;
-  const std::string organ = truth["organs"].empty() ? "liver" : truth["organs"][0].get<std::string>();
-  const std::string rec_question = fmt::format("Can you find the {} in this image? Give coordinates.", organ);
-  const Answer rec = session.ask(" " + rec_question, ask);
-  const std::optional<ScanBox>& box = rec.box;
-
-  json example = {{"study", truth["id"]},         {"scan", "ct.nii.gz"},      {"report", report},           {"reference_report", truth["report"]},
-                  {"vqa_question", vqa_question}, {"vqa_answer", vqa_answer}, {"vqa_reference", vqa_truth}, {"rec_question", rec_question},
-                  {"rec_answer", rec.text}};
-  std::string box_html = "the model gave no box";
-  if (box) {
-    example["box_model"] = box->normalized;
-    example["box_original_voxels"] = {box->scan_min, box->scan_max};
-    example["box_original_mm"] = {box->mm_min, box->mm_max};
-    box_html = fmt::format(
-        "model box {} &rarr; on the original scan voxels (i, j, k) [{:.0f}, {:.0f}, {:.0f}] to [{:.0f}, {:.0f}, {:.0f}], "
-        "LPS mm [{:.1f}, {:.1f}, {:.1f}] to [{:.1f}, {:.1f}, {:.1f}]",
-        text::box_text(box->normalized), box->scan_min[0], box->scan_min[1], box->scan_min[2], box->scan_max[0], box->scan_max[1], box->scan_max[2],
-        box->mm_min[0], box->mm_min[1], box->mm_min[2], box->mm_max[0], box->mm_max[1], box->mm_max[2]);
-  }
-  // The previews show what the model sees: its grid, scaled up 4x.
-  const auto dhw = session.scan()->model_size();
-  const at::Tensor shown = at::from_blob(const_cast<float*>(session.scan()->model_voxels().data()), {dhw[0], dhw[1], dhw[2]}, at::kFloat);
-  const int64_t middle = box ? static_cast<int64_t>((box->normalized[0] + box->normalized[3]) / 2 * static_cast<double>(dhw[0])) : dhw[0] / 2;
-  preview_png(examples + "/preview.png", shown, dhw[0] / 2, std::nullopt, 4);
-  preview_png(examples + "/rec_box.png", shown, middle, box, 4);
-  io::write_file_atomic(examples + "/example.json", example.dump(2) + "\n");
-
-  const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
-  std::ostringstream html;
-  html << "<!doctype html><meta charset=utf-8><title>m3d quickstart</title>"
-       << "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-       << "pre{white-space:pre-wrap;background:#f4f4f4;padding:8px}</style>"
-       << "<h1>m3d quickstart</h1><p>Synthetic CT studies (" << p.studies << "), a tiny M3D-CLIP and a tiny LaMed trained on them on this machine, "
-       << "scored on the test split. Everything here was made by <code>m3d quickstart</code>.</p><h2>M3D-Bench (test split)</h2><table>"
-       << "<tr><th>task</th><th>metric</th><th>m3d tiny LaMed</th><th>constant answer</th><th>samples</th></tr>";
-  for (const auto& r : summary) {
-    html << fmt::format("<tr><td>{}</td><td>{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{}</td></tr>", r["task"].get<std::string>(),
-                        r["metric"].get<std::string>(), r["model"].get<double>(), r["constant"].get<double>(), r["samples"].get<int64_t>());
-  }
-  html << "</table><h2>Study " << html_escape(truth["id"].get<std::string>()) << "</h2>"
-       << "<p>The original scan <a href=examples/ct.nii.gz>ct.nii.gz</a>, prepared by the model's recipe (<code>lamed/final/m3d_recipe.json</code>: "
-       << "m3d-lamed, then resized to the model grid; its middle slice):</p>"
-       << "<img src=examples/preview.png>"
-       << "<h3>Report</h3><pre>" << html_escape(report) << "</pre><p>Reference:</p><pre>" << html_escape(truth["report"].get<std::string>()) << "</pre>"
-       << "<h3>Visual question answering</h3><p>" << html_escape(vqa_question) << "</p><pre>" << html_escape(vqa_answer)
-       << "</pre><p>Reference: " << html_escape(vqa_truth) << "</p>"
-       << "<h3>Positioning (REC)</h3><p>" << html_escape(rec_question) << "</p><pre>" << html_escape(rec.text) << "</pre><p>" << box_html
-       << "</p><img src=examples/rec_box.png>"
-       << fmt::format("<p>Made in {:.1f} minutes. Bench outputs: <code>bench/</code>; models: <code>clip/</code>, <code>lamed/final</code>.</p>", minutes);
-  io::write_file_atomic(out + "/index.html", html.str());
-
-  std::printf("\n%s\nexamples: %s/index.html (%.1f min)\n", table.str().c_str(), out.c_str(), minutes);
+  stage(5,
+        f.positioning ? "worked examples: a report, a VQA answer, a box on the original scan, previews" : "worked examples: a report, a VQA answer, previews");
+  write_examples(f, out, data, model, summary, p.studies, start);
+  std::printf("\n%s\nexamples: %s/%sindex.html\n", table.str().c_str(), out.c_str(), f.prefix.c_str());
   return 0;
 }
 
@@ -291,8 +350,12 @@ int run(const QuickstartOptions& q) {
 
 void add_quickstart(CLI::App& app) {
   auto q = std::make_shared<QuickstartOptions>();
-  CLI::App* cmd = app.add_subcommand("quickstart", "Synthetic data, tiny CLIP + LaMed trained here, M3D-Bench and worked examples, in one folder");
+  CLI::App* cmd =
+      app.add_subcommand("quickstart", "Synthetic data, a tiny CLIP + LaMed (or Med3DVLM) trained here, M3D-Bench and worked examples, in one folder");
   cmd->add_option("-o,--output", q->output, "Output folder (reused by a rerun)")->capture_default_str();
+  cmd->add_option("--family", q->family, "Which system: lamed (M3D: M3D-CLIP + LaMed) or med3dvlm (DCFormer_SigLIP + Med3DVLM)")
+      ->check(CLI::IsMember({"lamed", "med3dvlm"}))
+      ->capture_default_str();
   cmd->add_flag("--quick", q->quick, "A smoke run: a few studies and training steps (minutes less, results meaningless)");
   cmd->add_flag(
       "--no-progress", [q](int64_t) { q->progress = false; }, "No progress bars");

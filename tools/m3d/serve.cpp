@@ -1,7 +1,8 @@
-// m3d serve: an HTTP API (OpenAI-compatible chat about uploaded studies) for one model;
-// docs/serving.md. This file parses the options, opens the model and the study store,
-// and runs the server until SIGINT or SIGTERM; the routes live in serve_api.cpp and
-// serve_chat.cpp, the studies in serve_store.cpp.
+// m3d serve: an HTTP API (OpenAI-compatible chat about uploaded studies, or embeddings
+// of studies and reports) for one model; docs/serving.md. This file parses the options,
+// opens the model and the study store, and runs the server until SIGINT or SIGTERM; the
+// routes live in serve_api.cpp, serve_chat.cpp and serve_embed.cpp, the studies in
+// serve_store.cpp.
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "commands.h"
@@ -20,7 +22,7 @@ namespace m3d::cli {
 namespace {
 
 void add_serve_options(CLI::App* cmd, ServeOptions& o) {
-  add_model_option(cmd, o.model_dir, "LaMed or Med3DVLM (opened once at start)");
+  add_model_option(cmd, o.model_dir, "LaMed or Med3DVLM (chat, segment), or M3D-CLIP or DCFormer_SigLIP (embeddings); opened once at start");
   cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0: every interface; set --api-key then)")->capture_default_str();
   cmd->add_option("--port", o.port, "TCP port")->capture_default_str()->check(CLI::Range(1, 65535));
   cmd->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on every /v1/ request")->envname("M3D_API_KEY");
@@ -30,6 +32,9 @@ void add_serve_options(CLI::App* cmd, ServeOptions& o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-new-tokens-limit", o.max_new_tokens_limit, "Largest max_tokens a request may ask for; larger: 400")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-inputs", o.max_inputs, "Most entries one /v1/embeddings request may embed; more: 413")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--queue", o.queue, "Requests that may wait for the generation slot; more: 429")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -62,9 +67,16 @@ void serve(const ServeOptions& options) {
     spdlog::warn("listening on {} without --api-key: anyone who reaches this port can upload studies and run the model", options.host);
   }
   parse_dtype(options.dtype);  // the CLI's message for f16
-  Model model = Model::open(options.model_dir, ModelOptions{options.dtype, "auto"});
-  StoreOptions store{options.data_dir, options.model_dir, model.info().image_grid, options.max_voxels, 4};
-  ServeContext ctx(options, std::move(model), std::move(store));
+  std::optional<Model> model;
+  std::optional<Embedder> embedder;
+  if (model_is_contrastive(options.model_dir)) {
+    embedder = Embedder::open(options.model_dir, EmbedderOptions{options.dtype});
+  } else {
+    model = Model::open(options.model_dir, ModelOptions{options.dtype, "auto"});
+  }
+  const auto grid = embedder ? embedder->info().image_grid : model->info().image_grid;
+  StoreOptions store{options.data_dir, options.model_dir, grid, options.max_voxels, 4};
+  ServeContext ctx(options, std::move(model), std::move(embedder), std::move(store));
   ctx.model_id = model_id_of(options.model_dir);
   ctx.started = static_cast<int64_t>(std::time(nullptr));
   httplib::Server server;
@@ -79,6 +91,7 @@ void serve(const ServeOptions& options) {
   serve_add_common(server, ctx);
   serve_add_studies(server, ctx);
   serve_add_chat(server, ctx);
+  serve_add_embeddings(server, ctx);
   if (!server.bind_to_port(options.host, options.port)) {
     fail("m3d serve: cannot listen on {}:{} (in use, or not an address of this machine)", options.host, options.port);
   }
@@ -88,8 +101,9 @@ void serve(const ServeOptions& options) {
     spdlog::info("signal {}: stopping", signal);
     server.stop();
   });
-  spdlog::info("m3d serve: model '{}' ({}), {} stored studies in {}, listening on http://{}:{}", ctx.model_id, ctx.model.info().architecture, ctx.store.size(),
-               options.data_dir, options.host, options.port);
+  spdlog::info("m3d serve: model '{}' ({}), {} stored studies in {}, listening on http://{}:{}", ctx.model_id,
+               ctx.embedder ? ctx.embedder->info().architecture : ctx.model->info().architecture, ctx.store.size(), options.data_dir, options.host,
+               options.port);
   server.listen_after_bind();
   pthread_kill(stopper.native_handle(), SIGTERM);  // wakes it when the server stopped for another reason
   stopper.join();
@@ -99,7 +113,7 @@ void serve(const ServeOptions& options) {
 
 void add_serve(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
-  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over HTTP: study upload, OpenAI-compatible chat (docs/serving.md)");
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over HTTP: study upload, OpenAI-compatible chat or embeddings (docs/serving.md)");
   add_serve_options(cmd, *o);
   cmd->callback([o] { serve(*o); });
 }

@@ -78,19 +78,22 @@ httplib::Server::HandlerResponse before_routing(const ServeContext& ctx, const h
 }
 
 json model_json(const ServeContext& ctx) {
-  const ModelInfo& info = ctx.model.info();
-  return {{"id", ctx.model_id},
-          {"object", "model"},
-          {"created", ctx.started},
-          {"owned_by", "m3d"},
-          {"m3d",
-           {{"architecture", info.architecture},
-            {"family", info.family},
-            {"takes_images", info.takes_images},
-            {"segments", info.segments},
-            {"image_grid", info.image_grid},
-            {"image_tokens", info.image_tokens},
-            {"context_length", info.context_length}}}};
+  json out = {{"id", ctx.model_id}, {"object", "model"}, {"created", ctx.started}, {"owned_by", "m3d"}};
+  if (ctx.embedder) {
+    const EmbedderInfo& info = ctx.embedder->info();
+    out["m3d"] = {{"architecture", info.architecture},
+                  {"family", "clip"},
+                  {"image_grid", info.image_grid},
+                  {"embedding_dim", info.dim},
+                  {"embeds_text", info.has_tokenizer}};
+    return out;
+  }
+  const ModelInfo& info = ctx.model->info();
+  out["m3d"] = {{"architecture", info.architecture},    {"family", info.family},
+                {"takes_images", info.takes_images},    {"segments", info.segments},
+                {"image_grid", info.image_grid},        {"image_tokens", info.image_tokens},
+                {"context_length", info.context_length}};
+  return out;
 }
 
 void not_yet(httplib::Server& server, const std::string& path, const std::string& message) {
@@ -151,6 +154,8 @@ std::string Metrics::text(int queue_depth, size_t studies) const {
                      active_generations.load());
   out += fmt::format("# HELP m3d_generated_tokens_total Tokens generated.\n# TYPE m3d_generated_tokens_total counter\nm3d_generated_tokens_total {}\n",
                      generated_tokens_.load());
+  out += fmt::format("# HELP m3d_embeddings_total Inputs embedded (POST /v1/embeddings).\n# TYPE m3d_embeddings_total counter\nm3d_embeddings_total {}\n",
+                     embeddings_.load());
   out += fmt::format("# HELP m3d_studies Studies stored.\n# TYPE m3d_studies gauge\nm3d_studies {}\n", studies);
   out += "# HELP m3d_request_seconds Time from request to the end of its response.\n# TYPE m3d_request_seconds histogram\n";
   int64_t cumulative = 0;
@@ -174,6 +179,33 @@ std::unique_lock<std::timed_mutex> GenerationSlot::acquire(Clock::time_point dea
   --waiting_;
   if (!got) throw ApiError(408, "timed out waiting for the generation slot (--timeout-s); retry later");
   return lock;
+}
+
+const Model& generative_model(const ServeContext& ctx) {
+  if (!ctx.model) {
+    throw ApiError(501, fmt::format("model '{}' ({}) is a contrastive model: it answers POST /v1/embeddings only; start `m3d serve --model` with a "
+                                    "LaMed or Med3DVLM checkpoint to chat or segment",
+                                    ctx.model_id, ctx.embedder->info().architecture));
+  }
+  return *ctx.model;
+}
+
+std::optional<json> field(const json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  return *it;
+}
+
+json request_body(const std::string& text, const ServeContext& ctx) {
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::parse_error& e) { throw ApiError(400, std::string("malformed JSON: ") + e.what()); }
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  if (const auto model = field(body, "model"); model && (!model->is_string() || *model != ctx.model_id)) {
+    throw ApiError(404, fmt::format("model {} is not served here: this server has '{}' (GET /v1/models)", model->dump(), ctx.model_id));
+  }
+  return body;
 }
 
 std::string json_text(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -234,7 +266,6 @@ void serve_add_common(httplib::Server& server, ServeContext& ctx) {
     res.set_content(ctx.metrics.text(ctx.slot.waiting(), ctx.store.size()), "text/plain; version=0.0.4");
   });
   server.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"object", "list"}, {"data", {model_json(ctx)}}}); });
-  not_yet(server, "/v1/embeddings", "POST /v1/embeddings is not built yet: use `m3d embed` for CLIP embeddings");
   not_yet(server, "/v1/studies/import",
           "POST /v1/studies/import (DICOMweb) is not built yet: upload the series as one NIfTI/NRRD/MHA file with POST /v1/studies");
 }

@@ -40,12 +40,6 @@ struct Generation {
   bool timed_out = false;
 };
 
-std::optional<json> field(const json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  return *it;
-}
-
 double number_in(const json& body, const char* name, double low, double high) {
   const json value = *field(body, name);
   if (!value.is_number() || value.get<double>() < low || value.get<double>() > high) {
@@ -138,20 +132,8 @@ void parse_sampling(const json& body, const ServeContext& ctx, ChatRequest& requ
   ask.mask = false;  // masks come with POST /v1/segment
 }
 
-// The request's JSON object; its "model", when given, must be the one served.
-json request_body(const std::string& text, const ServeContext& ctx) {
-  json body;
-  try {
-    body = json::parse(text);
-  } catch (const json::parse_error& e) { throw ApiError(400, std::string("malformed JSON: ") + e.what()); }
-  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
-  if (const auto model = field(body, "model"); model && (!model->is_string() || *model != ctx.model_id)) {
-    throw ApiError(404, fmt::format("model {} is not served here: this server has '{}' (GET /v1/models)", model->dump(), ctx.model_id));
-  }
-  return body;
-}
-
 ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
+  const Model& model = generative_model(ctx);
   const json body = request_body(text, ctx);
   ChatRequest request;
   if (const auto n = field(body, "n"); n && *n != 1) throw ApiError(400, "'n' must be 1 (one answer per request)");
@@ -162,7 +144,7 @@ ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
   parse_messages(body, request);
   parse_sampling(body, ctx, request);
   if (!request.study.empty()) {
-    if (!ctx.model.info().takes_images) throw ApiError(400, fmt::format("model '{}' takes no image: send text only", ctx.model_id));
+    if (!model.info().takes_images) throw ApiError(400, fmt::format("model '{}' takes no image: send text only", ctx.model_id));
     if (!ctx.store.get(request.study)) throw ApiError(404, "no study '" + request.study + "'");
   }
   return request;
@@ -171,7 +153,7 @@ ChatRequest parse_chat(const std::string& text, const ServeContext& ctx) {
 // The study's Session, its scan encoded once; used only while holding the slot.
 std::shared_ptr<Session> session_for(ServeContext& ctx, const std::string& study) {
   if (auto cached = ctx.sessions.get(study)) return *cached;
-  auto session = std::make_shared<Session>(ctx.model);
+  auto session = std::make_shared<Session>(generative_model(ctx));
   if (!study.empty()) {
     const std::optional<PreparedScan> scan = ctx.store.scan(study);
     if (!scan) throw ApiError(404, "no study '" + study + "'");
@@ -307,10 +289,9 @@ void chat_completions(ServeContext& ctx, const httplib::Request& req, httplib::R
 // URL, or "mask": null when the answer has no [SEG].
 void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
   const auto start = Clock::now();
+  const Model& model = generative_model(ctx);
   const json body = request_body(req.body, ctx);
-  if (!ctx.model.info().segments) {
-    throw ApiError(400, fmt::format("model '{}' has no [SEG] segmentation head (config.json segmentation_module)", ctx.model_id));
-  }
+  if (!model.info().segments) { throw ApiError(400, fmt::format("model '{}' has no [SEG] segmentation head (config.json segmentation_module)", ctx.model_id)); }
   ChatRequest request;
   const auto study = field(body, "study");
   if (!study || !study->is_string() || !study_id_valid(study->get<std::string>())) { throw ApiError(400, "'study' must be the id POST /v1/studies returned"); }

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -14,6 +13,7 @@
 #include <fstream>
 #include <random>
 
+#include "core/strings.h"
 #include "io/atomic_file.h"
 #include "m3d/error.h"
 
@@ -26,15 +26,6 @@ using nlohmann::json;
 constexpr size_t kHeadBytes = 512;  // enough for a NIfTI-1 header's magic at byte 344
 constexpr const char* kFormats = "supported: .nii, .nii.gz, .nrrd, .mha, .npy; DICOM zips: not yet";
 
-std::string lowercase(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 [[noreturn]] void server_fail(const std::string& what, int err) { throw std::runtime_error(fmt::format("{}: {}", what, std::strerror(err))); }
 
 // The extension the volume readers know the upload by: the client's file name says,
@@ -42,7 +33,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // one gzipped format the readers take).
 std::string upload_extension(const std::string& filename, const std::string& content_type, const std::string& head) {
   const bool gzip = head.size() >= 2 && static_cast<uint8_t>(head[0]) == 0x1f && static_cast<uint8_t>(head[1]) == 0x8b;
-  const std::string name = lowercase(filename);
+  const std::string name = ascii_lower(filename);
   if (!name.empty()) {
     if (ends_with(name, ".nii") || ends_with(name, ".nii.gz")) return gzip ? ".nii.gz" : ".nii";
     for (const char* ext : {".nrrd", ".mha", ".npy"}) {
@@ -50,7 +41,7 @@ std::string upload_extension(const std::string& filename, const std::string& con
     }
     throw StudyRejected(400, fmt::format("{}: unsupported file type ({}; .nhdr/.mhd need their data file: send .nrrd/.mha)", filename, kFormats));
   }
-  const std::string type = lowercase(content_type.substr(0, content_type.find(';')));
+  const std::string type = ascii_lower(content_type.substr(0, content_type.find(';')));
   if (type == "application/gzip" || type == "application/x-gzip" || gzip) return ".nii.gz";
   if (type == "application/x-npy" || type == "application/npy") return ".npy";
   if (type == "application/x-nifti" || type == "application/nifti") return ".nii";

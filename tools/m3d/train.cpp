@@ -188,13 +188,15 @@ void add_train(CLI::App& app) {
 
   auto c = std::make_shared<TrainArgs>();
   CLI::App* clip = add_trainer(
-      cmd, "clip", "Contrastive image-report pre-training of M3D-CLIP (nce) or the sigmoid loss", "m3d-clip | siglip | tiny",
-      "Folder with M3D_Cap_npy/M3D_Cap.json (e.g. from m3d synth)", "Start from this M3D-CLIP checkpoint", train::clip_train_preset,
+      cmd, "clip", "Contrastive image-report pre-training of M3D-CLIP (nce or sigmoid loss) or DCFormer_SigLIP",
+      "m3d-clip | siglip | tiny | med3dvlm-siglip | med3dvlm-tiny", "Folder with M3D_Cap_npy/M3D_Cap.json (e.g. from m3d synth)",
+      "Start from this M3D-CLIP or DCFormer_SigLIP checkpoint", train::clip_train_preset,
       [](const nlohmann::json& config, const std::string& where, const train::TrainRunOptions& run) {
         return train::clip_train(train::ClipTrainConfig::from_json(config, where), run);
       },
       c);
-  clip->add_option("--text-init", c->text_init, "BERT checkpoint for the text tower (official: bert-base-uncased)");
+  clip->add_option("--text-init", c->text_init,
+                   "BERT-family checkpoint for the text tower (official: bert-base-uncased; DCFormer_SigLIP: medicalai/ClinicalBERT)");
 
   auto l = std::make_shared<TrainArgs>();
   CLI::App* lamed = add_trainer(
