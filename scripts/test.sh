@@ -12,7 +12,7 @@ ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
 
 echo "== parsers, tokenizers and volume I/O tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_text test_volume_io test_metrics test_meteor test_progress test_quant_matmul test_jinja
+cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_gguf_tokenizer test_text test_volume_io test_dicom_seg test_metrics test_meteor test_progress test_quant_matmul test_jinja
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
