@@ -57,17 +57,6 @@ std::vector<std::vector<double>> time_interleaved(const std::vector<torch::Tenso
   return seconds;
 }
 
-// The read roofline: every 8-byte word of the buffer added, threaded as bf16_matmul is
-// (OpenMP, static split into one contiguous range per thread).
-uint64_t sum_words(const torch::Tensor& w) {
-  const auto* words = static_cast<const uint64_t*>(w.data_ptr());
-  const int64_t count = w.numel() / 4;
-  uint64_t total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-  for (int64_t i = 0; i < count; ++i) total += words[i];
-  return total;
-}
-
 // Prints one method's repeats in GB/s of weight read and returns the median.
 double report(const std::string& label, const std::vector<double>& seconds, double bytes) {
   std::printf("%-32s", label.c_str());
@@ -150,7 +139,7 @@ int main(int argc, char** argv) {
     const auto weights = weight_copies(shape);
     const auto x = torch::randn({1, shape.k}), xh = x.to(torch::kBFloat16);
     auto y = torch::empty({1, shape.n});
-    std::vector<Method> methods = {{"read", [](const torch::Tensor& w) { sum_words(w); }},
+    std::vector<Method> methods = {{"read", [](const torch::Tensor& w) { m3d::bench::sum_words(w.data_ptr(), static_cast<int64_t>(w.nbytes())); }},
                                    {"at::linear bf16", [&](const torch::Tensor& w) { at::linear(xh, w); }}};
     for (QuantIsa isa : available_isas()) methods.push_back(bf16_method(isa, x, y));
     const auto seconds = time_interleaved(weights, repeats, methods);

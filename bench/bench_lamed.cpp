@@ -54,20 +54,6 @@ double decoder_bytes_per_token(m3d::models::CausalLmImpl& lm) {
   return bytes;
 }
 
-// GB/s of reading a 512 MiB buffer (past every cache) with all threads: the bound of a
-// decode step, which reads each weight byte once.
-std::vector<double> read_bandwidth_gbs(int repeat) {
-  const auto buffer = torch::ones({128 << 20}, torch::kFloat);
-  std::vector<double> gbs;
-  for (int r = 0; r < repeat; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    const double sum = buffer.sum().item<double>();
-    gbs.push_back(buffer.nbytes() / seconds_since(start) / 1e9);
-    if (sum != buffer.numel()) std::abort();  // keeps the read from being optimised away
-  }
-  return gbs;
-}
-
 struct Options {
   std::string model, dtype = "bf16";
   int decode = 32, repeat = 3, prompt = 289;
@@ -134,7 +120,7 @@ int main(int argc, char** argv) {
     prefill_tps.push_back(prefill);
     decode_tps.push_back(decode);
   }
-  const double read_gbs = median(read_bandwidth_gbs(7));
+  const double read_gbs = median(m3d::bench::read_bandwidth_gbs(7));
   const double bytes = decoder_bytes_per_token(lm);
   const double roofline = read_gbs * 1e9 / bytes;
   std::printf(

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 namespace m3d::bench {
@@ -20,6 +22,34 @@ inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The read roofline's kernel: every 8-byte word of `bytes` added, threaded as the GEMV
+// kernels are (OpenMP, one contiguous range per thread; serial in a program built without
+// OpenMP). The sum keeps the read from being optimised away.
+inline uint64_t sum_words(const void* data, int64_t bytes) {
+  const auto* words = static_cast<const uint64_t*>(data);
+  const int64_t count = bytes / 8;
+  uint64_t total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (int64_t i = 0; i < count; ++i) total += words[i];
+  return total;
+}
+
+// GB/s of reading a 512 MiB buffer (past every cache) with all threads, each of `repeat`
+// reads timed: the bound of a decode step, which reads each weight byte once. The one
+// read roofline every benchmark divides by.
+inline std::vector<double> read_bandwidth_gbs(int repeat) {
+  const std::vector<uint64_t> buffer(64 << 20, 1);
+  const int64_t bytes = static_cast<int64_t>(buffer.size() * sizeof(uint64_t));
+  std::vector<double> gbs;
+  for (int r = 0; r < repeat; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    const uint64_t sum = sum_words(buffer.data(), bytes);
+    gbs.push_back(static_cast<double>(bytes) / seconds_since(start) / 1e9);
+    if (sum != buffer.size()) std::abort();
+  }
+  return gbs;
 }
 
 // The process's peak resident memory so far, in GiB.

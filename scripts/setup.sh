@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libpcre2-dev libutf8proc-dev zlib1g-dev libdeflate-dev  # tokenizers: regex pre-tokenizers, NFC; .nii.gz
   libinsighttoolkit5-dev libgdcm-tools      # medical image I/O (ITK 5.2 + GDCM); gdcm-tools: files its CMake config names
+  dicom3tools                               # dciodvfy: the DICOM-SEG test checks m3d's SEG against the standard's IOD tables
   python3-nibabel python3-pydicom           # only their test data: real NIfTI and DICOM files for the reader parity tests
   wordnet-base                              # WordNet 3.0 database (/usr/share/wordnet): METEOR's synonym stage
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every CTest test except those labelled `slow`, then the
 # torch-free parsers and tokenizer with their tests under AddressSanitizer + UBSan, then the
-# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for PNG/JPEG slice checks, CSV, WordPiece and the HF config readers).
+# libFuzzer targets (FUZZ_SECONDS for safetensors, half that for torch .bin, .npy, tokenizer.model and NIfTI, a quarter for PNG/JPEG slice checks, CSV, WordPiece, the HF config readers and recipes).
 # Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,16 +12,16 @@ ctest --test-dir build -LE slow --output-on-failure -j "$jobs"
 
 echo "== parsers, tokenizers and volume I/O tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DM3D_SANITIZE=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_gguf_tokenizer test_text test_volume_io test_dicom_seg test_metrics test_meteor test_progress test_quant_matmul test_jinja
+cmake --build build-asan -j "$jobs" --target test_io_base test_gguf test_gguf_tokenizer test_text test_volume_io test_recipe test_dicom_seg test_metrics test_meteor test_progress test_quant_matmul test_jinja
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each GGUF, torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece, Jinja)"
+  echo "== fuzzing (${fuzz_seconds}s safetensors, $((fuzz_seconds / 2))s each GGUF, torch .bin, .npy, tokenizer.model, NIfTI; $((fuzz_seconds / 4))s each CSV, WordPiece, Jinja, recipes)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DM3D_FUZZ=ON -DM3D_WITH_TORCH=OFF -DM3D_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_gguf fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config fuzz_jinja
-  for target in safetensors gguf torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config jinja; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors fuzz_gguf fuzz_torch_bin fuzz_npy fuzz_sentencepiece fuzz_nifti fuzz_slice_image fuzz_csv fuzz_wordpiece fuzz_hf_config fuzz_jinja fuzz_recipe
+  for target in safetensors gguf torch_bin npy sentencepiece nifti slice_image csv wordpiece hf_config jinja recipe; do
     corpus="build-fuzz/corpus_$target"
     mkdir -p "$corpus"
     seconds=$fuzz_seconds
@@ -50,6 +50,9 @@ if [ "$fuzz_seconds" -gt 0 ]; then
                  printf '{"bos_token_id": 1, "eos_token_id": [2, 32007], "do_sample": false}' > "$corpus/generation.json"
                  printf '{"<im_patch>": 32011, "[SEG]": 32014}' > "$corpus/added.json"
                  seconds=$((fuzz_seconds / 4)) ;;
+      recipe) printf '%s' '{"name": "m3d-lamed", "source": "M3D Data/process/m3d_cap_data_prepare.py", "ops": [{"op": "minmax"}, {"op": "crop_foreground", "threshold": 0, "margin": 0}, {"op": "resize", "size": [32, 256, 256], "mode": "trilinear"}]}' > "$corpus/m3d-lamed.json"
+              printf '%s' '{"name": "ct", "ops": [{"op": "orient", "axcodes": "RAS"}, {"op": "spacing", "pixdim": [2.5, 1, 1], "mode": "bilinear"}, {"op": "window", "preset": "abdomen"}, {"op": "window", "level": 40, "width": 400}, {"op": "scale_range", "a_min": -1000, "a_max": 1000, "b_min": 0.0, "b_max": 1.0, "clip": true}, {"op": "percentile_range", "lower": 0.5, "upper": 99.5}, {"op": "zscore"}, {"op": "pad", "size": [40, 48, 41]}, {"op": "center_crop", "size": [10, 12, 15]}]}' > "$corpus/every_op.json"
+              seconds=$((fuzz_seconds / 4)) ;;
       wordpiece) printf 'hello\n##s\nworld\n##\xc3\xa9\n\0Hello worlds! caf\xc3\xa9 [CLS]' > "$corpus/seed"; seconds=$((fuzz_seconds / 4)) ;;
     esac
     "build-fuzz/tests/fuzz_$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \

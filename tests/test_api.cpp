@@ -147,6 +147,18 @@ TEST_F(Api, StreamingAndCancel) {
   EXPECT_EQ(session.ask("What is shown?", greedy(10)).text, full.text);
 }
 
+TEST_F(Api, SegmentWithoutASegHeadIsAClearError) {
+  // Session::segment's masks are checked against `m3d segment` through the server
+  // (tests/test_serve.cpp SegmentBoxAndPointsEqualCli); here the refusals.
+  Session session(*model_);
+  SpatialPrompts prompts;
+  prompts.box = SegBox{{8, 60, 60, 24, 200, 200}};
+  try {
+    session.segment("", prompts);
+    FAIL() << "a model without a [SEG] head segmented";
+  } catch (const Error& e) { EXPECT_NE(std::string(e.what()).find("has no [SEG] segmentation head"), std::string::npos) << e.what(); }
+}
+
 TEST_F(Api, ModelSpaceInputHasNoMap) {
   const std::string path = temp_dir() + "/model.npy";
   std::vector<float> zeros(32 * 256 * 256, 0.5f);

@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gdcmReader.h>
 #include <gdcmSequenceOfItems.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -217,6 +219,29 @@ TEST_F(DicomSeg, LabelIsPrintableAsciiOf64) {
   EXPECT_EQ(label.size(), 64u);
   EXPECT_EQ(label.substr(0, 27), "segment the liver_spleen, c");
   EXPECT_EQ(label.find_first_not_of(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"), std::string::npos);
+}
+
+// David Clunie's dciodvfy (Debian dicom3tools) checks the file against the standard's IOD
+// and module tables: m3d's SEG must give no "Error" line (warnings are reported, not failed).
+TEST_F(DicomSeg, DciodvfyFindsNoErrors) {
+  write_and_read(mask_, "liver");
+  const std::string command = "dciodvfy " + dir_ + "/seg.dcm 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  ASSERT_NE(output.find("Segmentation"), std::string::npos) << "dciodvfy missing or did not recognise the IOD (scripts/setup.sh installs dicom3tools):\n"
+                                                            << output;
+  std::vector<std::string> errors;
+  std::stringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("Error", 0) == 0) errors.push_back(line);
+  }
+  EXPECT_TRUE(errors.empty()) << fmt::format("{}", fmt::join(errors, "\n"));
+  EXPECT_EQ(status, 0) << output;
+  std::printf("dciodvfy: %zu error lines\n%s", errors.size(), output.c_str());
 }
 
 TEST_F(DicomSeg, ErrorsLeaveNoFile) {

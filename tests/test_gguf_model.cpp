@@ -18,6 +18,7 @@
 #include "io/gguf.h"
 #include "m3d/error.h"
 #include "models/gguf_model.h"
+#include "models/llama.h"
 #include "models/quant_linear.h"
 #include "models/quant_matmul.h"
 #include "models/quantize.h"
@@ -185,6 +186,70 @@ TEST_F(SmolLm2Gguf, BrokenFilesFailClearly) {
   test::write_bytes(dir + "/half.gguf", bytes);
   EXPECT_THROW(models::model_load_gguf(dir + "/half.gguf"), m3d::Error);
   EXPECT_FALSE(models::is_gguf_model(dir));
+}
+
+// The fused single-token step (models/llama.h) against the general path on the same
+// decode: a prompt, then fixed tokens fed one at a time, every step's logits compared.
+class FusedStepGuard {
+ public:
+  explicit FusedStepGuard(bool enabled) { models::decoder_fused_step_set(enabled); }
+  ~FusedStepGuard() { models::decoder_fused_step_set(true); }
+};
+
+// ids (B, P + S): the first `prompt` tokens at once, then one at a time: (S + 1, B, V).
+at::Tensor decode_steps(models::CausalLmImpl& lm, const at::Tensor& ids, int64_t prompt, bool fused) {
+  const FusedStepGuard path(fused);
+  torch::NoGradGuard no_grad;
+  models::KvCache cache = lm.model->make_cache(ids.size(0), ids.size(1), at::TensorOptions().dtype(at::kFloat));
+  std::vector<at::Tensor> steps{lm.logits(lm.model->forward(lm.embed(ids.slice(1, 0, prompt)), &cache)).select(1, prompt - 1)};
+  for (int64_t t = prompt; t < ids.size(1); ++t) steps.push_back(lm.logits(lm.model->forward(lm.embed(ids.slice(1, t, t + 1)), &cache)).select(1, 0));
+  return at::stack(steps).to(at::kFloat);
+}
+
+struct StepComparison {
+  double diff;  // max |fused - general| logit over all steps / std of the general logits
+  int identical, steps;  // steps whose logits are bit-identical
+};
+
+StepComparison compare_steps(models::CausalLmImpl& lm, const at::Tensor& ids, int64_t prompt) {
+  EXPECT_TRUE(models::decoder_fused_step_enabled());  // the default
+  const at::Tensor general = decode_steps(lm, ids, prompt, false), fused = decode_steps(lm, ids, prompt, true);
+  StepComparison c{(fused - general).abs().max().item<double>() / general.std().item<double>(), 0, static_cast<int>(general.size(0))};
+  for (int64_t s = 0; s < general.size(0); ++s) c.identical += at::equal(fused[s], general[s]) ? 1 : 0;
+  return c;
+}
+
+// The step performs the general path's float operations but for the summation order of
+// the attention dot products (libtorch's BLAS or plain loop against 8 interleaved partial
+// sums): the logits stay within f32 rounding.
+TEST(FusedDecodeStep, EqualsTheGeneralPathOnTinyLlamaPhi3AndQwen2) {
+  for (const char* dir : {"lamed_phi3_tiny", "lamed_llama_tiny", "qwen2_tiny"}) {  // fused qkv / gate_up; GQA 4/2; GQA with q/k/v bias
+    models::LoadedModel loaded = models::model_load(test::fixture(dir));
+    torch::manual_seed(3);
+    const at::Tensor ids = torch::randint(3, 300, {2, 40}, at::kLong);  // two rows, prompt 6 then 34 steps to T = 40
+    const StepComparison c = compare_steps(*loaded.lm, ids, 6);
+    std::printf("%s: fused step vs general path: max |logit diff| / std %.2e, %d of %d steps bit-identical\n", dir, c.diff, c.identical, c.steps);
+    EXPECT_LT(c.diff, 1e-5) << dir;
+  }
+}
+
+// SmolLM2's GQA (9 query heads on 3 kv heads) over 30 layers: with every weight in f32 the
+// step stays at f32 rounding; with the Q4_1 blocks the activations' Q8 rounding turns
+// last-bit differences into the quantization noise (as the kernels' summation order does).
+TEST_F(SmolLm2Gguf, FusedDecodeStepEqualsTheGeneralPath) {
+  const json& c = reference()["cases"][0];
+  std::vector<int64_t> tokens = ids_of(c["prompt_ids"]);
+  const int64_t prompt = static_cast<int64_t>(tokens.size());
+  for (int64_t id : ids_of(c["greedy_ids"])) tokens.push_back(id);
+  const at::Tensor ids = at::tensor(tokens, at::kLong).unsqueeze(0);
+  models::LoadedModel dense = models::model_load_gguf(smollm2_path(), {c10::kFloat, /*keep_quantized=*/false});
+  const StepComparison f32 = compare_steps(*dense.lm, ids, prompt);
+  models::LoadedModel quantized = models::model_load_gguf(smollm2_path());
+  const StepComparison q4 = compare_steps(*quantized.lm, ids, prompt);
+  std::printf("fused step vs general path: f32 weights %.2e (%d of %d steps bit-identical), Q4_1 %.4f (%d of %d) max |logit diff| / std\n", f32.diff,
+              f32.identical, f32.steps, q4.diff, q4.identical, q4.steps);
+  EXPECT_LT(f32.diff, 1e-4);
+  EXPECT_LT(q4.diff, kQuantNoise);
 }
 
 // Logits of the tiny LaMed (Phi-3) fixture for a fixed prompt and image: (L, V).

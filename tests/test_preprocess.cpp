@@ -38,6 +38,10 @@ void expect_summary(const at::Tensor& t, const nlohmann::json& want, const std::
   EXPECT_LE(worst, tolerance) << what << ": largest difference at the 256 sampled voxels";
 }
 
+// The recipe parser (torch-free, fuzzed) keeps its own op table with each op's parameters;
+// it must take exactly the ops the pipeline runs.
+TEST(Preprocess, RecipeParserTakesTheOpsThePipelineRuns) { EXPECT_EQ(recipe_op_names(), op_names()); }
+
 TEST(Preprocess, OpsMatchMonaiOnRealVolumes) {
   const auto reference = test::read_json(test::fixture("volumes/preprocess.json"));
   int checked = 0;

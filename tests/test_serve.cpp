@@ -2,7 +2,8 @@
 // nibabel's anatomical.nii: the study's geometry is nibabel's; a greedy chat answer,
 // streamed and not, equals `m3d generate`'s; studies survive a restart; bad requests
 // get the documented status with a JSON error and leave nothing on disk; the API key
-// guards /v1/.
+// guards /v1/. Segmentation (prompt, box, points; NIfTI and DICOM-SEG) equals `m3d segment`'s;
+// a zipped DICOM series is its series, and unsafe or oversized zips are refused.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,7 +22,9 @@
 #include <map>
 #include <optional>
 #include <thread>
+#include <tuple>
 
+#include "imaging/dicom_seg.h"
 #include "imaging/volume_io.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -458,6 +462,202 @@ TEST(Serve, SegmentEqualsCliMaskOnTheScanGrid) {
   expect_error(server.client().Get(("/v1/studies/" + id + "/masks/0123456789abcdef.nii.gz").c_str()), 404, "no mask");
   ASSERT_EQ(server.client().Delete(("/v1/studies/" + id).c_str())->status, 204);
   expect_error(server.client().Get(answer["mask"]["url"].get<std::string>().c_str()), 404, "no mask");
+}
+
+// The mask a /v1/segment answer links to, fetched and read.
+imaging::RawVolume served_mask(const Server& server, const json& answer, const std::string& path) {
+  EXPECT_TRUE(answer["mask"].is_object()) << answer;
+  if (!answer["mask"].is_object()) return {};
+  const auto mask = server.client().Get(answer["mask"]["url"].get<std::string>().c_str());
+  EXPECT_TRUE(mask && mask->status == 200) << (mask ? mask->body : "no response");
+  if (!mask) return {};
+  write_bytes(path, std::vector<uint8_t>(mask->body.begin(), mask->body.end()));
+  return imaging::volume_read(path);
+}
+
+TEST(Serve, SegmentBoxAndPointsEqualCli) {
+  // "box" / "points" in model voxels, alone and with a prompt, give `m3d segment --box /
+  // --point`'s mask voxel for voxel; malformed or off-grid prompts are 400 naming the field.
+  const std::string dir = temp_dir();
+  const std::string model = seg_model_dir(dir);
+  const std::string prompt = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json")["prompt"];
+  const std::string cli = kM3d + " segment --model " + model + " --image " + kScan + " --box 8,60,60,24,200,200 --point 16,100,120 --point 10,150,90,0";
+  std::string out, err;
+  ASSERT_EQ(run_command(cli + " -o " + dir + "/cli_spatial.nii.gz", &out, &err), 0) << err;
+  ASSERT_EQ(run_command(cli + " --prompt '" + prompt + "' --greedy --max-new-tokens 16 -o " + dir + "/cli_both.nii.gz", &out, &err), 0) << err;
+  Server server(dir + "/data", {}, model);
+  ASSERT_TRUE(server.ready()) << server.log();
+  const std::string id = upload(server, kScan, "anatomical.nii")["id"];
+  const json prompts = {{"study", id}, {"box", {8, 60, 60, 24, 200, 200}}, {"points", {{16, 100, 120}, {10, 150, 90, 0}}}};
+
+  const auto spatial = post_json(server, "/v1/segment", prompts.dump());
+  ASSERT_TRUE(spatial && spatial->status == 200) << (spatial ? spatial->body : "no response") << server.log();
+  const json spatial_answer = body_of(spatial);
+  EXPECT_EQ(spatial_answer["m3d"]["text"], "");
+  EXPECT_EQ(spatial_answer["usage"]["completion_tokens"], 0);
+  const imaging::RawVolume cli_spatial = imaging::volume_read(dir + "/cli_spatial.nii.gz");
+  const imaging::RawVolume served_spatial = served_mask(server, spatial_answer, dir + "/served_spatial.nii.gz");
+  EXPECT_EQ(served_spatial.size, cli_spatial.size);
+  EXPECT_EQ(served_spatial.data, cli_spatial.data);
+  EXPECT_GT(std::count(cli_spatial.data.begin(), cli_spatial.data.end(), 1), 0);
+
+  json both = prompts;
+  both["prompt"] = prompt;
+  both["max_tokens"] = 16;
+  const auto joined = post_json(server, "/v1/segment", both.dump());
+  ASSERT_TRUE(joined && joined->status == 200) << (joined ? joined->body : "no response") << server.log();
+  const json joined_answer = body_of(joined);
+  EXPECT_EQ(joined_answer["m3d"]["text"].get<std::string>() + "\n", out);
+  EXPECT_GT(joined_answer["mask"]["seg_tokens"].get<int64_t>(), 0);
+  const imaging::RawVolume cli_both = imaging::volume_read(dir + "/cli_both.nii.gz");
+  EXPECT_EQ(served_mask(server, joined_answer, dir + "/served_both.nii.gz").data, cli_both.data);
+  EXPECT_NE(cli_both.data, cli_spatial.data);  // the [SEG] state took part
+
+  const std::vector<std::pair<json, std::string>> bad = {
+      {{{"box", {24, 60, 60, 8, 200, 200}}}, "'box' [24, 60, 60, 8, 200, 200]: inverted on d (24 > 8)"},
+      {{{"box", {8, 60, 60, 24, 200, 256}}}, "'box' [8, 60, 60, 24, 200, 256]: w = 256 is outside the model grid 32x256x256"},
+      {{{"box", {8, 60, 60, 24, 200}}}, "'box' must be [d1, h1, w1, d2, h2, w2]"},
+      {{{"box", "8,60,60,24,200,200"}}, "'box' must be"},
+      {{{"points", {{16, 100, 120}, {32, 100, 120}}}}, "'points'[1] [32, 100, 120]: d = 32 is outside the model grid"},
+      {{{"points", {{16, 100}}}}, "'points'[0] must be [d, h, w] or [d, h, w, label]"},
+      {{{"points", {{16, 100, 120, 2}}}}, "'points'[0]: label 2 is not 1 (positive) or 0 (negative)"},
+      {{{"points", json::array()}}, "'points' must be a non-empty array"},
+      {{{"prompt", ""}, {"box", {8, 60, 60, 24, 200, 200}}}, "'prompt' must be a non-empty string"},
+  };
+  for (const auto& [fields, message] : bad) {
+    json request = fields;
+    request["study"] = id;
+    expect_error(post_json(server, "/v1/segment", request.dump()), 400, message);
+  }
+  EXPECT_EQ(entries(dir + "/data/tmp"), 0u);
+}
+
+// Zips made with Python's zipfile (deflate): the DICOM series of tests/fixtures/dicom_seg
+// under a folder, entries with unsafe names, too many files, a bomb, and two forged ones
+// (a recorded size smaller than the data inflates to; a wrong CRC).
+std::string make_zips(const std::string& dir) {
+  const std::string script = dir + "/zips.py";
+  std::ofstream(script) << R"(import io, os, struct, sys, zipfile
+series, out = sys.argv[1], sys.argv[2]
+def make(name, entries, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(os.path.join(out, name), "w", compression) as z:
+        for entry, data in entries:
+            z.writestr(entry, data)
+slices = [(f"CT/{n}", open(os.path.join(series, n), "rb").read()) for n in sorted(os.listdir(series))]
+make("series.zip", [("CT/", b"")] + slices)
+make("slip.zip", [("../evil.dcm", b"x")])
+make("absolute.zip", [("/etc/evil.dcm", b"x")])
+make("backslash.zip", [("CT\\..\\evil.dcm", b"x")])
+make("many.zip", [(f"f{i}", b"x") for i in range(9)])
+make("bomb.zip", [("zeros.dcm", bytes(2 << 20))])
+def forged(name, offset, value):
+    z = bytearray(open(os.path.join(out, "small.zip"), "rb").read())
+    central = z.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", z, central + offset, value)
+    open(os.path.join(out, name), "wb").write(z)
+make("small.zip", [("zeros.dcm", bytes(100000))])
+forged("liar.zip", 24, 1000)       # uncompressed size: 1000 recorded, 100000 inflated
+forged("crc.zip", 16, 0x12345678)  # CRC-32
+)";
+  std::string out, err;
+  EXPECT_EQ(run_command("python3 " + script + " " + fixture("dicom_seg/series") + " " + dir, &out, &err), 0) << err;
+  return dir;
+}
+
+TEST(Serve, DicomZipUploadIsTheSeriesAndBadZipsAreRejected) {
+  // A zip of the fixture series is a study with the series' own geometry (as volume_read of
+  // the folder) whose files are kept under the study; zip-slip names, too many files, a
+  // decompression bomb and forged sizes or CRCs are refused and leave nothing on disk.
+  const std::string dir = temp_dir();
+  const std::string zips = make_zips(dir);
+  const std::string data = dir + "/data";
+  std::optional<Server> server(std::in_place, data, std::vector<std::string>{"--max-zip-entries", "8", "--max-unzipped-mb", "1"});
+  ASSERT_TRUE(server->ready());
+  const json study = upload(*server, zips + "/series.zip", "ct.zip");
+  const imaging::RawVolume series = imaging::volume_read(fixture("dicom_seg/series"));
+  EXPECT_EQ(study["format"], "dicom");
+  EXPECT_EQ(study["filename"], "ct.zip");
+  EXPECT_EQ(study["scan"]["size_ijk"], json(series.size));
+  EXPECT_EQ(study["scan"]["spacing"], json(series.geometry.spacing));
+  EXPECT_EQ(study["scan"]["origin"], json(series.geometry.origin));
+  EXPECT_EQ(study["scan"]["direction"], json(series.geometry.direction));
+  EXPECT_TRUE(study["scan"]["has_map"].get<bool>());
+  const std::string id = study["id"];
+  EXPECT_EQ(entries(data + "/studies/" + id + "/series"), 6u);
+  EXPECT_EQ(imaging::volume_read(data + "/studies/" + id + "/series").data, series.data);
+  // Known by its first bytes too.
+  const auto unnamed = server->client().Post("/v1/studies", file_text(zips + "/series.zip"), "application/octet-stream");
+  ASSERT_TRUE(unnamed && unnamed->status == 201) << (unnamed ? unnamed->body : "no response");
+  EXPECT_EQ(body_of(unnamed)["format"], "dicom");
+
+  const std::vector<std::tuple<std::string, int, std::string>> bad = {
+      {"slip.zip", 400, "slip.zip: entry '../evil.dcm' has a '..' component"},
+      {"absolute.zip", 400, "entry '/etc/evil.dcm' has an absolute path"},
+      {"backslash.zip", 400, "has a backslash"},
+      {"many.zip", 413, "many.zip: 9 files, more than the server's --max-zip-entries 8"},
+      {"bomb.zip", 413, "bomb.zip: the files inflate to 2097152 bytes, more than the server's --max-unzipped-mb 1"},
+      {"liar.zip", 400, "liar.zip: zip entry 'zeros.dcm' inflates past its recorded size of 1000 bytes"},
+      {"crc.zip", 400, "crc.zip: zip entry 'zeros.dcm': CRC-32"},
+  };
+  for (const auto& [name, status, message] : bad) {
+    const auto res = server->client().Post(("/v1/studies?filename=" + name).c_str(), file_text(zips + "/" + name), "application/zip");
+    expect_error(res, status, message);
+    if (res) { EXPECT_EQ(res->body.find(data), std::string::npos) << "a server path in " << res->body; }
+  }
+  EXPECT_EQ(entries(data + "/studies"), 2u);
+  EXPECT_EQ(entries(data + "/tmp"), 0u);
+
+  // The series stays with the study across a restart.
+  EXPECT_EQ(server->stop(), 0);
+  server.emplace(data);
+  ASSERT_TRUE(server->ready());
+  EXPECT_EQ(body_of(server->client().Get(("/v1/studies/" + id).c_str())), study);
+}
+
+TEST(Serve, SegmentOfADicomStudyAsDicomSegEqualsCli) {
+  // "format": "dicom-seg" on a zipped series: the SEG the server keeps decodes onto the series
+  // as `m3d segment --dicom-seg`'s does for the same prompt and box; NIfTI stays the default.
+  const std::string dir = temp_dir();
+  const std::string model = seg_model_dir(dir);
+  const std::string zips = make_zips(dir);
+  const std::string series = fixture("dicom_seg/series");
+  const std::string prompt = read_json(fixture("lamed_seg_tiny") + "/generate_expected.json")["prompt"];
+  std::string out, err;
+  ASSERT_EQ(run_command(kM3d + " segment --model " + model + " --image " + series + " --prompt '" + prompt +
+                            "' --greedy --max-new-tokens 16 --box 8,60,60,24,200,200 --dicom-seg " + dir + "/cli.dcm -o " + dir + "/cli.nii.gz",
+                        &out, &err),
+            0)
+      << err;
+  Server server(dir + "/data", {}, model);
+  ASSERT_TRUE(server.ready()) << server.log();
+  const std::string id = upload(server, zips + "/series.zip", "ct.zip")["id"];
+  json request = {{"study", id}, {"prompt", prompt}, {"max_tokens", 16}, {"box", {8, 60, 60, 24, 200, 200}}, {"format", "dicom-seg"}};
+  const auto res = post_json(server, "/v1/segment", request.dump());
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no response") << server.log();
+  const json answer = body_of(res);
+  EXPECT_EQ(answer["m3d"]["text"].get<std::string>() + "\n", out);
+  ASSERT_TRUE(answer["mask"].is_object()) << answer;
+  EXPECT_EQ(answer["mask"]["format"], "dicom-seg");
+  const auto seg = server.client().Get(answer["mask"]["url"].get<std::string>().c_str());
+  ASSERT_TRUE(seg && seg->status == 200) << (seg ? seg->body : "no response");
+  EXPECT_EQ(seg->get_header_value("Content-Type"), "application/dicom");
+  write_bytes(dir + "/served.dcm", std::vector<uint8_t>(seg->body.begin(), seg->body.end()));
+  const imaging::RawVolume grid = imaging::volume_read(series);
+  const imaging::RawVolume served = imaging::dicom_seg_read(dir + "/served.dcm", series, grid);
+  EXPECT_EQ(served.data, imaging::dicom_seg_read(dir + "/cli.dcm", series, grid).data);
+  EXPECT_GT(std::count(served.data.begin(), served.data.end(), 1), 0);
+  EXPECT_EQ(answer["mask"]["scan_voxels"], std::count(served.data.begin(), served.data.end(), 1));
+
+  request.erase("format");
+  const json nifti = body_of(post_json(server, "/v1/segment", request.dump()));
+  EXPECT_EQ(nifti["mask"]["format"], "nifti");
+  EXPECT_EQ(served_mask(server, nifti, dir + "/served.nii.gz").data, imaging::volume_read(dir + "/cli.nii.gz").data);
+
+  request["format"] = "png";
+  expect_error(post_json(server, "/v1/segment", request.dump()), 400, "'format' must be");
+  request["format"] = "dicom-seg";
+  request["study"] = upload(server, kScan, "anatomical.nii")["id"];
+  expect_error(post_json(server, "/v1/segment", request.dump()), 400, "needs a DICOM study (a zipped series)");
 }
 
 // tests/fixtures/clip/tiny_nce (M3D-CLIP, grid 8 x 16 x 16) with the tiny DistilBERT's

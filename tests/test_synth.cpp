@@ -3,11 +3,13 @@
 // m3d bench take the set as it is (oracle 1, constant answer near chance).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "data/synth.h"
 #include "imaging/volume_io.h"
@@ -143,6 +145,55 @@ TEST(Synth, RegionsNiftiAndReferringExpressions) {
   EXPECT_EQ(refseg.header, (std::vector<std::string>{"Image", "Mask", "Mask_ID", "Question_Type", "Question", "Answer"}));
   o.regions = {"knee"};
   test::expect_one_line_error([&] { synth_study(1, 0, o.regions); }, "", "unknown region 'knee'");
+}
+
+// synth check reads back what the checks above do not look at: the M3D-Seg masks of the
+// test split and the --nifti copies. A truncated mask, a mask voxel of another organ, a
+// truncated NIfTI and a NIfTI label map of the wrong study part are each named.
+TEST(Synth, CheckerReadsSegMasksAndNifti) {
+  const std::string root = test::temp_dir();
+  SynthOptions o;
+  o.count = 10;  // study 9 is the test split, the one with M3D-Seg masks
+  o.seed = 2;
+  o.output = root + "/set";
+  o.threads = 2;
+  o.nifti = true;
+  o.progress = false;
+  synth_write(o);
+  for (const auto& p : synth_check(o.output)) ADD_FAILURE() << p;
+  const auto truth = io::json_read_file(o.output + "/M3D_Cap_npy/synth/000009/truth.json");
+  std::string label;  // the mask of an organ in view
+  const auto seg = io::json_read_file(o.output + "/M3D_Seg_npy/synth/synth.json");
+  for (const auto& e : seg["test"]) {
+    const std::string name = fs::path(e["label"].get<std::string>()).filename();
+    const size_t c = std::stoul(name.substr(5));  // mask_<c>.npy
+    if (std::find(truth["organs"].begin(), truth["organs"].end(), organ_names()[c]) != truth["organs"].end()) label = e["label"];
+  }
+  ASSERT_FALSE(label.empty());
+  const auto rewritten = [&](const std::string& path, const std::string& bytes, const std::string& fragment) {
+    const std::string good = read(path);
+    std::ofstream(path, std::ios::binary) << bytes;
+    const auto problems = synth_check(o.output);
+    std::ofstream(path, std::ios::binary) << good;
+    EXPECT_TRUE(has(problems, fragment)) << fragment << "\n" << fmt::format("{}", fmt::join(problems, "\n"));
+  };
+  const std::string mask = read(o.output + "/" + label);
+  rewritten(o.output + "/" + label, mask.substr(0, mask.size() / 2), label);  // npy_read: truncated
+  std::string flipped = mask;
+  const size_t voxel = mask.find('\1', 128);  // past the header: a voxel of the organ
+  flipped[voxel] = 0;
+  rewritten(o.output + "/" + label, flipped, label + ": voxel");
+  const std::string folder = o.output + "/M3D_Cap_npy/synth/000003";
+  const std::string nifti = read(folder + "/organs.nii.gz");
+  rewritten(folder + "/organs.nii.gz", nifti.substr(0, nifti.size() - 100), folder + "/organs.nii.gz");
+  rewritten(folder + "/lesions.nii.gz", nifti, folder + "/lesions.nii.gz: voxel");
+  rewritten(folder + "/ct.nii.gz", nifti, folder + "/ct.nii.gz: U8");
+  EXPECT_TRUE(synth_check(o.output).empty());
+  // The command fails with the file in its output.
+  std::ofstream(folder + "/organs.nii.gz", std::ios::binary) << nifti.substr(0, nifti.size() / 2);
+  std::string out, err;
+  EXPECT_EQ(test::run_command(kM3d + " synth check " + o.output, &out, &err), 1);
+  EXPECT_NE(out.find(folder + "/organs.nii.gz"), std::string::npos) << out << err;
 }
 
 TEST(Synth, SameSeedSameBytesWhateverTheThreads) {

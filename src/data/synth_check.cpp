@@ -1,11 +1,13 @@
 // synth_check (synth.h): reads a folder that synth_write wrote and checks that the
 // report, the masks, the boxes, the VQA answers and the referring expressions agree
-// with each study's truth.json.
+// with each study's truth.json, and that every array it wrote (image, label maps, the
+// M3D-Seg masks, the --nifti copies) reads back whole with the shape and values written.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +15,7 @@
 #include <set>
 
 #include "data/synth.h"
+#include "imaging/volume_io.h"
 #include "io/csv.h"
 #include "io/json_util.h"
 #include "io/npy.h"
@@ -78,28 +81,113 @@ int64_t check_named_finding(const std::smatch& m, const std::string& id, const j
   return label;
 }
 
-// One M3D_Cap.json item: its image is complete, and its report names exactly the
-// findings of its truth, as they are in the masks.
+// A label map as synth writes it (lesions.npy, organs.npy): uint8 (1, D, H, W) with labels
+// 0..max_label. What is wrong goes to `problems`.
+bool check_label_map(const io::NpyFile& f, const std::string& name, int64_t max_label, const std::string& id, std::vector<std::string>& problems) {
+  if (f.array.dtype != DType::U8 || f.array.shape != std::vector<int64_t>{1, D, H, W}) {
+    problems.push_back(
+        fmt::format("{}: {} is {} {}, expected U8 [1, {}, {}, {}]", id, name, dtype_name(f.array.dtype), io::shape_string(f.array.shape), D, H, W));
+    return false;
+  }
+  const uint8_t* v = f.array.data;
+  const uint8_t* over = std::find_if(v, v + D * H * W, [&](uint8_t x) { return x > max_label; });
+  if (over != v + D * H * W) {
+    problems.push_back(fmt::format("{}: {} has label {} at voxel {}; the study's labels go up to {}", id, name, *over, over - v, max_label));
+    return false;
+  }
+  return true;
+}
+
+// The --nifti copies of a study, when it has them: complete, on the study's grid with its
+// spacing, the label maps equal to the .npy ones, and the HU volume equal to the image
+// up to the image's min-max scaling (both come from the same HU; the NIfTI's are rounded).
+void check_nifti(const std::string& folder, const std::string& id, const json& truth, const io::NpyFile* image, const io::NpyFile& lesions,
+                 const io::NpyFile& organs, std::vector<std::string>& problems) {
+  const std::array<const char*, 3> names = {"ct.nii.gz", "lesions.nii.gz", "organs.nii.gz"};
+  std::error_code ec;
+  if (std::none_of(names.begin(), names.end(), [&](const char* n) { return fs::exists(folder + "/" + n, ec); })) return;
+  const auto spacing = truth.at("spacing_dhw_mm").get<std::array<double, 3>>();
+  for (const std::string name : names) {
+    const std::string path = folder + "/" + name;
+    if (!fs::exists(path, ec)) {
+      problems.push_back(fmt::format("{}: {}: missing (the study has the other NIfTI files)", id, path));
+      continue;
+    }
+    RawVolume v;
+    try {
+      v = imaging::volume_read(path);
+    } catch (const Error& e) {
+      problems.push_back(fmt::format("{}: {}", id, e.what()));
+      continue;
+    }
+    const DType want = name == "ct.nii.gz" ? DType::I16 : DType::U8;
+    if (v.dtype != want || v.size != std::array<int64_t, 3>{W, H, D}) {
+      problems.push_back(fmt::format("{}: {}: {} {} x {} x {}, expected {} {} x {} x {}", id, path, dtype_name(v.dtype), v.size[0], v.size[1], v.size[2],
+                                     dtype_name(want), W, H, D));
+      continue;
+    }
+    for (int a = 0; a < 3; ++a) {
+      if (std::abs(v.geometry.spacing[a] - spacing[2 - a]) > 1e-3) {
+        problems.push_back(fmt::format("{}: {}: spacing {} mm along axis {}, the truth says {} mm", id, path, v.geometry.spacing[a], a, spacing[2 - a]));
+      }
+    }
+    const size_t n = static_cast<size_t>(D * H * W);
+    if (want == DType::U8) {
+      const uint8_t* npy = (name == "lesions.nii.gz" ? lesions : organs).array.data;
+      const auto diff = std::mismatch(v.data.begin(), v.data.end(), npy);
+      if (diff.first != v.data.end()) {
+        problems.push_back(fmt::format("{}: {}: voxel {} is {}, {} has {}", id, path, diff.first - v.data.begin(), *diff.first,
+                                       name == "lesions.nii.gz" ? "lesions.npy" : "organs.npy", *diff.second));
+      }
+      continue;
+    }
+    if (image == nullptr) continue;  // the image's own problem is reported
+    std::vector<int16_t> hu(n);
+    std::vector<float> unit(n);
+    std::memcpy(hu.data(), v.data.data(), n * sizeof(int16_t));
+    std::memcpy(unit.data(), image->array.data, n * sizeof(float));
+    const auto [lo, hi] = std::minmax_element(hu.begin(), hu.end());
+    for (size_t i = 0; i < n; ++i) {
+      // Rounding moves each HU, the minimum and the maximum by at most 0.5: 1 HU in all.
+      const double expected = *lo + static_cast<double>(unit[i]) * (*hi - *lo);
+      if (std::abs(hu[i] - expected) > 1.5) {
+        problems.push_back(fmt::format("{}: {}: voxel {} is {} HU, the image says {:.1f}", id, path, i, hu[i], expected));
+        break;
+      }
+    }
+  }
+}
+
+// One M3D_Cap.json item: its image and label maps are complete, its report names exactly
+// the findings of its truth, as they are in the masks, and its NIfTI copies agree.
 void check_study(const std::string& dir, const json& item, std::map<std::string, json>& truth_by_image, std::vector<std::string>& problems) {
   static const std::regex sentence(
       R"((\d+) mm (cyst|hypodense mass|hyperdense mass|calcification|lung nodule|ground-glass nodule|pleural effusion|kidney stone) in the ((left|right) )?(\w+))");
   const std::string image = item.at("image");
-  const std::string folder = dir + "/" + fs::path(image).parent_path().string();
+  const std::string rel = fs::path(image).parent_path().string(), folder = dir + "/" + rel;
   const json truth = io::json_read_file(folder + "/truth.json");
   truth_by_image[image] = truth;
   const std::string id = truth.at("id");
+  io::NpyFile volume, lesions, organs;
   try {  // the image itself: complete, and on the grid of its masks
-    const io::NpyFile volume = io::npy_read(dir + "/" + image);
-    if (volume.array.shape != std::vector<int64_t>{1, D, H, W}) {
-      problems.push_back(fmt::format("{}: {} has shape [{}], expected [1, {}, {}, {}]", id, image, fmt::join(volume.array.shape, ", "), D, H, W));
-    }
+    volume = io::npy_read(dir + "/" + image);
+    lesions = io::npy_read(folder + "/lesions.npy");
+    organs = io::npy_read(folder + "/organs.npy");
   } catch (const Error& e) {
     problems.push_back(fmt::format("{}: {}", id, e.what()));
     return;
   }
+  const bool image_ok = volume.array.dtype == DType::F32 && volume.array.shape == std::vector<int64_t>{1, D, H, W};
+  if (!image_ok) {
+    problems.push_back(
+        fmt::format("{}: {} is {} {}, expected F32 [1, {}, {}, {}]", id, image, dtype_name(volume.array.dtype), io::shape_string(volume.array.shape), D, H, W));
+  }
+  const bool lesions_ok = check_label_map(lesions, rel + "/lesions.npy", static_cast<int64_t>(truth.at("findings").size()), id, problems);
+  const bool organs_ok = check_label_map(organs, rel + "/organs.npy", static_cast<int64_t>(organ_names().size()), id, problems);
+  if (!lesions_ok || !organs_ok) return;
+  check_nifti(folder, id, truth, image_ok ? &volume : nullptr, lesions, organs, problems);
   std::ifstream in(dir + "/" + item.at("text").get<std::string>());
   const std::string report((std::istreambuf_iterator<char>(in)), {});
-  const io::NpyFile lesions = io::npy_read(folder + "/lesions.npy"), organs = io::npy_read(folder + "/organs.npy");
   // Every finding the report names is in the masks, in its organ and side, at its size.
   std::set<int64_t> named;
   for (auto it = std::sregex_iterator(report.begin(), report.end(), sentence); it != std::sregex_iterator(); ++it) {
@@ -110,6 +198,86 @@ void check_study(const std::string& dir, const json& item, std::map<std::string,
     if (!named.count(f.at("label").get<int64_t>())) problems.push_back(fmt::format("{}: the report does not name its {}", id, f.at("type").get<std::string>()));
     if (f.at("type") == "pleural effusion" && report.find("No pleural effusion") != std::string::npos) {
       problems.push_back(fmt::format("{}: the report denies a pleural effusion the truth has", id));
+    }
+  }
+}
+
+// One M3D-Seg mask (mask_<c>.npy of organ class c): binary uint8 (1, D, H, W) equal to the
+// organ in the study's organs.npy, or a (1, 1, 1, 1) zero when the organ is not in view.
+void check_seg_mask(const std::string& dir, const std::string& image, const std::string& label, size_t c, const json& truth,
+                    std::vector<std::string>& problems) {
+  const std::string id = truth.at("id"), organ = organ_names()[c];
+  io::NpyFile mask, organs;
+  try {
+    mask = io::npy_read(dir + "/" + label);
+  } catch (const Error& e) {
+    problems.push_back(fmt::format("{}: {}", id, e.what()));
+    return;
+  }
+  try {
+    organs = io::npy_read(dir + "/" + fs::path(image).parent_path().string() + "/organs.npy");
+  } catch (const Error&) { return; }  // reported with its study
+  if (organs.array.dtype != DType::U8 || organs.array.shape != std::vector<int64_t>{1, D, H, W}) return;
+  const auto& present = truth.at("organs");
+  if (std::find(present.begin(), present.end(), organ) == present.end()) {
+    const uint8_t* bytes = mask.array.data;
+    if (mask.array.shape != std::vector<int64_t>{1, 1, 1, 1} || std::any_of(bytes, bytes + mask.array.nbytes(), [](uint8_t b) { return b != 0; })) {
+      problems.push_back(fmt::format("{}: {}: the {} is not in view, expected a (1, 1, 1, 1) zero, got {} {}", id, label, organ, dtype_name(mask.array.dtype),
+                                     io::shape_string(mask.array.shape)));
+    }
+    return;
+  }
+  if (mask.array.dtype != DType::U8 || mask.array.shape != std::vector<int64_t>{1, D, H, W}) {
+    problems.push_back(
+        fmt::format("{}: {} is {} {}, expected U8 [1, {}, {}, {}]", id, label, dtype_name(mask.array.dtype), io::shape_string(mask.array.shape), D, H, W));
+    return;
+  }
+  const uint8_t organ_label = static_cast<uint8_t>(c + 1);
+  for (int64_t n = 0; n < D * H * W; ++n) {
+    const uint8_t m = mask.array.data[n];
+    if (m > 1 || (m == 1) != (organs.array.data[n] == organ_label)) {
+      problems.push_back(
+          fmt::format("{}: {}: voxel {} is {}, the {} of organs.npy says {}", id, label, n, m, organ, organs.array.data[n] == organ_label ? 1 : 0));
+      return;
+    }
+  }
+}
+
+// The test split in the M3D-Seg layout (M3D_Seg_npy/synth/synth.json): one mask per organ
+// class for every test study, each as check_seg_mask wants it.
+void check_seg(const std::string& dir, const json& cap, const std::map<std::string, json>& truth_by_image, std::vector<std::string>& problems) {
+  const std::string index = dir + "/M3D_Seg_npy/synth/synth.json";
+  if (!fs::exists(index)) {
+    problems.push_back(fmt::format("{}: missing", index));
+    return;
+  }
+  const json seg = io::json_read_file(index);
+  const auto& names = organ_names();
+  std::map<std::string, size_t> masks;  // per image
+  for (const char* split : {"train", "test"}) {
+    for (const auto& entry : seg.at(split)) {
+      const std::string image = entry.at("image"), label = entry.at("label");
+      const auto found = truth_by_image.find(image);
+      if (found == truth_by_image.end()) {
+        problems.push_back(fmt::format("{}: {} is a mask of an image that is not in M3D_Cap.json", index, label));
+        continue;
+      }
+      size_t c = 0;
+      while (c < names.size() && fs::path(label).filename() != fmt::format("mask_{}.npy", c)) ++c;
+      if (c == names.size()) {
+        problems.push_back(fmt::format("{}: {} is not named mask_<organ class>.npy", found->second.at("id").get<std::string>(), label));
+        continue;
+      }
+      ++masks[image];
+      check_seg_mask(dir, image, label, c, found->second, problems);
+    }
+  }
+  for (const auto& item : cap.at("test")) {
+    const std::string image = item.at("image");
+    const auto found = truth_by_image.find(image);
+    if (found != truth_by_image.end() && masks[image] != names.size()) {
+      problems.push_back(fmt::format("{}: {} lists {} masks for {}, expected one per organ class ({})", found->second.at("id").get<std::string>(), index,
+                                     masks[image], image, names.size()));
     }
   }
 }
@@ -210,6 +378,7 @@ std::vector<std::string> synth_check(const std::string& dir) {
   int64_t questions = 0;
   check_vqa(dir, truth_by_image, letters, questions, problems);
   check_refseg(dir, truth_by_image, problems);
+  check_seg(dir, cap, truth_by_image, problems);
   check_letters(letters, questions, problems);
   return problems;
 }

@@ -11,9 +11,6 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -227,14 +224,6 @@ std::vector<std::string> bench_unsupported_tasks() { return {"refseg: needs the 
 
 namespace {
 
-// One finished sample, on disk before the next starts (a kill loses at most the one in progress).
-void journal_append(FILE* journal, const json& record, const std::string& path) {
-  const std::string line = record.dump() + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), journal) != line.size() || std::fflush(journal) != 0 || fsync(fileno(journal)) != 0) {
-    fail("{}: cannot append to the journal: {}", path, std::strerror(errno));
-  }
-}
-
 // What defines a run's predictions: the model (its folder, config and weight sizes),
 // the data files, the task and the generation settings. --limit may grow between runs.
 json run_identity(const BenchOptions& o) {
@@ -312,8 +301,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
     torch::NoGradGuard no_grad;
     models::ClipModel model = models::clip_load(o.model_dir, torch::kFloat);
     const text::Tokenizer tokenizer = text::Tokenizer::load(o.model_dir);
-    FILE* journal = std::fopen(journal_path.c_str(), "ab");
-    if (journal == nullptr) fail("{}: cannot append to the journal", journal_path);
+    io::AppendFile journal(journal_path, "the journal");
     Progress progress("m3d bench itr", static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
     for (size_t i = 0; i < samples.size(); ++i) {
       if (done.count(static_cast<int64_t>(i))) continue;
@@ -333,12 +321,12 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
       const auto text_features = model->encode_text(input, torch::ones_like(input))[0].contiguous();
       auto values = [](const at::Tensor& t) { return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()); };
       const json record = {{"task", o.task}, {"idx", i}, {"pred", ""}, {"image", values(image_features)}, {"text", values(text_features)}};
-      journal_append(journal, record, journal_path);
+      journal.append_line(record.dump());
+      journal.sync();  // on disk before the next starts: a kill loses at most the one in progress
       done[static_cast<int64_t>(i)] = record;
       const auto n = static_cast<int64_t>(done.size());
       progress.update(n, fmt::format("{:.2f} s/pair", progress.seconds_per_item(n)));
     }
-    std::fclose(journal);
     progress.finish();
   }
   const auto n = static_cast<int64_t>(samples.size());
@@ -395,8 +383,7 @@ std::string run_itr(const BenchOptions& o, const std::vector<Sample>& samples, c
 void predict_baseline(const BenchOptions& o, const std::vector<Sample>& samples, std::map<int64_t, json>& done) {
   const std::string journal_path = o.output_dir + "/predictions.jsonl";
   if (o.predictor != "oracle" && o.predictor != "constant") fail("m3d bench: --predictor must be model, oracle or constant, got '{}'", o.predictor);
-  std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
-  if (journal == nullptr) fail("{}: cannot append", journal_path);
+  io::AppendFile journal(journal_path, "the journal");
   for (size_t i = 0; i < samples.size(); ++i) {
     if (done.count(static_cast<int64_t>(i))) continue;
     std::string pred;
@@ -415,11 +402,9 @@ void predict_baseline(const BenchOptions& o, const std::vector<Sample>& samples,
       pred = o.task == "vqa-closed" ? "A." : o.task == "rec" ? "Coordinates are [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]." : "No acute abnormality.";
     }
     record["pred"] = pred;
-    const std::string line = record.dump() + "\n";
-    std::fwrite(line.data(), 1, line.size(), journal);
+    journal.append_line(record.dump());
     done[static_cast<int64_t>(i)] = record;
   }
-  std::fclose(journal);
 }
 
 // The model's answers (greedy) on the samples not yet in the journal.
@@ -433,8 +418,7 @@ void predict_model(const BenchOptions& o, const std::vector<Sample>& samples, st
     g.temperature = 1.0;
     g.top_p = 1.0;
   }
-  std::FILE* journal = std::fopen(journal_path.c_str(), "ab");
-  if (journal == nullptr) fail("{}: cannot append", journal_path);
+  io::AppendFile journal(journal_path, "the journal");
   Progress progress("m3d bench " + o.task, static_cast<int64_t>(samples.size()), o.progress, static_cast<int64_t>(done.size()));
   // M3D-Data's .npy are on 32 x 256 x 256; a model trained on another grid (m3d train lamed
   // --preset tiny: 16 x 64 x 64) gets them resized here, as its training loader resized them
@@ -449,12 +433,12 @@ void predict_model(const BenchOptions& o, const std::vector<Sample>& samples, st
     g.seed = 42 + i;
     const std::string pred = generate::session_answer(session, image, samples[i].question, g);
     const json record = {{"task", o.task}, {"idx", i}, {"pred", pred}};
-    journal_append(journal, record, journal_path);
+    journal.append_line(record.dump());
+    journal.sync();  // on disk before the next starts: a kill loses at most the one in progress
     done[static_cast<int64_t>(i)] = record;
     const auto n = static_cast<int64_t>(done.size());
     progress.update(n, fmt::format("{:.1f} s/sample", progress.seconds_per_item(n)));
   }
-  std::fclose(journal);
   progress.finish();
 }
 

@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "generate/segment.h"
+#include "imaging/dicom_seg.h"
 #include "imaging/scan.h"
 #include "io/json_util.h"
 #include "m3d/error.h"
@@ -170,6 +172,26 @@ Answer answer_of(const generate::SessionAnswer& raw) {
 
 }  // namespace
 
+namespace {
+
+// `raw` with its box and mask on `scan`: the mask when the answer has [SEG] states or
+// point / box prompts took part (without either, the logits are M3D's empty -inf mask).
+Answer answer_on_scan(const generate::SessionAnswer& raw, const PreparedScan& scan, bool spatial) {
+  Answer answer = answer_of(raw);
+  if (const auto box = text::parse_box(raw.text); box && std::all_of(box->begin(), box->end(), [](double v) { return v >= 0 && v <= 1; })) {
+    answer.box = scan.box(*box);
+  }
+  if (raw.seg_logits.defined() && (raw.seg_count > 0 || spatial)) {
+    const at::Tensor mask = (raw.seg_logits > 0).to(at::kByte).reshape({-1}).contiguous();
+    answer.mask_voxels = mask.sum().item<int64_t>();
+    answer.model_mask.assign(mask.data_ptr<uint8_t>(), mask.data_ptr<uint8_t>() + mask.numel());
+    answer.mask = scan.mask_to_scan(answer.model_mask);
+  }
+  return answer;
+}
+
+}  // namespace
+
 Answer Session::ask(const std::string& question, const AskOptions& ask, const TextCallback& on_text) {
   generate::Session& session = state_->model.impl()->session;
   generate::GenerationOptions options = generation_options_from(ask, session.defaults);
@@ -183,19 +205,32 @@ Answer Session::ask(const std::string& question, const AskOptions& ask, const Te
   const generate::SessionAnswer raw = state_->chat && !mask
                                           ? generate::session_chat_answer_full(session, *state_->chat, image, question, options, hooks, ask.mask)
                                           : generate::session_answer_full(session, image, question, options, hooks, ask.mask);
-  Answer answer = answer_of(raw);
-  if (state_->scan) {
-    if (const auto box = text::parse_box(raw.text); box && std::all_of(box->begin(), box->end(), [](double v) { return v >= 0 && v <= 1; })) {
-      answer.box = state_->scan->box(*box);
-    }
-    if (raw.seg_logits.defined() && raw.seg_count > 0) {
-      const at::Tensor mask = (raw.seg_logits > 0).to(at::kByte).reshape({-1}).contiguous();
-      answer.mask_voxels = mask.sum().item<int64_t>();
-      answer.model_mask.assign(mask.data_ptr<uint8_t>(), mask.data_ptr<uint8_t>() + mask.numel());
-      answer.mask = state_->scan->mask_to_scan(answer.model_mask);
-    }
-  }
-  return answer;
+  return state_->scan ? answer_on_scan(raw, *state_->scan, false) : answer_of(raw);
+}
+
+Answer Session::segment(const std::string& question, const SpatialPrompts& prompts, const AskOptions& ask, const TextCallback& on_text) {
+  generate::Session& session = state_->model.impl()->session;
+  const ModelInfo& info = state_->model.info();
+  if (!info.segments) fail("{}: {} has no [SEG] segmentation head (config.json segmentation_module): it cannot segment", info.dir, info.architecture);
+  if (!state_->scan) fail("{}: Session::segment needs a scan: set_scan first", info.dir);
+  const bool spatial = !prompts.points.empty() || prompts.box.has_value();
+  if (question.empty() && !spatial) fail("{}: Session::segment needs a question, point / box prompts or both", info.dir);
+  const PreparedScan& scan = *state_->scan;
+  const models::SegPrompts seg = generate::seg_spatial_prompts(prompts.points, prompts.box, scan.model_size(), generate::SegPromptNames::Fields);
+  if (question.empty()) return answer_on_scan(generate::session_segment_prompts(session, scan.impl()->input, seg), scan, true);
+  generate::GenerationOptions options = generation_options_from(ask, session.defaults);
+  options.output_logits = ask.logits;
+  bool stopped = false;
+  const generate::AnswerHooks hooks = hooks_of(ask, on_text, stopped);
+  // The whole prompt at once, as a mask answer of `ask`.
+  return answer_on_scan(generate::session_answer_full(session, scan.impl()->input, question, options, hooks, true, seg), scan, spatial);
+}
+
+void mask_write_dicom_seg(const std::string& path, const std::string& series_dir, const RawVolume& mask, const std::string& question,
+                          const SpatialPrompts& prompts) {
+  imaging::DicomSegOptions options;
+  options.label = generate::segment_label(question, !prompts.points.empty() || prompts.box.has_value());
+  imaging::dicom_seg_write(path, series_dir, mask, options);
 }
 
 Answer Session::chat(const std::vector<ChatTurn>& turns, const AskOptions& ask, const TextCallback& on_text) {

@@ -61,15 +61,7 @@ at::Tensor logits_without_llm(const SegmentRequest& r, const at::Tensor& image, 
 
 // The model-space mask on the scan's grid, as imaging::model_mask_write puts it there.
 RawVolume mask_on_scan(const at::Tensor& mask, const imaging::Prepared& prepared) {
-  imaging::Volume out;
-  out.voxels = imaging::to_original_grid(prepared, mask[0][0].to(at::kFloat), true).round().clamp(0, 255).to(at::kByte).contiguous();
-  out.geometry = prepared.original_geometry;
-  return imaging::volume_to_raw(out);
-}
-
-std::string segment_label(const SegmentRequest& r) {
-  if (!r.prompt.empty()) return r.prompt;
-  return r.box || !r.points.empty() ? "m3d segmentation (point / box prompts)" : "m3d segmentation";
+  return imaging::volume_to_raw(imaging::model_mask_to_scan(mask[0][0], prepared));
 }
 
 void request_check(const SegmentRequest& r) {
@@ -86,6 +78,11 @@ void request_check(const SegmentRequest& r) {
 }
 
 }  // namespace
+
+std::string segment_label(const std::string& prompt, bool spatial) {
+  if (!prompt.empty()) return prompt;
+  return spatial ? "m3d segmentation (point / box prompts)" : "m3d segmentation";
+}
 
 SegPoint seg_point_parse(const std::string& text) {
   const auto v = numbers_parse(text, "--point", "d,h,w or d,h,w,label");
@@ -107,11 +104,13 @@ SegBox seg_box_parse(const std::string& text) {
   return box;
 }
 
-models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, const std::optional<SegBox>& box, const std::array<int64_t, 3>& grid) {
+models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, const std::optional<SegBox>& box, const std::array<int64_t, 3>& grid,
+                                       SegPromptNames names) {
   const char* axes[3] = {"d", "h", "w"};
+  const bool fields = names == SegPromptNames::Fields;
   auto check = [&](const std::string& what, const double* dhw) {
     for (int a = 0; a < 3; ++a) {
-      if (dhw[a] < 0 || dhw[a] > static_cast<double>(grid[a] - 1)) {
+      if (!std::isfinite(dhw[a]) || dhw[a] < 0 || dhw[a] > static_cast<double>(grid[a] - 1)) {
         fail("{}: {} = {} is outside the model grid {}x{}x{} (D x H x W voxels, {} in [0, {}])", what, axes[a], dhw[a], grid[0], grid[1], grid[2], axes[a],
              grid[a] - 1);
       }
@@ -121,8 +120,11 @@ models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, cons
   if (!points.empty()) {
     std::vector<float> coords;
     std::vector<int64_t> labels;
-    for (const auto& p : points) {
-      check(fmt::format("--point {}", fmt::join(p.dhw, ",")), p.dhw.data());
+    for (size_t i = 0; i < points.size(); ++i) {
+      const auto& p = points[i];
+      const std::string what = fields ? fmt::format("'points'[{}] [{}]", i, fmt::join(p.dhw, ", ")) : fmt::format("--point {}", fmt::join(p.dhw, ","));
+      check(what, p.dhw.data());
+      if (p.label != 0 && p.label != 1) fail("{}: label {} is not 1 (positive) or 0 (negative)", what, p.label);
       coords.insert(coords.end(), p.dhw.begin(), p.dhw.end());
       labels.push_back(p.label);
     }
@@ -132,7 +134,7 @@ models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, cons
   }
   if (box) {
     const auto& c = box->corners;
-    const std::string what = fmt::format("--box {}", fmt::join(c, ","));
+    const std::string what = fields ? fmt::format("'box' [{}]", fmt::join(c, ", ")) : fmt::format("--box {}", fmt::join(c, ","));
     check(what, c.data());
     check(what, c.data() + 3);
     for (int a = 0; a < 3; ++a) {
@@ -168,7 +170,7 @@ SegmentResult segment_run(const SegmentRequest& r, const std::function<void(cons
   if (!r.dicom_seg_path.empty()) {
     if (!prepared) fail("{}: --dicom-seg needs a DICOM series input (a folder of slices)", r.dicom_seg_path);
     imaging::DicomSegOptions options;
-    options.label = segment_label(r);
+    options.label = segment_label(r.prompt, r.box || !r.points.empty());
     imaging::dicom_seg_write(r.dicom_seg_path, r.image, mask_on_scan(mask, *prepared), options);
   }
   if (!r.mask_path.empty()) imaging::model_mask_write(r.mask_path, mask, prepared);

@@ -18,26 +18,28 @@
 
 namespace m3d::generate {
 
-// A point prompt at model voxel (d, h, w), SegVol's label: 1 positive, 0 negative.
-struct SegPoint {
-  std::array<double, 3> dhw{};
-  int64_t label = 1;
-};
-
-// A box prompt in model voxels: min corner (d1, h1, w1), max corner (d2, h2, w2), both
-// inside (SegVol's generate_box: the extreme foreground indices).
-struct SegBox {
-  std::array<double, 6> corners{};
-};
+// Point and box prompts in model voxels (include/m3d/session.h): a point (d, h, w) with
+// SegVol's label (1 positive, 0 negative); a box's min corner (d1, h1, w1) and max corner
+// (d2, h2, w2), both inside (SegVol's generate_box: the extreme foreground indices).
+using m3d::SegBox;
+using m3d::SegPoint;
 
 // "d,h,w[,label]" and "d1,h1,w1,d2,h2,w2": finite numbers, label 0 or 1; errors name the text.
 SegPoint seg_point_parse(const std::string& text);
 SegBox seg_box_parse(const std::string& text);
 
+// How errors name a prompt: as `m3d segment`'s options (--point 1,2,3) or as a request's
+// fields ('points'[0] [1, 2, 3]; Session::segment, POST /v1/segment).
+enum class SegPromptNames { Options, Fields };
+
 // The prompts as SegVol takes them (batch 1: points (1, P, 3) with labels (1, P), box (1, 6)),
-// each coordinate checked to lie on the model grid (D, H, W), i.e. in [0, size - 1], and the
-// box not inverted (min <= max on every axis).
-models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, const std::optional<SegBox>& box, const std::array<int64_t, 3>& grid);
+// each coordinate checked to lie on the model grid (D, H, W), i.e. in [0, size - 1], each
+// label 0 or 1, and the box not inverted (min <= max on every axis).
+models::SegPrompts seg_spatial_prompts(const std::vector<SegPoint>& points, const std::optional<SegBox>& box, const std::array<int64_t, 3>& grid,
+                                       SegPromptNames names = SegPromptNames::Options);
+
+// A DICOM-SEG's segment label: the prompt, else what made the mask.
+std::string segment_label(const std::string& prompt, bool spatial);
 
 struct SegmentRequest {
   std::string model, image, image_key, recipe = "auto";

@@ -271,8 +271,17 @@ SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, cons
 }
 
 SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                                  const AnswerHooks& hooks, bool with_mask) {
-  return answer(session, image, question, options, hooks, with_mask);
+                                  const AnswerHooks& hooks, bool with_mask, const models::SegPrompts& spatial) {
+  return answer(session, image, question, options, hooks, with_mask, spatial);
+}
+
+SessionAnswer session_segment_prompts(Session& session, const at::Tensor& image, const models::SegPrompts& spatial) {
+  torch::NoGradGuard no_grad;
+  if (!session.model.seg) fail("{}: the model has no [SEG] segmentation head (config.json segmentation_module)", session.model.architecture);
+  auto& seg = *session.model.seg;
+  SessionAnswer out;
+  out.seg_logits = seg.forward(image.to(seg.seg_projector->fc1->weight.device(), torch::kFloat), at::Tensor(), spatial).to(torch::kFloat);  // (1, 1, D, H, W)
+  return out;
 }
 
 bool session_can_chat(const Session& session) {

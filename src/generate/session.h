@@ -68,9 +68,14 @@ struct AnswerHooks {
 SessionAnswer session_answer_seg(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
                                  const std::function<void(const std::string&)>& on_text = {}, const models::SegPrompts& spatial = {});
 
-// The same with usage counts, cancellation and, with `with_mask`, the [SEG] mask.
+// The same with usage counts, cancellation and, with `with_mask`, the [SEG] mask (joined by
+// `spatial` as in session_answer_seg).
 SessionAnswer session_answer_full(Session& session, const at::Tensor& image, const std::string& question, const GenerationOptions& options,
-                                  const AnswerHooks& hooks, bool with_mask);
+                                  const AnswerHooks& hooks, bool with_mask, const models::SegPrompts& spatial = {});
+
+// The mask logits of SegVol's point / box prompts alone (no LLM, no text): (1, 1, D, H, W)
+// float32 in seg_logits, nothing generated. Throws when the model has no [SEG] head.
+SessionAnswer session_segment_prompts(Session& session, const at::Tensor& image, const models::SegPrompts& spatial);
 
 // `m3d chat`: the volume is encoded once; its prompt prefix (BOS + image tokens)
 // stays in the KV cache and each question continues from it, independently of

@@ -60,6 +60,13 @@ at::Tensor model_input_from_path(const std::string& path, const std::string& key
   return input;
 }
 
+Volume model_mask_to_scan(const at::Tensor& mask, const Prepared& prepared) {
+  Volume out;
+  out.voxels = to_original_grid(prepared, mask.to(at::kFloat), true).round().clamp(0, 255).to(at::kByte).contiguous();  // as m3d volume back --mask
+  out.geometry = prepared.original_geometry;
+  return out;
+}
+
 void model_mask_write(const std::string& path, const at::Tensor& mask_in, const std::optional<Prepared>& prepared) {
   if (mask_in.scalar_type() != at::kByte) fail("{}: a mask must be uint8, got {}", path, c10::toString(mask_in.scalar_type()));
   at::Tensor mask = mask_in.cpu();
@@ -72,8 +79,7 @@ void model_mask_write(const std::string& path, const at::Tensor& mask_in, const 
   }
   Volume out;
   if (prepared) {
-    out.voxels = to_original_grid(*prepared, mask.to(at::kFloat), true).round().clamp(0, 255).to(at::kByte);  // as m3d volume back --mask
-    out.geometry = prepared->original_geometry;
+    out = model_mask_to_scan(mask, *prepared);
   } else {
     out.voxels = mask.contiguous();
   }

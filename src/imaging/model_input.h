@@ -26,6 +26,10 @@ at::Tensor model_input_load(const std::string& path, const std::string& key = ""
 at::Tensor model_input_from_path(const std::string& path, const std::string& key, const std::string& recipe, const std::string& checkpoint_dir,
                                  std::optional<Prepared>* prepared = nullptr);
 
+// A model-space mask (D, H, W) on the scan's own grid with its geometry: nearest sampling
+// back through `prepared` (to_original_grid), uint8.
+Volume model_mask_to_scan(const at::Tensor& mask, const Prepared& prepared);
+
 // A model-space mask (1, 1, D, H, W) or (D, H, W), uint8, to `path`: ".npy" keeps model
 // space (1, 1, D, H, W); an image file (.nii.gz, .nii, .nrrd, .mha) is on the scan's own
 // grid with its geometry when `prepared` holds the way back (nearest sampling,

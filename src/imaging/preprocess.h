@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "imaging/recipe.h"  // Op, Recipe and their parser (torch-free)
 #include "imaging/volume_io.h"
 
 namespace m3d::imaging {
@@ -42,13 +43,6 @@ Volume volume_from_raw(const RawVolume& raw);  // voxels keep their type (unsign
 Volume volume_from_raw(RawVolume&& raw);  // the same without copying the voxels
 RawVolume volume_to_raw(const Volume& volume);  // F32/F64/U8/I16/I32/I64 as the tensor is
 
-// One preprocessing step: {"op": name, parameters...} as in a recipe file (see
-// docs/preprocessing.md). Intensity ops leave the index map at identity.
-struct Op {
-  std::string name;
-  nlohmann::json params;
-};
-
 struct Prepared {
   Volume volume;  // model space, float32, with the geometry of the model grid
   IndexMap to_original;  // model index -> original index
@@ -70,17 +64,6 @@ Prepared prepare(const Volume& volume, const std::vector<Op>& ops);
 
 // The HU window presets (level, width): lung, mediastinum, abdomen, liver, bone, brain.
 std::pair<double, double> window_preset(const std::string& name);
-
-// A recipe: a named op list; JSON {"name", "source", "ops": [{"op": ..., params}]}.
-struct Recipe {
-  std::string name, source;
-  std::vector<Op> ops;
-};
-Recipe recipe_builtin(const std::string& name);  // m3d-lamed, med3dvlm
-std::vector<std::string> recipe_builtin_names();
-Recipe recipe_parse(const std::string& json_text, const std::string& where);
-Recipe recipe_load(const std::string& name_or_path);  // built-in name, a .json file, or a checkpoint dir's m3d_recipe.json
-std::string recipe_to_json(const Recipe& recipe);
 
 // Model-space values back onto the original grid: `model` is (D, H, W) in model
 // space; nearest (masks) or linear (probabilities) sampling; outside the model grid: 0.

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <filesystem>
 
 #include "m3d/error.h"
@@ -71,6 +72,22 @@ void AtomicFile::commit() {
     fail("{}: cannot rename {} into place: {}", path_, temp_path_, std::strerror(err));
   }
   fsync_directory_of(path_);  // make the rename itself durable
+}
+
+AppendFile::AppendFile(std::string path, std::string what) : path_(std::move(path)), what_(std::move(what)), file_(std::fopen(path_.c_str(), "ab")) {
+  if (file_ == nullptr) fail("{}: cannot append to {}: {}", path_, what_, std::strerror(errno));
+}
+
+AppendFile::~AppendFile() { std::fclose(file_); }
+
+void AppendFile::append_line(std::string_view line) {
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fputc('\n', file_) == EOF || std::fflush(file_) != 0) {
+    fail("{}: cannot append to {}: {}", path_, what_, std::strerror(errno));
+  }
+}
+
+void AppendFile::sync() {
+  if (::fsync(::fileno(file_)) != 0) fail("{}: cannot sync {}: {}", path_, what_, std::strerror(errno));
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {

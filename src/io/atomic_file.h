@@ -1,10 +1,12 @@
 // A file that appears under its final name only when complete: bytes go to a
 // temporary sibling, commit() fsyncs and renames it; destruction without commit()
 // removes the temporary. Checkpoint writers use it so a crash never leaves a
-// half-written file under the final name.
+// half-written file under the final name. Files that grow line by line (logs,
+// journals) use AppendFile instead.
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -25,6 +27,26 @@ class AtomicFile {
   std::string path_;
   std::string temp_path_;
   int fd_ = -1;
+};
+
+// A file that grows by whole lines (metrics.jsonl, a bench journal): opened for append,
+// every line's write and flush checked (a full disk is an error, not a file with holes);
+// sync() makes what was appended durable. Errors name the file and `what` it holds
+// ("PATH: cannot append to the journal: No space left on device").
+class AppendFile {
+ public:
+  AppendFile(std::string path, std::string what);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void append_line(std::string_view line);  // adds the '\n'
+  void sync();
+
+ private:
+  std::string path_;
+  std::string what_;
+  std::FILE* file_;
 };
 
 // Throws "PATH: cannot write: directory D does not exist" when PATH's folder is missing: a

@@ -3,7 +3,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <vector>
 
 #include "m3d/error.h"
 
@@ -88,6 +90,7 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
   for (uint64_t i = 0; i < dir.entries; ++i) {
     if (in.get<uint32_t>(pos, "central header") != kCentralHeader) { fail("{}: zip central header {} missing at offset {} (corrupt)", file.path(), i, pos); }
     ZipEntry entry;
+    entry.flags = in.get<uint16_t>(pos + 8, "central header");
     entry.method = in.get<uint16_t>(pos + 10, "central header");
     entry.crc32 = in.get<uint32_t>(pos + 16, "central header");
     uint64_t compressed = in.get<uint32_t>(pos + 20, "central header");
@@ -127,6 +130,7 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
     const uint16_t local_extra = in.get<uint16_t>(local + 28, "local header");
     entry.data_offset = local + 30 + local_name + local_extra;
     entry.size = entry.method == 0 ? compressed : uncompressed;
+    entry.compressed_size = compressed;
     if (entry.method == 0 && compressed != uncompressed) {
       fail("{}: zip entry '{}': stored entry with sizes {} != {} (corrupt)", file.path(), entry.name, compressed, uncompressed);
     }
@@ -137,17 +141,76 @@ std::vector<ZipEntry> zip_list(const MappedFile& file) {
   return entries;
 }
 
-void zip_verify(const MappedFile& file, const ZipEntry& entry) {
+void zip_read(const MappedFile& file, const ZipEntry& entry, const std::function<void(const uint8_t* data, size_t size)>& sink) {
+  if (entry.flags & 1) fail("{}: zip entry '{}' is encrypted: m3d reads no encrypted archives", file.path(), entry.name);
   uLong crc = ::crc32(0, nullptr, 0);
-  for (uint64_t done = 0; done < entry.size;) {  // zlib takes at most 4 GiB a call
-    const uInt chunk = static_cast<uInt>(std::min<uint64_t>(entry.size - done, uint64_t{1} << 30));
-    crc = ::crc32(crc, file.data() + entry.data_offset + done, chunk);
-    done += chunk;
+  uint64_t produced = 0;
+  auto take = [&](const uint8_t* data, size_t size) {  // zlib takes at most 4 GiB a call; pieces are at most 1 GiB
+    crc = ::crc32(crc, data, static_cast<uInt>(size));
+    produced += size;
+    if (sink) sink(data, size);
+  };
+  const uint8_t* data = file.data() + entry.data_offset;
+  constexpr uint64_t kPiece = uint64_t{1} << 30;
+  if (entry.method == 0) {
+    for (uint64_t done = 0; done < entry.size; done += kPiece) take(data + done, static_cast<size_t>(std::min(entry.size - done, kPiece)));
+  } else if (entry.method == 8) {
+    z_stream z{};
+    if (::inflateInit2(&z, -MAX_WBITS) != Z_OK) fail("{}: zip entry '{}': cannot start inflating", file.path(), entry.name);  // raw deflate, no header
+    struct End {
+      z_stream& z;
+      ~End() { ::inflateEnd(&z); }
+    } end{z};
+    std::vector<uint8_t> out(size_t{1} << 20);
+    uint64_t fed = 0;
+    for (int status = Z_OK; status != Z_STREAM_END;) {
+      if (z.avail_in == 0 && fed < entry.compressed_size) {
+        z.next_in = const_cast<Bytef*>(data + fed);
+        z.avail_in = static_cast<uInt>(std::min(entry.compressed_size - fed, kPiece));
+        fed += z.avail_in;
+      }
+      z.next_out = out.data();
+      z.avail_out = static_cast<uInt>(out.size());
+      status = ::inflate(&z, Z_NO_FLUSH);
+      if (status != Z_OK && status != Z_STREAM_END) {
+        fail("{}: zip entry '{}': damaged deflate data ({}): the file is damaged or truncated", file.path(), entry.name,
+             status == Z_BUF_ERROR ? "it ends early"
+             : z.msg != nullptr    ? z.msg
+                                   : "zlib error");
+      }
+      const size_t n = out.size() - z.avail_out;
+      if (n > entry.size - produced) {
+        fail("{}: zip entry '{}' inflates past its recorded size of {} bytes: the archive is damaged or forged", file.path(), entry.name, entry.size);
+      }
+      take(out.data(), n);
+    }
+  } else {
+    fail("{}: zip entry '{}': compression method {} is not supported (stored or deflate): zip it again with plain deflate", file.path(), entry.name,
+         entry.method);
+  }
+  if (produced != entry.size) {
+    fail("{}: zip entry '{}' holds {} bytes, its directory records {}: the file is damaged", file.path(), entry.name, produced, entry.size);
   }
   if (static_cast<uint32_t>(crc) != entry.crc32) {
     fail("{}: zip entry '{}': CRC-32 {:08x} differs from the recorded {:08x}: the file is damaged", file.path(), entry.name, static_cast<uint32_t>(crc),
          entry.crc32);
   }
+}
+
+void zip_verify(const MappedFile& file, const ZipEntry& entry) { zip_read(file, entry, {}); }
+
+std::string zip_name_problem(const std::string& name) {
+  if (name.empty()) return "an empty name";
+  if (name.find('\\') != std::string::npos) return "a backslash (a Windows path?)";
+  if (name.front() == '/') return "an absolute path";
+  if (name.size() >= 2 && name[1] == ':' && std::isalpha(static_cast<unsigned char>(name[0]))) return "a drive letter";
+  if (std::any_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) return "a control character";
+  for (size_t start = 0; start <= name.size();) {
+    const size_t slash = std::min(name.find('/', start), name.size());
+    if (name.compare(start, slash - start, "..") == 0) return "a '..' component (it would unpack outside its folder)";
+    start = slash + 1;
+  }
+  return "";
 }
 
 }  // namespace m3d::io

@@ -106,6 +106,7 @@ class RmsNormImpl : public torch::nn::Module {
  public:
   RmsNormImpl(int64_t size, double eps);
   torch::Tensor forward(const torch::Tensor& x) const;
+  double eps() const { return eps_; }
   torch::Tensor weight;
 
  private:

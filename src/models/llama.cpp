@@ -9,10 +9,17 @@
 
 #include "models/quant_linear.h"
 
+#include <ATen/ATen.h>
 #include <torch/nn/functional/activation.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "io/json_util.h"
 #include "m3d/error.h"
+#include "models/autocast.h"
 
 namespace m3d::models {
 namespace {
@@ -36,7 +43,74 @@ double dtype_lowest(c10::ScalarType type) {
   }
 }
 
+// M3D_DECODE_FUSED=0 starts a process with the general path (benchmarks compare both).
+bool fused_step_default() {
+  const char* env = std::getenv("M3D_DECODE_FUSED");
+  return env == nullptr || std::string(env) != "0";
+}
+
+std::atomic<bool> fused_step_enabled{fused_step_default()};
+
+// Whether DecoderModelImpl::forward may take the fused single-token step (llama.h).
+bool fused_step_applies(const torch::Tensor& embeds, const KvCache* cache, const torch::Tensor& mask) {
+  if (!fused_step_enabled.load() || cache == nullptr || mask.defined() || embeds.size(1) != 1) return false;
+  if (!embeds.device().is_cpu() || embeds.scalar_type() != torch::kFloat || at::GradMode::is_enabled()) return false;
+  if (autocast_enabled(c10::DeviceType::CPU)) return false;
+  for (size_t i = 0; i < cache->k.size(); ++i) {
+    for (const auto* t : {&cache->k[i], &cache->v[i]}) {
+      if (t->scalar_type() != torch::kFloat || !t->is_contiguous() || !t->device().is_cpu()) return false;
+    }
+  }
+  return true;
+}
+
+// RmsNormImpl::forward on f32 rows (B, 1, D) with the same float operations: the squares
+// summed by libtorch's own reduction (its cascade order), then one rounding each for the
+// mean, + eps, 1 / sqrt and the two products.
+torch::Tensor rms_norm_step(const RmsNormImpl& norm, const torch::Tensor& x) {
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  const float* in = x.data_ptr<float>();
+  auto squares = at::empty_like(x);
+  float* sq = squares.data_ptr<float>();
+  for (int64_t i = 0; i < rows * D; ++i) sq[i] = in[i] * in[i];
+  const auto sums = at::sum(squares, -1);  // (B, 1)
+  const auto weight = norm.weight.to(torch::kFloat).contiguous();
+  const float* w = weight.data_ptr<float>();
+  const float* sum = sums.data_ptr<float>();
+  const float eps = static_cast<float>(norm.eps());
+  auto out = at::empty_like(x);
+  float* o = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = 1.0f / std::sqrt(sum[r] / static_cast<float>(D) + eps);
+    for (int64_t i = 0; i < D; ++i) o[r * D + i] = w[i] * (in[r * D + i] * inv);
+  }
+  return out;
+}
+
+// Rotate-half RoPE of one head: out = x * cos + rotate_half(x) * sin, each product rounded.
+void rope_head(const float* x, const float* cos, const float* sin, int64_t d, float* out) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) out[i] = x[i] * cos[i] + -x[i + half] * sin[i];
+  for (int64_t i = half; i < d; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
+}
+
+// q . k over d elements in 8 interleaved partial sums (vectorisable, no serial chain).
+float dot_row(const float* q, const float* k, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int u = 0; u < 8; ++u) acc[u] += q[j + u] * k[j + u];
+  }
+  float total = 0;
+  for (; j < d; ++j) total += q[j] * k[j];
+  for (float a : acc) total += a;
+  return total;
+}
+
 }  // namespace
+
+void decoder_fused_step_set(bool enabled) { fused_step_enabled.store(enabled); }
+bool decoder_fused_step_enabled() { return fused_step_enabled.load(); }
 
 DecoderConfig DecoderConfig::from_hf(const io::HfConfig& hf, const std::string& family, const std::string& where) {
   if (family != "llama" && family != "phi3" && family != "qwen2") { fail("{}: unknown decoder family '{}' (supported: llama, phi3, qwen2)", where, family); }
@@ -125,6 +199,66 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return o_proj(out.transpose(1, 2).reshape({B, L, h * d}));  // (B, L, D)
 }
 
+torch::Tensor AttentionImpl::forward_step(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache& cache, size_t layer) {
+  const auto& c = config_;
+  const int64_t B = x.size(0), h = c.num_attention_heads, k_heads = c.num_key_value_heads, d = c.head_dim, groups = h / k_heads;
+  const int64_t pos = cache.length, T = pos + 1, capacity = cache.capacity;
+  // Rows of q, k and v per batch item: one fused row (Phi-3) or three separate ones.
+  torch::Tensor qkv, q_out, k_out, v_out;
+  const float *q, *k, *v;
+  int64_t q_stride, kv_stride;
+  if (c.fused()) {
+    qkv = qkv_proj(x).contiguous();  // (B, 1, (h + 2k) d)
+    q = qkv.data_ptr<float>(), k = q + h * d, v = k + k_heads * d;
+    q_stride = kv_stride = (h + 2 * k_heads) * d;
+  } else {
+    q_out = q_proj(x).contiguous(), k_out = k_proj(x).contiguous(), v_out = v_proj(x).contiguous();  // (B, 1, h d), (B, 1, k d)
+    q = q_out.data_ptr<float>(), k = k_out.data_ptr<float>(), v = v_out.data_ptr<float>();
+    q_stride = h * d, kv_stride = k_heads * d;
+  }
+  float* k_cache = cache.k[layer].data_ptr<float>();  // (B, k, capacity, d)
+  float* v_cache = cache.v[layer].data_ptr<float>();
+  const float* cos_p = cos.data_ptr<float>();  // (B, 1, d)
+  const float* sin_p = sin.data_ptr<float>();
+  auto rotated = at::empty({B, h, d}, x.options());
+  float* q_rot = rotated.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float *cb = cos_p + b * d, *sb = sin_p + b * d;
+    for (int64_t i = 0; i < h; ++i) rope_head(q + b * q_stride + i * d, cb, sb, d, q_rot + (b * h + i) * d);
+    for (int64_t j = 0; j < k_heads; ++j) {
+      const int64_t slot = ((b * k_heads + j) * capacity + pos) * d;
+      rope_head(k + b * kv_stride + j * d, cb, sb, d, k_cache + slot);
+      std::copy_n(v + b * kv_stride + j * d, d, v_cache + slot);
+    }
+  }
+  // Scores of each query head against its kv head's T cached keys (repeat_kv without the copy).
+  auto scores = at::empty({B, h, T}, x.options());
+  float* s = scores.data_ptr<float>();
+  const float scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < h; ++i) {
+      const float* qi = q_rot + (b * h + i) * d;
+      const float* keys = k_cache + (b * k_heads + i / groups) * capacity * d;
+      for (int64_t t = 0; t < T; ++t) s[(b * h + i) * T + t] = dot_row(qi, keys + t * d, d) / scale;
+    }
+  }
+  const auto weights = at::_softmax(scores, -1, false);  // (B, h, T)
+  const float* p = weights.data_ptr<float>();
+  auto out = at::zeros({B, 1, h * d}, x.options());
+  float* o = out.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < h; ++i) {
+      const float* values = v_cache + (b * k_heads + i / groups) * capacity * d;
+      const float* pi = p + (b * h + i) * T;
+      float* oi = o + (b * h + i) * d;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t j = 0; j < d; ++j) oi[j] += pi[t] * values[t * d + j];
+      }
+    }
+  }
+  return o_proj(out);  // (B, 1, D)
+}
+
 GatedMlpImpl::GatedMlpImpl(const DecoderConfig& c) : fused_(c.fused()) {
   if (fused_) {
     gate_up_proj = register_module("gate_up_proj", Linear(c.hidden_size, 2 * c.intermediate_size, false));
@@ -144,6 +278,25 @@ torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
+torch::Tensor GatedMlpImpl::forward_step(const torch::Tensor& x) {
+  torch::Tensor gate_up, gate, up;
+  if (fused_) {
+    gate_up = gate_up_proj(x);  // (B, 1, 2I)
+    const int64_t I = gate_up.size(-1) / 2;
+    gate = gate_up.narrow(-1, 0, I), up = gate_up.narrow(-1, I, I);
+  } else {
+    gate = gate_proj(x), up = up_proj(x);  // (B, 1, I)
+  }
+  at::silu_(gate);  // libtorch's kernel: its exp is not std::exp
+  const int64_t B = gate.size(0), I = gate.size(-1), gate_stride = gate.stride(0), up_stride = up.stride(0);
+  float* g = gate.data_ptr<float>();
+  const float* u = up.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < I; ++i) g[b * gate_stride + i] *= u[b * up_stride + i];
+  }
+  return down_proj(gate);
+}
+
 DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) {
   self_attn = register_module("self_attn", Attention(c));
   mlp = register_module("mlp", GatedMlp(c));
@@ -155,6 +308,17 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
                                         size_t layer) {
   auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, cache, layer);
   return h + mlp(post_attention_layernorm(h));
+}
+
+void DecoderLayerImpl::forward_step(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache& cache, size_t layer) {
+  float* h = x.data_ptr<float>();
+  const int64_t n = x.numel();
+  const auto attn = self_attn->forward_step(rms_norm_step(*input_layernorm, x), cos, sin, cache, layer).contiguous();
+  const float* a = attn.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) h[i] += a[i];
+  const auto mlp_out = mlp->forward_step(rms_norm_step(*post_attention_layernorm, x)).contiguous();
+  const float* m = mlp_out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) h[i] += m[i];
 }
 
 DecoderModelImpl::DecoderModelImpl(const DecoderConfig& c) : config_(c) {
@@ -201,7 +365,13 @@ torch::Tensor DecoderModelImpl::forward(const torch::Tensor& embeds, KvCache* ca
     mask = torch::zeros({B, 1, L, T}, embeds.options()).masked_fill(allowed4.logical_not(), dtype_lowest(embeds.scalar_type()));
   }
   auto x = embeds;
-  for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<DecoderLayer>()->forward(x, cos, sin, mask, cache, i);
+  if (fused_step_applies(embeds, cache, mask)) {
+    x = embeds.clone(at::MemoryFormat::Contiguous);  // the residual stream, updated in place
+    const auto cos_c = cos.contiguous(), sin_c = sin.contiguous();
+    for (size_t i = 0; i < layers->size(); ++i) layers[i]->as<DecoderLayer>()->forward_step(x, cos_c, sin_c, *cache, i);
+  } else {
+    for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<DecoderLayer>()->forward(x, cos, sin, mask, cache, i);
+  }
   if (cache) cache->length = T;
   return norm(x);
 }

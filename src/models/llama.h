@@ -51,6 +51,9 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const DecoderConfig& config);
   // x (B, L, hidden); cos/sin (B, L, head_dim); mask (B, 1, L, T) additive or undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask, KvCache* cache, size_t layer);
+  // The single-token step (see decoder_fused_step_set): x (B, 1, hidden) f32, cos/sin
+  // (B, 1, head_dim) contiguous f32; writes position cache.length. Returns (B, 1, hidden).
+  torch::Tensor forward_step(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache& cache, size_t layer);
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, qkv_proj{nullptr}, o_proj{nullptr};
 
@@ -63,6 +66,7 @@ class GatedMlpImpl : public torch::nn::Module {
  public:
   explicit GatedMlpImpl(const DecoderConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward_step(const torch::Tensor& x);  // the single-token step: f32, no autograd
 
   Linear gate_proj{nullptr}, up_proj{nullptr}, gate_up_proj{nullptr}, down_proj{nullptr};
 
@@ -75,6 +79,8 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const DecoderConfig& config);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask, KvCache* cache, size_t layer);
+  // The single-token step on x (B, 1, hidden), a contiguous f32 tensor updated in place.
+  void forward_step(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache& cache, size_t layer);
 
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
@@ -104,6 +110,17 @@ class DecoderModelImpl : public torch::nn::Module {
   torch::Tensor inv_freq_;  // (head_dim / 2) fp32, not a checkpoint key
 };
 TORCH_MODULE(DecoderModel);
+
+// Decoding one token (L == 1) with a KV cache, f32 activations on the CPU, no autograd,
+// no autocast and no padding mask runs a fused step: RMSNorm, RoPE, attention over the
+// cache (GQA reads the shared kv head, no repeat_kv copy), SiLU * up and the residual
+// adds as plain loops on the rows, the projections as before. It performs the general
+// path's float operations (libtorch's own sum, softmax and SiLU kernels where their
+// rounding is not plain IEEE), except that the attention dot products sum in another
+// order than libtorch's BLAS. On by default (M3D_DECODE_FUSED=0 in the environment: off);
+// off runs the general path (tests, benchmarks).
+void decoder_fused_step_set(bool enabled);
+bool decoder_fused_step_enabled();
 
 // Logits from final hidden states, with lm_head or, when tied, the embedding matrix.
 torch::Tensor decoder_logits(const DecoderModelImpl& model, const Linear& lm_head, const torch::Tensor& hidden);

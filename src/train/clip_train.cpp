@@ -314,7 +314,7 @@ json med3dvlm_preset(const std::string& name) {
             {"eval_fraction", 0},
             {"workers", 4}};
   }
-  if (name == "med3dvlm-tiny") {
+  if (name == "med3dvlm-tiny") {  // the tiny run's text tower, freeze list and schedule, with a DCFormer
     json model = released;
     model["input_size"] = {128, 128, 16};  // (H, W, D): 16x128x128
     model["dcformer_num_blocks"] = {1, 1, 1, 1, 1};
@@ -325,26 +325,14 @@ json med3dvlm_preset(const std::string& name) {
     // slowly for a short run. SigLIP's own init (Zhai et al. 2023: t' = ln 10, b = -10).
     model["t_prime"] = std::log(10.0);
     model["bias"] = -10.0;
-    return {
-        {"description",
-         "one CPU: a 5-stage DCFormer (8..128 channels, one block each) on 16x128x128 volumes from scratch; the 6-layer MiniLM text tower "
-         "with its embeddings and first 4 layers frozen; sigmoid loss from SigLIP's init (t' = ln 10, b = -10); reports truncated to 64 tokens the official way"},
-        {"model", model},
-        {"text_init", "third_party/models/all-MiniLM-L6-v2"},
-        {"freeze",
-         {"language_encoder.embeddings", "language_encoder.encoder.layer.0.", "language_encoder.encoder.layer.1.", "language_encoder.encoder.layer.2.",
-          "language_encoder.encoder.layer.3."}},
-        {"epochs", 40},
-        {"batch_size", 32},
-        {"lr", 1e-3},
-        {"weight_decay", 0.1},
-        {"warmup_ratio", 0.05},
-        {"max_length", 64},
-        {"cache_images", true},
-        {"save_steps", 50},
-        {"eval_fraction", 0.25},
-        {"eval_limit", 100},
-        {"eval_split", "test"}};
+    json preset = clip_train_preset("tiny");
+    preset["description"] =
+        "one CPU: a 5-stage DCFormer (8..128 channels, one block each) on 16x128x128 volumes from scratch; the 6-layer MiniLM text tower "
+        "with its embeddings and first 4 layers frozen; sigmoid loss from SigLIP's init (t' = ln 10, b = -10); reports truncated to 64 tokens the official way";
+    preset["model"] = model;
+    preset["epochs"] = 40;
+    preset["lr"] = 1e-3;
+    return preset;
   }
   return nullptr;
 }

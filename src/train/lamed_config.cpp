@@ -177,25 +177,17 @@ json med3dvlm_preset(const std::string& name) {
                       {"high_output_size", {8, 8}},
                       {"proj_out_num", 16},
                       {"mm_hidden_size", channels[4]}};
-  return {{"description",
-           "one CPU: a 4-layer, 256-wide Qwen2-style decoder from scratch (Qwen2.5 tokenizer) on 16x128x128 volumes, its DCFormer "
-           "from the tiny DCFormer_SigLIP and frozen, everything else trained on Cap and VQA (choices shuffled), batches grouped by task"},
-          {"model", model},
-          {"tokenizer", "third_party/tokenizers/qwen2_5"},
-          {"stage", "full"},
-          {"freeze", {"model.vision_tower."}},
-          {"shuffle_choices", true},
-          {"group_by_task", true},
-          {"mixture", {{"cap", 3}, {"vqa_closed", 5}, {"vqa_open", 0.5}}},
-          {"epochs", 2},
-          {"batch_size", 16},
-          {"lr", 1e-3},
-          {"weight_decay", 0.0},
-          {"warmup_ratio", 0.05},
-          {"max_length", 256},
-          {"cache_images", true},
-          {"save_steps", 200},
-          {"eval_split", ""}};
+  // The tiny run's stage, freeze list, mixture (less REC/REG: Med3DVLM has no positioning)
+  // and schedule.
+  json preset = lamed_train_preset("tiny");
+  preset["description"] =
+      "one CPU: a 4-layer, 256-wide Qwen2-style decoder from scratch (Qwen2.5 tokenizer) on 16x128x128 volumes, its DCFormer "
+      "from the tiny DCFormer_SigLIP and frozen, everything else trained on Cap and VQA (choices shuffled), batches grouped by task";
+  preset["model"] = model;
+  preset["tokenizer"] = "third_party/tokenizers/qwen2_5";
+  preset["mixture"].erase("rec");
+  preset["mixture"].erase("reg");
+  return preset;
 }
 
 }  // namespace

@@ -5,14 +5,9 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -281,31 +276,6 @@ struct Run {
   std::string log_path;  // metrics.jsonl
 };
 
-// metrics.jsonl on the main rank: every line's write and flush checked (a full disk is an
-// error, not a log with holes), synced before each checkpoint so a checkpoint's log is on disk.
-class MetricsLog {
- public:
-  explicit MetricsLog(std::string path) : path_(std::move(path)), file_(std::fopen(path_.c_str(), "ab")) {
-    if (file_ == nullptr) fail("{}: cannot append to the training log: {}", path_, std::strerror(errno));
-  }
-  ~MetricsLog() { std::fclose(file_); }
-  MetricsLog(const MetricsLog&) = delete;
-  MetricsLog& operator=(const MetricsLog&) = delete;
-  void append(const json& record) {
-    const std::string line = record.dump() + "\n";
-    if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
-      fail("{}: cannot append to the training log: {}", path_, std::strerror(errno));
-    }
-  }
-  void sync() {
-    if (::fsync(::fileno(file_)) != 0) fail("{}: cannot sync the training log: {}", path_, std::strerror(errno));
-  }
-
- private:
-  std::string path_;
-  FILE* file_;
-};
-
 // Drops the log lines written after the checkpoint at step `last`.
 void log_truncate_after(const std::string& log_path, int64_t last) {
   std::ifstream in(log_path);
@@ -474,10 +444,10 @@ bool run_stop_requested(const Run& r) {
 }
 
 // hooks.evaluate on the main rank, logged; the other ranks wait for it.
-void run_evaluate(const Run& r, int64_t step, TrainResult& result, MetricsLog* log, Progress& progress) {
+void run_evaluate(const Run& r, int64_t step, TrainResult& result, io::AppendFile* log, Progress& progress) {
   if (r.main_rank && r.hooks.evaluate) {
     result.last_eval = r.hooks.evaluate();
-    log->append(json{{"step", step}, {"eval", result.last_eval}});
+    log->append_line(json{{"step", step}, {"eval", result.last_eval}}.dump());
     if (r.options.progress) {
       progress.finish();
       spdlog::info("step {} eval {}", step, result.last_eval.dump());
@@ -504,8 +474,9 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     io::write_file_atomic(s.output_dir + "/train_config.json", s.config.dump(2) + "\n");
   }
 
-  std::unique_ptr<MetricsLog> log;
-  if (r.main_rank) log = std::make_unique<MetricsLog>(r.log_path);
+  // metrics.jsonl on the main rank, synced before each checkpoint so a checkpoint's log is on disk.
+  std::unique_ptr<io::AppendFile> log;
+  if (r.main_rank) log = std::make_unique<io::AppendFile>(r.log_path, "the training log");
   TrainResult result;
   result.total_steps = total;
   Prefetcher batches(r, step);
@@ -530,13 +501,11 @@ TrainResult training_loop(const LoopSettings& s, torch::nn::Module& model, AdamW
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double per_step = elapsed / static_cast<double>(step - first_step);
     if (r.main_rank && (step % s.log_steps == 0 || step == total)) {
-      log->append(json{{"step", step},
-                       {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)},
-                       {"loss", loss_value},
-                       {"lr", lr},
-                       {"grad_norm", grad_norm},
-                       {"samples_per_s", static_cast<double>(G) / per_step},
-                       {"elapsed_s", elapsed}});
+      const json record = {{"step", step},           {"epoch", static_cast<double>(step) / static_cast<double>(s.steps_per_epoch)},
+                           {"loss", loss_value},     {"lr", lr},
+                           {"grad_norm", grad_norm}, {"samples_per_s", static_cast<double>(G) / per_step},
+                           {"elapsed_s", elapsed}};
+      log->append_line(record.dump());
     }
     progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.1f} samples/s", loss_value, lr, static_cast<double>(G) / per_step));
     const bool stop = run_stop_requested(r);

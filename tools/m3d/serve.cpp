@@ -31,6 +31,12 @@ void add_serve_options(CLI::App* cmd, ServeOptions& o) {
   cmd->add_option("--max-voxels", o.max_voxels, "Largest scan an upload may hold (voxels of the original grid); larger: 400")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-zip-entries", o.max_zip_entries, "Most files a zipped DICOM series may hold; more: 413")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-unzipped-mb", o.max_unzipped_mb, "Most MiB a zipped DICOM series may inflate to (decompression bombs); more: 413")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-new-tokens-limit", o.max_new_tokens_limit, "Largest max_tokens a request may ask for; larger: 400")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -75,7 +81,7 @@ void serve(const ServeOptions& options) {
     model = Model::open(options.model_dir, ModelOptions{options.dtype, "auto"});
   }
   const auto grid = embedder ? embedder->info().image_grid : model->info().image_grid;
-  StoreOptions store{options.data_dir, options.model_dir, grid, options.max_voxels, 4};
+  StoreOptions store{options.data_dir, options.model_dir, grid, options.max_voxels, options.max_zip_entries, options.max_unzipped_mb << 20, 4};
   ServeContext ctx(options, std::move(model), std::move(embedder), std::move(store));
   ctx.model_id = model_id_of(options.model_dir);
   ctx.started = static_cast<int64_t>(std::time(nullptr));

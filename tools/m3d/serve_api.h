@@ -29,6 +29,7 @@ struct ServeOptions {
   std::string model_dir, host = "127.0.0.1", api_key, data_dir = "m3d-data", dtype = "f32";
   int port = 8080;
   int64_t max_body_mb = 512, max_voxels = int64_t{1} << 30, max_new_tokens_limit = 1024, max_inputs = 256;
+  int64_t max_zip_entries = 10000, max_unzipped_mb = 2048;  // a zipped DICOM series
   int queue = 16, timeout_s = 300;
 };
 

@@ -26,6 +26,8 @@ struct ChatRequest {
   std::string question, study;  // study empty: a text-only question
   AskOptions ask;
   bool stream = false;
+  bool segment = false;  // POST /v1/segment: Session::segment with `prompts` (the question may be empty)
+  SpatialPrompts prompts;
 };
 
 // One request's generation: what it asks, and the slot it holds while it runs.
@@ -179,7 +181,8 @@ Answer generate(Generation& g, const TextCallback& on_piece, const std::function
       g.timed_out = g.timed_out || Clock::now() > g.deadline;
       return g.timed_out || (stop_check && stop_check());
     };
-    Answer answer = session->ask(g.request.question, ask, on_piece);
+    Answer answer =
+        g.request.segment ? session->segment(g.request.question, g.request.prompts, ask, on_piece) : session->ask(g.request.question, ask, on_piece);
     g.ctx.metrics.add_tokens(answer.completion_tokens);
     return answer;
   } catch (const Error& e) {  // the library refusing this question (too long for the context, ...)
@@ -282,11 +285,44 @@ void chat_completions(ServeContext& ctx, const httplib::Request& req, httplib::R
   res.set_chunked_content_provider("text/event-stream", [g](size_t, httplib::DataSink& sink) { return stream_answer(*g, sink); });
 }
 
-// POST /v1/segment {"study": id, "prompt": "Can you segment the liver?", sampling as
-// chat}: the model answers; the hidden states before its [SEG] tokens make the mask,
-// which is saved on the study's own grid (the recipe's way back) as a NIfTI beside
-// the study. The reply is the answer's JSON (as chat's "m3d" extras) with the mask's
-// URL, or "mask": null when the answer has no [SEG].
+// `value` as n numbers, low <= n <= high; ApiError 400 naming `what` and the `form` expected.
+std::vector<double> numbers_of(const json& value, size_t low, size_t high, const std::string& what, const char* form) {
+  if (!value.is_array() || value.size() < low || value.size() > high || !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_number(); })) {
+    throw ApiError(400, fmt::format("{} must be {} in model voxels, got {}", what, form, json_text(value).substr(0, 100)));
+  }
+  return value.get<std::vector<double>>();
+}
+
+// SegVol's "box" [d1, h1, w1, d2, h2, w2] and "points" [[d, h, w, label?], ...] (model voxels,
+// as `m3d segment --box / --point`); the library checks them against the model grid.
+SpatialPrompts parse_spatial(const json& body) {
+  SpatialPrompts prompts;
+  if (const auto box = field(body, "box")) {
+    const auto v = numbers_of(*box, 6, 6, "'box'", "[d1, h1, w1, d2, h2, w2] (the min corner, then the max corner)");
+    prompts.box.emplace();
+    std::copy(v.begin(), v.end(), prompts.box->corners.begin());
+  }
+  if (const auto points = field(body, "points")) {
+    if (!points->is_array() || points->empty()) throw ApiError(400, "'points' must be a non-empty array of points [d, h, w] or [d, h, w, label]");
+    for (size_t i = 0; i < points->size(); ++i) {
+      const std::string what = fmt::format("'points'[{}]", i);
+      const auto v = numbers_of((*points)[i], 3, 4, what, "[d, h, w] or [d, h, w, label] (label 1 positive, 0 negative)");
+      SegPoint& point = prompts.points.emplace_back();
+      std::copy(v.begin(), v.begin() + 3, point.dhw.begin());
+      if (v.size() == 4 && v[3] != 0 && v[3] != 1) throw ApiError(400, fmt::format("{}: label {} is not 1 (positive) or 0 (negative)", what, v[3]));
+      if (v.size() == 4) point.label = static_cast<int64_t>(v[3]);
+    }
+  }
+  return prompts;
+}
+
+// POST /v1/segment {"study": id, "prompt": "Can you segment the liver?", "box": [...],
+// "points": [[...], ...], sampling as chat}: the model answers the prompt; the hidden states
+// before its [SEG] tokens and the box / point prompts (either may be absent) make the mask,
+// which is saved on the study's own grid (the recipe's way back) beside the study as a
+// NIfTI or, with "format": "dicom-seg" on a DICOM study, a DICOM-SEG of its series. The
+// reply is the answer's JSON (as chat's "m3d" extras) with the mask's URL, or "mask": null
+// when the answer has no [SEG] and no box / point was given.
 void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
   const auto start = Clock::now();
   const Model& model = generative_model(ctx);
@@ -296,14 +332,25 @@ void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& 
   const auto study = field(body, "study");
   if (!study || !study->is_string() || !study_id_valid(study->get<std::string>())) { throw ApiError(400, "'study' must be the id POST /v1/studies returned"); }
   request.study = study->get<std::string>();
-  if (!ctx.store.get(request.study)) throw ApiError(404, "no study '" + request.study + "'");
-  const auto prompt = field(body, "prompt");
-  if (!prompt || !prompt->is_string() || prompt->get<std::string>().empty()) {
-    throw ApiError(400, "'prompt' must be a non-empty string, e.g. \"Can you segment the liver?\"");
+  const std::optional<json> meta = ctx.store.get(request.study);
+  if (!meta) throw ApiError(404, "no study '" + request.study + "'");
+  const json format = field(body, "format").value_or(json("nifti"));
+  if (format != "nifti" && format != "dicom-seg") throw ApiError(400, "'format' must be \"nifti\" (the default) or \"dicom-seg\"");
+  const bool dicom_seg = format == "dicom-seg";
+  if (dicom_seg && meta->value("format", "") != "dicom") {
+    throw ApiError(400,
+                   fmt::format("'format' \"dicom-seg\" needs a DICOM study (a zipped series); study '{}' is {}", request.study, meta->value("format", "")));
   }
-  request.question = prompt->get<std::string>();
+  request.prompts = parse_spatial(body);
+  const bool spatial = request.prompts.box || !request.prompts.points.empty();
+  const auto prompt = field(body, "prompt");
+  if ((prompt || !spatial) && (!prompt || !prompt->is_string() || prompt->get<std::string>().empty())) {
+    throw ApiError(400, "'prompt' must be a non-empty string, e.g. \"Can you segment the liver?\" (or give only 'box' / 'points')");
+  }
+  if (prompt) request.question = prompt->get<std::string>();
   parse_sampling(body, ctx, request);
   request.ask.mask = true;
+  request.segment = true;
   Generation g(ctx, std::move(request));
   g.id = "seg-" + random_hex(24);
   g.deadline = start + std::chrono::seconds(ctx.options.timeout_s);
@@ -320,12 +367,13 @@ void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& 
               {"m3d", extras(g, answer)},
               {"mask", nullptr}};
   if (answer.mask) {
-    const std::string mask_id = ctx.store.mask_save(g.request.study, *answer.mask);
+    const std::string mask_id = ctx.store.mask_save(g.request.study, *answer.mask,
+                                                    dicom_seg ? std::optional(StudyStore::DicomSegLabel{g.request.question, g.request.prompts}) : std::nullopt);
     const auto& size = answer.mask->size;
     const int64_t on_scan = std::count_if(answer.mask->data.begin(), answer.mask->data.end(), [](uint8_t v) { return v != 0; });
     out["mask"] = {{"id", mask_id},
-                   {"url", "/v1/studies/" + g.request.study + "/masks/" + mask_id + ".nii.gz"},
-                   {"format", "nifti"},
+                   {"url", "/v1/studies/" + g.request.study + "/masks/" + mask_id + (dicom_seg ? ".dcm" : ".nii.gz")},
+                   {"format", format},
                    {"size_ijk", {size[0], size[1], size[2]}},
                    {"scan_voxels", on_scan},
                    {"seg_tokens", answer.seg_tokens},
@@ -339,13 +387,13 @@ void segment(ServeContext& ctx, const httplib::Request& req, httplib::Response& 
 void serve_add_chat(httplib::Server& server, ServeContext& ctx) {
   server.Post("/v1/chat/completions", guarded([&ctx](const httplib::Request& req, httplib::Response& res) { chat_completions(ctx, req, res); }));
   server.Post("/v1/segment", guarded([&ctx](const httplib::Request& req, httplib::Response& res) { segment(ctx, req, res); }));
-  server.Get(R"(/v1/studies/([^/]+)/masks/([^/]+)\.nii\.gz)", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
-               const std::optional<std::string> path = ctx.store.mask_path(req.matches[1], req.matches[2]);
+  server.Get(R"(/v1/studies/([^/]+)/masks/([^/.]+)(\.nii\.gz|\.dcm))", guarded([&ctx](const httplib::Request& req, httplib::Response& res) {
+               const std::optional<std::string> path = ctx.store.mask_path(req.matches[1], req.matches[2], req.matches[3]);
                if (!path) throw ApiError(404, fmt::format("no mask '{}' of study '{}'", req.matches[2].str(), req.matches[1].str()));
                std::ifstream in(*path, std::ios::binary);
                std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
                if (!in.good() && !in.eof()) throw ApiError(500, "cannot read " + *path);
-               res.set_content(bytes, "application/gzip");
+               res.set_content(bytes, req.matches[3] == ".dcm" ? "application/dicom" : "application/gzip");
              }));
 }
 

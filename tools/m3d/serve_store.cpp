@@ -11,10 +11,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <random>
 
 #include "core/strings.h"
 #include "io/atomic_file.h"
+#include "io/mapped_file.h"
+#include "io/zip.h"
 #include "m3d/error.h"
 
 namespace m3d::cli {
@@ -24,7 +28,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr size_t kHeadBytes = 512;  // enough for a NIfTI-1 header's magic at byte 344
-constexpr const char* kFormats = "supported: .nii, .nii.gz, .nrrd, .mha, .npy; DICOM zips: not yet";
+constexpr const char* kFormats = "supported: .nii, .nii.gz, .nrrd, .mha, .npy, and .zip of a DICOM series";
 
 [[noreturn]] void server_fail(const std::string& what, int err) { throw std::runtime_error(fmt::format("{}: {}", what, std::strerror(err))); }
 
@@ -36,7 +40,7 @@ std::string upload_extension(const std::string& filename, const std::string& con
   const std::string name = ascii_lower(filename);
   if (!name.empty()) {
     if (ends_with(name, ".nii") || ends_with(name, ".nii.gz")) return gzip ? ".nii.gz" : ".nii";
-    for (const char* ext : {".nrrd", ".mha", ".npy"}) {
+    for (const char* ext : {".nrrd", ".mha", ".npy", ".zip"}) {
       if (ends_with(name, ext)) return ext;
     }
     throw StudyRejected(400, fmt::format("{}: unsupported file type ({}; .nhdr/.mhd need their data file: send .nrrd/.mha)", filename, kFormats));
@@ -46,6 +50,7 @@ std::string upload_extension(const std::string& filename, const std::string& con
   if (type == "application/x-npy" || type == "application/npy") return ".npy";
   if (type == "application/x-nifti" || type == "application/nifti") return ".nii";
   if (type == "application/x-nrrd" || type == "application/nrrd") return ".nrrd";
+  if (type == "application/zip" || type == "application/x-zip-compressed" || head.rfind("PK\x03\x04", 0) == 0) return ".zip";
   if (head.rfind("\x93NUMPY", 0) == 0) return ".npy";
   if (head.rfind("NRRD", 0) == 0) return ".nrrd";
   if (head.rfind("ObjectType", 0) == 0 || head.rfind("NDims", 0) == 0) return ".mha";
@@ -59,6 +64,7 @@ std::string format_name(const std::string& ext) {
   if (ext == ".npy") return "npy";
   if (ext == ".nrrd") return "nrrd";
   if (ext == ".mha") return "metaimage";
+  if (ext == ".zip") return "dicom";
   return "nifti";
 }
 
@@ -79,6 +85,51 @@ void fsync_dir(const std::string& dir) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+// A zipped DICOM series unpacked into `dir`: every file entry under a name of the server's
+// (000000, 000001, ...: the series reader reads one folder and skips what is not DICOM;
+// entry names are only checked), each inflated with its length and CRC-32 checked. Before
+// anything is inflated: an unsafe entry name is a 400, more files than `max_entries` or
+// more recorded bytes than `max_bytes` (a decompression bomb) a 413; an entry inflating
+// past its recorded size fails as it happens. Errors show the client's file name.
+void unzip_series(const std::string& zip, const std::string& dir, const std::string& shown, const StoreOptions& options) {
+  const auto rejected = [&](int status, std::string message) {
+    replace_all(message, zip, shown);
+    return StudyRejected(status, message);
+  };
+  try {
+    const std::shared_ptr<const io::MappedFile> file = io::MappedFile::open(zip);
+    std::vector<io::ZipEntry> files;
+    for (io::ZipEntry& entry : io::zip_list(*file)) {
+      if (const std::string problem = io::zip_name_problem(entry.name); !problem.empty()) {
+        throw rejected(400, fmt::format("{}: entry '{}' has {}: zip the series' files under relative names", shown, entry.name.substr(0, 200), problem));
+      }
+      if (entry.name.back() != '/') files.push_back(std::move(entry));  // a folder entry has no data
+    }
+    if (files.empty()) throw rejected(400, fmt::format("{}: the zip holds no files (expected the DICOM files of one series)", shown));
+    if (options.max_zip_entries > 0 && static_cast<int64_t>(files.size()) > options.max_zip_entries) {
+      throw rejected(413, fmt::format("{}: {} files, more than the server's --max-zip-entries {}", shown, files.size(), options.max_zip_entries));
+    }
+    uint64_t total = 0;
+    for (const io::ZipEntry& entry : files) total += std::min<uint64_t>(entry.size, uint64_t{1} << 62);  // no overflow
+    if (options.max_unzipped_bytes > 0 && total > static_cast<uint64_t>(options.max_unzipped_bytes)) {
+      throw rejected(413, fmt::format("{}: the files inflate to {} bytes, more than the server's --max-unzipped-mb {} (a decompression bomb?)", shown, total,
+                                      options.max_unzipped_bytes >> 20));
+    }
+    fs::create_directory(dir);
+    const auto server_side = [](const std::function<void()>& action) {  // a full disk is the server's fault (500), not the zip's
+      try {
+        action();
+      } catch (const Error& e) { throw std::runtime_error(e.what()); }
+    };
+    for (size_t i = 0; i < files.size(); ++i) {
+      std::optional<io::AtomicFile> out;
+      server_side([&] { out.emplace(fmt::format("{}/{:06d}", dir, i)); });
+      io::zip_read(*file, files[i], [&](const uint8_t* data, size_t size) { server_side([&] { out->write(data, size); }); });
+      server_side([&] { out->commit(); });
+    }
+  } catch (const Error& e) { throw rejected(400, e.what()); }
 }
 
 }  // namespace
@@ -176,9 +227,14 @@ json StudyStore::commit(Upload& upload, const std::string& filename, const std::
   ::close(upload.fd_);
   upload.fd_ = -1;
   const std::string ext = upload_extension(filename, content_type, upload.head_);
-  const std::string file = "scan" + ext;
+  const std::string file = ext == ".zip" ? "series" : "scan" + ext;  // a DICOM series: its unpacked folder
   const std::string shown = shown_name(filename, ext);
-  fs::rename(upload.dir_ + "/body", upload.dir_ + "/" + file);
+  if (ext == ".zip") {
+    unzip_series(upload.dir_ + "/body", upload.dir_ + "/" + file, shown, options_);
+    fs::remove(upload.dir_ + "/body");
+  } else {
+    fs::rename(upload.dir_ + "/body", upload.dir_ + "/" + file);
+  }
   const PreparedScan scan = prepare(upload.dir_ + "/" + file, shown);
   const auto size = scan.scan_size();
   if (options_.max_voxels > 0 && size[0] * size[1] * size[2] > options_.max_voxels) {
@@ -250,10 +306,22 @@ std::optional<PreparedScan> StudyStore::scan(const std::string& id) {
   return scan;
 }
 
-std::string StudyStore::mask_save(const std::string& id, const RawVolume& mask) {
+std::string StudyStore::mask_save(const std::string& id, const RawVolume& mask, const std::optional<DicomSegLabel>& dicom_seg) {
   const std::string mask_id = random_hex(16);
-  const std::string staged = options_.data_dir + "/tmp/mask-" + mask_id + ".nii.gz";
-  volume_write(staged, mask);  // itself temp -> read back -> rename
+  const std::string ext = dicom_seg ? ".dcm" : ".nii.gz";
+  const std::string staged = options_.data_dir + "/tmp/mask-" + mask_id + ext;
+  if (dicom_seg) {
+    const std::optional<json> meta = get(id);
+    if (!meta) throw StudyRejected(404, "no study '" + id + "' (deleted while its mask was computed)");
+    try {
+      mask_write_dicom_seg(staged, study_dir(id) + "/" + meta->at("file").get<std::string>(), mask, dicom_seg->question, dicom_seg->prompts);
+    } catch (const Error&) {
+      if (!get(id)) throw StudyRejected(404, "no study '" + id + "' (deleted while its mask was computed)");
+      throw;
+    }
+  } else {
+    volume_write(staged, mask);  // itself temp -> read back -> rename
+  }
   std::lock_guard<std::mutex> lock(mutex_);  // remove() takes a study out of studies_ before moving its folder
   if (studies_.count(id) == 0) {
     std::error_code ignored;
@@ -262,14 +330,14 @@ std::string StudyStore::mask_save(const std::string& id, const RawVolume& mask) 
   }
   const std::string dir = study_dir(id) + "/masks";
   fs::create_directories(dir);
-  fs::rename(staged, dir + "/" + mask_id + ".nii.gz");
+  fs::rename(staged, dir + "/" + mask_id + ext);
   fsync_dir(dir);
   return mask_id;
 }
 
-std::optional<std::string> StudyStore::mask_path(const std::string& id, const std::string& mask_id) const {
-  if (!study_id_valid(mask_id) || !get(id)) return std::nullopt;
-  const std::string path = study_dir(id) + "/masks/" + mask_id + ".nii.gz";
+std::optional<std::string> StudyStore::mask_path(const std::string& id, const std::string& mask_id, const std::string& ext) const {
+  if (!study_id_valid(mask_id) || !get(id) || (ext != ".nii.gz" && ext != ".dcm")) return std::nullopt;
+  const std::string path = study_dir(id) + "/masks/" + mask_id + ext;
   if (!fs::is_regular_file(path)) return std::nullopt;
   return path;
 }

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "m3d/recipe.h"
+#include "m3d/session.h"
 
 namespace m3d::cli {
 
@@ -76,6 +77,7 @@ struct StoreOptions {
   std::string data_dir, model_dir;
   std::array<int64_t, 3> model_grid{0, 0, 0};  // (D, H, W) the model takes; model-space uploads must match
   int64_t max_voxels = 0;  // of the original scan
+  int64_t max_zip_entries = 0, max_unzipped_bytes = 0;  // a zipped DICOM series' files and their inflated bytes (0: no limit)
   size_t cached_scans = 4;
 };
 
@@ -118,11 +120,17 @@ class StudyStore {
   std::optional<PreparedScan> scan(const std::string& id);
   size_t size() const;
   // Saves a [SEG] mask (U8 on the study's own grid) beside the study as
-  // masks/<mask id>.nii.gz, written whole before it appears there; its id. StudyRejected
-  // 404 when the study was deleted meanwhile (nothing is left behind).
-  std::string mask_save(const std::string& id, const RawVolume& mask);
-  // The file of a saved mask; std::nullopt when the study or the mask is not there.
-  std::optional<std::string> mask_path(const std::string& id, const std::string& mask_id) const;
+  // masks/<mask id>.nii.gz or, given `dicom_seg` (the segment's question and prompts), as
+  // masks/<mask id>.dcm, a DICOM-SEG of a DICOM study's series; written whole before it
+  // appears there; its id. StudyRejected 404 when the study was deleted meanwhile (nothing
+  // is left behind).
+  struct DicomSegLabel {
+    std::string question;
+    SpatialPrompts prompts;
+  };
+  std::string mask_save(const std::string& id, const RawVolume& mask, const std::optional<DicomSegLabel>& dicom_seg = std::nullopt);
+  // The file of a saved mask (`ext` .nii.gz or .dcm); std::nullopt when the study or the mask is not there.
+  std::optional<std::string> mask_path(const std::string& id, const std::string& mask_id, const std::string& ext) const;
 
  private:
   std::string study_dir(const std::string& id) const;
